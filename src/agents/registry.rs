@@ -1,0 +1,74 @@
+//! Builds the configured agents and the plan they run in.
+
+use std::sync::Arc;
+
+use crate::config::{AgentKind, AgentSettings};
+use crate::orchestrator::{Plan, PlanError};
+
+use super::Agent;
+use super::sandbox::SandboxAgent;
+
+/// Why the configured agents could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+}
+
+/// The configured agents, in the plan's order, with the plan itself.
+pub struct AgentRegistry {
+    plan: Plan,
+    agents: Vec<Arc<dyn Agent>>,
+    sandbox: Vec<String>,
+}
+
+impl AgentRegistry {
+    /// Builds every configured agent; refuses a plan with a cycle or an unknown dependency.
+    pub fn from_settings<'a>(
+        settings: impl IntoIterator<Item = (&'a String, &'a AgentSettings)>,
+    ) -> Result<Self, RegistryError> {
+        let settings: Vec<_> = settings.into_iter().collect();
+        let plan =
+            Plan::new(settings.iter().map(|(name, agent)| {
+                (name.as_str(), agent.depends_on.as_slice(), agent.timeout())
+            }))?;
+        let mut agents = Vec::with_capacity(plan.len());
+        let mut sandbox = Vec::new();
+        for node in plan.nodes() {
+            let (name, agent) = settings
+                .iter()
+                .find(|(name, _)| name.as_str() == node.name)
+                .expect("every plan node comes from the settings");
+            let built: Arc<dyn Agent> = match agent.kind {
+                AgentKind::Sandbox => {
+                    sandbox.push(name.to_string());
+                    Arc::new(SandboxAgent::new(
+                        name,
+                        agent.sandbox.clone(),
+                        agent.fail_reason.clone(),
+                    ))
+                }
+            };
+            agents.push(built);
+        }
+        Ok(Self {
+            plan,
+            agents,
+            sandbox,
+        })
+    }
+
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// The agents, indexed like the plan's nodes.
+    pub fn agents(&self) -> &[Arc<dyn Agent>] {
+        &self.agents
+    }
+
+    /// Names of the sandbox agents: the only ones a request's `sandbox` object may script.
+    pub fn sandbox_agents(&self) -> &[String] {
+        &self.sandbox
+    }
+}

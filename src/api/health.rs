@@ -1,0 +1,74 @@
+//! Health for load balancers and metrics for operators. These routes sit outside admission
+//! control and body limits, and never touch the store, so they answer while the instance is
+//! saturated.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Serialize;
+use serde_json::json;
+
+use super::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/health", get(health))
+        .route("/health/ready", get(ready))
+        .route("/metrics", get(metrics))
+}
+
+/// Liveness: the process serves HTTP. The contract load balancers already use.
+async fn health() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok", "ts": chrono::Utc::now().timestamp() }))
+}
+
+#[derive(Serialize)]
+struct Readiness {
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
+    running_sessions: usize,
+    max_inflight_sessions: usize,
+}
+
+/// Readiness: whether to send this instance new sessions.
+async fn ready(State(state): State<AppState>) -> Response {
+    let reason = if state.lifecycle.is_draining() {
+        Some("draining")
+    } else if state.admission.saturated() {
+        Some("saturated")
+    } else {
+        None
+    };
+    let body = Readiness {
+        status: if reason.is_some() {
+            "unavailable"
+        } else {
+            "ready"
+        },
+        reason,
+        running_sessions: state.orchestrator.running(),
+        max_inflight_sessions: state.admission.max(),
+    };
+    let status = if reason.is_some() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (status, Json(body)).into_response()
+}
+
+/// Prometheus text exposition.
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,96 @@
+//! HTTP only: routing, extractors, handlers and problem+json errors. No business logic: each
+//! handler turns the request into domain types, calls the orchestrator once, and maps the result.
+
+mod admission;
+mod error;
+mod health;
+mod sessions;
+mod submission;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{Request, Response};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use tracing::Span;
+
+use crate::config::LimitSettings;
+use crate::orchestrator::Orchestrator;
+
+pub use admission::{Admission, Lifecycle};
+pub use error::{ApiError, FieldError, PROBLEM_JSON};
+pub use sessions::NDJSON;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub orchestrator: Orchestrator,
+    pub admission: Admission,
+    pub lifecycle: Lifecycle,
+    pub limits: Arc<LimitSettings>,
+    pub body_limit: usize,
+    pub metrics: PrometheusHandle,
+}
+
+/// The whole HTTP surface, with request ids and request spans.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.body_limit;
+    Router::new()
+        .merge(health::router())
+        .merge(sessions::router(body_limit))
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async {
+            ApiError::BadRequest("method not allowed on this path".into())
+        })
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(request_span)
+                        .on_request(())
+                        .on_response(on_response),
+                )
+                .layer(PropagateRequestIdLayer::x_request_id()),
+        )
+        .with_state(state)
+}
+
+/// One span per request, carrying its id. The query string is left out of it on purpose.
+fn request_span<B>(request: &Request<B>) -> Span {
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    tracing::info_span!(
+        "request",
+        request_id,
+        method = %request.method(),
+        path = %request.uri().path(),
+    )
+}
+
+/// Server errors are logged as errors, client errors as warnings, the rest only at debug:
+/// counts of everything are in the metrics.
+fn on_response<B>(response: &Response<B>, latency: Duration, _: &Span) {
+    let status = response.status();
+    let class = match status.as_u16() {
+        500.. => "5xx",
+        400.. => "4xx",
+        _ => "2xx",
+    };
+    metrics::counter!("kyc_http_responses_total", "class" => class).increment(1);
+    let latency_ms = latency.as_secs_f64() * 1000.0;
+    if status.is_server_error() {
+        tracing::error!(status = status.as_u16(), latency_ms, "request failed");
+    } else if status.is_client_error() {
+        tracing::warn!(status = status.as_u16(), latency_ms, "request refused");
+    } else {
+        tracing::debug!(status = status.as_u16(), latency_ms, "request served");
+    }
+}

@@ -1,0 +1,212 @@
+//! `/v1/sessions`: start a session, read it, follow its events.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::{Stream, StreamExt};
+use serde::{Deserialize, Serialize};
+
+use super::AppState;
+use super::admission::AdmissionPermit;
+use super::error::ApiError;
+use super::submission::Submission;
+use crate::domain::{CheckResult, Decision, SessionId};
+use crate::orchestrator::Started;
+use crate::store::{SessionRecord, SessionStatus};
+
+pub const NDJSON: &str = "application/x-ndjson";
+
+pub fn router(body_limit: usize) -> Router<AppState> {
+    Router::new()
+        .route(
+            "/v1/sessions",
+            post(create).layer(DefaultBodyLimit::max(body_limit)),
+        )
+        .route("/v1/sessions/{id}", get(show))
+        .route("/v1/sessions/{id}/events", get(events))
+}
+
+/// Starts a session: `202` with its location, or with `Accept: application/x-ndjson` its events
+/// as they happen.
+async fn create(
+    AdmissionPermit(permit): AdmissionPermit,
+    State(state): State<AppState>,
+    WantsNdjson(stream): WantsNdjson,
+    Submission(session): Submission,
+) -> Result<Response, ApiError> {
+    let started = state.orchestrator.start(session, Some(permit)).await?;
+    if stream {
+        let events = state
+            .orchestrator
+            .follow(started.id, 0)
+            .await?
+            .ok_or(ApiError::NotFound)?;
+        return Ok(ndjson(events));
+    }
+    Ok(accepted(&started))
+}
+
+/// The session as it stands.
+async fn show(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<SessionView>, ApiError> {
+    let id = parse_id(&id)?;
+    let record = state
+        .orchestrator
+        .session(id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    Ok(Json(SessionView::from(record)))
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    #[serde(default)]
+    after: u64,
+}
+
+/// The session's events after `?after=<seq>`, then live ones until `session.completed`.
+async fn events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    query: Result<Query<EventsQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let Query(query) = query.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
+    let events = state
+        .orchestrator
+        .follow(id, query.after)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    Ok(ndjson(events))
+}
+
+/// An id that does not parse names no session.
+fn parse_id(id: &str) -> Result<SessionId, ApiError> {
+    id.parse().map_err(|_| ApiError::NotFound)
+}
+
+/// Whether the client asked for the event stream.
+struct WantsNdjson(bool);
+
+impl<S: Send + Sync> FromRequestParts<S> for WantsNdjson {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let wants = parts
+            .headers
+            .get_all(header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().starts_with(NDJSON)));
+        Ok(Self(wants))
+    }
+}
+
+fn ndjson(lines: impl Stream<Item = Bytes> + Send + 'static) -> Response {
+    let body = Body::from_stream(lines.map(Ok::<_, std::convert::Infallible>));
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(NDJSON)),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+#[derive(Serialize)]
+struct Links {
+    #[serde(rename = "self")]
+    this: String,
+    events: String,
+}
+
+impl Links {
+    fn of(id: SessionId) -> Self {
+        Self {
+            this: format!("/v1/sessions/{id}"),
+            events: format!("/v1/sessions/{id}/events"),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct AcceptedView {
+    id: SessionId,
+    status: SessionStatus,
+    created_at: DateTime<Utc>,
+    deadline_at: DateTime<Utc>,
+    links: Links,
+}
+
+fn accepted(started: &Started) -> Response {
+    let links = Links::of(started.id);
+    let location = HeaderValue::try_from(links.this.as_str()).expect("a path is a valid header");
+    let view = AcceptedView {
+        id: started.id,
+        status: SessionStatus::Running,
+        created_at: started.created_at,
+        deadline_at: started.deadline_at,
+        links,
+    };
+    (
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(view),
+    )
+        .into_response()
+}
+
+/// `GET /v1/sessions/{id}`.
+#[derive(Serialize)]
+pub struct SessionView {
+    id: SessionId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reference: Option<String>,
+    status: SessionStatus,
+    created_at: DateTime<Utc>,
+    deadline_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    completed_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    decision: Option<Decision>,
+    reasons: Vec<String>,
+    checks: BTreeMap<String, CheckResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duration_ms: Option<f64>,
+    links: Links,
+}
+
+impl From<SessionRecord> for SessionView {
+    fn from(record: SessionRecord) -> Self {
+        let completion = record.completion;
+        Self {
+            id: record.id,
+            reference: record.reference,
+            status: record.status,
+            created_at: record.created_at,
+            deadline_at: record.deadline_at,
+            completed_at: completion.as_ref().map(|c| c.completed_at),
+            decision: completion.as_ref().map(|c| c.decision),
+            duration_ms: completion.as_ref().map(|c| c.duration_ms),
+            reasons: completion
+                .as_ref()
+                .map(|c| c.reasons.clone())
+                .unwrap_or_default(),
+            checks: completion.map(|c| c.checks).unwrap_or_default(),
+            links: Links::of(record.id),
+        }
+    }
+}

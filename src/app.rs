@@ -1,0 +1,141 @@
+//! The application: built from settings, bound to a port (0 picks a free one), run until the
+//! shutdown future it is given resolves.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::agents::{AgentRegistry, RegistryError};
+use crate::api::{self, Admission, AppState, Lifecycle};
+use crate::config::Settings;
+use crate::orchestrator::{Orchestrator, Policy};
+use crate::store::{self, StoreError};
+use crate::telemetry;
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("invalid agent configuration: {0}")]
+    Agents(#[from] RegistryError),
+    #[error("cannot open the session store: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A bound, not yet serving, instance.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    drain_delay: Duration,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let orchestrator = build_orchestrator(&settings)?;
+        let addr = format!("{}:{}", settings.server.host, settings.server.port);
+        let listener = TcpListener::bind(&addr)
+            .await
+            .map_err(|source| StartupError::Bind {
+                addr: addr.clone(),
+                source,
+            })?;
+        let state = AppState {
+            orchestrator,
+            admission: Admission::new(
+                settings.server.max_inflight_sessions,
+                settings.server.retry_after_s,
+            ),
+            lifecycle: Lifecycle::default(),
+            limits: Arc::new(settings.limits.clone()),
+            body_limit: settings.server.body_limit_bytes,
+            metrics: telemetry::metrics_handle(),
+        };
+        Ok(Self {
+            listener,
+            state,
+            drain_delay: Duration::from_millis(settings.server.drain_delay_ms),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    /// Tells whether (and when) the instance starts draining.
+    pub fn lifecycle(&self) -> &Lifecycle {
+        &self.state.lifecycle
+    }
+
+    /// The orchestrator behind the API, for in-process callers (benchmarks, tests).
+    pub fn orchestrator(&self) -> &Orchestrator {
+        &self.state.orchestrator
+    }
+
+    /// Serves until `shutdown` resolves, then drains: readiness turns 503 and new sessions are
+    /// refused at once; the listener closes after `server.drain_delay_ms`; running sessions
+    /// finish (each bounded by its deadline); then this returns.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let Self {
+            listener,
+            state,
+            drain_delay,
+        } = self;
+        let orchestrator = state.orchestrator.clone();
+        let lifecycle = state.lifecycle.clone();
+        let metrics = state.metrics.clone();
+        let upkeep = tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                every.tick().await;
+                metrics.run_upkeep();
+            }
+        });
+
+        let draining = async move {
+            shutdown.await;
+            lifecycle.start_draining();
+            tracing::info!(
+                running_sessions = orchestrator.running(),
+                drain_delay_ms = drain_delay.as_millis() as u64,
+                "shutting down: readiness is 503, new sessions are refused"
+            );
+            tokio::time::sleep(drain_delay).await;
+        };
+        let served = axum::serve(listener, api::router(state.clone()))
+            .with_graceful_shutdown(draining)
+            .await;
+        state.orchestrator.drain().await;
+        upkeep.abort();
+        tracing::info!("stopped");
+        served
+    }
+}
+
+/// The agents, the plan, the store and the policy, as configured.
+pub fn build_orchestrator(settings: &Settings) -> Result<Orchestrator, StartupError> {
+    let registry = AgentRegistry::from_settings(&settings.agents)?;
+    let store = store::open(&settings.store)?;
+    Ok(Orchestrator::new(
+        registry,
+        &settings.orchestrator,
+        Policy::new(&settings.policy),
+        store,
+    ))
+}

@@ -1,0 +1,199 @@
+//! One `Settings` type, layered: the embedded `config/default.toml` < `config/$KYC_ENV.toml`
+//! < a `--config` file < `KYC__SECTION__KEY` environment variables.
+//!
+//! The defaults are compiled into the binary so that it serves with no file on disk; the other
+//! layers only ever override keys.
+
+use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use config::{Config, Environment, File, FileFormat};
+use serde::Deserialize;
+
+use crate::agents::sandbox::SandboxBehaviour;
+
+/// The defaults every other layer overrides.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// Everything the service reads from configuration.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub limits: LimitSettings,
+    pub orchestrator: OrchestratorSettings,
+    pub policy: PolicySettings,
+    pub store: StoreSettings,
+    pub telemetry: TelemetrySettings,
+    /// The plan: agent name to its settings. A BTreeMap so the plan is built in a stable order.
+    pub agents: BTreeMap<String, AgentSettings>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServerSettings {
+    pub host: String,
+    pub port: u16,
+    pub max_inflight_sessions: usize,
+    pub body_limit_bytes: usize,
+    pub retry_after_s: u64,
+    pub drain_delay_ms: u64,
+}
+
+/// Limits applied to a request before any agent runs.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LimitSettings {
+    pub max_selfie_frames: usize,
+    pub max_image_bytes: usize,
+    pub max_image_pixels: u64,
+    pub max_image_side: u32,
+    pub max_reference_len: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct OrchestratorSettings {
+    pub session_deadline_ms: u64,
+    pub fail_fast: bool,
+    /// 0 means one slot per available core.
+    pub cpu_slots: usize,
+}
+
+impl OrchestratorSettings {
+    pub fn session_deadline(&self) -> Duration {
+        Duration::from_millis(self.session_deadline_ms)
+    }
+
+    /// The number of CPU-bound agent jobs allowed to run at once.
+    pub fn cpu_slots(&self) -> usize {
+        if self.cpu_slots > 0 {
+            return self.cpu_slots;
+        }
+        std::thread::available_parallelism().map_or(1, NonZeroUsize::get)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PolicySettings {
+    pub decline_on: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct StoreSettings {
+    pub url: String,
+    pub memory_capacity: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct TelemetrySettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+/// Which implementation an agent entry uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentKind {
+    /// Simulated latency and outcome, scriptable per request.
+    Sandbox,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AgentSettings {
+    pub kind: AgentKind,
+    pub timeout_ms: u64,
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    /// Behaviour of a sandbox agent when the request does not script it.
+    #[serde(default)]
+    pub sandbox: SandboxBehaviour,
+    /// Reason code a failing sandbox agent reports; defaults by agent name.
+    #[serde(default)]
+    pub fail_reason: Option<String>,
+}
+
+impl AgentSettings {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
+/// Why settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("configuration file {0} does not exist")]
+    MissingFile(PathBuf),
+    #[error("invalid configuration: {0}")]
+    Invalid(#[from] config::ConfigError),
+}
+
+impl Settings {
+    /// The embedded defaults alone, with no file or environment layer: what tests start from.
+    pub fn defaults() -> Self {
+        Config::builder()
+            .add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml))
+            .build()
+            .and_then(Config::try_deserialize)
+            .expect("the embedded config/default.toml is valid")
+    }
+
+    /// Every layer, as the binary loads them.
+    pub fn load(config_file: Option<&Path>) -> Result<Self, SettingsError> {
+        let mut builder =
+            Config::builder().add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml));
+        if let Ok(env) = std::env::var("KYC_ENV") {
+            let path = PathBuf::from("config").join(format!("{env}.toml"));
+            if !path.exists() {
+                return Err(SettingsError::MissingFile(path));
+            }
+            builder = builder.add_source(File::from(path));
+        }
+        if let Some(path) = config_file {
+            if !path.exists() {
+                return Err(SettingsError::MissingFile(path.to_path_buf()));
+            }
+            builder = builder.add_source(File::from(path));
+        }
+        builder = builder.add_source(
+            Environment::with_prefix("KYC")
+                .separator("__")
+                .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("policy.decline_on"),
+        );
+        Ok(builder.build()?.try_deserialize()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_defaults_parse_and_describe_the_default_plan() {
+        let settings = Settings::defaults();
+        assert_eq!(settings.server.port, 8009);
+        assert_eq!(settings.orchestrator.session_deadline_ms, 8000);
+        let names: Vec<_> = settings.agents.keys().map(String::as_str).collect();
+        assert_eq!(names, ["doc_capture", "face_match", "liveness", "ocr"]);
+        assert_eq!(
+            settings.agents["face_match"].depends_on,
+            ["doc_capture", "liveness"]
+        );
+    }
+
+    #[test]
+    fn zero_cpu_slots_means_one_per_core() {
+        let mut settings = Settings::defaults().orchestrator;
+        settings.cpu_slots = 0;
+        assert!(settings.cpu_slots() >= 1);
+        settings.cpu_slots = 3;
+        assert_eq!(settings.cpu_slots(), 3);
+    }
+}

@@ -1,0 +1,12 @@
+//! Checked domain types. Requests become these at the API edge (parse, don't validate), so the
+//! orchestrator and the agents never see an unchecked string or byte blob.
+
+mod check;
+mod image;
+mod session;
+mod session_id;
+
+pub use check::{CheckResult, CheckStatus, Decision};
+pub use image::{ImageData, ImageError, ImageFormat, ImageLimits};
+pub use session::{Document, DocumentType, NewSession, Reference, ReferenceError, Selfie};
+pub use session_id::SessionId;

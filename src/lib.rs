@@ -1,0 +1,21 @@
+//! kyc-orchestrator: an identity-verification (KYC) service.
+//!
+//! A client POSTs a session (selfie frames and identity-document images). The [`api`] checks it
+//! at the edge into [`domain`] types and hands it to the [`orchestrator`], which runs the
+//! configured [`agents`] as a dependency graph under the session's deadline (`liveness` and
+//! `doc_capture` at once; `ocr` after `doc_capture`; `face_match` after both), records every
+//! event in the [`store`], streams them to followers, and decides `approved`, `declined` or
+//! `review` with reason codes. [`app`] wires it all to a listener; [`config`] and [`telemetry`]
+//! are what an operator touches.
+
+pub mod agents;
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod domain;
+pub mod orchestrator;
+pub mod store;
+pub mod telemetry;
+
+pub use app::{Application, StartupError};
+pub use config::Settings;

@@ -1,0 +1,180 @@
+//! The session context every task of a session runs in, and the CPU pool that carries it onto
+//! blocking threads.
+//!
+//! `SESSION` is a task-local scoped around each task a session spawns; `spawn_blocking` would
+//! lose it (and the tracing span), so CPU work goes through [`CpuPool::run`], which re-enters
+//! both on the blocking thread.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::agents::AgentError;
+use crate::domain::SessionId;
+
+/// Identity of the session a piece of work belongs to.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionContext {
+    pub session_id: SessionId,
+}
+
+tokio::task_local! {
+    static SESSION: SessionContext;
+}
+
+impl SessionContext {
+    /// The context of the task (or blocking job) this is called from, if it belongs to a session.
+    pub fn current() -> Option<Self> {
+        SESSION.try_with(|ctx| *ctx).ok()
+    }
+
+    /// Runs `future` with this context as its task-local.
+    pub async fn scope<F: Future>(self, future: F) -> F::Output {
+        SESSION.scope(self, future).await
+    }
+}
+
+/// Runs blocking work on tokio's blocking pool inside the caller's session context and span.
+/// A panic in `work` comes back as `Err` with the panic's message, never as a lost task.
+pub async fn spawn_blocking_in_session<F, R>(work: F) -> Result<R, AgentError>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    let span = tracing::Span::current();
+    let session = SessionContext::current();
+    let handle = tokio::task::spawn_blocking(move || {
+        let _entered = span.enter();
+        match session {
+            Some(ctx) => SESSION.sync_scope(ctx, work),
+            None => work(),
+        }
+    });
+    match handle.await {
+        Ok(value) => Ok(value),
+        Err(err) if err.is_panic() => Err(AgentError::Panicked(panic_message(err.into_panic()))),
+        Err(_) => Err(AgentError::Cancelled),
+    }
+}
+
+/// The text of a panic payload (panics carry `&str` or `String`; anything else is unnamed).
+pub fn panic_message(payload: Box<dyn Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(message) => *message,
+        Err(payload) => payload
+            .downcast_ref::<&str>()
+            .map_or_else(|| "unknown panic payload".to_owned(), |s| (*s).to_owned()),
+    }
+}
+
+/// Bounds CPU-bound agent work to a number of slots (by default one per core), so that agents
+/// queue for the cores instead of oversubscribing them, and the async runtime stays free.
+#[derive(Clone)]
+pub struct CpuPool {
+    slots: Arc<Semaphore>,
+    size: usize,
+}
+
+impl CpuPool {
+    pub fn new(size: usize) -> Self {
+        let size = size.max(1);
+        Self {
+            slots: Arc::new(Semaphore::new(size)),
+            size,
+        }
+    }
+
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Slots in use right now.
+    pub fn busy(&self) -> usize {
+        self.size - self.slots.available_permits()
+    }
+
+    /// Waits for a slot (the wait counts against the caller's timeout), then runs `work` on a
+    /// blocking thread. The slot is held by the job itself: if the caller stops waiting (timeout,
+    /// cancellation) the job sees `cancel`, and its late result is dropped along with the slot.
+    pub async fn run<F, R>(&self, cancel: CancellationToken, work: F) -> Result<R, AgentError>
+    where
+        F: FnOnce(&CancellationToken) -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let queued = tokio::time::Instant::now();
+        let permit = Arc::clone(&self.slots)
+            .acquire_owned()
+            .instrument(tracing::trace_span!("cpu_slot_wait"))
+            .await
+            .expect("the CPU pool's semaphore is never closed");
+        metrics::histogram!("kyc_cpu_slot_wait_seconds").record(queued.elapsed().as_secs_f64());
+        if cancel.is_cancelled() {
+            return Err(AgentError::Cancelled);
+        }
+        spawn_blocking_in_session(move || {
+            let _slot = permit;
+            work(&cancel)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn blocking_work_sees_the_session_context() {
+        let ctx = SessionContext {
+            session_id: SessionId::new(),
+        };
+        let seen = ctx
+            .scope(spawn_blocking_in_session(|| {
+                SessionContext::current().map(|c| c.session_id)
+            }))
+            .await
+            .unwrap();
+        assert_eq!(seen, Some(ctx.session_id));
+    }
+
+    #[tokio::test]
+    async fn a_panic_on_the_blocking_pool_is_reported_with_its_message() {
+        let pool = CpuPool::new(1);
+        let err = pool
+            .run(CancellationToken::new(), |_| -> () { panic!("boom") })
+            .await
+            .unwrap_err();
+        assert_eq!(err, AgentError::Panicked("boom".into()));
+        assert_eq!(pool.busy(), 0, "the slot is released after a panic");
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_job_releases_its_slot_when_it_sees_the_cancellation() {
+        let pool = CpuPool::new(1);
+        let cancel = CancellationToken::new();
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        let job = tokio::spawn({
+            let pool = pool.clone();
+            let cancel = cancel.clone();
+            async move {
+                pool.run(cancel, move |cancel| {
+                    started_tx.send(()).unwrap();
+                    while !cancel.is_cancelled() {
+                        std::hint::spin_loop();
+                    }
+                })
+                .await
+            }
+        });
+        started_rx.await.unwrap();
+        assert_eq!(pool.busy(), 1);
+        job.abort();
+        cancel.cancel();
+        // The next job can only start once the abandoned one has given its slot back.
+        let next = pool.run(CancellationToken::new(), |_| 7).await.unwrap();
+        assert_eq!(next, 7);
+    }
+}

@@ -1,0 +1,131 @@
+//! Live followers: one broadcast channel per running session, and the stream a follower reads.
+//!
+//! A follower subscribes first, then replays the store, then reads live events, dropping any it
+//! has already sent (by `seq`). A broadcast channel never waits for its receivers, so a slow
+//! reader cannot slow a session down; if one falls so far behind that the channel overwrites
+//! events it has not read, it catches up from the store.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures::Stream;
+use tokio::sync::broadcast;
+
+use crate::domain::SessionId;
+use crate::store::{EventRecord, SessionStore, StoreError};
+
+/// Events buffered per session for live followers; a session has about a dozen.
+const LIVE_CAPACITY: usize = 64;
+
+/// The live channels of the sessions running in this process.
+#[derive(Default)]
+pub(crate) struct Hub {
+    // A std Mutex: held only to insert, look up or remove, never across an await.
+    channels: Mutex<HashMap<SessionId, broadcast::Sender<EventRecord>>>,
+}
+
+impl Hub {
+    pub(crate) fn open(&self, id: SessionId) -> broadcast::Sender<EventRecord> {
+        let (sender, _) = broadcast::channel(LIVE_CAPACITY);
+        self.lock().insert(id, sender.clone());
+        sender
+    }
+
+    pub(crate) fn close(&self, id: SessionId) {
+        self.lock().remove(&id);
+    }
+
+    pub(crate) fn subscribe(&self, id: SessionId) -> Option<broadcast::Receiver<EventRecord>> {
+        self.lock().get(&id).map(broadcast::Sender::subscribe)
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<SessionId, broadcast::Sender<EventRecord>>> {
+        self.channels
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+struct Follow {
+    store: Arc<dyn SessionStore>,
+    id: SessionId,
+    last: u64,
+    live: Option<broadcast::Receiver<EventRecord>>,
+    pending: VecDeque<EventRecord>,
+    done: bool,
+}
+
+impl Follow {
+    async fn catch_up(&mut self) -> Result<(), StoreError> {
+        let events = self.store.events_after(self.id, self.last).await?;
+        self.pending.extend(events.unwrap_or_default());
+        Ok(())
+    }
+
+    async fn next(&mut self) -> Option<Bytes> {
+        loop {
+            while let Some(event) = self.pending.pop_front() {
+                if event.seq <= self.last {
+                    continue;
+                }
+                self.last = event.seq;
+                self.done = event.terminal;
+                return Some(event.line);
+            }
+            if self.done {
+                return None;
+            }
+            let Some(live) = self.live.as_mut() else {
+                // Not running here and nothing more stored: the history is all there is.
+                return None;
+            };
+            let caught_up = match live.recv().await {
+                Ok(event) => {
+                    self.pending.push_back(event);
+                    Ok(())
+                }
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::debug!(missed, "live follower lagged; catching up from the store");
+                    self.catch_up().await
+                }
+                Err(broadcast::error::RecvError::Closed) => {
+                    self.live = None;
+                    self.catch_up().await
+                }
+            };
+            if let Err(error) = caught_up {
+                tracing::error!(%error, "could not read session events; ending the stream");
+                return None;
+            }
+        }
+    }
+}
+
+/// The NDJSON lines of a session after `after`: the stored history, then live events until
+/// `session.completed`. `None` when the session is unknown.
+pub(crate) async fn follow(
+    hub: &Hub,
+    store: Arc<dyn SessionStore>,
+    id: SessionId,
+    after: u64,
+) -> Result<Option<impl Stream<Item = Bytes> + Send + 'static>, StoreError> {
+    let live = hub.subscribe(id);
+    let Some(history) = store.events_after(id, after).await? else {
+        return Ok(None);
+    };
+    let state = Follow {
+        store,
+        id,
+        last: after,
+        live,
+        pending: history.into(),
+        done: false,
+    };
+    Ok(Some(futures::stream::unfold(
+        state,
+        |mut state| async move { state.next().await.map(|line| (line, state)) },
+    )))
+}

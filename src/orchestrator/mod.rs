@@ -1,0 +1,201 @@
+//! The pipeline: runs each session's plan of agents under the session's deadline, records its
+//! events, and decides.
+//!
+//! - `plan` checks the agents' dependency graph once at start-up;
+//! - `run` executes one session: each agent starts as soon as its own dependencies are done,
+//!   every agent runs in its own task (a panic is a failed check, not a lost session), and at the
+//!   deadline whatever still runs is cancelled and the session completes with what it has;
+//! - `context` carries the session id into every task and onto the blocking pool;
+//! - `events` and `hub` record and publish the session's history;
+//! - `policy` turns the checks into a decision.
+
+mod context;
+mod deadline;
+mod events;
+mod hub;
+mod plan;
+mod policy;
+mod run;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::Stream;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::task::JoinHandle;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::agents::{Agent, AgentRegistry};
+use crate::config::OrchestratorSettings;
+use crate::domain::{CheckResult, Decision, NewSession, SessionId};
+use crate::store::{SessionRecord, SessionStatus, SessionStore, StoreError};
+
+pub use context::{CpuPool, SessionContext, panic_message, spawn_blocking_in_session};
+pub use deadline::{Deadline, SessionClock};
+pub use events::{Event, EventKind, TimeoutCause};
+pub use plan::{Plan, PlanError, PlanNode};
+pub use policy::{Policy, Verdict};
+
+use hub::Hub;
+
+/// Why the orchestrator could not start or read a session.
+#[derive(Debug, thiserror::Error)]
+pub enum OrchestratorError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A session that has been accepted and is running.
+pub struct Started {
+    pub id: SessionId,
+    pub created_at: DateTime<Utc>,
+    pub deadline_at: DateTime<Utc>,
+    /// Resolves when the session completes; dropping it does not cancel the session.
+    pub outcome: JoinHandle<SessionOutcome>,
+}
+
+/// How a session ended, with the timings the benchmarks need.
+#[derive(Debug, Clone)]
+pub struct SessionOutcome {
+    pub id: SessionId,
+    pub decision: Decision,
+    pub reasons: Vec<String>,
+    /// In plan order.
+    pub checks: Vec<(String, CheckResult)>,
+    /// From the session's start to its `session.completed` event.
+    pub elapsed: Duration,
+    /// The longest dependency chain of the agents' measured run times: the part of `elapsed`
+    /// that was the agents' own work rather than orchestration.
+    pub critical_path: Duration,
+}
+
+struct Inner {
+    plan: Plan,
+    agents: Vec<Arc<dyn Agent>>,
+    sandbox_agents: Vec<String>,
+    session_deadline: Duration,
+    fail_fast: bool,
+    policy: Policy,
+    store: Arc<dyn SessionStore>,
+    hub: Hub,
+    cpu: CpuPool,
+    sessions: TaskTracker,
+}
+
+/// Runs sessions. Cheap to clone.
+#[derive(Clone)]
+pub struct Orchestrator {
+    inner: Arc<Inner>,
+}
+
+impl Orchestrator {
+    pub fn new(
+        registry: AgentRegistry,
+        settings: &OrchestratorSettings,
+        policy: Policy,
+        store: Arc<dyn SessionStore>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                plan: registry.plan().clone(),
+                agents: registry.agents().to_vec(),
+                sandbox_agents: registry.sandbox_agents().to_vec(),
+                session_deadline: settings.session_deadline(),
+                fail_fast: settings.fail_fast,
+                policy,
+                store,
+                hub: Hub::default(),
+                cpu: CpuPool::new(settings.cpu_slots()),
+                sessions: TaskTracker::new(),
+            }),
+        }
+    }
+
+    pub fn plan(&self) -> &Plan {
+        &self.inner.plan
+    }
+
+    /// The agents a request's `sandbox` object may script.
+    pub fn sandbox_agents(&self) -> &[String] {
+        &self.inner.sandbox_agents
+    }
+
+    pub fn cpu_pool(&self) -> &CpuPool {
+        &self.inner.cpu
+    }
+
+    /// Sessions running in this process.
+    pub fn running(&self) -> usize {
+        self.inner.sessions.len()
+    }
+
+    /// Records the session and starts it. `permit` (the admission slot) is held until the
+    /// session completes.
+    pub async fn start(
+        &self,
+        request: NewSession,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Result<Started, OrchestratorError> {
+        let inner = &self.inner;
+        let id = SessionId::new();
+        let clock = SessionClock::start();
+        let deadline = clock.deadline(inner.session_deadline);
+        let record = SessionRecord {
+            id,
+            reference: request.reference.as_ref().map(|r| r.as_str().to_owned()),
+            status: SessionStatus::Running,
+            created_at: clock.started_at(),
+            deadline_at: clock.wall(deadline.instant()),
+            completion: None,
+        };
+        let live = inner.hub.open(id);
+        if let Err(error) = inner.store.insert(&record).await {
+            inner.hub.close(id);
+            return Err(error.into());
+        }
+        let span = tracing::info_span!("session", session_id = %id);
+        let session = run::SessionRun::new(
+            Arc::clone(&self.inner),
+            id,
+            request,
+            clock,
+            deadline,
+            live,
+            permit,
+        );
+        let outcome = inner.sessions.spawn(
+            SessionContext { session_id: id }
+                .scope(session.run())
+                .instrument(span),
+        );
+        Ok(Started {
+            id,
+            created_at: record.created_at,
+            deadline_at: record.deadline_at,
+            outcome,
+        })
+    }
+
+    pub async fn session(&self, id: SessionId) -> Result<Option<SessionRecord>, OrchestratorError> {
+        Ok(self.inner.store.get(id).await?)
+    }
+
+    /// The session's events after `after` as NDJSON lines: the history, then live events until
+    /// `session.completed`. `None` when the session is unknown.
+    pub async fn follow(
+        &self,
+        id: SessionId,
+        after: u64,
+    ) -> Result<Option<impl Stream<Item = Bytes> + Send + 'static>, OrchestratorError> {
+        Ok(hub::follow(&self.inner.hub, Arc::clone(&self.inner.store), id, after).await?)
+    }
+
+    /// Waits for every running session to complete (each is bounded by its deadline).
+    pub async fn drain(&self) {
+        self.inner.sessions.close();
+        self.inner.sessions.wait().await;
+    }
+}

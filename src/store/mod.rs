@@ -1,0 +1,97 @@
+//! Where sessions and their event histories live: the `SessionStore` trait and its backends.
+//!
+//! The API and the orchestrator see only the trait; `store.url` picks the backend at start-up.
+
+mod memory;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::config::StoreSettings;
+use crate::domain::{CheckResult, Decision, SessionId};
+
+pub use memory::MemoryStore;
+
+/// Whether a session is still being decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionStatus {
+    Running,
+    Completed,
+}
+
+/// A session as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionRecord {
+    pub id: SessionId,
+    pub reference: Option<String>,
+    pub status: SessionStatus,
+    pub created_at: DateTime<Utc>,
+    pub deadline_at: DateTime<Utc>,
+    pub completion: Option<Completion>,
+}
+
+/// How a session ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    pub completed_at: DateTime<Utc>,
+    pub decision: Decision,
+    pub reasons: Vec<String>,
+    pub checks: BTreeMap<String, CheckResult>,
+    pub duration_ms: f64,
+}
+
+/// One stored event: its NDJSON line and what the follower needs to know without parsing it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRecord {
+    pub seq: u64,
+    /// `session.completed`: nothing follows it.
+    pub terminal: bool,
+    pub line: Bytes,
+}
+
+/// Why the store could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("session {0} is not in the store")]
+    NotFound(SessionId),
+    #[error("session {0} is already in the store")]
+    Duplicate(SessionId),
+    #[error("unsupported store url `{0}`: this build supports memory://")]
+    UnsupportedUrl(String),
+}
+
+/// Sessions and their append-only event logs.
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    /// Records a new running session.
+    async fn insert(&self, session: &SessionRecord) -> Result<(), StoreError>;
+
+    /// Appends the session's next event.
+    async fn append_event(&self, id: SessionId, event: &EventRecord) -> Result<(), StoreError>;
+
+    /// Marks the session completed.
+    async fn complete(&self, id: SessionId, completion: &Completion) -> Result<(), StoreError>;
+
+    async fn get(&self, id: SessionId) -> Result<Option<SessionRecord>, StoreError>;
+
+    /// Events with `seq > after`, in order; `None` when the session is unknown.
+    async fn events_after(
+        &self,
+        id: SessionId,
+        after: u64,
+    ) -> Result<Option<Vec<EventRecord>>, StoreError>;
+}
+
+/// Opens the backend that `store.url` names.
+pub fn open(settings: &StoreSettings) -> Result<Arc<dyn SessionStore>, StoreError> {
+    match settings.url.split_once("://") {
+        Some(("memory", _)) => Ok(Arc::new(MemoryStore::new(settings.memory_capacity))),
+        _ => Err(StoreError::UnsupportedUrl(settings.url.clone())),
+    }
+}

@@ -1,0 +1,268 @@
+//! One way to start the service and talk to it, shared by every test area.
+//!
+//! `TEST_LOG=1` prints the service's logs; otherwise they go to a buffer that tests can read.
+
+use std::io::{Cursor, Write};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use kyc_orchestrator::api::Lifecycle;
+use kyc_orchestrator::config::LogFormat;
+use kyc_orchestrator::orchestrator::Orchestrator;
+use kyc_orchestrator::{Application, Settings, telemetry};
+use reqwest::header::{ACCEPT, CONTENT_TYPE};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Every log line the service wrote in this process (when `TEST_LOG` is not set).
+#[derive(Clone, Default)]
+pub struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl LogBuffer {
+    /// The lines written so far, parsed.
+    pub fn lines(&self) -> Vec<Value> {
+        let bytes = self.0.lock().unwrap().clone();
+        String::from_utf8(bytes)
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("every log line is JSON"))
+            .collect()
+    }
+}
+
+impl Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Installs the process's subscriber once: debug-level JSON into a buffer, or to stdout.
+pub fn logs() -> LogBuffer {
+    static LOGS: OnceLock<LogBuffer> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let mut settings = Settings::defaults().telemetry;
+        settings.level = "kyc_orchestrator=debug,info".into();
+        settings.format = LogFormat::Json;
+        let buffer = LogBuffer::default();
+        if std::env::var_os("TEST_LOG").is_some() {
+            telemetry::init(&settings, std::io::stdout);
+        } else {
+            let sink = buffer.clone();
+            telemetry::init(&settings, move || sink.clone());
+        }
+        buffer
+    })
+    .clone()
+}
+
+/// A running instance on a random port.
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub orchestrator: Orchestrator,
+    pub lifecycle: Lifecycle,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+/// The default configuration (sandbox agents), on port 0.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// The default configuration changed by `configure`, on port 0.
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    logs();
+    let mut settings = Settings::defaults();
+    settings.server.port = 0;
+    configure(&mut settings);
+    let app = Application::build(settings).await.expect("the app builds");
+    let address = format!("http://{}", app.local_addr());
+    let orchestrator = app.orchestrator().clone();
+    let lifecycle = app.lifecycle().clone();
+    let (shutdown, stop) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async move {
+        let _ = stop.await;
+    }));
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        orchestrator,
+        lifecycle,
+        shutdown: Some(shutdown),
+        server: Some(server),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    /// POSTs a JSON session without asking for the stream.
+    pub async fn post_session(&self, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url("/v1/sessions"))
+            .json(body)
+            .send()
+            .await
+            .expect("the request is sent")
+    }
+
+    /// POSTs a JSON session with a raw body and content type.
+    pub async fn post_raw(
+        &self,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        self.client
+            .post(self.url("/v1/sessions"))
+            .header(CONTENT_TYPE, content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("the request is sent")
+    }
+
+    /// POSTs a session asking for its NDJSON stream, and reads the stream to its end.
+    pub async fn stream_session(&self, body: &Value) -> Vec<Value> {
+        let response = self
+            .client
+            .post(self.url("/v1/sessions"))
+            .header(ACCEPT, "application/x-ndjson")
+            .json(body)
+            .send()
+            .await
+            .expect("the request is sent");
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()[CONTENT_TYPE], "application/x-ndjson");
+        parse_ndjson(&response.bytes().await.unwrap())
+    }
+
+    /// Starts a session (202) and returns its id.
+    pub async fn start_session(&self, body: &Value) -> String {
+        let response = self.post_session(body).await;
+        assert_eq!(response.status(), 202);
+        let body: Value = response.json().await.unwrap();
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn get_session(&self, id: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(&format!("/v1/sessions/{id}")))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `GET /v1/sessions/{id}/events[?after=N]`, read to its end.
+    pub async fn events(&self, id: &str, after: Option<u64>) -> Vec<Value> {
+        let path = match after {
+            Some(after) => format!("/v1/sessions/{id}/events?after={after}"),
+            None => format!("/v1/sessions/{id}/events"),
+        };
+        let response = self.client.get(self.url(&path)).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        parse_ndjson(&response.bytes().await.unwrap())
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.unwrap()
+    }
+
+    /// Sends the shutdown signal and waits until the instance is draining (not stopped).
+    pub async fn signal_shutdown(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        self.lifecycle.draining().await;
+    }
+
+    /// Signals shutdown and waits until the server has drained and stopped.
+    pub async fn stop(mut self) -> std::io::Result<()> {
+        self.signal_shutdown().await;
+        self.server
+            .take()
+            .unwrap()
+            .await
+            .expect("the server task ends")
+    }
+}
+
+pub fn parse_ndjson(bytes: &[u8]) -> Vec<Value> {
+    std::str::from_utf8(bytes)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("every line is JSON"))
+        .collect()
+}
+
+/// A small PNG.
+pub fn png(width: u32, height: u32) -> Vec<u8> {
+    encode(width, height, image::ImageFormat::Png)
+}
+
+/// A small JPEG.
+pub fn jpeg(width: u32, height: u32) -> Vec<u8> {
+    encode(width, height, image::ImageFormat::Jpeg)
+}
+
+fn encode(width: u32, height: u32, format: image::ImageFormat) -> Vec<u8> {
+    let image = image::RgbImage::from_fn(width, height, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, 128])
+    });
+    let mut out = Vec::new();
+    image.write_to(&mut Cursor::new(&mut out), format).unwrap();
+    out
+}
+
+pub fn b64(bytes: &[u8]) -> String {
+    STANDARD.encode(bytes)
+}
+
+/// A valid JSON session whose sandbox agents follow `sandbox`.
+pub fn session_body(sandbox: Value) -> Value {
+    json!({
+        "reference": "test-ref-1",
+        "selfie": { "frames": [b64(&jpeg(64, 64))] },
+        "document": { "type": "passport", "front": b64(&png(96, 64)) },
+        "sandbox": sandbox,
+    })
+}
+
+/// The single event of `kind` for `agent`.
+pub fn agent_event<'a>(events: &'a [Value], kind: &str, agent: &str) -> &'a Value {
+    let found: Vec<_> = events
+        .iter()
+        .filter(|e| e["type"] == kind && e["agent"] == agent)
+        .collect();
+    assert_eq!(found.len(), 1, "one {kind} for {agent} in {events:#?}");
+    found[0]
+}
+
+/// The position of the event of `kind` for `agent`.
+pub fn position(events: &[Value], kind: &str, agent: &str) -> usize {
+    events
+        .iter()
+        .position(|e| e["type"] == kind && e["agent"] == agent)
+        .unwrap_or_else(|| panic!("no {kind} for {agent}"))
+}
+
+/// Milliseconds between two events' timestamps.
+pub fn millis_between(from: &Value, to: &Value) -> i64 {
+    let ts = |e: &Value| chrono::DateTime::parse_from_rfc3339(e["ts"].as_str().unwrap()).unwrap();
+    (ts(to) - ts(from)).num_milliseconds()
+}
+
+/// The last event, which must be `session.completed`.
+pub fn completion(events: &[Value]) -> &Value {
+    let last = events.last().expect("at least one event");
+    assert_eq!(last["type"], "session.completed", "last event: {last}");
+    last
+}

@@ -1,0 +1,11 @@
+//! Black-box tests through the HTTP API, one module per area, one shared binary.
+
+mod admission;
+mod bad_input;
+mod decisions;
+mod events;
+mod health;
+mod helpers;
+mod orchestration;
+mod shutdown;
+mod telemetry;
