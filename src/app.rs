@@ -1,7 +1,7 @@
 //! The application: built from settings, bound to a port (0 picks a free one), run until the
 //! shutdown future it is given resolves.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +35,7 @@ pub struct Application {
     listener: TcpListener,
     state: AppState,
     drain_delay: Duration,
+    shutdown_timeout: Duration,
 }
 
 impl Application {
@@ -56,12 +57,14 @@ impl Application {
             lifecycle: Lifecycle::default(),
             limits: Arc::new(settings.limits.clone()),
             body_limit: settings.server.body_limit_bytes,
+            body_timeout: Duration::from_millis(settings.server.body_timeout_ms),
             metrics: telemetry::metrics_handle(),
         };
         Ok(Self {
             listener,
             state,
             drain_delay: Duration::from_millis(settings.server.drain_delay_ms),
+            shutdown_timeout: Duration::from_millis(settings.server.shutdown_timeout_ms),
         })
     }
 
@@ -86,8 +89,9 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves, then drains: readiness turns 503 and new sessions are
-    /// refused at once; the listener closes after `server.drain_delay_ms`; running sessions
-    /// finish (each bounded by its deadline); then this returns.
+    /// refused at once; the listener closes after `server.drain_delay_ms`; open connections get
+    /// `server.shutdown_timeout_ms` more to finish; running sessions finish (each bounded by its
+    /// deadline); then this returns.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -96,6 +100,7 @@ impl Application {
             listener,
             state,
             drain_delay,
+            shutdown_timeout,
         } = self;
         let orchestrator = state.orchestrator.clone();
         let lifecycle = state.lifecycle.clone();
@@ -108,6 +113,13 @@ impl Application {
             }
         });
 
+        let stuck = {
+            let lifecycle = lifecycle.clone();
+            async move {
+                lifecycle.draining().await;
+                tokio::time::sleep(drain_delay + shutdown_timeout).await;
+            }
+        };
         let draining = async move {
             shutdown.await;
             lifecycle.start_draining();
@@ -118,9 +130,16 @@ impl Application {
             );
             tokio::time::sleep(drain_delay).await;
         };
-        let served = axum::serve(listener, api::router(state.clone()))
+        let serve = axum::serve(listener, api::router(state.clone()))
             .with_graceful_shutdown(draining)
-            .await;
+            .into_future();
+        let served = tokio::select! {
+            served = serve => served,
+            () = stuck => {
+                tracing::warn!("connections still open after the shutdown timeout; closing them");
+                Ok(())
+            }
+        };
         state.orchestrator.drain().await;
         upkeep.abort();
         tracing::info!("stopped");
@@ -130,7 +149,17 @@ impl Application {
 
 /// The agents, the plan, the store and the policy, as configured.
 pub fn build_orchestrator(settings: &Settings) -> Result<Orchestrator, StartupError> {
-    let registry = AgentRegistry::from_settings(&settings.agents)?;
+    let registry =
+        AgentRegistry::from_settings(&settings.agents, settings.orchestrator.allow_sandbox_agents)?;
+    for (node, agent) in registry.plan().nodes().iter().zip(registry.agents()) {
+        tracing::info!(
+            agent = %node.name,
+            depends_on = ?node.deps.iter().map(|&d| &registry.plan().nodes()[d].name).collect::<Vec<_>>(),
+            timeout_ms = node.timeout.as_millis() as u64,
+            cpu_bound = agent.cpu_bound(),
+            "agent configured"
+        );
+    }
     let store = store::open(&settings.store)?;
     Ok(Orchestrator::new(
         registry,

@@ -38,6 +38,8 @@ pub struct ServerSettings {
     pub body_limit_bytes: usize,
     pub retry_after_s: u64,
     pub drain_delay_ms: u64,
+    pub body_timeout_ms: u64,
+    pub shutdown_timeout_ms: u64,
 }
 
 /// Limits applied to a request before any agent runs.
@@ -56,6 +58,9 @@ pub struct OrchestratorSettings {
     pub fail_fast: bool,
     /// 0 means one slot per available core.
     pub cpu_slots: usize,
+    /// Whether sandbox agents may be configured. Off in production: a sandbox agent lets the
+    /// client choose its own outcome.
+    pub allow_sandbox_agents: bool,
 }
 
 impl OrchestratorSettings {
@@ -143,12 +148,22 @@ impl Settings {
             .expect("the embedded config/default.toml is valid")
     }
 
-    /// Every layer, as the binary loads them.
+    /// Every layer, as the binary loads them, reading the process environment.
     pub fn load(config_file: Option<&Path>) -> Result<Self, SettingsError> {
+        Self::load_from(config_file, std::env::var("KYC_ENV").ok(), None)
+    }
+
+    /// Every layer, with the `KYC__*` variables taken from `env` instead of the process
+    /// environment when it is given.
+    pub fn load_from(
+        config_file: Option<&Path>,
+        kyc_env: Option<String>,
+        env: Option<config::Map<String, String>>,
+    ) -> Result<Self, SettingsError> {
         let mut builder =
             Config::builder().add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml));
-        if let Ok(env) = std::env::var("KYC_ENV") {
-            let path = PathBuf::from("config").join(format!("{env}.toml"));
+        if let Some(name) = kyc_env {
+            let path = PathBuf::from("config").join(format!("{name}.toml"));
             if !path.exists() {
                 return Err(SettingsError::MissingFile(path));
             }
@@ -165,7 +180,8 @@ impl Settings {
                 .separator("__")
                 .try_parsing(true)
                 .list_separator(",")
-                .with_list_parse_key("policy.decline_on"),
+                .with_list_parse_key("policy.decline_on")
+                .source(env),
         );
         Ok(builder.build()?.try_deserialize()?)
     }
@@ -186,6 +202,52 @@ mod tests {
             settings.agents["face_match"].depends_on,
             ["doc_capture", "liveness"]
         );
+    }
+
+    #[test]
+    fn environment_variables_override_the_defaults() {
+        let env = [
+            ("KYC__SERVER__PORT", "9100"),
+            ("KYC__ORCHESTRATOR__FAIL_FAST", "false"),
+            ("KYC__ORCHESTRATOR__SESSION_DEADLINE_MS", "2500"),
+            ("KYC__POLICY__DECLINE_ON", "liveness_failed,face_mismatch"),
+            ("KYC__AGENTS__OCR__TIMEOUT_MS", "1234"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let settings = Settings::load_from(None, None, Some(env)).unwrap();
+        assert_eq!(settings.server.port, 9100);
+        assert!(!settings.orchestrator.fail_fast);
+        assert_eq!(settings.orchestrator.session_deadline_ms, 2500);
+        assert_eq!(
+            settings.policy.decline_on,
+            ["liveness_failed", "face_mismatch"]
+        );
+        assert_eq!(settings.agents["ocr"].timeout_ms, 1234);
+        assert_eq!(settings.agents["ocr"].depends_on, ["doc_capture"]);
+    }
+
+    #[test]
+    fn a_named_file_that_does_not_exist_is_an_error() {
+        let err = Settings::load_from(
+            Some(Path::new("nowhere.toml")),
+            None,
+            Some(Default::default()),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "configuration file nowhere.toml does not exist"
+        );
+    }
+
+    #[test]
+    fn the_production_file_parses_over_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/production.toml");
+        let settings = Settings::load_from(Some(&path), None, Some(Default::default())).unwrap();
+        assert_eq!(settings.server.host, "0.0.0.0");
+        assert_eq!(settings.server.port, 8009);
     }
 
     #[test]

@@ -19,6 +19,9 @@ struct Cli {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Every session stream is a socket; the common soft limit of 1024 is far below what one
+    // instance serves, so take what the hard limit allows.
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(settings) => settings,
         Err(error) => {
@@ -26,7 +29,10 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init(&settings.telemetry, std::io::stdout);
+    // Log lines go through a buffer drained by its own thread: a slow log pipe must never stall
+    // the runtime (it drops lines rather than block). The guard flushes it on exit.
+    let (writer, _flush_on_exit) = tracing_appender::non_blocking(std::io::stdout());
+    telemetry::init(&settings.telemetry, writer);
     let app = match Application::build(settings).await {
         Ok(app) => app,
         Err(error) => {

@@ -13,6 +13,11 @@ use super::sandbox::SandboxAgent;
 pub enum RegistryError {
     #[error(transparent)]
     Plan(#[from] PlanError),
+    #[error(
+        "agent `{0}` is a sandbox agent, and orchestrator.allow_sandbox_agents is off: \
+         configure a real agent for it"
+    )]
+    SandboxNotAllowed(String),
 }
 
 /// The configured agents, in the plan's order, with the plan itself.
@@ -26,6 +31,7 @@ impl AgentRegistry {
     /// Builds every configured agent; refuses a plan with a cycle or an unknown dependency.
     pub fn from_settings<'a>(
         settings: impl IntoIterator<Item = (&'a String, &'a AgentSettings)>,
+        allow_sandbox: bool,
     ) -> Result<Self, RegistryError> {
         let settings: Vec<_> = settings.into_iter().collect();
         let plan =
@@ -40,6 +46,9 @@ impl AgentRegistry {
                 .find(|(name, _)| name.as_str() == node.name)
                 .expect("every plan node comes from the settings");
             let built: Arc<dyn Agent> = match agent.kind {
+                AgentKind::Sandbox if !allow_sandbox => {
+                    return Err(RegistryError::SandboxNotAllowed(name.to_string()));
+                }
                 AgentKind::Sandbox => {
                     sandbox.push(name.to_string());
                     Arc::new(SandboxAgent::new(

@@ -78,6 +78,7 @@ impl FromRequestParts<AppState> for AdmissionPermit {
 
     async fn from_request_parts(_: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         if state.lifecycle.is_draining() {
+            metrics::counter!("kyc_sessions_rejected_total", "reason" => "draining").increment(1);
             return Err(ApiError::ShuttingDown);
         }
         let admission = &state.admission;

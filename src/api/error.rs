@@ -54,6 +54,10 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("no such session")]
     NotFound,
+    #[error("this path does not accept that method")]
+    MethodNotAllowed,
+    #[error("the request body did not arrive within {} s", .0.as_secs())]
+    RequestTimeout(std::time::Duration),
     #[error("the service is at its limit of running sessions")]
     Overloaded { retry_after_s: u64 },
     #[error("the service is shutting down")]
@@ -87,6 +91,8 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Overloaded { .. } | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -101,6 +107,8 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => ("unsupported-media-type", "Unsupported media type"),
             Self::PayloadTooLarge { .. } => ("payload-too-large", "Payload too large"),
             Self::NotFound => ("not-found", "Not found"),
+            Self::MethodNotAllowed => ("method-not-allowed", "Method not allowed"),
+            Self::RequestTimeout(_) => ("request-timeout", "Request timeout"),
             Self::Overloaded { .. } => ("overloaded", "Too many running sessions"),
             Self::ShuttingDown => ("shutting-down", "Shutting down"),
             Self::Internal(_) => ("internal", "Internal error"),

@@ -33,6 +33,8 @@ pub struct AppState {
     pub lifecycle: Lifecycle,
     pub limits: Arc<LimitSettings>,
     pub body_limit: usize,
+    /// How long a session request's body may take to arrive.
+    pub body_timeout: Duration,
     pub metrics: PrometheusHandle,
 }
 
@@ -43,9 +45,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::router())
         .merge(sessions::router(body_limit))
         .fallback(|| async { ApiError::NotFound })
-        .method_not_allowed_fallback(|| async {
-            ApiError::BadRequest("method not allowed on this path".into())
-        })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
@@ -82,7 +82,9 @@ fn on_response<B>(response: &Response<B>, latency: Duration, _: &Span) {
     let class = match status.as_u16() {
         500.. => "5xx",
         400.. => "4xx",
-        _ => "2xx",
+        300.. => "3xx",
+        200.. => "2xx",
+        _ => "1xx",
     };
     metrics::counter!("kyc_http_responses_total", "class" => class).increment(1);
     let latency_ms = latency.as_secs_f64() * 1000.0;

@@ -28,7 +28,11 @@ const BASE64: GeneralPurpose = GeneralPurpose::new(
 /// A checked session request.
 pub struct Submission(pub NewSession);
 
-/// `application/json` body. Strings borrow from the request bytes where they can.
+/// Bodies above this size are parsed on the blocking pool: decoding megabytes of base64 is CPU
+/// work that would otherwise stall the runtime's workers.
+const INLINE_PARSE_LIMIT: usize = 256 * 1024;
+
+/// `application/json` body.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct JsonBody<'a> {
@@ -44,7 +48,7 @@ struct JsonBody<'a> {
 #[serde(deny_unknown_fields)]
 struct JsonSelfie<'a> {
     #[serde(borrow, default)]
-    frames: Vec<Cow<'a, str>>,
+    frames: Vec<Text<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -53,9 +57,36 @@ struct JsonDocument<'a> {
     #[serde(rename = "type")]
     kind: Option<DocumentType>,
     #[serde(borrow)]
-    front: Option<Cow<'a, str>>,
+    front: Option<Text<'a>>,
     #[serde(borrow)]
-    back: Option<Cow<'a, str>>,
+    back: Option<Text<'a>>,
+}
+
+/// A JSON string that borrows from the request body unless it has escapes (serde's own `Cow`
+/// only borrows as a bare field, never inside `Option` or `Vec`). Base64 images are megabytes;
+/// this saves a copy of each.
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a base64 string")
+            }
+            fn visit_borrowed_str<E>(self, value: &'de str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed(value)))
+            }
+            fn visit_str<E>(self, value: &str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(value.to_owned())))
+            }
+            fn visit_string<E>(self, value: String) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(value)))
+            }
+        }
+        deserializer.deserialize_str(Visitor)
+    }
 }
 
 /// The `metadata` part of a multipart body: everything but the images.
@@ -92,6 +123,16 @@ impl FromRequest<AppState> for Submission {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        // The admission slot is already held: a client that trickles its body must not keep it.
+        let timeout = state.body_timeout;
+        tokio::time::timeout(timeout, Self::read(request, state))
+            .await
+            .map_err(|_| ApiError::RequestTimeout(timeout))?
+    }
+}
+
+impl Submission {
+    async fn read(request: Request, state: &AppState) -> Result<Self, ApiError> {
         let limit = state.body_limit;
         let declared = request
             .headers()
@@ -120,6 +161,15 @@ impl FromRequest<AppState> for Submission {
                     .map_err(|rejection| {
                         body_error(rejection.status(), limit, rejection.body_text())
                     })?;
+                if body.len() > INLINE_PARSE_LIMIT {
+                    let state = state.clone();
+                    return tokio::task::spawn_blocking(move || {
+                        parse_json(&body)?.check(&state.limits, state.orchestrator.sandbox_agents())
+                    })
+                    .await
+                    .map_err(|e| ApiError::Internal(Box::new(e)))?
+                    .map(Self);
+                }
                 parse_json(&body)?
             }
             "multipart/form-data" => {
@@ -154,18 +204,22 @@ fn body_error(status: axum::http::StatusCode, limit: usize, text: String) -> Api
 }
 
 fn parse_json(body: &[u8]) -> Result<Draft, ApiError> {
-    let deserializer = &mut serde_json::Deserializer::from_slice(body);
-    let parsed: JsonBody<'_> = serde_path_to_error::deserialize(deserializer).map_err(|error| {
-        let path = error.path().to_string();
-        let inner = error.into_inner();
-        match inner.classify() {
-            serde_json::error::Category::Data => {
-                let field = if path == "." { "body".to_owned() } else { path };
-                ApiError::Invalid(vec![FieldError::new(field, "invalid", inner.to_string())])
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let parsed: JsonBody<'_> =
+        serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+            let path = error.path().to_string();
+            let inner = error.into_inner();
+            match inner.classify() {
+                serde_json::error::Category::Data => {
+                    let field = if path == "." { "body".to_owned() } else { path };
+                    ApiError::Invalid(vec![FieldError::new(field, "invalid", describe(&inner))])
+                }
+                _ => ApiError::MalformedJson(describe(&inner)),
             }
-            _ => ApiError::MalformedJson(inner.to_string()),
-        }
-    })?;
+        })?;
+    deserializer
+        .end()
+        .map_err(|error| ApiError::MalformedJson(describe(&error)))?;
     let mut draft = Draft {
         reference: parsed.reference,
         sandbox: parsed.sandbox,
@@ -175,7 +229,7 @@ fn parse_json(body: &[u8]) -> Result<Draft, ApiError> {
         let mut frames = Vec::with_capacity(selfie.frames.len());
         for (i, frame) in selfie.frames.iter().enumerate() {
             let field = format!("selfie.frames[{i}]");
-            if let Some(bytes) = draft.decode_base64(&field, frame) {
+            if let Some(bytes) = draft.decode_base64(&field, &frame.0) {
                 frames.push((field, bytes));
             }
         }
@@ -189,7 +243,7 @@ fn parse_json(body: &[u8]) -> Result<Draft, ApiError> {
             ("document.back", document.back, &mut draft.back),
         ] {
             if let Some(value) = value {
-                let bytes = decode_base64(name, &value, &mut draft.errors);
+                let bytes = decode_base64(name, &value.0, &mut draft.errors);
                 *slot = bytes.map(|b| (name.to_owned(), b));
             }
         }
@@ -220,7 +274,7 @@ async fn parse_multipart(mut multipart: Multipart, limit: usize) -> Result<Draft
                 Err(error) => {
                     draft
                         .errors
-                        .push(FieldError::new("metadata", "invalid", error.to_string()))
+                        .push(FieldError::new("metadata", "invalid", describe(&error)))
                 }
             },
             _ => draft.errors.push(FieldError::new(
@@ -239,6 +293,35 @@ async fn parse_multipart(mut multipart: Multipart, limit: usize) -> Result<Draft
         draft.frames = Some(frames);
     }
     Ok(draft)
+}
+
+/// serde's message without the offending value: serde quotes the input it rejects (a whole
+/// base64 image, a name sent in the wrong field), and problem bodies must not echo personal data.
+/// Field names and the list of expected values are kept.
+fn describe(error: &serde_json::Error) -> String {
+    let message = error.to_string();
+    let message = message
+        .rsplit_once(" at line ")
+        .map_or(message.as_str(), |(head, _)| head);
+    if message.starts_with("unknown field") || message.starts_with("missing field") {
+        return message.to_owned();
+    }
+    let summary = match message.split_once(", expected ") {
+        Some((head, expected)) => {
+            let kind = head.split(':').next().unwrap_or("invalid value");
+            format!("{kind}: expected {expected}")
+        }
+        None if error.classify() == serde_json::error::Category::Data => "invalid value".to_owned(),
+        None => message.to_owned(),
+    };
+    match error.classify() {
+        serde_json::error::Category::Data => summary,
+        _ => format!(
+            "{summary} at line {} column {}",
+            error.line(),
+            error.column()
+        ),
+    }
 }
 
 fn decode_base64(field: &str, value: &str, errors: &mut Vec<FieldError>) -> Option<Bytes> {

@@ -63,13 +63,26 @@ impl ImageError {
     }
 }
 
-/// Image bytes with their checked format and dimensions.
-#[derive(Debug, Clone)]
+/// Image bytes with their checked format and dimensions. Its `Debug` never prints the bytes.
+#[derive(Clone)]
 pub struct ImageData {
     bytes: Bytes,
     format: ImageFormat,
     width: u32,
     height: u32,
+}
+
+impl std::fmt::Debug for ImageData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "ImageData({:?}, {}x{}, {} bytes)",
+            self.format,
+            self.width,
+            self.height,
+            self.bytes.len()
+        )
+    }
 }
 
 impl ImageData {

@@ -174,7 +174,12 @@ mod tests {
         job.abort();
         cancel.cancel();
         // The next job can only start once the abandoned one has given its slot back.
-        let next = pool.run(CancellationToken::new(), |_| 7).await.unwrap();
-        assert_eq!(next, 7);
+        let next = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            pool.run(CancellationToken::new(), |_| 7),
+        )
+        .await
+        .expect("the abandoned job released its slot");
+        assert_eq!(next.unwrap(), 7);
     }
 }

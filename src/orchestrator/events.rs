@@ -124,18 +124,30 @@ impl Emitter {
         }
     }
 
+    /// Stores the next event, then publishes it.
     pub(crate) async fn emit(&mut self, kind: EventKind) {
+        let record = self.next(kind);
+        if let Err(error) = self.store.append_event(self.session_id, &record).await {
+            tracing::error!(%error, seq = record.seq, "could not store a session event");
+        }
+        self.publish(record);
+    }
+
+    /// Numbers and stamps the next event without storing it: for the terminal event, which the
+    /// store writes together with the session's completion.
+    pub(crate) fn next(&mut self, kind: EventKind) -> EventRecord {
         self.seq += 1;
-        let event = Event {
+        Event {
             seq: self.seq,
             ts: self.clock.now(),
             session_id: self.session_id,
             kind,
-        };
-        let record = event.to_record();
-        if let Err(error) = self.store.append_event(self.session_id, &record).await {
-            tracing::error!(%error, seq = record.seq, "could not store a session event");
         }
+        .to_record()
+    }
+
+    /// Sends an already stored event to live followers.
+    pub(crate) fn publish(&self, record: EventRecord) {
         // No receiver is normal: nobody follows this session live.
         let _ = self.live.send(record);
     }

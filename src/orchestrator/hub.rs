@@ -129,3 +129,70 @@ pub(crate) async fn follow(
         |mut state| async move { state.next().await.map(|line| (line, state)) },
     )))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Decision;
+    use crate::store::{Completion, MemoryStore, SessionRecord, SessionStatus};
+    use chrono::Utc;
+    use futures::StreamExt;
+
+    fn line(seq: u64, terminal: bool) -> EventRecord {
+        EventRecord {
+            seq,
+            terminal,
+            line: format!("{seq}\n").into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_follower_overrun_by_the_live_channel_catches_up_from_the_store() {
+        let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new(10));
+        let hub = Hub::default();
+        let id = SessionId::new();
+        store
+            .insert(&SessionRecord {
+                id,
+                reference: None,
+                status: SessionStatus::Running,
+                created_at: Utc::now(),
+                deadline_at: Utc::now(),
+                completion: None,
+            })
+            .await
+            .unwrap();
+        let live = hub.open(id);
+        let follower = follow(&hub, Arc::clone(&store), id, 0)
+            .await
+            .unwrap()
+            .expect("the session exists");
+
+        // Three times what the channel holds, published before the follower reads anything.
+        let last = 3 * LIVE_CAPACITY as u64;
+        for seq in 1..last {
+            store.append_event(id, &line(seq, false)).await.unwrap();
+            live.send(line(seq, false)).unwrap();
+        }
+        let completion = Completion {
+            completed_at: Utc::now(),
+            decision: Decision::Approved,
+            reasons: vec![],
+            checks: Default::default(),
+            duration_ms: 1.0,
+        };
+        store
+            .complete(id, &completion, &line(last, true))
+            .await
+            .unwrap();
+        live.send(line(last, true)).unwrap();
+
+        let lines: Vec<Bytes> = follower.collect().await;
+
+        let expected: Vec<Bytes> = (1..=last).map(|seq| line(seq, false).line).collect();
+        assert_eq!(
+            lines, expected,
+            "every event once, in order, ending at the terminal one"
+        );
+    }
+}

@@ -17,12 +17,14 @@ mod plan;
 mod policy;
 mod run;
 
+use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use futures::Stream;
+use futures::{FutureExt, Stream};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
@@ -31,7 +33,7 @@ use tracing::Instrument;
 use crate::agents::{Agent, AgentRegistry};
 use crate::config::OrchestratorSettings;
 use crate::domain::{CheckResult, Decision, NewSession, SessionId};
-use crate::store::{SessionRecord, SessionStatus, SessionStore, StoreError};
+use crate::store::{Completion, SessionRecord, SessionStatus, SessionStore, StoreError};
 
 pub use context::{CpuPool, SessionContext, panic_message, spawn_blocking_in_session};
 pub use deadline::{Deadline, SessionClock};
@@ -65,7 +67,8 @@ pub struct SessionOutcome {
     pub reasons: Vec<String>,
     /// In plan order.
     pub checks: Vec<(String, CheckResult)>,
-    /// From the session's start to its `session.completed` event.
+    /// From the session's start (before it was stored) to its `session.completed` event being
+    /// published.
     pub elapsed: Duration,
     /// The longest dependency chain of the agents' measured run times: the part of `elapsed`
     /// that was the agents' own work rather than orchestration.
@@ -166,9 +169,10 @@ impl Orchestrator {
             live,
             permit,
         );
+        let guarded = Self::run_guarded(Arc::clone(inner), id, clock, session);
         let outcome = inner.sessions.spawn(
             SessionContext { session_id: id }
-                .scope(session.run())
+                .scope(guarded)
                 .instrument(span),
         );
         Ok(Started {
@@ -177,6 +181,62 @@ impl Orchestrator {
             deadline_at: record.deadline_at,
             outcome,
         })
+    }
+
+    /// Runs the session; should the runner itself panic (a bug, never an agent's panic, which is
+    /// a failed check), the session still ends: it is completed as `review` with reason
+    /// `internal_error` and a terminal event, so followers finish and nothing stays `running`.
+    async fn run_guarded(
+        inner: Arc<Inner>,
+        id: SessionId,
+        clock: SessionClock,
+        session: run::SessionRun,
+    ) -> SessionOutcome {
+        let panic = match AssertUnwindSafe(session.run()).catch_unwind().await {
+            Ok(outcome) => return outcome,
+            Err(panic) => panic,
+        };
+        tracing::error!(panic = %panic_message(panic), "session runner panicked");
+        let reasons = vec!["internal_error".to_owned()];
+        let completion = Completion {
+            completed_at: clock.now(),
+            decision: Decision::Review,
+            reasons: reasons.clone(),
+            checks: BTreeMap::new(),
+            duration_ms: clock.elapsed().as_secs_f64() * 1000.0,
+        };
+        let stored = inner.store.events_after(id, 0).await;
+        let seq = stored
+            .ok()
+            .flatten()
+            .map_or(0, |events| events.len() as u64)
+            + 1;
+        let terminal = Event {
+            seq,
+            ts: completion.completed_at,
+            session_id: id,
+            kind: EventKind::SessionCompleted {
+                decision: completion.decision,
+                reasons: completion.reasons.clone(),
+                checks: BTreeMap::new(),
+                duration_ms: completion.duration_ms,
+            },
+        }
+        .to_record();
+        if let Err(error) = inner.store.complete(id, &completion, &terminal).await {
+            tracing::error!(%error, "could not store the session's completion");
+        }
+        // The runner's sender died with it; closing the hub's copy ends every follower, which
+        // then reads the terminal event from the store.
+        inner.hub.close(id);
+        SessionOutcome {
+            id,
+            decision: Decision::Review,
+            reasons,
+            checks: Vec::new(),
+            elapsed: clock.elapsed(),
+            critical_path: Duration::ZERO,
+        }
     }
 
     pub async fn session(&self, id: SessionId) -> Result<Option<SessionRecord>, OrchestratorError> {

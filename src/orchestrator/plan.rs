@@ -21,6 +21,8 @@ pub struct PlanNode {
 pub enum PlanError {
     #[error("the plan has no agents")]
     Empty,
+    #[error("agent `{agent}` lists `{dependency}` more than once in depends_on")]
+    DuplicateDependency { agent: String, dependency: String },
     #[error("agent `{agent}` depends on `{dependency}`, which is not configured")]
     UnknownDependency { agent: String, dependency: String },
     #[error("the plan has a dependency cycle through: {}", .0.join(", "))]
@@ -56,6 +58,12 @@ impl Plan {
                         dependency: dependency.clone(),
                     });
                 };
+                if deps[i].contains(&d) {
+                    return Err(PlanError::DuplicateDependency {
+                        agent: (*name).to_owned(),
+                        dependency: dependency.clone(),
+                    });
+                }
                 deps[i].push(d);
             }
         }
@@ -202,6 +210,19 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "agent `ocr` depends on `doc_capture`, which is not configured"
+        );
+    }
+
+    #[test]
+    fn a_dependency_listed_twice_is_refused_as_such() {
+        let err = plan(&[
+            ("doc_capture", &[]),
+            ("ocr", &["doc_capture", "doc_capture"]),
+        ])
+        .unwrap_err();
+        assert!(
+            matches!(err, PlanError::DuplicateDependency { .. }),
+            "{err}"
         );
     }
 

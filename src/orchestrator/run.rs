@@ -101,7 +101,7 @@ impl SessionRun {
 
     pub(super) async fn run(mut self) -> SessionOutcome {
         metrics::counter!("kyc_sessions_started_total").increment(1);
-        metrics::gauge!("kyc_sessions_running").increment(1.0);
+        let _running = RunningGauge::new();
         let agents = self
             .inner
             .plan
@@ -122,9 +122,7 @@ impl SessionRun {
         }
         let stop = self.drive().await;
         self.wind_down(stop).await;
-        let outcome = self.complete().await;
-        metrics::gauge!("kyc_sessions_running").decrement(1.0);
-        outcome
+        self.complete().await
     }
 
     /// Waits for agents until all are done, the deadline passes or fail-fast stops the session.
@@ -224,9 +222,13 @@ impl SessionRun {
         };
         let decisive = self.inner.fail_fast && self.inner.policy.is_decisive(&check);
         let has_output = check.has_output();
-        self.checks[index] = Some(check);
+        self.settle(index, check);
         if decisive {
             return Some(Stop::FailFast(index));
+        }
+        if self.deadline.is_past() {
+            // A result taken at the deadline starts nothing new.
+            return Some(Stop::Deadline);
         }
         let name = self.inner.plan.nodes()[index].name.clone();
         for j in self.inner.plan.nodes()[index].dependents.clone() {
@@ -247,9 +249,7 @@ impl SessionRun {
         let agent = self.inner.plan.nodes()[run.index].name.clone();
         self.durations[run.index] = run.elapsed;
         let duration_ms = millis(run.elapsed);
-        metrics::histogram!("kyc_agent_duration_seconds", "agent" => agent.clone())
-            .record(run.elapsed.as_secs_f64());
-        let check = match run.outcome {
+        match run.outcome {
             RunOutcome::Finished(Ok(report)) => {
                 self.outputs[run.index] = report.output;
                 let status = match report.verdict {
@@ -291,10 +291,23 @@ impl SessionRun {
                 self.deadline_hit |= cause == TimeoutCause::SessionDeadline;
                 self.timed_out(&agent, cause, duration_ms).await
             }
-        };
-        metrics::counter!("kyc_agent_checks_total", "agent" => agent, "status" => status_label(check.status))
-            .increment(1);
-        check
+        }
+    }
+
+    /// Records an agent's final check: the one place every check (and its metrics) lands.
+    fn settle(&mut self, index: usize, check: CheckResult) {
+        let agent = self.inner.plan.nodes()[index].name.clone();
+        if let Some(ms) = check.duration_ms {
+            metrics::histogram!("kyc_agent_duration_seconds", "agent" => agent.clone())
+                .record(ms / 1000.0);
+        }
+        metrics::counter!(
+            "kyc_agent_checks_total",
+            "agent" => agent,
+            "status" => status_label(check.status)
+        )
+        .increment(1);
+        self.checks[index] = Some(check);
     }
 
     /// An agent's task ended without returning: it panicked outside any blocking job.
@@ -309,8 +322,6 @@ impl SessionRun {
         } else {
             "the agent's task was cancelled"
         };
-        metrics::counter!("kyc_agent_checks_total", "agent" => agent.clone(), "status" => "error")
-            .increment(1);
         self.failed(&agent, detail.to_owned(), Some(millis(elapsed)))
             .await
     }
@@ -376,7 +387,7 @@ impl SessionRun {
                     reason: reason.clone(),
                 })
                 .await;
-            self.checks[i] = Some(CheckResult::skipped(reason));
+            self.settle(i, CheckResult::skipped(reason));
             for &j in &self.inner.plan.nodes()[i].dependents {
                 pending.push((j, format!("dependency `{name}` was skipped")));
             }
@@ -414,7 +425,7 @@ impl SessionRun {
                     CheckResult::skipped(reason)
                 }
             };
-            self.checks[i] = Some(check);
+            self.settle(i, check);
         }
         let reason = match stop.and_then(|s| stopper(s, &self.inner.plan)) {
             Some(by) => format!("not started: `{by}` already declined the session"),
@@ -452,19 +463,24 @@ impl SessionRun {
             checks: checks.iter().cloned().collect(),
             duration_ms: millis(elapsed),
         };
-        if let Err(error) = self.inner.store.complete(self.id, &completion).await {
+        let terminal = self.events.next(EventKind::SessionCompleted {
+            decision: completion.decision,
+            reasons: completion.reasons.clone(),
+            checks: completion.checks.clone(),
+            duration_ms: completion.duration_ms,
+        });
+        if let Err(error) = self
+            .inner
+            .store
+            .complete(self.id, &completion, &terminal)
+            .await
+        {
             tracing::error!(%error, "could not store the session's completion");
         }
         drop(self.permit.take());
-        self.events
-            .emit(EventKind::SessionCompleted {
-                decision: completion.decision,
-                reasons: completion.reasons,
-                checks: completion.checks,
-                duration_ms: completion.duration_ms,
-            })
-            .await;
+        self.events.publish(terminal);
         self.inner.hub.close(self.id);
+        let elapsed = self.clock.elapsed();
 
         let decision = verdict.decision.as_str();
         metrics::counter!("kyc_sessions_completed_total", "decision" => decision).increment(1);
@@ -483,6 +499,22 @@ impl SessionRun {
             checks,
             elapsed,
         }
+    }
+}
+
+/// Counts a session in `kyc_sessions_running` for as long as it lives, however it ends.
+struct RunningGauge;
+
+impl RunningGauge {
+    fn new() -> Self {
+        metrics::gauge!("kyc_sessions_running").increment(1.0);
+        Self
+    }
+}
+
+impl Drop for RunningGauge {
+    fn drop(&mut self) {
+        metrics::gauge!("kyc_sessions_running").decrement(1.0);
     }
 }
 

@@ -70,12 +70,18 @@ impl SessionStore for MemoryStore {
         Ok(())
     }
 
-    async fn complete(&self, id: SessionId, completion: &Completion) -> Result<(), StoreError> {
+    async fn complete(
+        &self,
+        id: SessionId,
+        completion: &Completion,
+        terminal: &EventRecord,
+    ) -> Result<(), StoreError> {
         let mut inner = self.lock();
         let entry = inner
             .sessions
             .get_mut(&id)
             .ok_or(StoreError::NotFound(id))?;
+        entry.events.push(terminal.clone());
         entry.record.status = SessionStatus::Completed;
         entry.record.completion = Some(completion.clone());
         inner.completed.push_back(id);
@@ -170,7 +176,7 @@ mod tests {
         store.insert(&running(still_running)).await.unwrap();
         for &id in &ids {
             store.insert(&running(id)).await.unwrap();
-            store.complete(id, &completion()).await.unwrap();
+            store.complete(id, &completion(), &event(1)).await.unwrap();
         }
         assert!(store.get(ids[0]).await.unwrap().is_none());
         assert!(store.get(ids[2]).await.unwrap().is_some());

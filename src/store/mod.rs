@@ -25,8 +25,8 @@ pub enum SessionStatus {
     Completed,
 }
 
-/// A session as stored.
-#[derive(Debug, Clone, PartialEq)]
+/// A session as stored. Its `Debug` leaves out the client's reference.
+#[derive(Clone, PartialEq)]
 pub struct SessionRecord {
     pub id: SessionId,
     pub reference: Option<String>,
@@ -34,6 +34,17 @@ pub struct SessionRecord {
     pub created_at: DateTime<Utc>,
     pub deadline_at: DateTime<Utc>,
     pub completion: Option<Completion>,
+}
+
+impl std::fmt::Debug for SessionRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionRecord")
+            .field("id", &self.id)
+            .field("status", &self.status)
+            .field("created_at", &self.created_at)
+            .field("completion", &self.completion)
+            .finish_non_exhaustive()
+    }
 }
 
 /// How a session ended.
@@ -75,8 +86,14 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Appends the session's next event.
     async fn append_event(&self, id: SessionId, event: &EventRecord) -> Result<(), StoreError>;
 
-    /// Marks the session completed.
-    async fn complete(&self, id: SessionId, completion: &Completion) -> Result<(), StoreError>;
+    /// Marks the session completed and appends its terminal event, as one step: nobody can see
+    /// the one without the other.
+    async fn complete(
+        &self,
+        id: SessionId,
+        completion: &Completion,
+        terminal: &EventRecord,
+    ) -> Result<(), StoreError>;
 
     async fn get(&self, id: SessionId) -> Result<Option<SessionRecord>, StoreError>;
 

@@ -43,10 +43,12 @@ where
     }
 }
 
-/// Panics become one log line inside the current span (so they carry the session id), instead
-/// of unstructured text on stderr. The message is the panic's own text, written by our code.
+/// Panics also become one log line inside the current span (so they carry the session id),
+/// then go to the previous hook (stderr) as before. The message is the panic's own text,
+/// written by our code.
 fn install_panic_hook() {
-    std::panic::set_hook(Box::new(|info| {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
         let message = info
             .payload()
             .downcast_ref::<&str>()
@@ -58,6 +60,7 @@ fn install_panic_hook() {
             .map(|l| format!("{}:{}", l.file(), l.line()))
             .unwrap_or_default();
         tracing::error!(panic = %message, %location, "panic");
+        previous(info);
     }));
 }
 

@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{session_body, spawn_app_with};
+use crate::helpers::{HOUR_MS, session_body, spawn_app_with};
 
 fn hanging() -> Value {
     session_body(json!({ "liveness": { "result": "hang" } }))
@@ -13,6 +13,7 @@ async fn past_the_limit_new_sessions_get_503_with_retry_after_and_health_still_a
     let app = spawn_app_with(|s| {
         s.server.max_inflight_sessions = 2;
         s.server.retry_after_s = 3;
+        s.orchestrator.session_deadline_ms = HOUR_MS;
     })
     .await;
     app.start_session(&hanging()).await;
@@ -34,7 +35,11 @@ async fn past_the_limit_new_sessions_get_503_with_retry_after_and_health_still_a
 
 #[tokio::test(start_paused = true)]
 async fn the_limit_is_applied_before_the_body_is_read() {
-    let app = spawn_app_with(|s| s.server.max_inflight_sessions = 1).await;
+    let app = spawn_app_with(|s| {
+        s.server.max_inflight_sessions = 1;
+        s.orchestrator.session_deadline_ms = HOUR_MS;
+    })
+    .await;
     app.start_session(&hanging()).await;
 
     // Garbage that would be a 415 if it were looked at.

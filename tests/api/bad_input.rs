@@ -46,6 +46,62 @@ async fn malformed_json_is_a_400() {
 }
 
 #[tokio::test]
+async fn trailing_data_after_the_json_document_is_a_400() {
+    let app = spawn_app().await;
+    let body = format!("{} {{}}", session_body(json!({})));
+    let body = problem(app.post_raw("application/json", body).await, 400).await;
+    assert_eq!(body["type"], "urn:kyc-orchestrator:problem:malformed-json");
+}
+
+#[tokio::test]
+async fn a_value_of_the_wrong_kind_is_reported_without_quoting_it() {
+    let app = spawn_app().await;
+    let mut request = session_body(json!({}));
+    request["document"]["type"] = json!("Jane Doe");
+    request["selfie"]["frames"] = json!("AAAAsecretbase64AAAA");
+
+    let body = problem(app.post_session(&request).await, 422).await;
+
+    let text = body.to_string();
+    assert!(
+        !text.contains("Jane") && !text.contains("secretbase64"),
+        "{text}"
+    );
+    assert_eq!(
+        body["errors"][0]["detail"],
+        "invalid type: expected a sequence"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_that_does_not_arrive_in_time_is_a_408_and_frees_the_slot() {
+    let app = spawn_app_with(|s| s.server.max_inflight_sessions = 1).await;
+    let (sender, receiver) = futures::channel::mpsc::unbounded::<Result<Vec<u8>, std::io::Error>>();
+    sender.unbounded_send(Ok(b"{\"selfie\":".to_vec())).unwrap();
+
+    let response = app
+        .client
+        .post(app.url("/v1/sessions"))
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(receiver))
+        .send()
+        .await
+        .unwrap();
+
+    problem(response, 408).await;
+    drop(sender);
+    let next = app.post_session(&session_body(json!({}))).await;
+    assert_eq!(next.status(), 202);
+}
+
+#[tokio::test]
+async fn a_method_a_path_does_not_take_is_a_405() {
+    let app = spawn_app().await;
+    let response = app.client.delete(app.url("/health")).send().await.unwrap();
+    problem(response, 405).await;
+}
+
+#[tokio::test]
 async fn missing_images_are_reported_field_by_field() {
     let app = spawn_app().await;
     let body = problem(app.post_session(&json!({ "reference": "r" })).await, 422).await;

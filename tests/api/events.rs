@@ -4,10 +4,12 @@ use futures::StreamExt;
 use reqwest::header::ACCEPT;
 use serde_json::{Value, json};
 
-use crate::helpers::{completion, parse_ndjson, session_body, spawn_app};
+use crate::helpers::{completion, parse_ndjson, session_body, spawn_app, spawn_patient_app};
 
+/// Runs for a (virtual) minute, the longest a sandbox agent may wait, so it is certainly still
+/// running while the test acts.
 fn slow_session() -> Value {
-    session_body(json!({ "liveness": { "latency_ms": 2_000 } }))
+    session_body(json!({ "liveness": { "latency_ms": 60_000 } }))
 }
 
 #[tokio::test(start_paused = true)]
@@ -56,7 +58,7 @@ async fn after_resumes_from_a_sequence_number() {
 
 #[tokio::test(start_paused = true)]
 async fn many_followers_of_a_running_session_see_the_same_complete_history() {
-    let app = spawn_app().await;
+    let app = spawn_patient_app().await;
     let id = app.start_session(&slow_session()).await;
 
     let followers = futures::future::join_all((0..5).map(|_| app.events(&id, None))).await;
@@ -71,7 +73,7 @@ async fn many_followers_of_a_running_session_see_the_same_complete_history() {
 
 #[tokio::test(start_paused = true)]
 async fn a_follower_that_stops_reading_does_not_hold_the_session_back() {
-    let app = spawn_app().await;
+    let app = spawn_patient_app().await;
     let id = app.start_session(&slow_session()).await;
     let idle = app
         .client
@@ -92,7 +94,7 @@ async fn a_follower_that_stops_reading_does_not_hold_the_session_back() {
 
 #[tokio::test(start_paused = true)]
 async fn a_client_that_disconnects_from_its_stream_does_not_cancel_the_session() {
-    let app = spawn_app().await;
+    let app = spawn_patient_app().await;
     let response = app
         .client
         .post(app.url("/v1/sessions"))
@@ -116,7 +118,7 @@ async fn a_client_that_disconnects_from_its_stream_does_not_cancel_the_session()
 
 #[tokio::test(start_paused = true)]
 async fn a_session_reads_as_running_then_as_completed_with_its_checks() {
-    let app = spawn_app().await;
+    let app = spawn_patient_app().await;
     let id = app.start_session(&slow_session()).await;
 
     let running: Value = app.get_session(&id).await.json().await.unwrap();

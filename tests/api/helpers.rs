@@ -76,6 +76,22 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
+/// An hour, in milliseconds: a deadline or timeout no test races against.
+pub const HOUR_MS: u64 = 3_600_000;
+
+/// The default configuration with a session deadline and agent timeouts of an hour, for tests
+/// that act while a session is still running: under paused time the clock jumps to the next
+/// timer whenever the runtime idles, so the timers must lie far beyond anything the test awaits.
+pub async fn spawn_patient_app() -> TestApp {
+    spawn_app_with(|s| {
+        s.orchestrator.session_deadline_ms = HOUR_MS;
+        for agent in s.agents.values_mut() {
+            agent.timeout_ms = HOUR_MS;
+        }
+    })
+    .await
+}
+
 /// The default configuration changed by `configure`, on port 0.
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     logs();

@@ -8,4 +8,5 @@ mod health;
 mod helpers;
 mod orchestration;
 mod shutdown;
+mod startup;
 mod telemetry;

@@ -2,14 +2,21 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{session_body, spawn_app_with};
+use crate::helpers::{HOUR_MS, session_body, spawn_app_with};
 
 #[tokio::test(start_paused = true)]
 async fn on_shutdown_readiness_fails_new_sessions_are_refused_and_running_ones_finish() {
-    let mut app = spawn_app_with(|s| s.server.drain_delay_ms = 1_000).await;
+    let mut app = spawn_app_with(|s| {
+        s.server.drain_delay_ms = 30_000;
+        s.server.shutdown_timeout_ms = HOUR_MS;
+        s.orchestrator.session_deadline_ms = HOUR_MS;
+        s.agents.get_mut("liveness").unwrap().timeout_ms = HOUR_MS;
+    })
+    .await;
+    // Still running when the drain delay ends: stopping must wait for it.
     let id = app
         .start_session(&session_body(
-            json!({ "liveness": { "latency_ms": 3_000 } }),
+            json!({ "liveness": { "latency_ms": 60_000 } }),
         ))
         .await;
 

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Runs the service on its embedded defaults (port 8009). Extra arguments go to the binary,
+# e.g. scripts/run.sh --config config/production.toml
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/bootstrap.sh
+exec cargo run --release --locked --bin kyc-orchestrator -- "$@"

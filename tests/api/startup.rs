@@ -1,0 +1,76 @@
+//! What the service refuses to start with.
+
+use kyc_orchestrator::{Application, Settings};
+
+fn settings() -> Settings {
+    let mut settings = Settings::defaults();
+    settings.server.port = 0;
+    settings
+}
+
+#[tokio::test]
+async fn a_plan_with_a_cycle_is_refused_at_start_up() {
+    let mut settings = settings();
+    settings.agents.get_mut("doc_capture").unwrap().depends_on = vec!["ocr".into()];
+
+    let error = Application::build(settings)
+        .await
+        .err()
+        .expect("start-up fails");
+
+    assert_eq!(
+        error.to_string(),
+        "invalid agent configuration: the plan has a dependency cycle through: doc_capture, face_match, ocr"
+    );
+}
+
+#[tokio::test]
+async fn a_dependency_on_an_unconfigured_agent_is_refused_at_start_up() {
+    let mut settings = settings();
+    settings.agents.remove("liveness");
+
+    let error = Application::build(settings)
+        .await
+        .err()
+        .expect("start-up fails");
+
+    assert_eq!(
+        error.to_string(),
+        "invalid agent configuration: agent `face_match` depends on `liveness`, which is not configured"
+    );
+}
+
+#[tokio::test]
+async fn the_production_profile_refuses_sandbox_agents() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/production.toml");
+    let mut settings = Settings::load_from(Some(&path), None, Some(Default::default())).unwrap();
+    settings.server.port = 0;
+
+    let error = Application::build(settings)
+        .await
+        .err()
+        .expect("start-up fails");
+
+    assert!(
+        error
+            .to_string()
+            .contains("is a sandbox agent, and orchestrator.allow_sandbox_agents is off"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_store_is_refused_at_start_up() {
+    let mut settings = settings();
+    settings.store.url = "cassandra://somewhere".into();
+
+    let error = Application::build(settings)
+        .await
+        .err()
+        .expect("start-up fails");
+
+    assert!(
+        error.to_string().contains("unsupported store url"),
+        "{error}"
+    );
+}
