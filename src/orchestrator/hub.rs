@@ -133,35 +133,16 @@ pub(crate) async fn follow(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::Decision;
-    use crate::store::{Completion, MemoryStore, SessionRecord, SessionStatus};
-    use chrono::Utc;
+    use crate::store::MemoryStore;
+    use crate::store::fixtures::{approved, event as line, running};
     use futures::StreamExt;
-
-    fn line(seq: u64, terminal: bool) -> EventRecord {
-        EventRecord {
-            seq,
-            terminal,
-            line: format!("{seq}\n").into(),
-        }
-    }
 
     #[tokio::test]
     async fn a_follower_overrun_by_the_live_channel_catches_up_from_the_store() {
         let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new(10));
         let hub = Hub::default();
         let id = SessionId::new();
-        store
-            .insert(&SessionRecord {
-                id,
-                reference: None,
-                status: SessionStatus::Running,
-                created_at: Utc::now(),
-                deadline_at: Utc::now(),
-                completion: None,
-            })
-            .await
-            .unwrap();
+        store.insert(&running(id)).await.unwrap();
         let live = hub.open(id);
         let follower = follow(&hub, Arc::clone(&store), id, 0)
             .await
@@ -174,15 +155,8 @@ mod tests {
             store.append_event(id, &line(seq, false)).await.unwrap();
             live.send(line(seq, false)).unwrap();
         }
-        let completion = Completion {
-            completed_at: Utc::now(),
-            decision: Decision::Approved,
-            reasons: vec![],
-            checks: Default::default(),
-            duration_ms: 1.0,
-        };
         store
-            .complete(id, &completion, &line(last, true))
+            .complete(id, &approved(), &line(last, true))
             .await
             .unwrap();
         live.send(line(last, true)).unwrap();

@@ -116,37 +116,7 @@ impl SessionStore for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::Decision;
-    use chrono::Utc;
-
-    fn running(id: SessionId) -> SessionRecord {
-        SessionRecord {
-            id,
-            reference: None,
-            status: SessionStatus::Running,
-            created_at: Utc::now(),
-            deadline_at: Utc::now(),
-            completion: None,
-        }
-    }
-
-    fn completion() -> Completion {
-        Completion {
-            completed_at: Utc::now(),
-            decision: Decision::Approved,
-            reasons: vec![],
-            checks: Default::default(),
-            duration_ms: 1.0,
-        }
-    }
-
-    fn event(seq: u64) -> EventRecord {
-        EventRecord {
-            seq,
-            terminal: false,
-            line: format!("{seq}\n").into(),
-        }
-    }
+    use crate::store::fixtures::{approved, event, running};
 
     #[tokio::test]
     async fn events_are_replayed_after_a_sequence_number() {
@@ -154,7 +124,7 @@ mod tests {
         let id = SessionId::new();
         store.insert(&running(id)).await.unwrap();
         for seq in 1..=4 {
-            store.append_event(id, &event(seq)).await.unwrap();
+            store.append_event(id, &event(seq, false)).await.unwrap();
         }
         let after_two = store.events_after(id, 2).await.unwrap().unwrap();
         assert_eq!(after_two.iter().map(|e| e.seq).collect::<Vec<_>>(), [3, 4]);
@@ -176,7 +146,10 @@ mod tests {
         store.insert(&running(still_running)).await.unwrap();
         for &id in &ids {
             store.insert(&running(id)).await.unwrap();
-            store.complete(id, &completion(), &event(1)).await.unwrap();
+            store
+                .complete(id, &approved(), &event(1, true))
+                .await
+                .unwrap();
         }
         assert!(store.get(ids[0]).await.unwrap().is_none());
         assert!(store.get(ids[2]).await.unwrap().is_some());

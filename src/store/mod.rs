@@ -105,6 +105,42 @@ pub trait SessionStore: Send + Sync + 'static {
     ) -> Result<Option<Vec<EventRecord>>, StoreError>;
 }
 
+/// Records for tests of the store and of what reads it.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::*;
+
+    pub(crate) fn running(id: SessionId) -> SessionRecord {
+        SessionRecord {
+            id,
+            reference: None,
+            status: SessionStatus::Running,
+            created_at: Utc::now(),
+            deadline_at: Utc::now(),
+            completion: None,
+        }
+    }
+
+    pub(crate) fn approved() -> Completion {
+        Completion {
+            completed_at: Utc::now(),
+            decision: Decision::Approved,
+            reasons: vec![],
+            checks: Default::default(),
+            duration_ms: 1.0,
+        }
+    }
+
+    /// An event whose line is its number.
+    pub(crate) fn event(seq: u64, terminal: bool) -> EventRecord {
+        EventRecord {
+            seq,
+            terminal,
+            line: format!("{seq}\n").into(),
+        }
+    }
+}
+
 /// Opens the backend that `store.url` names.
 pub fn open(settings: &StoreSettings) -> Result<Arc<dyn SessionStore>, StoreError> {
     match settings.url.split_once("://") {

@@ -8,15 +8,20 @@ fn settings() -> Settings {
     settings
 }
 
+/// Why the service refuses to start with `settings`.
+async fn refusal(settings: Settings) -> String {
+    match Application::build(settings).await {
+        Ok(_) => panic!("start-up should fail"),
+        Err(error) => error.to_string(),
+    }
+}
+
 #[tokio::test]
 async fn a_plan_with_a_cycle_is_refused_at_start_up() {
     let mut settings = settings();
     settings.agents.get_mut("doc_capture").unwrap().depends_on = vec!["ocr".into()];
 
-    let error = Application::build(settings)
-        .await
-        .err()
-        .expect("start-up fails");
+    let error = refusal(settings).await;
 
     assert_eq!(
         error.to_string(),
@@ -29,10 +34,7 @@ async fn a_dependency_on_an_unconfigured_agent_is_refused_at_start_up() {
     let mut settings = settings();
     settings.agents.remove("liveness");
 
-    let error = Application::build(settings)
-        .await
-        .err()
-        .expect("start-up fails");
+    let error = refusal(settings).await;
 
     assert_eq!(
         error.to_string(),
@@ -46,10 +48,7 @@ async fn the_production_profile_refuses_sandbox_agents() {
     let mut settings = Settings::load_from(Some(&path), None, Some(Default::default())).unwrap();
     settings.server.port = 0;
 
-    let error = Application::build(settings)
-        .await
-        .err()
-        .expect("start-up fails");
+    let error = refusal(settings).await;
 
     assert!(
         error
@@ -64,10 +63,7 @@ async fn an_unknown_store_is_refused_at_start_up() {
     let mut settings = settings();
     settings.store.url = "cassandra://somewhere".into();
 
-    let error = Application::build(settings)
-        .await
-        .err()
-        .expect("start-up fails");
+    let error = refusal(settings).await;
 
     assert!(
         error.to_string().contains("unsupported store url"),
