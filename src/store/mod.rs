@@ -105,6 +105,14 @@ pub trait SessionStore: Send + Sync + 'static {
     ) -> Result<Option<Vec<EventRecord>>, StoreError>;
 }
 
+/// Opens the backend that `store.url` names.
+pub fn open(settings: &StoreSettings) -> Result<Arc<dyn SessionStore>, StoreError> {
+    match settings.url.split_once("://") {
+        Some(("memory", _)) => Ok(Arc::new(MemoryStore::new(settings.memory_capacity))),
+        _ => Err(StoreError::UnsupportedUrl(settings.url.clone())),
+    }
+}
+
 /// Records for tests of the store and of what reads it.
 #[cfg(test)]
 pub(crate) mod fixtures {
@@ -138,13 +146,5 @@ pub(crate) mod fixtures {
             terminal,
             line: format!("{seq}\n").into(),
         }
-    }
-}
-
-/// Opens the backend that `store.url` names.
-pub fn open(settings: &StoreSettings) -> Result<Arc<dyn SessionStore>, StoreError> {
-    match settings.url.split_once("://") {
-        Some(("memory", _)) => Ok(Arc::new(MemoryStore::new(settings.memory_capacity))),
-        _ => Err(StoreError::UnsupportedUrl(settings.url.clone())),
     }
 }
