@@ -126,6 +126,7 @@ pub struct AgentContext {
     pub(crate) upstream: BTreeMap<String, Output>,
     pub(crate) cancel: CancellationToken,
     pub(crate) cpu: CpuPool,
+    pub(crate) deadline: tokio::time::Instant,
 }
 
 impl AgentContext {
@@ -140,6 +141,12 @@ impl AgentContext {
     /// The output of a dependency, if it produced one of this type.
     pub fn upstream<T: Any>(&self, agent: &str) -> Option<&T> {
         self.upstream.get(agent)?.downcast_ref()
+    }
+
+    /// When this agent's result stops counting: the earlier of its own timeout and the session's
+    /// deadline. An agent with optional work (a second detector pass, more frames) can budget it.
+    pub fn deadline(&self) -> tokio::time::Instant {
+        self.deadline
     }
 
     /// Cancelled when the agent times out, the session's deadline passes or fail-fast stops it.

@@ -67,6 +67,34 @@ impl AgentRegistry {
         })
     }
 
+    /// A registry of agents built elsewhere (a library user's own, or a test's), each with its
+    /// dependencies and timeout. The plan is checked as for configured agents.
+    pub fn custom(
+        agents: Vec<(Arc<dyn Agent>, Vec<String>, std::time::Duration)>,
+    ) -> Result<Self, RegistryError> {
+        let plan = Plan::new(
+            agents
+                .iter()
+                .map(|(agent, deps, timeout)| (agent.name(), deps.as_slice(), *timeout)),
+        )?;
+        let agents = plan
+            .nodes()
+            .iter()
+            .map(|node| {
+                let (agent, _, _) = agents
+                    .iter()
+                    .find(|(agent, _, _)| agent.name() == node.name)
+                    .expect("every plan node comes from the list");
+                Arc::clone(agent)
+            })
+            .collect();
+        Ok(Self {
+            plan,
+            agents,
+            sandbox: Vec::new(),
+        })
+    }
+
     pub fn plan(&self) -> &Plan {
         &self.plan
     }

@@ -16,6 +16,8 @@ mod hub;
 mod plan;
 mod policy;
 mod run;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;

@@ -167,6 +167,7 @@ impl SessionRun {
             upstream,
             cancel: cancel.clone(),
             cpu: self.inner.cpu.clone(),
+            deadline: agent_deadline,
         };
         let agent = Arc::clone(&self.inner.agents[index]);
 

@@ -1,0 +1,219 @@
+//! The orchestrator with agents that misbehave in ways no sandbox agent may (a sandbox agent
+//! that blocked a runtime thread would hand every client a way to stall the server).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::*;
+use crate::agents::{AgentContext, AgentError, Report};
+use crate::config::{PolicySettings, Settings};
+use crate::domain::{CheckStatus, Document, ImageData, ImageLimits, Selfie};
+use crate::store::MemoryStore;
+
+/// What a test agent does when run.
+enum Behaviour {
+    /// Passes at once.
+    Pass,
+    /// Blocks its thread (never yields) for this long, then passes.
+    BlockThenPass(Duration),
+    /// Blocks its thread until the test lets it go, then passes.
+    BlockUntil(Mutex<std::sync::mpsc::Receiver<()>>),
+    /// Reports the deadline it was given, then passes.
+    ReportDeadline(tokio::sync::mpsc::UnboundedSender<tokio::time::Instant>),
+}
+
+struct TestAgent {
+    name: &'static str,
+    behaviour: Behaviour,
+}
+
+#[async_trait]
+impl Agent for TestAgent {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn cpu_bound(&self) -> bool {
+        false
+    }
+
+    async fn run(&self, ctx: AgentContext) -> Result<Report, AgentError> {
+        match &self.behaviour {
+            Behaviour::Pass => {}
+            Behaviour::BlockThenPass(duration) => std::thread::sleep(*duration),
+            Behaviour::BlockUntil(release) => {
+                let _ = release.lock().unwrap().recv();
+            }
+            Behaviour::ReportDeadline(report) => {
+                report.send(ctx.deadline()).unwrap();
+            }
+        }
+        Ok(Report::passed(Some(1.0)))
+    }
+}
+
+fn orchestrator(agents: Vec<(TestAgent, &[&str], Duration)>, deadline: Duration) -> Orchestrator {
+    let agents = agents
+        .into_iter()
+        .map(|(agent, deps, timeout)| {
+            let agent: Arc<dyn Agent> = Arc::new(agent);
+            (agent, deps.iter().map(|d| d.to_string()).collect(), timeout)
+        })
+        .collect();
+    let registry = AgentRegistry::custom(agents).unwrap();
+    let mut settings = Settings::defaults().orchestrator;
+    settings.session_deadline_ms = deadline.as_millis() as u64;
+    let policy = Policy::new(&PolicySettings { decline_on: vec![] });
+    Orchestrator::new(registry, &settings, policy, Arc::new(MemoryStore::new(100)))
+}
+
+fn request() -> NewSession {
+    let mut png = Vec::new();
+    image::RgbImage::new(4, 4)
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    let limits = ImageLimits {
+        max_bytes: 1 << 20,
+        max_pixels: 1 << 20,
+        max_side: 100,
+    };
+    let image = ImageData::parse(Bytes::from(png), &limits).unwrap();
+    NewSession {
+        reference: None,
+        selfie: Selfie::new(vec![image.clone()]).unwrap(),
+        document: Document {
+            kind: None,
+            front: image,
+            back: None,
+        },
+        sandbox: None,
+    }
+}
+
+fn status(outcome: &SessionOutcome, agent: &str) -> CheckStatus {
+    outcome
+        .checks
+        .iter()
+        .find(|(name, _)| name == agent)
+        .map(|(_, check)| check.status)
+        .unwrap()
+}
+
+const LONG: Duration = Duration::from_secs(3600);
+
+/// The session loop waits on the deadline itself: an agent that blocks its thread and never
+/// yields cannot hold the session past it. Real time on two workers (paused time needs a single
+/// thread, which the agent would block); the only wait with a bound is the failure detector.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_blocks_its_thread_cannot_hold_the_session_past_the_deadline() {
+    let (release, blocked) = std::sync::mpsc::channel();
+    let orchestrator = orchestrator(
+        vec![
+            (
+                TestAgent {
+                    name: "stuck",
+                    behaviour: Behaviour::BlockUntil(Mutex::new(blocked)),
+                },
+                &[],
+                LONG,
+            ),
+            (
+                TestAgent {
+                    name: "quick",
+                    behaviour: Behaviour::Pass,
+                },
+                &[],
+                LONG,
+            ),
+        ],
+        Duration::from_millis(200),
+    );
+
+    let started = orchestrator.start(request(), None).await.unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(60), started.outcome)
+        .await
+        .expect("the session completed while the agent was still blocked")
+        .unwrap();
+    release.send(()).unwrap();
+
+    assert_eq!(status(&outcome, "stuck"), CheckStatus::Timeout);
+    assert_eq!(status(&outcome, "quick"), CheckStatus::Passed);
+    assert_eq!(
+        outcome.reasons,
+        ["agent_timeout:stuck", "deadline_exceeded"]
+    );
+}
+
+/// A timeout wrapper polls the work before its timer, so work that blocks past its deadline
+/// and is ready on that same poll comes back `Ok`; it must still count as a timeout.
+#[tokio::test]
+async fn a_result_that_arrives_after_the_agents_own_timeout_is_a_timeout() {
+    let orchestrator = orchestrator(
+        vec![(
+            TestAgent {
+                name: "late",
+                behaviour: Behaviour::BlockThenPass(Duration::from_millis(200)),
+            },
+            &[],
+            Duration::from_millis(20),
+        )],
+        LONG,
+    );
+
+    let outcome = orchestrator
+        .start(request(), None)
+        .await
+        .unwrap()
+        .outcome
+        .await
+        .unwrap();
+
+    assert_eq!(status(&outcome, "late"), CheckStatus::Timeout);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_agent_is_given_the_earlier_of_its_timeout_and_the_time_left() {
+    let (report, mut deadlines) = tokio::sync::mpsc::unbounded_channel();
+    let agent = |name, timeout| {
+        (
+            TestAgent {
+                name,
+                behaviour: Behaviour::ReportDeadline(report.clone()),
+            },
+            &[][..],
+            timeout,
+        )
+    };
+    let orchestrator = orchestrator(
+        vec![
+            agent("patient", LONG),
+            agent("hasty", Duration::from_millis(500)),
+        ],
+        Duration::from_secs(8),
+    );
+    let start = tokio::time::Instant::now();
+
+    orchestrator
+        .start(request(), None)
+        .await
+        .unwrap()
+        .outcome
+        .await
+        .unwrap();
+
+    let mut given = vec![
+        deadlines.recv().await.unwrap(),
+        deadlines.recv().await.unwrap(),
+    ];
+    given.sort();
+    assert_eq!(
+        given,
+        [
+            start + Duration::from_millis(500),
+            start + Duration::from_secs(8)
+        ]
+    );
+}
