@@ -25,6 +25,7 @@ use kyc_orchestrator::domain::{
 };
 use kyc_orchestrator::orchestrator::Orchestrator;
 
+// The allocator the server binary uses, so the figures are the server's.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -21,6 +21,11 @@ use futures::StreamExt;
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
+// Many small, short-lived allocations on two or more threads: mimalloc's per-thread heaps avoid
+// the arena-lock contention glibc's malloc showed under load (see README, Performance).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(about = "Drive kyc-orchestrator with sandbox sessions and report latency and overhead")]
 struct Args {
