@@ -127,7 +127,9 @@ impl SessionRun {
 
     /// Waits for agents until all are done, the deadline passes or fail-fast stops the session.
     async fn drive(&mut self) -> Option<Stop> {
-        let deadline = self.deadline.instant();
+        // One timer for the whole session, not one per wake-up.
+        let deadline = tokio::time::sleep_until(self.deadline.instant());
+        tokio::pin!(deadline);
         while !self.running.is_empty() {
             tokio::select! {
                 // Results that are already in are taken before the deadline is looked at.
@@ -137,7 +139,7 @@ impl SessionRun {
                         return Some(stop);
                     }
                 }
-                () = tokio::time::sleep_until(deadline) => return Some(Stop::Deadline),
+                () = &mut deadline => return Some(Stop::Deadline),
             }
         }
         None
