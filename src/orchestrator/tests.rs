@@ -93,6 +93,12 @@ fn request() -> NewSession {
     }
 }
 
+/// Runs one session to its end.
+async fn run(orchestrator: &Orchestrator) -> SessionOutcome {
+    let started = orchestrator.start(request(), None).await.unwrap();
+    started.outcome.await.unwrap()
+}
+
 fn status(outcome: &SessionOutcome, agent: &str) -> CheckStatus {
     outcome
         .checks
@@ -163,13 +169,7 @@ async fn a_result_that_arrives_after_the_agents_own_timeout_is_a_timeout() {
         LONG,
     );
 
-    let outcome = orchestrator
-        .start(request(), None)
-        .await
-        .unwrap()
-        .outcome
-        .await
-        .unwrap();
+    let outcome = run(&orchestrator).await;
 
     assert_eq!(status(&outcome, "late"), CheckStatus::Timeout);
 }
@@ -196,13 +196,7 @@ async fn an_agent_is_given_the_earlier_of_its_timeout_and_the_time_left() {
     );
     let start = tokio::time::Instant::now();
 
-    orchestrator
-        .start(request(), None)
-        .await
-        .unwrap()
-        .outcome
-        .await
-        .unwrap();
+    run(&orchestrator).await;
 
     let mut given = vec![
         deadlines.recv().await.unwrap(),
