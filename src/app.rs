@@ -136,7 +136,9 @@ impl Application {
         let served = tokio::select! {
             served = serve => served,
             () = stuck => {
-                tracing::warn!("connections still open after the shutdown timeout; closing them");
+                tracing::warn!(
+                    "connections still open after the shutdown timeout; no longer waiting for them"
+                );
                 Ok(())
             }
         };

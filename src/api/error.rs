@@ -68,7 +68,10 @@ pub enum ApiError {
 
 impl From<OrchestratorError> for ApiError {
     fn from(error: OrchestratorError) -> Self {
-        Self::Internal(Box::new(error))
+        match error {
+            OrchestratorError::Drained => Self::ShuttingDown,
+            other => Self::Internal(Box::new(other)),
+        }
     }
 }
 

@@ -123,16 +123,6 @@ impl FromRequest<AppState> for Submission {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
-        // The admission slot is already held: a client that trickles its body must not keep it.
-        let timeout = state.body_timeout;
-        tokio::time::timeout(timeout, Self::read(request, state))
-            .await
-            .map_err(|_| ApiError::RequestTimeout(timeout))?
-    }
-}
-
-impl Submission {
-    async fn read(request: Request, state: &AppState) -> Result<Self, ApiError> {
         let limit = state.body_limit;
         let declared = request
             .headers()
@@ -156,8 +146,8 @@ impl Submission {
             .to_ascii_lowercase();
         let draft = match essence.as_str() {
             "application/json" => {
-                let body = Bytes::from_request(request, state)
-                    .await
+                let body = arrives_in_time(state, Bytes::from_request(request, state))
+                    .await?
                     .map_err(|rejection| {
                         body_error(rejection.status(), limit, rejection.body_text())
                     })?;
@@ -176,7 +166,7 @@ impl Submission {
                 let multipart = Multipart::from_request(request, state)
                     .await
                     .map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
-                parse_multipart(multipart, limit).await?
+                arrives_in_time(state, parse_multipart(multipart, limit)).await??
             }
             "" => {
                 return Err(ApiError::UnsupportedMediaType(
@@ -195,6 +185,36 @@ impl Submission {
     }
 }
 
+/// The admission slot is already held while the body arrives: a client that trickles its body
+/// must not keep it. Only the reading is timed, not the parsing after it.
+async fn arrives_in_time<T>(
+    state: &AppState,
+    read: impl Future<Output = T>,
+) -> Result<T, ApiError> {
+    tokio::time::timeout(state.body_timeout, read)
+        .await
+        .map_err(|_| ApiError::RequestTimeout(state.body_timeout))
+}
+
+/// A client-supplied name (a JSON key, a part name) is echoed only if it looks like an
+/// identifier; anything else might be data.
+pub(super) fn echoable(name: &str) -> String {
+    let plain = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'[' | b']'));
+    if plain {
+        name.to_owned()
+    } else {
+        "<unnamed>".to_owned()
+    }
+}
+
+/// A field path with every segment that does not look like an identifier hidden.
+fn echoable_path(path: &str) -> String {
+    path.split('.').map(echoable).collect::<Vec<_>>().join(".")
+}
+
 fn body_error(status: axum::http::StatusCode, limit: usize, text: String) -> ApiError {
     if status == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::PayloadTooLarge { limit }
@@ -211,7 +231,11 @@ fn parse_json(body: &[u8]) -> Result<Draft, ApiError> {
             let inner = error.into_inner();
             match inner.classify() {
                 serde_json::error::Category::Data => {
-                    let field = if path == "." { "body".to_owned() } else { path };
+                    let field = if path == "." {
+                        "body".to_owned()
+                    } else {
+                        echoable_path(&path)
+                    };
                     ApiError::Invalid(vec![FieldError::new(field, "invalid", describe(&inner))])
                 }
                 _ => ApiError::MalformedJson(describe(&inner)),
@@ -278,7 +302,7 @@ async fn parse_multipart(mut multipart: Multipart, limit: usize) -> Result<Draft
                 }
             },
             _ => draft.errors.push(FieldError::new(
-                name.clone(),
+                echoable(&name),
                 "unknown_part",
                 "expected parts: selfie, document_front, document_back, metadata",
             )),
@@ -299,28 +323,36 @@ async fn parse_multipart(mut multipart: Multipart, limit: usize) -> Result<Draft
 /// base64 image, a name sent in the wrong field), and problem bodies must not echo personal data.
 /// Field names and the list of expected values are kept.
 fn describe(error: &serde_json::Error) -> String {
+    const KINDS: [&str; 5] = [
+        "invalid type",
+        "invalid value",
+        "invalid length",
+        "unknown variant",
+        "unknown field",
+    ];
+    if error.classify() != serde_json::error::Category::Data {
+        // Syntax and end-of-input messages name the expected token, never the input.
+        return error.to_string();
+    }
     let message = error.to_string();
     let message = message
         .rsplit_once(" at line ")
         .map_or(message.as_str(), |(head, _)| head);
-    if message.starts_with("unknown field") || message.starts_with("missing field") {
-        return message.to_owned();
+    if let Some(field) = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.strip_suffix('`'))
+    {
+        return format!("missing field `{}`", echoable(field));
     }
-    let summary = match message.split_once(", expected ") {
-        Some((head, expected)) => {
-            let kind = head.split(':').next().unwrap_or("invalid value");
-            format!("{kind}: expected {expected}")
-        }
-        None if error.classify() == serde_json::error::Category::Data => "invalid value".to_owned(),
-        None => message.to_owned(),
-    };
-    match error.classify() {
-        serde_json::error::Category::Data => summary,
-        _ => format!(
-            "{summary} at line {} column {}",
-            error.line(),
-            error.column()
-        ),
+    let kind = KINDS
+        .into_iter()
+        .find(|kind| message.starts_with(kind))
+        .unwrap_or("invalid value");
+    // The expected part is ours; the value before it is the client's and may itself contain
+    // ", expected ", so split at the last one.
+    match message.rsplit_once(", expected ") {
+        Some((_, expected)) => format!("{kind}: expected {expected}"),
+        None => kind.to_owned(),
     }
 }
 
@@ -418,7 +450,7 @@ impl Draft {
             }
             Some(script) => {
                 for (agent, directive) in &script {
-                    let field = format!("sandbox.{agent}");
+                    let field = format!("sandbox.{}", echoable(agent));
                     if !sandbox_agents.contains(agent) {
                         self.errors.push(FieldError::new(
                             field,

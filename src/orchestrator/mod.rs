@@ -50,6 +50,8 @@ use hub::Hub;
 pub enum OrchestratorError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("the orchestrator has drained for shutdown")]
+    Drained,
 }
 
 /// A session that has been accepted and is running.
@@ -145,6 +147,11 @@ impl Orchestrator {
         permit: Option<OwnedSemaphorePermit>,
     ) -> Result<Started, OrchestratorError> {
         let inner = &self.inner;
+        if inner.sessions.is_closed() {
+            // A request admitted before draining began, whose body arrived after the running
+            // sessions were drained: nothing would wait for its session any more.
+            return Err(OrchestratorError::Drained);
+        }
         let id = SessionId::new();
         let clock = SessionClock::start();
         let deadline = clock.deadline(inner.session_deadline);
@@ -199,6 +206,19 @@ impl Orchestrator {
             Err(panic) => panic,
         };
         tracing::error!(panic = %panic_message(panic), "session runner panicked");
+        let completed = inner.store.get(id).await.ok().flatten();
+        if completed.is_some_and(|s| s.status == SessionStatus::Completed) {
+            // It panicked after its completion was stored: the record and history stand.
+            inner.hub.close(id);
+            return SessionOutcome {
+                id,
+                decision: Decision::Review,
+                reasons: vec!["internal_error".to_owned()],
+                checks: Vec::new(),
+                elapsed: clock.elapsed(),
+                critical_path: Duration::ZERO,
+            };
+        }
         let reasons = vec!["internal_error".to_owned()];
         let completion = Completion {
             completed_at: clock.now(),

@@ -229,12 +229,17 @@ impl SessionRun {
         if decisive {
             return Some(Stop::FailFast(index));
         }
-        if self.deadline.is_past() {
-            // A result taken at the deadline starts nothing new.
-            return Some(Stop::Deadline);
-        }
+        // A result taken at the deadline starts nothing new; the loop still collects the
+        // results that are already in before it looks at the deadline.
+        let past_deadline = self.deadline.is_past();
         let name = self.inner.plan.nodes()[index].name.clone();
         for j in self.inner.plan.nodes()[index].dependents.clone() {
+            if past_deadline && self.checks[j].is_none() {
+                self.deadline_hit = true;
+                self.skip(j, "not started before the session deadline".to_owned())
+                    .await;
+                continue;
+            }
             if !has_output {
                 self.skip(j, format!("dependency `{name}` produced no output"))
                     .await;

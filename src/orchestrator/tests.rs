@@ -11,7 +11,7 @@ use super::*;
 use crate::agents::{AgentContext, AgentError, Report};
 use crate::config::{PolicySettings, Settings};
 use crate::domain::{CheckStatus, Document, ImageData, ImageLimits, Selfie};
-use crate::store::MemoryStore;
+use crate::store::{Completion, EventRecord, MemoryStore, SessionRecord};
 
 /// What a test agent does when run.
 enum Behaviour {
@@ -56,6 +56,14 @@ impl Agent for TestAgent {
 }
 
 fn orchestrator(agents: Vec<(TestAgent, &[&str], Duration)>, deadline: Duration) -> Orchestrator {
+    orchestrator_on(agents, deadline, Arc::new(MemoryStore::new(100)))
+}
+
+fn orchestrator_on(
+    agents: Vec<(TestAgent, &[&str], Duration)>,
+    deadline: Duration,
+    store: Arc<dyn SessionStore>,
+) -> Orchestrator {
     let agents = agents
         .into_iter()
         .map(|(agent, deps, timeout)| {
@@ -67,7 +75,7 @@ fn orchestrator(agents: Vec<(TestAgent, &[&str], Duration)>, deadline: Duration)
     let mut settings = Settings::defaults().orchestrator;
     settings.session_deadline_ms = deadline.as_millis() as u64;
     let policy = Policy::new(&PolicySettings { decline_on: vec![] });
-    Orchestrator::new(registry, &settings, policy, Arc::new(MemoryStore::new(100)))
+    Orchestrator::new(registry, &settings, policy, store)
 }
 
 fn request() -> NewSession {
@@ -210,4 +218,76 @@ async fn an_agent_is_given_the_earlier_of_its_timeout_and_the_time_left() {
             start + Duration::from_secs(8)
         ]
     );
+}
+
+/// A store whose every event write takes `delay` (of tokio time).
+struct SlowStore {
+    inner: MemoryStore,
+    delay: Duration,
+}
+
+#[async_trait]
+impl SessionStore for SlowStore {
+    async fn insert(&self, session: &SessionRecord) -> Result<(), StoreError> {
+        self.inner.insert(session).await
+    }
+    async fn append_event(&self, id: SessionId, event: &EventRecord) -> Result<(), StoreError> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.append_event(id, event).await
+    }
+    async fn complete(
+        &self,
+        id: SessionId,
+        completion: &Completion,
+        terminal: &EventRecord,
+    ) -> Result<(), StoreError> {
+        self.inner.complete(id, completion, terminal).await
+    }
+    async fn get(&self, id: SessionId) -> Result<Option<SessionRecord>, StoreError> {
+        self.inner.get(id).await
+    }
+    async fn events_after(
+        &self,
+        id: SessionId,
+        after: u64,
+    ) -> Result<Option<Vec<EventRecord>>, StoreError> {
+        self.inner.events_after(id, after).await
+    }
+}
+
+/// `first` finishes in time, but recording it takes the session past its deadline: `second`
+/// must not start, and the decision must say why it is not approved.
+#[tokio::test(start_paused = true)]
+async fn a_result_recorded_after_the_deadline_starts_nothing_and_the_review_says_why() {
+    let agents = vec![
+        (
+            TestAgent {
+                name: "first",
+                behaviour: Behaviour::Pass,
+            },
+            &[][..],
+            LONG,
+        ),
+        (
+            TestAgent {
+                name: "second",
+                behaviour: Behaviour::Pass,
+            },
+            &["first"][..],
+            LONG,
+        ),
+    ];
+    // session.started, agent.started and agent.completed take 40 ms each to store.
+    let store = Arc::new(SlowStore {
+        inner: MemoryStore::new(10),
+        delay: Duration::from_millis(40),
+    });
+    let orchestrator = orchestrator_on(agents, Duration::from_millis(100), store);
+
+    let outcome = run(&orchestrator).await;
+
+    assert_eq!(status(&outcome, "first"), CheckStatus::Passed);
+    assert_eq!(status(&outcome, "second"), CheckStatus::Skipped);
+    assert_eq!(outcome.decision, Decision::Review);
+    assert_eq!(outcome.reasons, ["deadline_exceeded"]);
 }

@@ -53,24 +53,59 @@ async fn trailing_data_after_the_json_document_is_a_400() {
     assert_eq!(body["type"], "urn:kyc-orchestrator:problem:malformed-json");
 }
 
+/// Each request carries one bad value, so each is certainly read and reported.
 #[tokio::test]
-async fn a_value_of_the_wrong_kind_is_reported_without_quoting_it() {
+async fn rejected_values_and_names_are_never_quoted_back() {
     let app = spawn_app().await;
-    let mut request = session_body(json!({}));
-    request["document"]["type"] = json!("Jane Doe");
-    request["selfie"]["frames"] = json!("AAAAsecretbase64AAAA");
+    let cases = [
+        (
+            "/document/type",
+            json!("Jane Doe"),
+            "document.type",
+            "unknown variant: expected one of `passport`, `id_card`, `driving_licence`",
+        ),
+        (
+            "/selfie/frames",
+            json!("AAAAsecretbase64AAAA"),
+            "selfie.frames",
+            "invalid type: expected a sequence",
+        ),
+        (
+            "/document",
+            json!("Jane Doe, expected Smith"),
+            "document",
+            "invalid type: expected struct JsonDocument",
+        ),
+        (
+            "/Jane Doe 1970-01-01",
+            json!(1),
+            "<unnamed>",
+            "unknown field: expected one of `reference`, `selfie`, `document`, `sandbox`",
+        ),
+        (
+            "/sandbox/Jane Doe",
+            json!({ "result": "pass" }),
+            "sandbox.<unnamed>",
+            "sandbox agents: doc_capture, liveness, ocr, face_match",
+        ),
+    ];
+    for (pointer, value, field, detail) in cases {
+        let mut request = session_body(json!({}));
+        let (parent, key) = pointer.rsplit_once('/').unwrap();
+        request
+            .pointer_mut(if parent.is_empty() { "" } else { parent })
+            .unwrap()[key] = value;
 
-    let body = problem(app.post_session(&request).await, 422).await;
+        let body = problem(app.post_session(&request).await, 422).await;
 
-    let text = body.to_string();
-    assert!(
-        !text.contains("Jane") && !text.contains("secretbase64"),
-        "{text}"
-    );
-    assert_eq!(
-        body["errors"][0]["detail"],
-        "invalid type: expected a sequence"
-    );
+        let text = body.to_string();
+        assert!(
+            !text.contains("Jane") && !text.contains("secretbase64"),
+            "{text}"
+        );
+        assert_eq!(body["errors"][0]["field"], field, "{text}");
+        assert_eq!(body["errors"][0]["detail"], detail, "{text}");
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -170,11 +205,12 @@ async fn wrong_types_and_unknown_fields_are_422() {
     let mut request = session_body(json!({}));
     request["selfy"] = json!({});
     let body = problem(app.post_session(&request).await, 422).await;
+    assert_eq!(body["errors"][0]["field"], "selfy");
     assert!(
         body["errors"][0]["detail"]
             .as_str()
             .unwrap()
-            .contains("selfy")
+            .starts_with("unknown field: expected one of `reference`")
     );
 }
 
