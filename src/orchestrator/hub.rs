@@ -133,12 +133,9 @@ pub(crate) async fn follow(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::fixtures::{approved, event as line, running};
-    use crate::store::{Completion, MemoryStore, SessionRecord};
-    use async_trait::async_trait;
+    use crate::store::MemoryStore;
+    use crate::store::fixtures::{ReplayGate, TestStore, approved, event as line, running};
     use futures::StreamExt;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use tokio::sync::Notify;
 
     #[tokio::test]
     async fn a_follower_overrun_by_the_live_channel_catches_up_from_the_store() {
@@ -173,56 +170,14 @@ mod tests {
         );
     }
 
-    /// A store whose first replay reads its snapshot, then waits at a gate: the window in which
-    /// a follower that subscribed only after reading would miss live events.
-    struct GatedStore {
-        inner: MemoryStore,
-        gated: AtomicBool,
-        reached: Notify,
-        gate: Notify,
-    }
-
-    #[async_trait]
-    impl SessionStore for GatedStore {
-        async fn insert(&self, session: &SessionRecord) -> Result<(), StoreError> {
-            self.inner.insert(session).await
-        }
-        async fn append_event(&self, id: SessionId, event: &EventRecord) -> Result<(), StoreError> {
-            self.inner.append_event(id, event).await
-        }
-        async fn complete(
-            &self,
-            id: SessionId,
-            completion: &Completion,
-            terminal: &EventRecord,
-        ) -> Result<(), StoreError> {
-            self.inner.complete(id, completion, terminal).await
-        }
-        async fn get(&self, id: SessionId) -> Result<Option<SessionRecord>, StoreError> {
-            self.inner.get(id).await
-        }
-        async fn events_after(
-            &self,
-            id: SessionId,
-            after: u64,
-        ) -> Result<Option<Vec<EventRecord>>, StoreError> {
-            let snapshot = self.inner.events_after(id, after).await;
-            if !self.gated.swap(true, Ordering::SeqCst) {
-                self.reached.notify_one();
-                self.gate.notified().await;
-            }
-            snapshot
-        }
-    }
-
     #[tokio::test(start_paused = true)]
     async fn events_published_while_the_history_is_read_still_reach_the_follower() {
-        let store = Arc::new(GatedStore {
-            inner: MemoryStore::new(10),
-            gated: AtomicBool::new(false),
-            reached: Notify::new(),
-            gate: Notify::new(),
+        // The window in which a follower that subscribed only after reading would miss events.
+        let store = Arc::new(TestStore {
+            replay_gate: Some(ReplayGate::default()),
+            ..TestStore::new()
         });
+        let gate = store.replay_gate.as_ref().unwrap();
         let hub = Arc::new(Hub::default());
         let id = SessionId::new();
         store.insert(&running(id)).await.unwrap();
@@ -237,7 +192,7 @@ mod tests {
                 stream.collect::<Vec<Bytes>>().await
             }
         });
-        store.reached.notified().await;
+        gate.reached.notified().await;
 
         for seq in 1..3 {
             store.append_event(id, &line(seq, false)).await.unwrap();
@@ -248,7 +203,7 @@ mod tests {
             .await
             .unwrap();
         live.send(line(3, true)).unwrap();
-        store.gate.notify_one();
+        gate.gate.notify_one();
 
         let lines = tokio::time::timeout(std::time::Duration::from_secs(60), follower)
             .await

@@ -11,7 +11,8 @@ use super::*;
 use crate::agents::{AgentContext, AgentError, Report};
 use crate::config::{PolicySettings, Settings};
 use crate::domain::{CheckStatus, Document, ImageData, ImageLimits, Selfie};
-use crate::store::{Completion, EventRecord, MemoryStore, SessionRecord};
+use crate::store::MemoryStore;
+use crate::store::fixtures::TestStore;
 
 /// What a test agent does when run.
 enum Behaviour {
@@ -220,41 +221,6 @@ async fn an_agent_is_given_the_earlier_of_its_timeout_and_the_time_left() {
     );
 }
 
-/// A store whose every event write takes `delay` (of tokio time).
-struct SlowStore {
-    inner: MemoryStore,
-    delay: Duration,
-}
-
-#[async_trait]
-impl SessionStore for SlowStore {
-    async fn insert(&self, session: &SessionRecord) -> Result<(), StoreError> {
-        self.inner.insert(session).await
-    }
-    async fn append_event(&self, id: SessionId, event: &EventRecord) -> Result<(), StoreError> {
-        tokio::time::sleep(self.delay).await;
-        self.inner.append_event(id, event).await
-    }
-    async fn complete(
-        &self,
-        id: SessionId,
-        completion: &Completion,
-        terminal: &EventRecord,
-    ) -> Result<(), StoreError> {
-        self.inner.complete(id, completion, terminal).await
-    }
-    async fn get(&self, id: SessionId) -> Result<Option<SessionRecord>, StoreError> {
-        self.inner.get(id).await
-    }
-    async fn events_after(
-        &self,
-        id: SessionId,
-        after: u64,
-    ) -> Result<Option<Vec<EventRecord>>, StoreError> {
-        self.inner.events_after(id, after).await
-    }
-}
-
 /// `first` finishes in time, but recording it takes the session past its deadline: `second`
 /// must not start, and the decision must say why it is not approved.
 #[tokio::test(start_paused = true)]
@@ -278,9 +244,9 @@ async fn a_result_recorded_after_the_deadline_starts_nothing_and_the_review_says
         ),
     ];
     // session.started, agent.started and agent.completed take 40 ms each to store.
-    let store = Arc::new(SlowStore {
-        inner: MemoryStore::new(10),
-        delay: Duration::from_millis(40),
+    let store = Arc::new(TestStore {
+        append_delay: Duration::from_millis(40),
+        ..TestStore::new()
     });
     let orchestrator = orchestrator_on(agents, Duration::from_millis(100), store);
 

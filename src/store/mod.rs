@@ -139,6 +139,69 @@ pub(crate) mod fixtures {
         }
     }
 
+    /// A memory store that can be slowed or held at chosen points, to open the windows that a
+    /// real backend's latency opens.
+    pub(crate) struct TestStore {
+        pub(crate) inner: MemoryStore,
+        /// How long every event write takes (tokio time).
+        pub(crate) append_delay: std::time::Duration,
+        /// If set, the first replay reads its snapshot, notifies `reached`, then waits for `gate`.
+        pub(crate) replay_gate: Option<ReplayGate>,
+    }
+
+    #[derive(Default)]
+    pub(crate) struct ReplayGate {
+        pub(crate) reached: tokio::sync::Notify,
+        pub(crate) gate: tokio::sync::Notify,
+        used: std::sync::atomic::AtomicBool,
+    }
+
+    impl TestStore {
+        pub(crate) fn new() -> Self {
+            Self {
+                inner: MemoryStore::new(100),
+                append_delay: std::time::Duration::ZERO,
+                replay_gate: None,
+            }
+        }
+    }
+
+    #[async_trait]
+    impl SessionStore for TestStore {
+        async fn insert(&self, session: &SessionRecord) -> Result<(), StoreError> {
+            self.inner.insert(session).await
+        }
+        async fn append_event(&self, id: SessionId, event: &EventRecord) -> Result<(), StoreError> {
+            tokio::time::sleep(self.append_delay).await;
+            self.inner.append_event(id, event).await
+        }
+        async fn complete(
+            &self,
+            id: SessionId,
+            completion: &Completion,
+            terminal: &EventRecord,
+        ) -> Result<(), StoreError> {
+            self.inner.complete(id, completion, terminal).await
+        }
+        async fn get(&self, id: SessionId) -> Result<Option<SessionRecord>, StoreError> {
+            self.inner.get(id).await
+        }
+        async fn events_after(
+            &self,
+            id: SessionId,
+            after: u64,
+        ) -> Result<Option<Vec<EventRecord>>, StoreError> {
+            let snapshot = self.inner.events_after(id, after).await;
+            if let Some(gate) = &self.replay_gate
+                && !gate.used.swap(true, std::sync::atomic::Ordering::SeqCst)
+            {
+                gate.reached.notify_one();
+                gate.gate.notified().await;
+            }
+            snapshot
+        }
+    }
+
     /// An event whose line is its number.
     pub(crate) fn event(seq: u64, terminal: bool) -> EventRecord {
         EventRecord {
