@@ -253,7 +253,7 @@ fn parse_json(body: &[u8]) -> Result<Draft, ApiError> {
         let mut frames = Vec::with_capacity(selfie.frames.len());
         for (i, frame) in selfie.frames.iter().enumerate() {
             let field = format!("selfie.frames[{i}]");
-            if let Some(bytes) = draft.decode_base64(&field, &frame.0) {
+            if let Some(bytes) = decode_base64(&field, &frame.0, &mut draft.errors) {
                 frames.push((field, bytes));
             }
         }
@@ -376,10 +376,6 @@ fn decode_base64(field: &str, value: &str, errors: &mut Vec<FieldError>) -> Opti
 }
 
 impl Draft {
-    fn decode_base64(&mut self, field: &str, value: &str) -> Option<Bytes> {
-        decode_base64(field, value, &mut self.errors)
-    }
-
     /// Applies every rule and returns the session, or every problem found.
     fn check(
         mut self,
