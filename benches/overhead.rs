@@ -33,8 +33,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const AGENT_LATENCY_MS: u64 = 20;
 const CONCURRENCY: [usize; 3] = [1, 100, 1_000];
 
-fn orchestrator() -> Orchestrator {
+/// The default plan on the in-memory store: this measures orchestration, not a database (the
+/// HTTP load benchmark measures the real stores).
+async fn orchestrator() -> Orchestrator {
     let mut settings = Settings::defaults();
+    settings.store.url = "memory://".into();
     settings.server.max_inflight_sessions = 100_000;
     settings.store.memory_capacity = 10_000;
     for agent in settings.agents.values_mut() {
@@ -42,7 +45,9 @@ fn orchestrator() -> Orchestrator {
         agent.sandbox.cpu_ms = 0;
         agent.sandbox.result = SandboxResult::Pass;
     }
-    build_orchestrator(&settings).expect("the default plan builds")
+    build_orchestrator(&settings)
+        .await
+        .expect("the default plan builds")
 }
 
 fn request() -> NewSession {
@@ -110,7 +115,7 @@ fn bench(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let orchestrator = runtime.block_on(async { orchestrator() });
+    let orchestrator = runtime.block_on(orchestrator());
     let mut group = c.benchmark_group("session_overhead");
     group.sample_size(20);
     for concurrency in CONCURRENCY {

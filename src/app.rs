@@ -11,8 +11,9 @@ use tokio::net::TcpListener;
 use crate::agents::{AgentRegistry, RegistryError};
 use crate::api::{self, Admission, AppState, Lifecycle};
 use crate::config::Settings;
-use crate::orchestrator::{Orchestrator, Policy};
-use crate::store::{self, StoreError};
+use crate::domain::ImageLimits;
+use crate::orchestrator::{Durability, Maintenance, Orchestrator, Policy};
+use crate::store::{self, BlobError, Blobs, StoreError};
 use crate::telemetry;
 
 /// Why the service could not start.
@@ -22,6 +23,8 @@ pub enum StartupError {
     Agents(#[from] RegistryError),
     #[error("cannot open the session store: {0}")]
     Store(#[from] StoreError),
+    #[error("cannot open the blob directory: {0}")]
+    Blobs(#[from] BlobError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -36,11 +39,12 @@ pub struct Application {
     state: AppState,
     drain_delay: Duration,
     shutdown_timeout: Duration,
+    maintenance: Maintenance,
 }
 
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
-        let orchestrator = build_orchestrator(&settings)?;
+        let orchestrator = build_orchestrator(&settings).await?;
         let addr = format!("{}:{}", settings.server.host, settings.server.port);
         let listener = TcpListener::bind(&addr)
             .await
@@ -65,6 +69,11 @@ impl Application {
             state,
             drain_delay: Duration::from_millis(settings.server.drain_delay_ms),
             shutdown_timeout: Duration::from_millis(settings.server.shutdown_timeout_ms),
+            maintenance: Maintenance {
+                heartbeat: Duration::from_millis(settings.store.heartbeat_ms),
+                lease: Duration::from_millis(settings.store.lease_ms),
+                retention: settings.retention.clone(),
+            },
         })
     }
 
@@ -101,6 +110,7 @@ impl Application {
             state,
             drain_delay,
             shutdown_timeout,
+            maintenance,
         } = self;
         let orchestrator = state.orchestrator.clone();
         let lifecycle = state.lifecycle.clone();
@@ -112,6 +122,9 @@ impl Application {
                 metrics.run_upkeep();
             }
         });
+        // Heartbeat, recovery, delayed completions and retention; it runs until every session
+        // has drained, so that no other instance takes this one's sessions for orphans.
+        let maintain = tokio::spawn(state.orchestrator.clone().maintain(maintenance));
 
         let stuck = {
             let lifecycle = lifecycle.clone();
@@ -143,6 +156,8 @@ impl Application {
             }
         };
         state.orchestrator.drain().await;
+        state.orchestrator.retry_pending().await;
+        maintain.abort();
         upkeep.abort();
         tracing::info!("stopped");
         served
@@ -150,7 +165,7 @@ impl Application {
 }
 
 /// The agents, the plan, the store and the policy, as configured.
-pub fn build_orchestrator(settings: &Settings) -> Result<Orchestrator, StartupError> {
+pub async fn build_orchestrator(settings: &Settings) -> Result<Orchestrator, StartupError> {
     let registry =
         AgentRegistry::from_settings(&settings.agents, settings.orchestrator.allow_sandbox_agents)?;
     for (node, agent) in registry.plan().nodes().iter().zip(registry.agents()) {
@@ -162,11 +177,34 @@ pub fn build_orchestrator(settings: &Settings) -> Result<Orchestrator, StartupEr
             "agent configured"
         );
     }
-    let store = store::open(&settings.store)?;
+    let store = store::open(&settings.store).await?;
+    // A memory store dies with the process, so there is nothing to re-run inputs for.
+    let blobs = if settings.store.url.starts_with("memory:") {
+        None
+    } else {
+        Some(Blobs::open(
+            &settings.store.blob_dir,
+            settings.store.blob_fsync,
+        )?)
+    };
+    let limits = &settings.limits;
+    let durability = Durability {
+        blobs,
+        input_limits: ImageLimits {
+            max_bytes: limits.max_image_bytes,
+            max_pixels: limits.max_image_pixels,
+            max_side: limits.max_image_side,
+        },
+        poll_interval: Duration::from_millis(settings.store.poll_interval_ms),
+        idempotency_ttl: chrono::Duration::hours(
+            i64::try_from(settings.idempotency.ttl_hours).unwrap_or(i64::MAX / 3_600_000),
+        ),
+    };
     Ok(Orchestrator::new(
         registry,
         &settings.orchestrator,
         Policy::new(&settings.policy),
         store,
-    ))
+    )
+    .with_durability(durability))
 }

@@ -25,6 +25,8 @@ pub struct Settings {
     pub orchestrator: OrchestratorSettings,
     pub policy: PolicySettings,
     pub store: StoreSettings,
+    pub idempotency: IdempotencySettings,
+    pub retention: RetentionSettings,
     pub telemetry: TelemetrySettings,
     /// The plan: agent name to its settings. A BTreeMap so the plan is built in a stable order.
     pub agents: BTreeMap<String, AgentSettings>,
@@ -61,6 +63,9 @@ pub struct OrchestratorSettings {
     /// Whether sandbox agents may be configured. Off in production: a sandbox agent lets the
     /// client choose its own outcome.
     pub allow_sandbox_agents: bool,
+    /// A session left running by a stopped instance is re-run if it was created less than this
+    /// long ago; older ones are completed as `review` with reason `interrupted`.
+    pub recovery_window_ms: u64,
 }
 
 impl OrchestratorSettings {
@@ -86,6 +91,58 @@ pub struct PolicySettings {
 pub struct StoreSettings {
     pub url: String,
     pub memory_capacity: usize,
+    /// Where session inputs (images) are kept for recovery until retention erases them.
+    pub blob_dir: PathBuf,
+    /// Sync each input file (and its directory) before the session is accepted.
+    pub blob_fsync: bool,
+    pub max_connections: u32,
+    /// How long a query waits for a connection before the store counts as unavailable.
+    pub acquire_timeout_ms: u64,
+    /// Group commit: how long the writer waits for more writes before committing.
+    pub flush_interval_us: u64,
+    pub max_batch: usize,
+    pub sqlite_synchronous: SqliteSynchronous,
+    /// How often this instance says it is alive (and checks the store answers).
+    pub heartbeat_ms: u64,
+    /// An instance silent this long has stopped: its running sessions are recovered.
+    pub lease_ms: u64,
+    /// How often a follower of a session running on another instance reads new events.
+    pub poll_interval_ms: u64,
+}
+
+/// SQLite's `synchronous` pragma in WAL mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteSynchronous {
+    /// Survives a process crash; the last commits may be lost on a power cut.
+    Normal,
+    /// Survives a power cut too: one fsync per commit.
+    Full,
+}
+
+impl SqliteSynchronous {
+    pub fn pragma(self) -> &'static str {
+        match self {
+            Self::Normal => "NORMAL",
+            Self::Full => "FULL",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct IdempotencySettings {
+    /// How long an `Idempotency-Key` names its session.
+    pub ttl_hours: u64,
+}
+
+/// How long personal data is kept. 0 keeps it until it is erased through the API.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RetentionSettings {
+    pub images_days: u64,
+    pub personal_data_days: u64,
+    pub sweep_interval_s: u64,
+    /// Sessions erased per store call, so a sweep never holds the database for long.
+    pub batch_size: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

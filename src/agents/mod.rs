@@ -63,6 +63,8 @@ pub struct Report {
     pub score: Option<f64>,
     pub reasons: Vec<String>,
     pub details: serde_json::Value,
+    /// Personal data read from the inputs: see `CheckResult::extracted`.
+    pub extracted: Option<serde_json::Value>,
     /// Handed to the agents that depend on this one, even when the check failed.
     pub output: Option<Output>,
 }
@@ -74,6 +76,7 @@ impl Report {
             score,
             reasons: Vec::new(),
             details: serde_json::Value::Null,
+            extracted: None,
             output: None,
         }
     }
@@ -88,6 +91,11 @@ impl Report {
 
     pub fn with_details(mut self, details: serde_json::Value) -> Self {
         self.details = details;
+        self
+    }
+
+    pub fn with_extracted(mut self, extracted: serde_json::Value) -> Self {
+        self.extracted = Some(extracted);
         self
     }
 

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -21,7 +21,7 @@ pub const MAX_LATENCY_MS: u64 = 60_000;
 pub const MAX_CPU_MS: u64 = 30_000;
 
 /// How a sandbox agent ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SandboxResult {
     #[default]
@@ -48,14 +48,25 @@ pub struct SandboxBehaviour {
     pub reason: Option<String>,
 }
 
+/// Largest scripted `extracted` object, serialised.
+pub const MAX_EXTRACTED_BYTES: usize = 4096;
+
 /// One agent's part of a request's script: every field is optional and falls back to config.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SandboxDirective {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub result: Option<SandboxResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Stands in for the personal data a real agent reads: reported as the check's `extracted`
+    /// on pass or fail, so integrators can exercise erasure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extracted: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// Why a directive was refused.
@@ -67,6 +78,8 @@ pub enum DirectiveError {
     CpuTooLong,
     #[error("reason must be 1 to 64 characters of a-z, 0-9, '_' and ':'")]
     BadReason,
+    #[error("extracted must be at most {MAX_EXTRACTED_BYTES} bytes of JSON")]
+    ExtractedTooLarge,
 }
 
 impl SandboxDirective {
@@ -86,6 +99,12 @@ impl SandboxDirective {
                 return Err(DirectiveError::BadReason);
             }
         }
+        if let Some(extracted) = &self.extracted {
+            let size = serde_json::to_vec(extracted).map_or(usize::MAX, |v| v.len());
+            if size > MAX_EXTRACTED_BYTES {
+                return Err(DirectiveError::ExtractedTooLarge);
+            }
+        }
         Ok(())
     }
 
@@ -100,7 +119,8 @@ impl SandboxDirective {
 }
 
 /// A request's script: agent name to directive. Names are checked against the plan at the edge.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct SandboxScript(pub BTreeMap<String, SandboxDirective>);
 
 /// What a sandbox agent hands its dependents: proof that it ran.
@@ -132,6 +152,13 @@ impl SandboxAgent {
             .as_ref()
             .and_then(|script| script.0.get(&self.name))
             .map_or_else(|| self.defaults.clone(), |d| d.apply_to(&self.defaults))
+    }
+
+    /// The scripted stand-in for personal data, if any.
+    fn extracted(&self, ctx: &AgentContext) -> Option<serde_json::Value> {
+        let script = ctx.input().sandbox.as_ref()?;
+        let extracted = script.0.get(&self.name)?.extracted.clone()?;
+        Some(serde_json::Value::Object(extracted))
     }
 }
 
@@ -178,20 +205,25 @@ impl Agent for SandboxAgent {
             })
             .await??;
         }
-        match behaviour.result {
-            SandboxResult::Pass => Ok(Report::passed(Some(0.97))
-                .with_details(json!({ "sandbox": true }))
-                .with_output(self.output())),
+        let report = match behaviour.result {
+            SandboxResult::Pass => Report::passed(Some(0.97)),
             SandboxResult::Fail => {
                 let reason = behaviour.reason.unwrap_or_else(|| self.fail_reason.clone());
-                Ok(Report::failed(Some(0.12), vec![reason])
-                    .with_details(json!({ "sandbox": true }))
-                    .with_output(self.output()))
+                Report::failed(Some(0.12), vec![reason])
             }
-            SandboxResult::Error => Err(AgentError::Failed("sandbox: scripted agent error".into())),
+            SandboxResult::Error => {
+                return Err(AgentError::Failed("sandbox: scripted agent error".into()));
+            }
             SandboxResult::Panic => panic!("sandbox: scripted panic on the runtime"),
             SandboxResult::Hang => std::future::pending().await,
-        }
+        };
+        let report = report
+            .with_details(json!({ "sandbox": true }))
+            .with_output(self.output());
+        Ok(match self.extracted(&ctx) {
+            Some(extracted) => report.with_extracted(extracted),
+            None => report,
+        })
     }
 }
 

@@ -9,6 +9,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::orchestrator::OrchestratorError;
+use crate::store::StoreError;
+
+/// Seconds a client should wait before retrying when the store is unavailable.
+const STORE_RETRY_AFTER_S: u64 = 2;
 
 /// Media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -54,6 +58,12 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("no such session")]
     NotFound,
+    #[error("this Idempotency-Key was used for a different request")]
+    IdempotencyConflict,
+    #[error("the session is still running; erase it once it has completed")]
+    SessionRunning,
+    #[error("the session store is unavailable; retry shortly")]
+    StoreUnavailable,
     #[error("this path does not accept that method")]
     MethodNotAllowed,
     #[error("the request body did not arrive within {} s", .0.as_secs())]
@@ -70,6 +80,14 @@ impl From<OrchestratorError> for ApiError {
     fn from(error: OrchestratorError) -> Self {
         match error {
             OrchestratorError::Drained => Self::ShuttingDown,
+            OrchestratorError::Store(StoreError::Unavailable(reason)) => {
+                tracing::error!(%reason, "the session store is unavailable");
+                Self::StoreUnavailable
+            }
+            OrchestratorError::Inputs(error) => {
+                tracing::error!(%error, "cannot store session inputs");
+                Self::StoreUnavailable
+            }
             other => Self::Internal(Box::new(other)),
         }
     }
@@ -94,6 +112,8 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotFound => StatusCode::NOT_FOUND,
+            Self::IdempotencyConflict | Self::SessionRunning => StatusCode::CONFLICT,
+            Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Overloaded { .. } | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
@@ -110,6 +130,9 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => ("unsupported-media-type", "Unsupported media type"),
             Self::PayloadTooLarge { .. } => ("payload-too-large", "Payload too large"),
             Self::NotFound => ("not-found", "Not found"),
+            Self::IdempotencyConflict => ("idempotency-key-reused", "Idempotency key reused"),
+            Self::SessionRunning => ("session-running", "Session still running"),
+            Self::StoreUnavailable => ("store-unavailable", "Session store unavailable"),
             Self::MethodNotAllowed => ("method-not-allowed", "Method not allowed"),
             Self::RequestTimeout(_) => ("request-timeout", "Request timeout"),
             Self::Overloaded { .. } => ("overloaded", "Too many running sessions"),
@@ -140,8 +163,14 @@ impl IntoResponse for ApiError {
         let mut response = (status, Json(problem)).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
-        if let Self::Overloaded { retry_after_s } = self {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
+        match self {
+            Self::Overloaded { retry_after_s } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
+            }
+            Self::StoreUnavailable => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(STORE_RETRY_AFTER_S));
+            }
+            _ => {}
         }
         response
     }

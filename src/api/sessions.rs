@@ -7,6 +7,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
+use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -21,8 +22,11 @@ use super::admission::AdmissionPermit;
 use super::error::ApiError;
 use super::submission::Submission;
 use crate::domain::{CheckResult, Decision, SessionId};
-use crate::orchestrator::Started;
-use crate::store::{SessionRecord, SessionStatus};
+use crate::orchestrator::{Start, Started};
+use crate::store::{Erasure, SessionRecord, SessionStatus};
+
+/// Longest `Idempotency-Key` accepted.
+const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
 pub const NDJSON: &str = "application/x-ndjson";
 
@@ -32,28 +36,90 @@ pub fn router(body_limit: usize) -> Router<AppState> {
             "/v1/sessions",
             post(create).layer(DefaultBodyLimit::max(body_limit)),
         )
-        .route("/v1/sessions/{id}", get(show))
+        .route("/v1/sessions/{id}", get(show).delete(erase))
         .route("/v1/sessions/{id}/events", get(events))
 }
 
 /// Starts a session: `202` with its location, or with `Accept: application/x-ndjson` its events
-/// as they happen.
+/// as they happen. With an `Idempotency-Key` already used for the same request, the same
+/// session instead (`200`, or its events); for a different request, `409`.
 async fn create(
     AdmissionPermit(permit): AdmissionPermit,
     State(state): State<AppState>,
     WantsNdjson(stream): WantsNdjson,
+    IdempotencyKey(key): IdempotencyKey,
     Submission(session): Submission,
 ) -> Result<Response, ApiError> {
-    let started = state.orchestrator.start(session, Some(permit)).await?;
+    let (id, response) = match state
+        .orchestrator
+        .start_once(session, Some(permit), key)
+        .await?
+    {
+        Start::New(started) => (started.id, accepted(&started)),
+        Start::Existing {
+            same_request: false,
+            ..
+        } => return Err(ApiError::IdempotencyConflict),
+        Start::Existing { id, .. } => {
+            let record = state
+                .orchestrator
+                .session(id)
+                .await?
+                .ok_or(ApiError::NotFound)?;
+            (id, replayed(record))
+        }
+    };
     if stream {
         let events = state
             .orchestrator
-            .follow(started.id, 0)
+            .follow(id, 0)
             .await?
             .ok_or(ApiError::NotFound)?;
         return Ok(ndjson(events));
     }
-    Ok(accepted(&started))
+    Ok(response)
+}
+
+/// Erases a completed session's images and extracted personal data; its decision stays.
+async fn erase(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = parse_id(&id)?;
+    match state.orchestrator.erase(id).await? {
+        Erasure::Erased => Ok(StatusCode::NO_CONTENT),
+        Erasure::Running => Err(ApiError::SessionRunning),
+        Erasure::NotFound => Err(ApiError::NotFound),
+    }
+}
+
+/// The request's `Idempotency-Key`, checked: 1 to 255 visible ASCII characters.
+struct IdempotencyKey(Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        idempotency_key(&parts.headers).map(Self)
+    }
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let bad = || {
+        ApiError::BadRequest(format!(
+            "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"
+        ))
+    };
+    let key = value.to_str().map_err(|_| bad())?;
+    let valid = (1..=MAX_IDEMPOTENCY_KEY_LEN).contains(&key.len())
+        && key.bytes().all(|b| b.is_ascii_graphic());
+    if !valid {
+        return Err(bad());
+    }
+    Ok(Some(key.to_owned()))
 }
 
 /// The session as it stands.
@@ -169,6 +235,31 @@ fn accepted(started: &Started) -> Response {
         .into_response()
 }
 
+/// The answer to a repeated request: the session its key named, as it stands now.
+fn replayed(record: SessionRecord) -> Response {
+    let links = Links::of(record.id);
+    let location = HeaderValue::try_from(links.this.as_str()).expect("a path is a valid header");
+    let view = AcceptedView {
+        id: record.id,
+        status: record.status,
+        created_at: record.created_at,
+        deadline_at: record.deadline_at,
+        links,
+    };
+    (
+        StatusCode::OK,
+        [
+            (header::LOCATION, location),
+            (
+                header::HeaderName::from_static("idempotent-replayed"),
+                HeaderValue::from_static("true"),
+            ),
+        ],
+        Json(view),
+    )
+        .into_response()
+}
+
 /// `GET /v1/sessions/{id}`.
 #[derive(Serialize)]
 pub struct SessionView {
@@ -186,6 +277,11 @@ pub struct SessionView {
     checks: BTreeMap<String, CheckResult>,
     #[serde(skip_serializing_if = "Option::is_none")]
     duration_ms: Option<f64>,
+    /// The agent plan that decided the session.
+    plan_version: String,
+    /// Set once its images and extracted personal data are erased.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    erased_at: Option<DateTime<Utc>>,
     links: Links,
 }
 
@@ -206,6 +302,8 @@ impl From<SessionRecord> for SessionView {
                 .map(|c| c.reasons.clone())
                 .unwrap_or_default(),
             checks: completion.map(|c| c.checks).unwrap_or_default(),
+            plan_version: record.plan_version,
+            erased_at: record.erased_at,
             links: Links::of(record.id),
         }
     }

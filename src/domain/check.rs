@@ -33,6 +33,10 @@ pub struct CheckResult {
     /// Agent-specific evidence (signals, thresholds, model ids) for whoever must explain the decision.
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     pub details: serde_json::Value,
+    /// Personal data the agent read from the inputs (names, numbers, dates, MRZ text,
+    /// embeddings). The only place a check may hold it: erasure removes exactly this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extracted: Option<serde_json::Value>,
 }
 
 impl CheckResult {
@@ -45,6 +49,7 @@ impl CheckResult {
             detail: Some(detail.into()),
             duration_ms: None,
             details: serde_json::Value::Null,
+            extracted: None,
         }
     }
 

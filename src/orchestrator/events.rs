@@ -2,9 +2,11 @@
 //!
 //! Each event is serialised once into an NDJSON line; the store and every follower share those
 //! bytes. An event is written to the store before it is published live, so a replay never misses
-//! an event a follower has seen.
+//! an event a follower has seen. If the store fails, the session goes on: its events wait, in
+//! order, and are written (then published) when the store answers again, so the stored history
+//! never has a gap.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -45,6 +47,18 @@ pub enum EventKind {
         deadline_at: DateTime<Utc>,
         agents: Vec<String>,
     },
+    /// The session's instance stopped; this one runs it again from its stored inputs, with a
+    /// new deadline. Checks from the earlier attempt are superseded.
+    #[serde(rename = "session.resumed")]
+    SessionResumed {
+        attempt: u32,
+        deadline_at: DateTime<Utc>,
+        agents: Vec<String>,
+    },
+    /// The session's instance stopped and the session cannot be run again; it completes as
+    /// `review` with reason `interrupted`.
+    #[serde(rename = "session.interrupted")]
+    SessionInterrupted { reason: String },
     #[serde(rename = "agent.started")]
     AgentStarted { agent: String },
     #[serde(rename = "agent.completed")]
@@ -106,31 +120,58 @@ pub(crate) struct Emitter {
     seq: u64,
     store: Arc<dyn SessionStore>,
     live: broadcast::Sender<EventRecord>,
+    /// Events the store has not taken yet, oldest first.
+    unstored: VecDeque<EventRecord>,
 }
 
 impl Emitter {
+    /// Numbers events from `after + 1`.
     pub(crate) fn new(
         session_id: SessionId,
         clock: SessionClock,
         store: Arc<dyn SessionStore>,
         live: broadcast::Sender<EventRecord>,
+        after: u64,
     ) -> Self {
         Self {
             session_id,
             clock,
-            seq: 0,
+            seq: after,
             store,
             live,
+            unstored: VecDeque::new(),
         }
     }
 
-    /// Stores the next event, then publishes it.
+    /// Stores the next event, then publishes it. Once the store has failed, events only queue
+    /// (a session does not wait on a store that is down for each of them); `flush` writes them.
     pub(crate) async fn emit(&mut self, kind: EventKind) {
         let record = self.next(kind);
-        if let Err(error) = self.store.append_event(self.session_id, &record).await {
-            tracing::error!(%error, seq = record.seq, "could not store a session event");
+        let healthy = self.unstored.is_empty();
+        self.unstored.push_back(record);
+        if healthy {
+            self.flush().await;
         }
-        self.publish(record);
+    }
+
+    /// Stores and publishes the waiting events in order; `false` if the store failed (the rest
+    /// keep waiting).
+    pub(crate) async fn flush(&mut self) -> bool {
+        while let Some(record) = self.unstored.front() {
+            if let Err(error) = self.store.append_event(self.session_id, record).await {
+                metrics::counter!("kyc_store_write_failures_total").increment(1);
+                tracing::error!(%error, seq = record.seq, "could not store a session event");
+                return false;
+            }
+            let record = self.unstored.pop_front().expect("just looked at it");
+            self.publish(record);
+        }
+        true
+    }
+
+    /// The events still waiting for the store, for whoever retries them.
+    pub(crate) fn take_unstored(&mut self) -> Vec<EventRecord> {
+        self.unstored.drain(..).collect()
     }
 
     /// Numbers and stamps the next event without storing it: for the terminal event, which the

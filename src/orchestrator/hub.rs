@@ -4,16 +4,22 @@
 //! has already sent (by `seq`). A broadcast channel never waits for its receivers, so a slow
 //! reader cannot slow a session down; if one falls so far behind that the channel overwrites
 //! events it has not read, it catches up from the store.
+//!
+//! A session running on another instance has no channel here: its follower reads the store
+//! every `store.poll_interval_ms` instead (polling works the same on every backend; PostgreSQL's
+//! LISTEN/NOTIFY would save the interval's latency at the cost of a connection per instance
+//! held open for it).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::Stream;
 use tokio::sync::broadcast;
 
 use crate::domain::SessionId;
-use crate::store::{EventRecord, SessionStore, StoreError};
+use crate::store::{EventRecord, SessionStatus, SessionStore, StoreError};
 
 /// Events buffered per session for live followers; a session has about a dozen.
 const LIVE_CAPACITY: usize = 64;
@@ -54,6 +60,7 @@ struct Follow {
     id: SessionId,
     last: u64,
     live: Option<broadcast::Receiver<EventRecord>>,
+    poll_interval: Duration,
     pending: VecDeque<EventRecord>,
     done: bool,
 }
@@ -63,6 +70,23 @@ impl Follow {
         let events = self.store.events_after(self.id, self.last).await?;
         self.pending.extend(events.unwrap_or_default());
         Ok(())
+    }
+
+    /// Reads the store once; `true` when the session has completed and nothing newer is left.
+    async fn poll(&mut self) -> Result<bool, StoreError> {
+        let completed = self
+            .store
+            .get(self.id)
+            .await?
+            .is_none_or(|s| s.status == SessionStatus::Completed);
+        self.catch_up().await?;
+        if self.pending.is_empty() {
+            if completed {
+                return Ok(true);
+            }
+            tokio::time::sleep(self.poll_interval).await;
+        }
+        Ok(false)
     }
 
     async fn next(&mut self) -> Option<Bytes> {
@@ -79,8 +103,19 @@ impl Follow {
                 return None;
             }
             let Some(live) = self.live.as_mut() else {
-                // Not running here and nothing more stored: the history is all there is.
-                return None;
+                // Not running here (any more): whoever runs it writes to the store. The status
+                // is read before the events: a session completed by then has its terminal event
+                // stored (they are written together), so if it is not among the events read,
+                // it was at or before `after` and the stream is complete.
+                match self.poll().await {
+                    Ok(true) => return None,
+                    Ok(false) => {}
+                    Err(error) => {
+                        tracing::warn!(%error, "could not read session events; retrying");
+                        tokio::time::sleep(self.poll_interval).await;
+                    }
+                }
+                continue;
             };
             let caught_up = match live.recv().await {
                 Ok(event) => {
@@ -111,6 +146,7 @@ pub(crate) async fn follow(
     store: Arc<dyn SessionStore>,
     id: SessionId,
     after: u64,
+    poll_interval: Duration,
 ) -> Result<Option<impl Stream<Item = Bytes> + Send + 'static>, StoreError> {
     let live = hub.subscribe(id);
     let Some(history) = store.events_after(id, after).await? else {
@@ -121,6 +157,7 @@ pub(crate) async fn follow(
         id,
         last: after,
         live,
+        poll_interval,
         pending: history.into(),
         done: false,
     };
@@ -137,14 +174,16 @@ mod tests {
     use crate::store::fixtures::{ReplayGate, TestStore, approved, event as line, running};
     use futures::StreamExt;
 
+    const POLL: Duration = Duration::from_millis(10);
+
     #[tokio::test]
     async fn a_follower_overrun_by_the_live_channel_catches_up_from_the_store() {
         let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new(10));
         let hub = Hub::default();
         let id = SessionId::new();
-        store.insert(&running(id)).await.unwrap();
+        store.insert(&running(id), None).await.unwrap();
         let live = hub.open(id);
-        let follower = follow(&hub, Arc::clone(&store), id, 0)
+        let follower = follow(&hub, Arc::clone(&store), id, 0, POLL)
             .await
             .unwrap()
             .expect("the session exists");
@@ -180,7 +219,7 @@ mod tests {
         let gate = store.replay_gate.as_ref().unwrap();
         let hub = Arc::new(Hub::default());
         let id = SessionId::new();
-        store.insert(&running(id)).await.unwrap();
+        store.insert(&running(id), None).await.unwrap();
         let live = hub.open(id);
         let follower = tokio::spawn({
             let (hub, store) = (
@@ -188,7 +227,7 @@ mod tests {
                 Arc::clone(&store) as Arc<dyn SessionStore>,
             );
             async move {
-                let stream = follow(&hub, store, id, 0).await.unwrap().unwrap();
+                let stream = follow(&hub, store, id, 0, POLL).await.unwrap().unwrap();
                 stream.collect::<Vec<Bytes>>().await
             }
         });

@@ -7,10 +7,13 @@
 //!   deadline whatever still runs is cancelled and the session completes with what it has;
 //! - `context` carries the session id into every task and onto the blocking pool;
 //! - `events` and `hub` record and publish the session's history;
-//! - `policy` turns the checks into a decision.
+//! - `policy` turns the checks into a decision;
+//! - `durability` keeps sessions alive across crashes: stored inputs, recovery of the sessions of
+//!   a stopped instance, retried completions, erasure and retention.
 
 mod context;
 mod deadline;
+mod durability;
 mod events;
 mod hub;
 mod plan;
@@ -19,9 +22,9 @@ mod run;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -35,10 +38,14 @@ use tracing::Instrument;
 use crate::agents::{Agent, AgentRegistry};
 use crate::config::OrchestratorSettings;
 use crate::domain::{CheckResult, Decision, NewSession, SessionId};
-use crate::store::{Completion, SessionRecord, SessionStatus, SessionStore, StoreError};
+use crate::store::{
+    BlobError, Completion, EventRecord, IdempotencyKey, Inserted, SessionRecord, SessionStatus,
+    SessionStore, StoreError, StoredInputs,
+};
 
 pub use context::{CpuPool, SessionContext, panic_message, spawn_blocking_in_session};
 pub use deadline::{Deadline, SessionClock};
+pub use durability::{Durability, Maintenance, Sweep};
 pub use events::{Event, EventKind, TimeoutCause};
 pub use plan::{Plan, PlanError, PlanNode};
 pub use policy::{Policy, Verdict};
@@ -50,8 +57,28 @@ use hub::Hub;
 pub enum OrchestratorError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("cannot store the session's inputs: {0}")]
+    Inputs(#[from] BlobError),
     #[error("the orchestrator has drained for shutdown")]
     Drained,
+}
+
+/// What starting a session with an idempotency key did.
+pub enum Start {
+    New(Started),
+    /// The key already names a session: the same request (`same_request`) or another one.
+    Existing {
+        id: SessionId,
+        same_request: bool,
+    },
+}
+
+/// A completion the store did not take, with the events before it: retried until it does.
+pub(crate) struct PendingCompletion {
+    pub(crate) id: SessionId,
+    pub(crate) events: Vec<EventRecord>,
+    pub(crate) completion: Completion,
+    pub(crate) terminal: EventRecord,
 }
 
 /// A session that has been accepted and is running.
@@ -90,6 +117,22 @@ struct Inner {
     hub: Hub,
     cpu: CpuPool,
     sessions: TaskTracker,
+    durability: Durability,
+    recovery_window: Duration,
+    /// Fingerprint of the plan, recorded on every session.
+    plan_version: String,
+    pending: Mutex<Vec<PendingCompletion>>,
+    /// The store answered the last heartbeat.
+    store_ok: AtomicBool,
+}
+
+impl Inner {
+    fn pending_completion(&self, pending: PendingCompletion) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(pending);
+    }
 }
 
 /// Runs sessions. Cheap to clone.
@@ -117,8 +160,27 @@ impl Orchestrator {
                 hub: Hub::default(),
                 cpu: CpuPool::new(settings.cpu_slots()),
                 sessions: TaskTracker::new(),
+                durability: Durability::default(),
+                recovery_window: Duration::from_millis(settings.recovery_window_ms),
+                plan_version: registry.plan().version(),
+                pending: Mutex::default(),
+                store_ok: AtomicBool::new(true),
             }),
         }
+    }
+
+    /// Keeps session inputs (and takes the other durability settings) from `durability`.
+    /// Must be called before the orchestrator is cloned or used.
+    pub fn with_durability(mut self, durability: Durability) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("durability is configured before the orchestrator is shared")
+            .durability = durability;
+        self
+    }
+
+    /// Whether the store answered this instance's last heartbeat.
+    pub fn store_available(&self) -> bool {
+        self.inner.store_ok.load(Ordering::Relaxed)
     }
 
     pub fn plan(&self) -> &Plan {
@@ -139,44 +201,147 @@ impl Orchestrator {
         self.inner.sessions.len()
     }
 
-    /// Records the session and starts it. `permit` (the admission slot) is held until the
-    /// session completes.
+    /// Records the session (its inputs first, when they are kept) and starts it. `permit` (the
+    /// admission slot) is held until the session completes.
     pub async fn start(
         &self,
         request: NewSession,
         permit: Option<OwnedSemaphorePermit>,
     ) -> Result<Started, OrchestratorError> {
+        match self.start_once(request, permit, None).await? {
+            Start::New(started) => Ok(started),
+            Start::Existing { .. } => unreachable!("only a keyed start finds an existing session"),
+        }
+    }
+
+    /// As `start`, but a `key` already used within the idempotency window names its session
+    /// instead of starting another.
+    pub async fn start_once(
+        &self,
+        request: NewSession,
+        permit: Option<OwnedSemaphorePermit>,
+        key: Option<String>,
+    ) -> Result<Start, OrchestratorError> {
         let inner = &self.inner;
         if inner.sessions.is_closed() {
             // A request admitted before draining began, whose body arrived after the running
             // sessions were drained: nothing would wait for its session any more.
             return Err(OrchestratorError::Drained);
         }
+        if let Some(key) = &key
+            && let Some((id, fingerprint)) = inner.store.find_key(key, chrono::Utc::now()).await?
+        {
+            let request = Arc::new(request);
+            let ours =
+                tokio::task::spawn_blocking(move || StoredInputs::encode(&request).fingerprint())
+                    .await
+                    .expect("encoding does not panic");
+            return Ok(Start::Existing {
+                id,
+                same_request: fingerprint == ours,
+            });
+        }
         let id = SessionId::new();
+        let request = Arc::new(request);
+        let fingerprint = self.keep_inputs(id, &request, key.is_some()).await?;
         let clock = SessionClock::start();
         let deadline = clock.deadline(inner.session_deadline);
         let record = SessionRecord {
             id,
+            owner: None,
             reference: request.reference.as_ref().map(|r| r.as_str().to_owned()),
             status: SessionStatus::Running,
             created_at: clock.started_at(),
             deadline_at: clock.wall(deadline.instant()),
+            plan_version: inner.plan_version.clone(),
+            instance: inner.store.instance().to_owned(),
+            attempts: 0,
             completion: None,
+            images_erased_at: None,
+            erased_at: None,
         };
+        let key = key
+            .zip(fingerprint)
+            .map(|(key, fingerprint)| IdempotencyKey {
+                key,
+                fingerprint,
+                expires_at: record.created_at + inner.durability.idempotency_ttl,
+            });
         let live = inner.hub.open(id);
-        if let Err(error) = inner.store.insert(&record).await {
+        let inserted = inner.store.insert(&record, key.as_ref()).await;
+        if !matches!(inserted, Ok(Inserted::New)) {
             inner.hub.close(id);
-            return Err(error.into());
+            self.forget_inputs(id).await;
         }
+        if let Inserted::Existing { id, same_request } = inserted? {
+            return Ok(Start::Existing { id, same_request });
+        }
+        let request = Arc::try_unwrap(request).unwrap_or_else(|shared| (*shared).clone());
+        let started = self.spawn_run(record, request, clock, deadline, live, permit, None);
+        Ok(Start::New(started))
+    }
+
+    /// Writes the request's inputs to the blob directory (when one is configured) and returns
+    /// their fingerprint when asked for it.
+    async fn keep_inputs(
+        &self,
+        id: SessionId,
+        request: &Arc<NewSession>,
+        fingerprint: bool,
+    ) -> Result<Option<String>, OrchestratorError> {
+        let blobs = self.inner.durability.blobs.clone();
+        if blobs.is_none() && !fingerprint {
+            return Ok(None);
+        }
+        let request = Arc::clone(request);
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
+            let inputs = StoredInputs::encode(&request);
+            if let Some(blobs) = blobs {
+                blobs.save(id, &inputs)?;
+            }
+            Ok::<_, BlobError>(fingerprint.then(|| inputs.fingerprint()))
+        })
+        .await
+        .expect("storing inputs does not panic")
+        .map_err(OrchestratorError::from)
+    }
+
+    async fn forget_inputs(&self, id: SessionId) {
+        let Some(blobs) = self.inner.durability.blobs.clone() else {
+            return;
+        };
+        let deleted = tokio::task::spawn_blocking(move || blobs.delete(id)).await;
+        if let Ok(Err(error)) = deleted {
+            tracing::warn!(session_id = %id, %error, "could not delete unused session inputs");
+        }
+    }
+
+    /// Runs a recorded session in its own task.
+    #[allow(clippy::too_many_arguments)]
+    fn spawn_run(
+        &self,
+        record: SessionRecord,
+        request: NewSession,
+        clock: SessionClock,
+        deadline: Deadline,
+        live: tokio::sync::broadcast::Sender<EventRecord>,
+        permit: Option<OwnedSemaphorePermit>,
+        resume: Option<run::Resume>,
+    ) -> Started {
+        let inner = &self.inner;
+        let id = record.id;
         let span = tracing::info_span!("session", session_id = %id);
         let session = run::SessionRun::new(
-            Arc::clone(&self.inner),
+            Arc::clone(inner),
             id,
             request,
             clock,
             deadline,
             live,
             permit,
+            resume,
         );
         let guarded = Self::run_guarded(Arc::clone(inner), id, clock, session);
         let outcome = inner.sessions.spawn(
@@ -184,12 +349,12 @@ impl Orchestrator {
                 .scope(guarded)
                 .instrument(span),
         );
-        Ok(Started {
+        Started {
             id,
             created_at: record.created_at,
-            deadline_at: record.deadline_at,
+            deadline_at: clock.wall(deadline.instant()),
             outcome,
-        })
+        }
     }
 
     /// Runs the session; should the runner itself panic (a bug, never an agent's panic, which is
@@ -219,46 +384,9 @@ impl Orchestrator {
                 critical_path: Duration::ZERO,
             };
         }
-        let reasons = vec!["internal_error".to_owned()];
-        let completion = Completion {
-            completed_at: clock.now(),
-            decision: Decision::Review,
-            reasons: reasons.clone(),
-            checks: BTreeMap::new(),
-            duration_ms: clock.elapsed().as_secs_f64() * 1000.0,
-        };
-        let stored = inner.store.events_after(id, 0).await;
-        let seq = stored
-            .ok()
-            .flatten()
-            .map_or(0, |events| events.len() as u64)
-            + 1;
-        let terminal = Event {
-            seq,
-            ts: completion.completed_at,
-            session_id: id,
-            kind: EventKind::SessionCompleted {
-                decision: completion.decision,
-                reasons: completion.reasons.clone(),
-                checks: BTreeMap::new(),
-                duration_ms: completion.duration_ms,
-            },
-        }
-        .to_record();
-        if let Err(error) = inner.store.complete(id, &completion, &terminal).await {
-            tracing::error!(%error, "could not store the session's completion");
-        }
         // The runner's sender died with it; closing the hub's copy ends every follower, which
         // then reads the terminal event from the store.
-        inner.hub.close(id);
-        SessionOutcome {
-            id,
-            decision: Decision::Review,
-            reasons,
-            checks: Vec::new(),
-            elapsed: clock.elapsed(),
-            critical_path: Duration::ZERO,
-        }
+        durability::conclude(inner, id, clock, "internal_error", Vec::new()).await
     }
 
     pub async fn session(&self, id: SessionId) -> Result<Option<SessionRecord>, OrchestratorError> {
@@ -272,7 +400,14 @@ impl Orchestrator {
         id: SessionId,
         after: u64,
     ) -> Result<Option<impl Stream<Item = Bytes> + Send + 'static>, OrchestratorError> {
-        Ok(hub::follow(&self.inner.hub, Arc::clone(&self.inner.store), id, after).await?)
+        Ok(hub::follow(
+            &self.inner.hub,
+            Arc::clone(&self.inner.store),
+            id,
+            after,
+            self.inner.durability.poll_interval,
+        )
+        .await?)
     }
 
     /// Waits for every running session to complete (each is bounded by its deadline).

@@ -36,6 +36,30 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// A short fingerprint of the plan (agents, dependencies, timeouts), recorded on every
+    /// session so that a decision can be traced to the plan that made it.
+    pub fn version(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        for node in &self.nodes {
+            let deps: Vec<&str> = node
+                .deps
+                .iter()
+                .map(|&d| self.nodes[d].name.as_str())
+                .collect();
+            hasher.update(format!(
+                "{}<-{};{}ms\n",
+                node.name,
+                deps.join(","),
+                node.timeout.as_millis()
+            ));
+        }
+        hasher.finalize()[..6]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
     /// Checks the graph and orders it; ties keep the order given.
     pub fn new<'a>(
         agents: impl IntoIterator<Item = (&'a str, &'a [String], Duration)>,

@@ -95,6 +95,7 @@ mod tests {
             detail: None,
             duration_ms: Some(1.0),
             details: serde_json::Value::Null,
+            extracted: None,
         }
     }
 

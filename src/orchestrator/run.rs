@@ -17,7 +17,7 @@ use tracing::Instrument;
 
 use super::deadline::{Deadline, SessionClock};
 use super::events::{Emitter, EventKind, TimeoutCause};
-use super::{Inner, SessionContext, SessionOutcome, panic_message};
+use super::{Inner, PendingCompletion, SessionContext, SessionOutcome, panic_message};
 use crate::agents::{AgentContext, AgentError, Output, Report, Verdict};
 use crate::domain::{CheckResult, CheckStatus, NewSession, SessionId};
 use crate::store::{Completion, EventRecord};
@@ -38,12 +38,21 @@ struct AgentRun {
 }
 
 enum RunOutcome {
-    Finished(Result<Report, AgentError>),
+    Finished(Box<Result<Report, AgentError>>),
     TimedOut(TimeoutCause),
+}
+
+/// A session run again after its instance stopped.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Resume {
+    /// The last stored event's `seq`.
+    pub(super) after: u64,
+    pub(super) attempt: u32,
 }
 
 pub(super) struct SessionRun {
     inner: Arc<Inner>,
+    resume: Option<Resume>,
     id: SessionId,
     input: Arc<NewSession>,
     clock: SessionClock,
@@ -67,6 +76,8 @@ pub(super) struct SessionRun {
 }
 
 impl SessionRun {
+    // One caller, which has each of these in hand.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         inner: Arc<Inner>,
         id: SessionId,
@@ -75,12 +86,15 @@ impl SessionRun {
         deadline: Deadline,
         live: broadcast::Sender<EventRecord>,
         permit: Option<OwnedSemaphorePermit>,
+        resume: Option<Resume>,
     ) -> Self {
         let n = inner.plan.len();
         let waiting = inner.plan.nodes().iter().map(|n| n.deps.len()).collect();
-        let events = Emitter::new(id, clock, Arc::clone(&inner.store), live);
+        let after = resume.map_or(0, |r| r.after);
+        let events = Emitter::new(id, clock, Arc::clone(&inner.store), live, after);
         Self {
             inner,
+            resume,
             id,
             input: Arc::new(input),
             clock,
@@ -109,12 +123,19 @@ impl SessionRun {
             .iter()
             .map(|n| n.name.clone())
             .collect();
-        self.events
-            .emit(EventKind::SessionStarted {
-                deadline_at: self.clock.wall(self.deadline.instant()),
+        let deadline_at = self.clock.wall(self.deadline.instant());
+        let first = match self.resume {
+            None => EventKind::SessionStarted {
+                deadline_at,
                 agents,
-            })
-            .await;
+            },
+            Some(resume) => EventKind::SessionResumed {
+                attempt: resume.attempt,
+                deadline_at,
+                agents,
+            },
+        };
+        self.events.emit(first).await;
         for i in 0..self.inner.plan.len() {
             if self.waiting[i] == 0 {
                 self.start_agent(i).await;
@@ -188,7 +209,7 @@ impl SessionRun {
             // A timeout wrapper reports Ok for work that became ready in the same poll as its
             // deadline passed; such a late result is a timeout, not a check.
             let outcome = match result {
-                Ok(result) if finished <= agent_deadline => RunOutcome::Finished(result),
+                Ok(result) if finished <= agent_deadline => RunOutcome::Finished(Box::new(result)),
                 _ => RunOutcome::TimedOut(cause),
             };
             AgentRun {
@@ -257,8 +278,12 @@ impl SessionRun {
         let agent = self.inner.plan.nodes()[run.index].name.clone();
         self.durations[run.index] = run.elapsed;
         let duration_ms = millis(run.elapsed);
-        match run.outcome {
-            RunOutcome::Finished(Ok(report)) => {
+        let outcome = match run.outcome {
+            RunOutcome::Finished(result) => Ok(*result),
+            RunOutcome::TimedOut(cause) => Err(cause),
+        };
+        match outcome {
+            Ok(Ok(report)) => {
                 self.outputs[run.index] = report.output;
                 let status = match report.verdict {
                     Verdict::Passed => CheckStatus::Passed,
@@ -280,9 +305,10 @@ impl SessionRun {
                     detail: None,
                     duration_ms: Some(duration_ms),
                     details: report.details,
+                    extracted: report.extracted,
                 }
             }
-            RunOutcome::Finished(Err(error)) => {
+            Ok(Err(error)) => {
                 let detail = match &error {
                     AgentError::Panicked(message) => {
                         tracing::error!(panic = %message, "agent panicked");
@@ -295,7 +321,7 @@ impl SessionRun {
                 };
                 self.failed(&agent, detail, Some(duration_ms)).await
             }
-            RunOutcome::TimedOut(cause) => {
+            Err(cause) => {
                 self.deadline_hit |= cause == TimeoutCause::SessionDeadline;
                 self.timed_out(&agent, cause, duration_ms).await
             }
@@ -477,16 +503,32 @@ impl SessionRun {
             checks: completion.checks.clone(),
             duration_ms: completion.duration_ms,
         });
-        if let Err(error) = self
-            .inner
-            .store
-            .complete(self.id, &completion, &terminal)
-            .await
-        {
-            tracing::error!(%error, "could not store the session's completion");
-        }
+        let stored = self.events.flush().await
+            && match self
+                .inner
+                .store
+                .complete(self.id, &completion, &terminal)
+                .await
+            {
+                Ok(()) => true,
+                Err(error) => {
+                    tracing::error!(%error, "could not store the session's completion");
+                    false
+                }
+            };
         drop(self.permit.take());
-        self.events.publish(terminal);
+        if stored {
+            self.events.publish(terminal);
+        } else {
+            // Followers see the completion once it is stored: the retry loop writes it (and
+            // any events before it) as soon as the store answers.
+            self.inner.pending_completion(PendingCompletion {
+                id: self.id,
+                events: self.events.take_unstored(),
+                completion: completion.clone(),
+                terminal,
+            });
+        }
         self.inner.hub.close(self.id);
         let elapsed = self.clock.elapsed();
 

@@ -6,9 +6,17 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
-use super::{Completion, EventRecord, SessionRecord, SessionStatus, SessionStore, StoreError};
+use super::erasure::{scrub_checks, scrub_line};
+use super::{
+    Completion, Erasure, EventRecord, Expiry, IdempotencyKey, Inserted, SessionRecord,
+    SessionStatus, SessionStore, StoreError,
+};
 use crate::domain::SessionId;
+
+/// The instance id of every memory store: its sessions die with it, so none is ever an orphan.
+const INSTANCE: &str = "memory";
 
 struct Entry {
     record: SessionRecord,
@@ -19,6 +27,7 @@ struct Entry {
 struct Inner {
     sessions: HashMap<SessionId, Entry>,
     completed: VecDeque<SessionId>,
+    keys: HashMap<String, (IdempotencyKey, SessionId)>,
 }
 
 /// Sessions in memory.
@@ -45,10 +54,32 @@ impl MemoryStore {
 
 #[async_trait]
 impl SessionStore for MemoryStore {
-    async fn insert(&self, session: &SessionRecord) -> Result<(), StoreError> {
+    fn instance(&self) -> &str {
+        INSTANCE
+    }
+
+    async fn insert(
+        &self,
+        session: &SessionRecord,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Inserted, StoreError> {
         let mut inner = self.lock();
         if inner.sessions.contains_key(&session.id) {
             return Err(StoreError::Duplicate(session.id));
+        }
+        if let Some(key) = key {
+            let now = Utc::now();
+            if let Some((taken, id)) = inner.keys.get(&key.key)
+                && taken.expires_at >= now
+            {
+                return Ok(Inserted::Existing {
+                    id: *id,
+                    same_request: taken.fingerprint == key.fingerprint,
+                });
+            }
+            inner
+                .keys
+                .insert(key.key.clone(), (key.clone(), session.id));
         }
         inner.sessions.insert(
             session.id,
@@ -57,7 +88,20 @@ impl SessionStore for MemoryStore {
                 events: Vec::new(),
             },
         );
-        Ok(())
+        Ok(Inserted::New)
+    }
+
+    async fn find_key(
+        &self,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(SessionId, String)>, StoreError> {
+        Ok(self
+            .lock()
+            .keys
+            .get(key)
+            .filter(|(taken, _)| taken.expires_at >= now)
+            .map(|(taken, id)| (*id, taken.fingerprint.clone())))
     }
 
     async fn append_event(&self, id: SessionId, event: &EventRecord) -> Result<(), StoreError> {
@@ -80,6 +124,7 @@ impl SessionStore for MemoryStore {
         let entry = inner
             .sessions
             .get_mut(&id)
+            .filter(|entry| entry.record.status == SessionStatus::Running)
             .ok_or(StoreError::NotFound(id))?;
         entry.events.push(terminal.clone());
         entry.record.status = SessionStatus::Completed;
@@ -111,6 +156,73 @@ impl SessionStore for MemoryStore {
             entry.events[start..].to_vec()
         }))
     }
+
+    async fn heartbeat(&self, _: DateTime<Utc>) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn orphans(&self, _: DateTime<Utc>, _: usize) -> Result<Vec<SessionRecord>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn claim(&self, _: SessionId, _: &str, _: DateTime<Utc>) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+
+    async fn erase(&self, id: SessionId, now: DateTime<Utc>) -> Result<Erasure, StoreError> {
+        let mut inner = self.lock();
+        let Some(entry) = inner.sessions.get_mut(&id) else {
+            return Ok(Erasure::NotFound);
+        };
+        let Some(completion) = entry.record.completion.as_mut() else {
+            return Ok(Erasure::Running);
+        };
+        scrub_checks(&mut completion.checks);
+        for event in entry.events.iter_mut().filter(|e| e.terminal) {
+            event.line = scrub_line(&event.line);
+        }
+        entry.record.erased_at.get_or_insert(now);
+        entry.record.images_erased_at.get_or_insert(now);
+        Ok(Erasure::Erased)
+    }
+
+    async fn expired(
+        &self,
+        what: Expiry,
+        created_before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<SessionId>, StoreError> {
+        let inner = self.lock();
+        let mut due: Vec<&SessionRecord> = inner
+            .sessions
+            .values()
+            .map(|entry| &entry.record)
+            .filter(|r| r.status == SessionStatus::Completed && r.created_at < created_before)
+            .filter(|r| match what {
+                Expiry::Images => r.images_erased_at.is_none(),
+                Expiry::PersonalData => r.erased_at.is_none(),
+            })
+            .collect();
+        due.sort_by_key(|r| r.created_at);
+        Ok(due.into_iter().take(limit).map(|r| r.id).collect())
+    }
+
+    async fn images_erased(&self, ids: &[SessionId], now: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        for id in ids {
+            if let Some(entry) = inner.sessions.get_mut(id) {
+                entry.record.images_erased_at.get_or_insert(now);
+            }
+        }
+        Ok(())
+    }
+
+    async fn purge_keys(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut inner = self.lock();
+        let before = inner.keys.len();
+        inner.keys.retain(|_, (key, _)| key.expires_at >= now);
+        Ok((before - inner.keys.len()) as u64)
+    }
 }
 
 #[cfg(test)]
@@ -122,7 +234,7 @@ mod tests {
     async fn events_are_replayed_after_a_sequence_number() {
         let store = MemoryStore::new(10);
         let id = SessionId::new();
-        store.insert(&running(id)).await.unwrap();
+        store.insert(&running(id), None).await.unwrap();
         for seq in 1..=4 {
             store.append_event(id, &event(seq, false)).await.unwrap();
         }
@@ -143,9 +255,9 @@ mod tests {
         let store = MemoryStore::new(2);
         let ids: Vec<_> = (0..3).map(|_| SessionId::new()).collect();
         let still_running = SessionId::new();
-        store.insert(&running(still_running)).await.unwrap();
+        store.insert(&running(still_running), None).await.unwrap();
         for &id in &ids {
-            store.insert(&running(id)).await.unwrap();
+            store.insert(&running(id), None).await.unwrap();
             store
                 .complete(id, &approved(), &event(1, true))
                 .await
@@ -155,7 +267,7 @@ mod tests {
         assert!(store.get(ids[2]).await.unwrap().is_some());
         assert!(store.get(still_running).await.unwrap().is_some());
         assert!(matches!(
-            store.insert(&running(ids[2])).await,
+            store.insert(&running(ids[2]), None).await,
             Err(StoreError::Duplicate(_))
         ));
     }

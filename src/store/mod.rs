@@ -1,8 +1,15 @@
 //! Where sessions and their event histories live: the `SessionStore` trait and its backends.
 //!
-//! The API and the orchestrator see only the trait; `store.url` picks the backend at start-up.
+//! The API and the orchestrator see only the trait; `store.url` picks the backend at start-up:
+//! `sqlite://` (the default, one file), `postgres://` (several instances share it) or
+//! `memory://` (gone with the process; for tests and benchmarks). Session inputs (images) live
+//! beside the database in a blob directory (`blobs`), never in a row or a log line.
 
+mod blobs;
+mod erasure;
+mod group_commit;
 mod memory;
+mod sql;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,7 +22,10 @@ use serde::Serialize;
 use crate::config::StoreSettings;
 use crate::domain::{CheckResult, Decision, SessionId};
 
+pub use blobs::{BlobError, Blobs, StoredInputs};
+pub use erasure::scrub_checks;
 pub use memory::MemoryStore;
+pub use sql::SqlStore;
 
 /// Whether a session is still being decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -25,15 +35,35 @@ pub enum SessionStatus {
     Completed,
 }
 
+impl SessionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Completed => "completed",
+        }
+    }
+}
+
 /// A session as stored. Its `Debug` leaves out the client's reference.
 #[derive(Clone, PartialEq)]
 pub struct SessionRecord {
     pub id: SessionId,
+    /// The API key's name once authentication exists.
+    pub owner: Option<String>,
     pub reference: Option<String>,
     pub status: SessionStatus,
     pub created_at: DateTime<Utc>,
     pub deadline_at: DateTime<Utc>,
+    /// Fingerprint of the agent plan that runs (or ran) the session.
+    pub plan_version: String,
+    /// The instance running the session.
+    pub instance: String,
+    /// How often the session was resumed after its instance stopped.
+    pub attempts: u32,
     pub completion: Option<Completion>,
+    pub images_erased_at: Option<DateTime<Utc>>,
+    /// Set once the images and every extracted personal field are gone.
+    pub erased_at: Option<DateTime<Utc>>,
 }
 
 impl std::fmt::Debug for SessionRecord {
@@ -42,7 +72,10 @@ impl std::fmt::Debug for SessionRecord {
             .field("id", &self.id)
             .field("status", &self.status)
             .field("created_at", &self.created_at)
+            .field("instance", &self.instance)
+            .field("attempts", &self.attempts)
             .field("completion", &self.completion)
+            .field("erased_at", &self.erased_at)
             .finish_non_exhaustive()
     }
 }
@@ -66,6 +99,44 @@ pub struct EventRecord {
     pub line: Bytes,
 }
 
+/// A client's `Idempotency-Key` with the fingerprint of the request that first used it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    pub key: String,
+    /// SHA-256 (hex) of the request's canonical inputs.
+    pub fingerprint: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What an insert did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inserted {
+    New,
+    /// The idempotency key was already taken (and has not expired) by this session.
+    Existing {
+        id: SessionId,
+        same_request: bool,
+    },
+}
+
+/// What an erasure found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Erasure {
+    Erased,
+    /// A running session keeps its data until it completes.
+    Running,
+    NotFound,
+}
+
+/// What a retention sweep looks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// Completed sessions created before the cut-off whose images are still kept.
+    Images,
+    /// Completed sessions created before the cut-off that are not erased yet.
+    PersonalData,
+}
+
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -73,17 +144,39 @@ pub enum StoreError {
     NotFound(SessionId),
     #[error("session {0} is already in the store")]
     Duplicate(SessionId),
-    #[error("unsupported store url `{0}`: this build supports memory://")]
+    #[error("unsupported store url `{0}`: use sqlite://PATH, postgres://USER@HOST/DB or memory://")]
     UnsupportedUrl(String),
+    /// The database cannot be reached or refused the write: retry later.
+    #[error("the session store is unavailable: {0}")]
+    Unavailable(String),
+    #[error("a stored row is unreadable: {0}")]
+    Corrupt(String),
+    #[error("the schema migration failed: {0}")]
+    Migration(String),
 }
 
 /// Sessions and their append-only event logs.
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
-    /// Records a new running session.
-    async fn insert(&self, session: &SessionRecord) -> Result<(), StoreError>;
+    /// This process's instance id, recorded on the sessions it runs.
+    fn instance(&self) -> &str;
 
-    /// Appends the session's next event.
+    /// Records a new running session, claiming its idempotency key when it has one. A key that
+    /// is already taken (and not expired) leaves the store unchanged.
+    async fn insert(
+        &self,
+        session: &SessionRecord,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Inserted, StoreError>;
+
+    /// The session and fingerprint an unexpired idempotency key names.
+    async fn find_key(
+        &self,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(SessionId, String)>, StoreError>;
+
+    /// Appends the session's next event; returns once it is durable.
     async fn append_event(&self, id: SessionId, event: &EventRecord) -> Result<(), StoreError>;
 
     /// Marks the session completed and appends its terminal event, as one step: nobody can see
@@ -103,13 +196,72 @@ pub trait SessionStore: Send + Sync + 'static {
         id: SessionId,
         after: u64,
     ) -> Result<Option<Vec<EventRecord>>, StoreError>;
+
+    /// Says this instance is alive (and checks that the store answers).
+    async fn heartbeat(&self, now: DateTime<Utc>) -> Result<(), StoreError>;
+
+    /// Running sessions whose instance has not sent a heartbeat since `silent_since`, oldest
+    /// first.
+    async fn orphans(
+        &self,
+        silent_since: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<SessionRecord>, StoreError>;
+
+    /// Moves a running session from the silent instance `from` to this one, with a new deadline.
+    /// `false` when another instance got there first (or the session has completed).
+    async fn claim(
+        &self,
+        id: SessionId,
+        from: &str,
+        deadline_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+
+    /// Removes every extracted personal field of a completed session and stamps `erased_at`;
+    /// the decision, reasons and timings stay. Idempotent.
+    async fn erase(&self, id: SessionId, now: DateTime<Utc>) -> Result<Erasure, StoreError>;
+
+    /// Sessions a retention sweep should act on.
+    async fn expired(
+        &self,
+        what: Expiry,
+        created_before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<SessionId>, StoreError>;
+
+    /// Stamps `images_erased_at` once a session's images are deleted.
+    async fn images_erased(&self, ids: &[SessionId], now: DateTime<Utc>) -> Result<(), StoreError>;
+
+    /// Deletes idempotency keys that expired before `now`; returns how many.
+    async fn purge_keys(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;
 }
 
-/// Opens the backend that `store.url` names.
-pub fn open(settings: &StoreSettings) -> Result<Arc<dyn SessionStore>, StoreError> {
+/// Opens the backend that `store.url` names, running migrations for a database.
+pub async fn open(settings: &StoreSettings) -> Result<Arc<dyn SessionStore>, StoreError> {
     match settings.url.split_once("://") {
         Some(("memory", _)) => Ok(Arc::new(MemoryStore::new(settings.memory_capacity))),
-        _ => Err(StoreError::UnsupportedUrl(settings.url.clone())),
+        Some(("sqlite" | "postgres" | "postgresql", _)) => {
+            Ok(Arc::new(SqlStore::open(settings).await?))
+        }
+        _ => Err(StoreError::UnsupportedUrl(redact_url(&settings.url))),
+    }
+}
+
+/// A store URL fit for a log line or an error: any password replaced.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((user_info, host)) => {
+            let user = user_info.split(':').next().unwrap_or_default();
+            if user_info.contains(':') {
+                format!("{scheme}://{user}:***@{host}")
+            } else {
+                url.to_owned()
+            }
+        }
+        None => url.to_owned(),
     }
 }
 
@@ -121,11 +273,17 @@ pub(crate) mod fixtures {
     pub(crate) fn running(id: SessionId) -> SessionRecord {
         SessionRecord {
             id,
+            owner: None,
             reference: None,
             status: SessionStatus::Running,
             created_at: Utc::now(),
             deadline_at: Utc::now(),
+            plan_version: "test".into(),
+            instance: "memory".into(),
+            attempts: 0,
             completion: None,
+            images_erased_at: None,
+            erased_at: None,
         }
     }
 
@@ -168,8 +326,22 @@ pub(crate) mod fixtures {
 
     #[async_trait]
     impl SessionStore for TestStore {
-        async fn insert(&self, session: &SessionRecord) -> Result<(), StoreError> {
-            self.inner.insert(session).await
+        fn instance(&self) -> &str {
+            self.inner.instance()
+        }
+        async fn insert(
+            &self,
+            session: &SessionRecord,
+            key: Option<&IdempotencyKey>,
+        ) -> Result<Inserted, StoreError> {
+            self.inner.insert(session, key).await
+        }
+        async fn find_key(
+            &self,
+            key: &str,
+            now: DateTime<Utc>,
+        ) -> Result<Option<(SessionId, String)>, StoreError> {
+            self.inner.find_key(key, now).await
         }
         async fn append_event(&self, id: SessionId, event: &EventRecord) -> Result<(), StoreError> {
             tokio::time::sleep(self.append_delay).await;
@@ -199,6 +371,45 @@ pub(crate) mod fixtures {
                 gate.gate.notified().await;
             }
             snapshot
+        }
+        async fn heartbeat(&self, now: DateTime<Utc>) -> Result<(), StoreError> {
+            self.inner.heartbeat(now).await
+        }
+        async fn orphans(
+            &self,
+            silent_since: DateTime<Utc>,
+            limit: usize,
+        ) -> Result<Vec<SessionRecord>, StoreError> {
+            self.inner.orphans(silent_since, limit).await
+        }
+        async fn claim(
+            &self,
+            id: SessionId,
+            from: &str,
+            deadline_at: DateTime<Utc>,
+        ) -> Result<bool, StoreError> {
+            self.inner.claim(id, from, deadline_at).await
+        }
+        async fn erase(&self, id: SessionId, now: DateTime<Utc>) -> Result<Erasure, StoreError> {
+            self.inner.erase(id, now).await
+        }
+        async fn expired(
+            &self,
+            what: Expiry,
+            created_before: DateTime<Utc>,
+            limit: usize,
+        ) -> Result<Vec<SessionId>, StoreError> {
+            self.inner.expired(what, created_before, limit).await
+        }
+        async fn images_erased(
+            &self,
+            ids: &[SessionId],
+            now: DateTime<Utc>,
+        ) -> Result<(), StoreError> {
+            self.inner.images_erased(ids, now).await
+        }
+        async fn purge_keys(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+            self.inner.purge_keys(now).await
         }
     }
 

@@ -92,12 +92,21 @@ pub async fn spawn_patient_app() -> TestApp {
     .await
 }
 
-/// The default configuration changed by `configure`, on port 0.
-pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+/// The defaults every test starts from: port 0, and the in-memory store, so that tests of the
+/// API and the orchestration (many on paused time, which a database's own threads cannot
+/// follow) leave no files behind. `durable.rs` runs its tests on SQLite and PostgreSQL.
+fn test_settings(configure: impl FnOnce(&mut Settings)) -> Settings {
     logs();
     let mut settings = Settings::defaults();
     settings.server.port = 0;
+    settings.store.url = "memory://".into();
     configure(&mut settings);
+    settings
+}
+
+/// The default configuration changed by `configure`, on port 0.
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let settings = test_settings(configure);
     let app = Application::build(settings).await.expect("the app builds");
     let address = format!("http://{}", app.local_addr());
     let orchestrator = app.orchestrator().clone();
@@ -281,4 +290,120 @@ pub fn completion(events: &[Value]) -> &Value {
     let last = events.last().expect("at least one event");
     assert_eq!(last["type"], "session.completed", "last event: {last}");
     last
+}
+
+/// An instance on a runtime of its own, which `crash` drops at once: every task, timer and
+/// connection of it ends where it stands, as in a killed process.
+pub struct CrashableApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    crash: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+pub fn spawn_crashable_app(configure: impl FnOnce(&mut Settings)) -> CrashableApp {
+    let settings = test_settings(configure);
+    let (address_tx, address_rx) = std::sync::mpsc::channel();
+    let (crash, crashed) = std::sync::mpsc::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let app = runtime
+            .block_on(Application::build(settings))
+            .expect("the app builds");
+        address_tx
+            .send(format!("http://{}", app.local_addr()))
+            .unwrap();
+        runtime.spawn(app.run_until_stopped(std::future::pending()));
+        let _ = crashed.recv();
+        runtime.shutdown_background();
+    });
+    CrashableApp {
+        address: address_rx.recv().expect("the app starts"),
+        client: reqwest::Client::new(),
+        crash: Some(crash),
+        thread: Some(thread),
+    }
+}
+
+impl CrashableApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub fn crash(mut self) {
+        drop(self.crash.take());
+        self.thread.take().unwrap().join().unwrap();
+    }
+}
+
+/// A TCP proxy to `target` whose connections can be cut (and refused) and then allowed again:
+/// a database that goes away and comes back, as its clients see it.
+pub struct TcpProxy {
+    address: std::net::SocketAddr,
+    open: Arc<std::sync::atomic::AtomicBool>,
+    cuts: tokio::sync::watch::Sender<u64>,
+    task: JoinHandle<()>,
+}
+
+impl TcpProxy {
+    pub async fn start(target: &str) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let open = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (cuts, _) = tokio::sync::watch::channel(0u64);
+        let target = target.to_owned();
+        let task = tokio::spawn({
+            let open = Arc::clone(&open);
+            let cuts = cuts.clone();
+            async move {
+                while let Ok((mut client, _)) = listener.accept().await {
+                    if !open.load(Ordering::SeqCst) {
+                        continue; // dropped: the connection is refused as it opens
+                    }
+                    let target = target.clone();
+                    let mut cut = cuts.subscribe();
+                    tokio::spawn(async move {
+                        let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
+                            return;
+                        };
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                            _ = cut.changed() => {}
+                        }
+                    });
+                }
+            }
+        });
+        Self {
+            address,
+            open,
+            cuts,
+            task,
+        }
+    }
+
+    pub fn address(&self) -> String {
+        self.address.to_string()
+    }
+
+    /// Drops every open connection and refuses new ones.
+    pub fn cut(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.cuts.send_modify(|n| *n += 1);
+    }
+
+    pub fn restore(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }

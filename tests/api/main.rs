@@ -3,6 +3,7 @@
 mod admission;
 mod bad_input;
 mod decisions;
+mod durable;
 mod events;
 mod health;
 mod helpers;

@@ -1,0 +1,432 @@
+//! Nothing accepted is lost: what keeps sessions alive across a crash, an outage of the store
+//! or the end of an instance, and what erases them when their time is up.
+//!
+//! - Inputs are written to the blob directory before a session is accepted (`Orchestrator::start`).
+//! - Every instance heartbeats; the sessions of an instance silent for the lease are claimed by
+//!   one survivor (or by the same service restarted) and re-run from their inputs, or, past the
+//!   recovery window or without inputs, completed as `review` with reason `interrupted`.
+//! - A completion the store refused is kept and retried, with the events before it, until the
+//!   store takes it.
+//! - Erasure and retention delete images and extracted personal data, keeping the decision.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::time::MissedTickBehavior;
+
+use super::events::{Event, EventKind};
+use super::run::Resume;
+use super::{
+    Inner, Orchestrator, OrchestratorError, PendingCompletion, SessionClock, SessionOutcome,
+};
+use crate::config::RetentionSettings;
+use crate::domain::{Decision, ImageLimits, SessionId};
+use crate::store::{Blobs, Completion, Erasure, Expiry, SessionRecord, StoreError, StoredInputs};
+
+/// What the orchestrator keeps and how it reads it back.
+#[derive(Debug, Clone)]
+pub struct Durability {
+    /// Where inputs are kept; `None` keeps none (nothing can be re-run).
+    pub blobs: Option<Blobs>,
+    /// Limits stored inputs are checked against again when a session is re-run.
+    pub input_limits: ImageLimits,
+    /// How often a follower of a session running elsewhere reads the store.
+    pub poll_interval: Duration,
+    pub idempotency_ttl: chrono::Duration,
+}
+
+impl Default for Durability {
+    fn default() -> Self {
+        Self {
+            blobs: None,
+            input_limits: ImageLimits {
+                max_bytes: usize::MAX,
+                max_pixels: u64::MAX,
+                max_side: u32::MAX,
+            },
+            poll_interval: Duration::from_millis(100),
+            idempotency_ttl: chrono::Duration::hours(24),
+        }
+    }
+}
+
+/// The schedule of the background upkeep.
+#[derive(Debug, Clone)]
+pub struct Maintenance {
+    pub heartbeat: Duration,
+    /// An instance silent this long has stopped.
+    pub lease: Duration,
+    pub retention: RetentionSettings,
+}
+
+/// What one retention sweep erased.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sweep {
+    pub images: usize,
+    pub personal_data: usize,
+    pub keys: u64,
+}
+
+/// Store calls per retention pass at most, so one pass always ends.
+const MAX_SWEEP_BATCHES: usize = 1000;
+/// Orphans claimed per recovery pass.
+const RECOVERY_BATCH: usize = 64;
+
+impl Orchestrator {
+    /// Heartbeats, recovers, retries and sweeps on `schedule` until dropped.
+    pub async fn maintain(self, schedule: Maintenance) {
+        let every = |period: Duration| {
+            let mut interval = tokio::time::interval(period.max(Duration::from_millis(10)));
+            interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            interval
+        };
+        let heartbeat = async {
+            let mut tick = every(schedule.heartbeat);
+            loop {
+                tick.tick().await;
+                if self.heartbeat().await {
+                    self.retry_pending().await;
+                }
+            }
+        };
+        let recovery = async {
+            let mut tick = every(schedule.lease / 2);
+            loop {
+                tick.tick().await;
+                if let Err(error) = self.recover(schedule.lease).await {
+                    tracing::warn!(%error, "could not look for sessions to recover");
+                }
+            }
+        };
+        let retention = async {
+            let mut tick = every(Duration::from_secs(schedule.retention.sweep_interval_s));
+            loop {
+                tick.tick().await;
+                match self.sweep(&schedule.retention, Utc::now()).await {
+                    Ok(sweep) if sweep != Sweep::default() => {
+                        tracing::info!(
+                            images = sweep.images,
+                            personal_data = sweep.personal_data,
+                            idempotency_keys = sweep.keys,
+                            "retention sweep erased expired data"
+                        );
+                    }
+                    Ok(_) => {}
+                    Err(error) => tracing::warn!(%error, "retention sweep failed"),
+                }
+            }
+        };
+        futures::join!(heartbeat, recovery, retention);
+    }
+
+    /// Tells the store this instance is alive; `false` when the store did not answer.
+    pub async fn heartbeat(&self) -> bool {
+        let result = self.inner.store.heartbeat(Utc::now()).await;
+        let ok = result.is_ok();
+        let was = self.inner.store_ok.swap(ok, Ordering::Relaxed);
+        metrics::gauge!("kyc_store_up").set(if ok { 1.0 } else { 0.0 });
+        match result {
+            Err(error) if was => {
+                tracing::error!(%error, "the session store stopped answering; readiness is 503");
+            }
+            Ok(()) if !was => tracing::info!("the session store answers again"),
+            _ => {}
+        }
+        ok
+    }
+
+    /// Claims and resumes the running sessions of instances silent for `lease`; returns how
+    /// many it claimed.
+    pub async fn recover(&self, lease: Duration) -> Result<usize, StoreError> {
+        let inner = &self.inner;
+        if inner.sessions.is_closed() {
+            return Ok(0);
+        }
+        let now = Utc::now();
+        let silent_since = now - chrono::Duration::from_std(lease).unwrap_or_default();
+        let orphans = inner.store.orphans(silent_since, RECOVERY_BATCH).await?;
+        let mut claimed = 0;
+        for record in orphans {
+            let clock = SessionClock::start();
+            let deadline = clock.deadline(inner.session_deadline);
+            let claim = inner
+                .store
+                .claim(record.id, &record.instance, clock.wall(deadline.instant()))
+                .await?;
+            if !claim {
+                continue;
+            }
+            claimed += 1;
+            let id = record.id;
+            let span = tracing::info_span!("session", session_id = %id);
+            span.in_scope(|| {
+                tracing::warn!(
+                    stopped_instance = %record.instance,
+                    attempt = record.attempts + 1,
+                    "recovering a session of a stopped instance"
+                );
+            });
+            let after = match inner.store.events_after(id, 0).await {
+                Ok(events) => events.map_or(0, |events| events.len() as u64),
+                Err(error) => {
+                    tracing::warn!(session_id = %id, %error, "cannot read the session's events");
+                    continue;
+                }
+            };
+            match self.stored_inputs(&record, now).await {
+                Ok(request) => {
+                    metrics::counter!("kyc_sessions_recovered_total", "outcome" => "resumed")
+                        .increment(1);
+                    let live = inner.hub.open(id);
+                    let resume = Resume {
+                        after,
+                        attempt: record.attempts + 1,
+                    };
+                    self.spawn_run(record, request, clock, deadline, live, None, Some(resume));
+                }
+                Err(reason) => {
+                    metrics::counter!("kyc_sessions_recovered_total", "outcome" => "interrupted")
+                        .increment(1);
+                    let inner = Arc::clone(inner);
+                    let interrupted = EventKind::SessionInterrupted { reason };
+                    inner.sessions.spawn(
+                        conclude(
+                            Arc::clone(&inner),
+                            id,
+                            clock,
+                            "interrupted",
+                            vec![interrupted],
+                        )
+                        .instrument_session(id),
+                    );
+                }
+            }
+        }
+        Ok(claimed)
+    }
+
+    /// The inputs to re-run `record` with, or why it cannot be re-run.
+    async fn stored_inputs(
+        &self,
+        record: &SessionRecord,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<crate::domain::NewSession, String> {
+        let age = (now - record.created_at).to_std().unwrap_or_default();
+        if age > self.inner.recovery_window {
+            return Err(format!(
+                "created {} s ago, past the recovery window of {} s",
+                age.as_secs(),
+                self.inner.recovery_window.as_secs()
+            ));
+        }
+        let Some(blobs) = self.inner.durability.blobs.clone() else {
+            return Err("this store keeps no session inputs".into());
+        };
+        let limits = self.inner.durability.input_limits;
+        let id = record.id;
+        tokio::task::spawn_blocking(move || match blobs.load(id) {
+            Ok(Some(bytes)) => StoredInputs::decode(bytes, &limits).map_err(|e| e.to_string()),
+            Ok(None) => Err("the session's inputs are gone".into()),
+            Err(error) => Err(error.to_string()),
+        })
+        .await
+        .unwrap_or_else(|_| Err("reading the session's inputs panicked".into()))
+    }
+
+    /// Writes the completions (and the events before them) that the store refused earlier.
+    pub async fn retry_pending(&self) {
+        let pending: Vec<PendingCompletion> = std::mem::take(
+            &mut *self
+                .inner
+                .pending
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        for mut completion in pending {
+            match store_completion(&self.inner, &mut completion).await {
+                Ok(()) => {
+                    tracing::info!(session_id = %completion.id, "stored a delayed completion");
+                }
+                Err(StoreError::Unavailable(_)) => self.inner.pending_completion(completion),
+                Err(error) => tracing::error!(
+                    session_id = %completion.id,
+                    %error,
+                    "giving up on a delayed completion"
+                ),
+            }
+        }
+    }
+
+    /// Deletes a completed session's images and extracted personal data.
+    pub async fn erase(&self, id: SessionId) -> Result<Erasure, OrchestratorError> {
+        let Some(record) = self.inner.store.get(id).await? else {
+            return Ok(Erasure::NotFound);
+        };
+        if record.completion.is_none() {
+            return Ok(Erasure::Running);
+        }
+        self.delete_inputs(vec![id]).await?;
+        let erased = self.inner.store.erase(id, Utc::now()).await?;
+        if erased == Erasure::Erased {
+            metrics::counter!("kyc_sessions_erased_total", "by" => "request").increment(1);
+        }
+        Ok(erased)
+    }
+
+    async fn delete_inputs(&self, ids: Vec<SessionId>) -> Result<(), OrchestratorError> {
+        let Some(blobs) = self.inner.durability.blobs.clone() else {
+            return Ok(());
+        };
+        tokio::task::spawn_blocking(move || ids.iter().try_for_each(|&id| blobs.delete(id)))
+            .await
+            .expect("deleting files does not panic")?;
+        Ok(())
+    }
+
+    /// Erases what `retention` says has expired by `now`, in batches.
+    pub async fn sweep(
+        &self,
+        retention: &RetentionSettings,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<Sweep, OrchestratorError> {
+        let store = &self.inner.store;
+        let batch = retention.batch_size.max(1);
+        let cutoff = |days: u64| {
+            now - chrono::Duration::days(i64::try_from(days).unwrap_or(i64::MAX / 86_400_000))
+        };
+        let mut sweep = Sweep::default();
+        if retention.images_days > 0 {
+            for _ in 0..MAX_SWEEP_BATCHES {
+                let ids = store
+                    .expired(Expiry::Images, cutoff(retention.images_days), batch)
+                    .await?;
+                self.delete_inputs(ids.clone()).await?;
+                store.images_erased(&ids, now).await?;
+                sweep.images += ids.len();
+                if ids.len() < batch {
+                    break;
+                }
+            }
+        }
+        if retention.personal_data_days > 0 {
+            for _ in 0..MAX_SWEEP_BATCHES {
+                let ids = store
+                    .expired(
+                        Expiry::PersonalData,
+                        cutoff(retention.personal_data_days),
+                        batch,
+                    )
+                    .await?;
+                self.delete_inputs(ids.clone()).await?;
+                for &id in &ids {
+                    store.erase(id, now).await?;
+                }
+                sweep.personal_data += ids.len();
+                if ids.len() < batch {
+                    break;
+                }
+            }
+        }
+        metrics::counter!("kyc_sessions_erased_total", "by" => "retention")
+            .increment(sweep.personal_data as u64);
+        sweep.keys = store.purge_keys(now).await?;
+        Ok(sweep)
+    }
+}
+
+/// Writes a pending completion's events, then the completion itself.
+async fn store_completion(
+    inner: &Inner,
+    pending: &mut PendingCompletion,
+) -> Result<(), StoreError> {
+    while let Some(event) = pending.events.first() {
+        inner.store.append_event(pending.id, event).await?;
+        pending.events.remove(0);
+    }
+    inner
+        .store
+        .complete(pending.id, &pending.completion, &pending.terminal)
+        .await
+}
+
+/// Completes, as `review` with `reason`, a session that will not run (again): after the events
+/// of `prelude`, in one go with nothing else running for it. Used when a session cannot be
+/// recovered and when its runner itself panicked.
+pub(super) async fn conclude(
+    inner: Arc<Inner>,
+    id: SessionId,
+    clock: SessionClock,
+    reason: &str,
+    prelude: Vec<EventKind>,
+) -> SessionOutcome {
+    let reasons = vec![reason.to_owned()];
+    let mut seq = match inner.store.events_after(id, 0).await {
+        Ok(events) => events.map_or(0, |events| events.len() as u64),
+        Err(error) => {
+            tracing::error!(%error, "cannot read the session's events to complete it");
+            0
+        }
+    };
+    let mut record = |kind: EventKind| {
+        seq += 1;
+        Event {
+            seq,
+            ts: clock.now(),
+            session_id: id,
+            kind,
+        }
+        .to_record()
+    };
+    let events: Vec<_> = prelude.into_iter().map(&mut record).collect();
+    let completion = Completion {
+        completed_at: clock.now(),
+        decision: Decision::Review,
+        reasons: reasons.clone(),
+        checks: Default::default(),
+        duration_ms: clock.elapsed().as_secs_f64() * 1000.0,
+    };
+    let terminal = record(EventKind::SessionCompleted {
+        decision: completion.decision,
+        reasons: completion.reasons.clone(),
+        checks: Default::default(),
+        duration_ms: completion.duration_ms,
+    });
+    let mut pending = PendingCompletion {
+        id,
+        events,
+        completion,
+        terminal,
+    };
+    if let Err(error) = store_completion(&inner, &mut pending).await {
+        tracing::error!(%error, "could not store the session's completion; will retry");
+        if matches!(error, StoreError::Unavailable(_)) {
+            inner.pending_completion(pending);
+        }
+    }
+    // Followers end when the hub closes, reading the terminal event from the store.
+    inner.hub.close(id);
+    metrics::counter!("kyc_sessions_completed_total", "decision" => "review").increment(1);
+    tracing::info!(decision = "review", reasons = reason, "session completed");
+    SessionOutcome {
+        id,
+        decision: Decision::Review,
+        reasons,
+        checks: Vec::new(),
+        elapsed: clock.elapsed(),
+        critical_path: Duration::ZERO,
+    }
+}
+
+/// Runs a future inside a session's span and task-local context.
+trait InSession: std::future::Future + Sized {
+    fn instrument_session(self, id: SessionId) -> impl std::future::Future<Output = Self::Output> {
+        use tracing::Instrument;
+        super::SessionContext { session_id: id }
+            .scope(self)
+            .instrument(tracing::info_span!("session", session_id = %id))
+    }
+}
+
+impl<F: std::future::Future> InSession for F {}

@@ -1,0 +1,314 @@
+//! Session inputs on the filesystem: what a session needs to be re-run after a crash.
+//!
+//! One file per session, `<dir>/<last two hex digits of the id>/<id>.kin`, written and synced
+//! before the session is accepted. The format is canonical (the same request always encodes to
+//! the same bytes), so its SHA-256 is also the request's idempotency fingerprint:
+//!
+//! ```text
+//! "KYCIN1\n"  u32 LE header length  header (JSON: reference, document kind, sandbox script,
+//!                                   part roles and lengths)  the parts' bytes, in order
+//! ```
+//!
+//! Images never go to the database, and nothing here is logged but session ids and sizes.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::agents::sandbox::SandboxScript;
+use crate::domain::{
+    Document, DocumentType, ImageData, ImageLimits, NewSession, Reference, SessionId,
+};
+
+const MAGIC: &[u8] = b"KYCIN1\n";
+
+/// Why inputs could not be stored or read back.
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    #[error("cannot write or read the session inputs: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the stored session inputs are unreadable: {0}")]
+    Corrupt(String),
+}
+
+#[derive(Serialize, Deserialize)]
+struct Header {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reference: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    document_kind: Option<DocumentType>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sandbox: Option<SandboxScript>,
+    /// Role (`selfie`, `document_front`, `document_back`) and length of each part, in order.
+    parts: Vec<(String, u64)>,
+}
+
+/// A session's inputs, encoded.
+pub struct StoredInputs {
+    bytes: Vec<u8>,
+}
+
+impl StoredInputs {
+    /// Encodes the request canonically.
+    pub fn encode(session: &NewSession) -> Self {
+        let mut parts: Vec<(&str, &ImageData)> = session
+            .selfie
+            .frames()
+            .iter()
+            .map(|frame| ("selfie", frame))
+            .collect();
+        parts.push(("document_front", &session.document.front));
+        if let Some(back) = &session.document.back {
+            parts.push(("document_back", back));
+        }
+        let header = Header {
+            reference: session.reference.as_ref().map(|r| r.as_str().to_owned()),
+            document_kind: session.document.kind,
+            sandbox: session.sandbox.clone(),
+            parts: parts
+                .iter()
+                .map(|(role, image)| ((*role).to_owned(), image.bytes().len() as u64))
+                .collect(),
+        };
+        let header = serde_json::to_vec(&header).expect("the header serialises");
+        let body: usize = parts.iter().map(|(_, image)| image.bytes().len()).sum();
+        let mut bytes = Vec::with_capacity(MAGIC.len() + 4 + header.len() + body);
+        bytes.extend_from_slice(MAGIC);
+        bytes.extend_from_slice(&(header.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&header);
+        for (_, image) in parts {
+            bytes.extend_from_slice(image.bytes());
+        }
+        Self { bytes }
+    }
+
+    /// SHA-256 of the encoding, hex: equal for equal requests however they were sent.
+    pub fn fingerprint(&self) -> String {
+        let digest = Sha256::digest(&self.bytes);
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// Decodes stored inputs, checking every image again under `limits`.
+    pub fn decode(bytes: Bytes, limits: &ImageLimits) -> Result<NewSession, BlobError> {
+        let corrupt = |what: &str| BlobError::Corrupt(what.to_owned());
+        let rest = bytes
+            .strip_prefix(MAGIC)
+            .ok_or_else(|| corrupt("unknown format"))?;
+        let (len, rest) = rest
+            .split_first_chunk::<4>()
+            .ok_or_else(|| corrupt("truncated header"))?;
+        let len = u32::from_le_bytes(*len) as usize;
+        let header = rest.get(..len).ok_or_else(|| corrupt("truncated header"))?;
+        let header: Header =
+            serde_json::from_slice(header).map_err(|e| BlobError::Corrupt(e.to_string()))?;
+        let mut offset = MAGIC.len() + 4 + len;
+        let mut frames = Vec::new();
+        let (mut front, mut back) = (None, None);
+        for (role, len) in header.parts {
+            let end = usize::try_from(len)
+                .ok()
+                .and_then(|len| offset.checked_add(len))
+                .filter(|&end| end <= bytes.len())
+                .ok_or_else(|| corrupt("truncated image"))?;
+            let image = ImageData::parse(bytes.slice(offset..end), limits)
+                .map_err(|e| BlobError::Corrupt(format!("{role}: {e}")))?;
+            offset = end;
+            match role.as_str() {
+                "selfie" => frames.push(image),
+                "document_front" => front = Some(image),
+                "document_back" => back = Some(image),
+                _ => return Err(corrupt("unknown part")),
+            }
+        }
+        let reference = header
+            .reference
+            .map(|r| Reference::parse(r, usize::MAX))
+            .transpose()
+            .map_err(|e| BlobError::Corrupt(e.to_string()))?;
+        Ok(NewSession {
+            reference,
+            selfie: crate::domain::Selfie::new(frames).ok_or_else(|| corrupt("no selfie"))?,
+            document: Document {
+                kind: header.document_kind,
+                front: front.ok_or_else(|| corrupt("no document front"))?,
+                back,
+            },
+            sandbox: header.sandbox,
+        })
+    }
+}
+
+/// The blob directory.
+#[derive(Debug, Clone)]
+pub struct Blobs {
+    dir: PathBuf,
+    fsync: bool,
+}
+
+impl Blobs {
+    /// Creates the directory if needed.
+    pub fn open(dir: impl Into<PathBuf>, fsync: bool) -> Result<Self, BlobError> {
+        let dir = dir.into();
+        fs::create_dir_all(&dir)?;
+        Ok(Self { dir, fsync })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path(&self, id: SessionId) -> PathBuf {
+        let name = id.to_string();
+        self.dir
+            .join(&name[name.len() - 2..])
+            .join(format!("{name}.kin"))
+    }
+
+    /// Writes the session's inputs; with `fsync`, returns once they survive a power cut.
+    /// Blocking: call from the blocking pool.
+    pub fn save(&self, id: SessionId, inputs: &StoredInputs) -> Result<(), BlobError> {
+        let path = self.path(id);
+        let shard = path.parent().expect("a blob path has a shard directory");
+        fs::create_dir_all(shard)?;
+        let partial = path.with_extension("kin.partial");
+        let mut file = fs::File::create(&partial)?;
+        file.write_all(&inputs.bytes)?;
+        if self.fsync {
+            file.sync_all()?;
+        }
+        fs::rename(&partial, &path)?;
+        if self.fsync {
+            fs::File::open(shard)?.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// The stored inputs; `None` when there are none (erased, or never written).
+    pub fn load(&self, id: SessionId) -> Result<Option<Bytes>, BlobError> {
+        match fs::read(self.path(id)) {
+            Ok(bytes) => Ok(Some(bytes.into())),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Deletes the session's inputs; deleting what is not there is not an error.
+    pub fn delete(&self, id: SessionId) -> Result<(), BlobError> {
+        match fs::remove_file(self.path(id)) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error.into()),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::io::Cursor;
+
+    use super::*;
+    use crate::agents::sandbox::SandboxDirective;
+    use crate::domain::Selfie;
+
+    const LIMITS: ImageLimits = ImageLimits {
+        max_bytes: 1 << 20,
+        max_pixels: 1 << 20,
+        max_side: 1024,
+    };
+
+    fn png(shade: u8) -> ImageData {
+        let mut out = Vec::new();
+        image::GrayImage::from_pixel(4, 3, image::Luma([shade]))
+            .write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png)
+            .unwrap();
+        ImageData::parse(out.into(), &LIMITS).unwrap()
+    }
+
+    fn session() -> NewSession {
+        NewSession {
+            reference: Some(Reference::parse("customer-7".into(), 64).unwrap()),
+            selfie: Selfie::new(vec![png(10), png(20)]).unwrap(),
+            document: Document {
+                kind: Some(DocumentType::Passport),
+                front: png(30),
+                back: Some(png(40)),
+            },
+            sandbox: Some(SandboxScript(BTreeMap::from([(
+                "ocr".to_owned(),
+                SandboxDirective {
+                    latency_ms: Some(5),
+                    ..Default::default()
+                },
+            )]))),
+        }
+    }
+
+    #[test]
+    fn inputs_survive_a_round_trip_through_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = Blobs::open(dir.path(), true).unwrap();
+        let id = SessionId::new();
+        let original = session();
+        let encoded = StoredInputs::encode(&original);
+        blobs.save(id, &encoded).unwrap();
+
+        let bytes = blobs.load(id).unwrap().expect("saved");
+        let back = StoredInputs::decode(bytes, &LIMITS).unwrap();
+        assert_eq!(
+            StoredInputs::encode(&back).fingerprint(),
+            encoded.fingerprint()
+        );
+        assert_eq!(back.selfie.frames().len(), 2);
+        assert_eq!(
+            back.selfie.frames()[1].bytes(),
+            original.selfie.frames()[1].bytes()
+        );
+        assert_eq!(back.document.back.unwrap().bytes(), png(40).bytes());
+        assert_eq!(back.reference.unwrap().as_str(), "customer-7");
+        assert_eq!(back.sandbox.unwrap().0["ocr"].latency_ms, Some(5));
+
+        blobs.delete(id).unwrap();
+        assert!(blobs.load(id).unwrap().is_none());
+        blobs.delete(id).unwrap();
+    }
+
+    #[test]
+    fn equal_requests_share_a_fingerprint_and_different_ones_do_not() {
+        let a = StoredInputs::encode(&session());
+        assert_eq!(
+            a.fingerprint(),
+            StoredInputs::encode(&session()).fingerprint()
+        );
+        assert_eq!(a.fingerprint().len(), 64);
+        let mut other = session();
+        other.document.back = None;
+        assert_ne!(a.fingerprint(), StoredInputs::encode(&other).fingerprint());
+    }
+
+    #[test]
+    fn damaged_inputs_are_refused_not_misread() {
+        let encoded = StoredInputs::encode(&session()).bytes;
+        for bad in [
+            Bytes::from_static(b"not inputs"),
+            Bytes::copy_from_slice(&encoded[..encoded.len() - 5]),
+            Bytes::copy_from_slice(&encoded[..20]),
+        ] {
+            assert!(matches!(
+                StoredInputs::decode(bad, &LIMITS),
+                Err(BlobError::Corrupt(_))
+            ));
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! Group commit: many writers, one transaction per batch.
+//!
+//! Every write is queued to one writer task and acknowledged when the transaction holding it has
+//! committed. While one batch commits, the next one gathers, so under load a commit carries
+//! hundreds of writes and alone it carries one, without waiting: `linger` (`store.flush_interval_us`)
+//! can make the writer wait a little longer for company, trading latency for fewer commits.
+//!
+//! A batch that fails for a reason other than the database being unreachable is retried one
+//! write at a time, so one bad write fails alone.
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use tokio::sync::{mpsc, oneshot};
+
+use super::StoreError;
+
+/// Writes one batch in one transaction.
+#[async_trait]
+pub(crate) trait BatchWriter<W>: Send + 'static {
+    async fn write_batch(&mut self, batch: &[W]) -> Result<(), StoreError>;
+}
+
+struct Queued<W> {
+    write: W,
+    done: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// The queue in front of the writer task. Dropping every clone ends the task.
+pub(crate) struct GroupCommit<W> {
+    queue: mpsc::Sender<Queued<W>>,
+}
+
+impl<W> Clone for GroupCommit<W> {
+    fn clone(&self) -> Self {
+        Self {
+            queue: self.queue.clone(),
+        }
+    }
+}
+
+impl<W: Send + Sync + 'static> GroupCommit<W> {
+    /// Starts the writer task on the current runtime.
+    pub(crate) fn spawn(
+        writer: impl BatchWriter<W>,
+        max_batch: usize,
+        linger: Duration,
+        queue: usize,
+    ) -> Self {
+        let (tx, rx) = mpsc::channel(queue.max(1));
+        tokio::spawn(run(writer, rx, max_batch.max(1), linger));
+        Self { queue: tx }
+    }
+
+    /// Queues a write and waits until it is committed.
+    pub(crate) async fn submit(&self, write: W) -> Result<(), StoreError> {
+        let (done, committed) = oneshot::channel();
+        let stopped = || StoreError::Unavailable("the store writer has stopped".into());
+        self.queue
+            .send(Queued { write, done })
+            .await
+            .map_err(|_| stopped())?;
+        committed.await.map_err(|_| stopped())?
+    }
+}
+
+async fn run<W: Send + Sync>(
+    mut writer: impl BatchWriter<W>,
+    mut queue: mpsc::Receiver<Queued<W>>,
+    max_batch: usize,
+    linger: Duration,
+) {
+    let mut batch: Vec<Queued<W>> = Vec::with_capacity(max_batch);
+    while queue.recv_many(&mut batch, max_batch).await > 0 {
+        if !linger.is_zero() && batch.len() < max_batch {
+            let until = tokio::time::Instant::now() + linger;
+            while batch.len() < max_batch {
+                match tokio::time::timeout_at(until, queue.recv()).await {
+                    Ok(Some(queued)) => batch.push(queued),
+                    _ => break,
+                }
+            }
+        }
+        let writes: Vec<W> = Vec::with_capacity(batch.len());
+        let (writes, acks) = batch.drain(..).fold(
+            (writes, Vec::with_capacity(max_batch)),
+            |(mut writes, mut acks), queued| {
+                writes.push(queued.write);
+                acks.push(queued.done);
+                (writes, acks)
+            },
+        );
+        let started = Instant::now();
+        let result = writer.write_batch(&writes).await;
+        metrics::histogram!("kyc_store_commit_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("kyc_store_batch_writes").record(writes.len() as f64);
+        match result {
+            Ok(()) => {
+                for ack in acks {
+                    let _ = ack.send(Ok(()));
+                }
+            }
+            Err(StoreError::Unavailable(reason)) => {
+                tracing::warn!(%reason, writes = writes.len(), "store batch failed");
+                for ack in acks {
+                    let _ = ack.send(Err(StoreError::Unavailable(reason.clone())));
+                }
+            }
+            Err(error) if writes.len() == 1 => {
+                if let Some(ack) = acks.into_iter().next() {
+                    let _ = ack.send(Err(error));
+                }
+            }
+            Err(error) => {
+                tracing::debug!(%error, "store batch failed; writing its writes one by one");
+                for (write, ack) in writes.iter().zip(acks) {
+                    let _ = ack.send(writer.write_batch(std::slice::from_ref(write)).await);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// Records each batch; a write of 13 is refused.
+    struct Recorder(Arc<Mutex<Vec<Vec<u32>>>>);
+
+    #[async_trait]
+    impl BatchWriter<u32> for Recorder {
+        async fn write_batch(&mut self, batch: &[u32]) -> Result<(), StoreError> {
+            if batch.contains(&13) {
+                return Err(StoreError::Corrupt("13".into()));
+            }
+            self.0.lock().unwrap().push(batch.to_vec());
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_queued_together_commit_together_and_a_bad_one_fails_alone() {
+        let batches = Arc::new(Mutex::new(Vec::new()));
+        let commit = GroupCommit::spawn(Recorder(Arc::clone(&batches)), 100, Duration::ZERO, 100);
+        // Each group is queued whole before the writer task next runs: this test's runtime has
+        // one thread.
+        let submit_all = |writes: Vec<u32>| {
+            futures::future::join_all(writes.into_iter().map(|n| {
+                let commit = commit.clone();
+                async move { commit.submit(n).await }
+            }))
+        };
+
+        let first = submit_all((1..=5).collect()).await;
+        assert!(first.iter().all(Result::is_ok), "{first:?}");
+        let second = submit_all(vec![12, 13, 14]).await;
+        assert!(second[0].is_ok() && second[2].is_ok(), "{second:?}");
+        assert!(matches!(second[1], Err(StoreError::Corrupt(_))));
+
+        let batches = batches.lock().unwrap().clone();
+        assert_eq!(batches, [vec![1, 2, 3, 4, 5], vec![12], vec![14]]);
+    }
+}

@@ -1,0 +1,733 @@
+//! SQLite and PostgreSQL behind one implementation: sqlx's `Any` driver, one schema
+//! (`migrations/`), one set of statements. The statements use only what both databases
+//! understand (`$n` parameters, `ON CONFLICT`, `RETURNING`-free updates, text timestamps), so
+//! there is no second copy of any query to drift.
+//!
+//! - Writes on the hot path (new sessions, events, completions) go through group commit: one
+//!   transaction per batch, each write acknowledged once its batch has committed.
+//! - SQLite runs in WAL mode, so readers never wait for the writer; sqlx runs each SQLite
+//!   connection on its own thread, so no query blocks the async runtime. `synchronous = NORMAL`
+//!   (the default, `store.sqlite_synchronous`) survives a crash of the process but may lose the
+//!   last commits on a power cut; `FULL` survives both at the cost of an fsync per commit.
+//! - PostgreSQL commits are durable when acknowledged (its default `synchronous_commit = on`).
+//!   Several instances share it: each heartbeats in `instances`, and a session whose instance
+//!   went silent is claimed by a compare-and-set on its `instance` column, so exactly one
+//!   survivor resumes it.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, Utc};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{Any, AnyPool, AssertSqlSafe, Executor, Row, Transaction};
+
+use super::erasure::{scrub_checks, scrub_line};
+use super::group_commit::{BatchWriter, GroupCommit};
+use super::{
+    Completion, Erasure, EventRecord, Expiry, IdempotencyKey, Inserted, SessionRecord,
+    SessionStatus, SessionStore, StoreError, redact_url,
+};
+use crate::config::StoreSettings;
+use crate::domain::{Decision, SessionId};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations");
+
+const SESSION_COLUMNS: &str = "id, owner, reference, status, created_at, deadline_at, \
+     completed_at, decision, reasons, checks, duration_ms, plan_version, instance, attempts, \
+     images_erased_at, erased_at";
+
+/// Rows per multi-row INSERT: far below either database's limit on parameters.
+const ROWS_PER_STATEMENT: usize = 200;
+
+/// A database-backed store.
+pub struct SqlStore {
+    pool: AnyPool,
+    writer: GroupCommit<Write>,
+    instance: String,
+}
+
+/// A write that goes through group commit.
+enum Write {
+    Insert(Box<SessionRecord>),
+    Event(SessionId, EventRecord),
+    Complete(SessionId, Box<Completion>, EventRecord),
+}
+
+impl SqlStore {
+    /// Connects, runs the migrations and registers this instance.
+    pub async fn open(settings: &StoreSettings) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let sqlite = settings.url.starts_with("sqlite:");
+        let url = if sqlite {
+            sqlite_url(&settings.url)?
+        } else {
+            settings.url.clone()
+        };
+        let mut options = AnyPoolOptions::new()
+            .max_connections(settings.max_connections.max(2))
+            .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms));
+        if sqlite {
+            let pragmas = format!(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = {}; PRAGMA foreign_keys = ON; \
+                 PRAGMA busy_timeout = 10000;",
+                settings.sqlite_synchronous.pragma()
+            );
+            options = options.after_connect(move |conn, _| {
+                let pragmas = AssertSqlSafe(pragmas.clone());
+                Box::pin(async move {
+                    conn.execute(pragmas).await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = options.connect(&url).await.map_err(|error| {
+            StoreError::Unavailable(format!(
+                "cannot connect to {}: {error}",
+                redact_url(&settings.url)
+            ))
+        })?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Migration(e.to_string()))?;
+        let writer = GroupCommit::spawn(
+            Writer { pool: pool.clone() },
+            settings.max_batch,
+            Duration::from_micros(settings.flush_interval_us),
+            settings.max_batch * 8,
+        );
+        let store = Self {
+            pool,
+            writer,
+            instance: uuid::Uuid::now_v7().to_string(),
+        };
+        // Registered before it runs any session, so nobody takes its sessions for orphans.
+        store.heartbeat(Utc::now()).await?;
+        tracing::info!(
+            url = %redact_url(&settings.url),
+            instance = %store.instance,
+            "session store open"
+        );
+        Ok(store)
+    }
+
+    async fn begin(&self) -> Result<Transaction<'static, Any>, StoreError> {
+        self.pool.begin().await.map_err(db_error)
+    }
+}
+
+/// `sqlite://PATH` with the directory created and `mode=rwc` (create if missing) added.
+fn sqlite_url(url: &str) -> Result<String, StoreError> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .ok_or_else(|| StoreError::UnsupportedUrl(url.to_owned()))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    if path.is_empty() || path.starts_with(":memory:") {
+        return Err(StoreError::UnsupportedUrl(format!(
+            "{url} (an in-memory SQLite database is not shared between connections: use memory://)"
+        )));
+    }
+    if let Some(dir) = std::path::Path::new(path).parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).map_err(|error| {
+            StoreError::Unavailable(format!("cannot create {}: {error}", dir.display()))
+        })?;
+    }
+    Ok(if rest.contains("mode=") {
+        url.to_owned()
+    } else if rest.contains('?') {
+        format!("{url}&mode=rwc")
+    } else {
+        format!("{url}?mode=rwc")
+    })
+}
+
+/// Database errors: the ones that mean "not reachable now" become `Unavailable`.
+fn db_error(error: sqlx::Error) -> StoreError {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_) => StoreError::Unavailable(error.to_string()),
+        sqlx::Error::Database(db)
+            if db.code().is_some_and(|code| {
+                // PostgreSQL: connection exceptions, insufficient resources, operator
+                // intervention (shutting down). SQLite: busy and locked.
+                code.starts_with("08")
+                    || code.starts_with("53")
+                    || code.starts_with("57")
+                    || code == "5"
+                    || code == "6"
+            }) =>
+        {
+            StoreError::Unavailable(db.to_string())
+        }
+        other => StoreError::Corrupt(other.to_string()),
+    }
+}
+
+/// RFC 3339 UTC with microseconds: fixed width, so text order is time order.
+pub(crate) fn timestamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn parse_timestamp(text: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.to_utc())
+        .map_err(|e| StoreError::Corrupt(format!("timestamp `{text}`: {e}")))
+}
+
+fn get<'r, T>(row: &'r AnyRow, column: &str) -> Result<T, StoreError>
+where
+    T: sqlx::Decode<'r, Any> + sqlx::Type<Any>,
+{
+    row.try_get(column)
+        .map_err(|e| StoreError::Corrupt(format!("column {column}: {e}")))
+}
+
+fn optional_timestamp(row: &AnyRow, column: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+    get::<Option<String>>(row, column)?
+        .map(|t| parse_timestamp(&t))
+        .transpose()
+}
+
+fn session_from_row(row: &AnyRow) -> Result<SessionRecord, StoreError> {
+    let id: String = get(row, "id")?;
+    let id = SessionId::from_str(&id).map_err(|_| StoreError::Corrupt(format!("id `{id}`")))?;
+    let status = match get::<String>(row, "status")?.as_str() {
+        "running" => SessionStatus::Running,
+        "completed" => SessionStatus::Completed,
+        other => return Err(StoreError::Corrupt(format!("status `{other}`"))),
+    };
+    let completion = match optional_timestamp(row, "completed_at")? {
+        None => None,
+        Some(completed_at) => {
+            let json = |column: &str| -> Result<String, StoreError> {
+                get::<Option<String>>(row, column)?
+                    .ok_or_else(|| StoreError::Corrupt(format!("{column} is missing")))
+            };
+            let decision: Decision =
+                serde_json::from_value(serde_json::Value::String(json("decision")?))
+                    .map_err(|e| StoreError::Corrupt(format!("decision: {e}")))?;
+            Some(Completion {
+                completed_at,
+                decision,
+                reasons: serde_json::from_str(&json("reasons")?)
+                    .map_err(|e| StoreError::Corrupt(format!("reasons: {e}")))?,
+                checks: serde_json::from_str(&json("checks")?)
+                    .map_err(|e| StoreError::Corrupt(format!("checks: {e}")))?,
+                duration_ms: get::<Option<f64>>(row, "duration_ms")?.unwrap_or_default(),
+            })
+        }
+    };
+    Ok(SessionRecord {
+        id,
+        owner: get(row, "owner")?,
+        reference: get(row, "reference")?,
+        status,
+        created_at: parse_timestamp(&get::<String>(row, "created_at")?)?,
+        deadline_at: parse_timestamp(&get::<String>(row, "deadline_at")?)?,
+        plan_version: get(row, "plan_version")?,
+        instance: get(row, "instance")?,
+        attempts: u32::try_from(get::<i64>(row, "attempts")?).unwrap_or(u32::MAX),
+        completion,
+        images_erased_at: optional_timestamp(row, "images_erased_at")?,
+        erased_at: optional_timestamp(row, "erased_at")?,
+    })
+}
+
+fn event_from_row(row: &AnyRow) -> Result<EventRecord, StoreError> {
+    Ok(EventRecord {
+        seq: u64::try_from(get::<i64>(row, "seq")?)
+            .map_err(|_| StoreError::Corrupt("negative seq".into()))?,
+        terminal: get::<i64>(row, "terminal")? != 0,
+        line: get::<String>(row, "line")?.into(),
+    })
+}
+
+fn line_text(event: &EventRecord) -> Result<String, StoreError> {
+    String::from_utf8(event.line.to_vec())
+        .map_err(|_| StoreError::Corrupt("an event line is not UTF-8".into()))
+}
+
+/// `($1, $2, $3), ($4, $5, $6), ...`: `rows` tuples of `columns` parameters.
+fn placeholders(rows: usize, columns: usize) -> String {
+    let mut sql = String::with_capacity(rows * columns * 5);
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for column in 0..columns {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", row * columns + column + 1));
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+fn seq_param(seq: u64) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX)
+}
+
+async fn insert_sessions(
+    tx: &mut Transaction<'static, Any>,
+    sessions: &[&SessionRecord],
+) -> Result<(), StoreError> {
+    for chunk in sessions.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO sessions (id, owner, reference, status, created_at, deadline_at, \
+             plan_version, instance) VALUES {}",
+            placeholders(chunk.len(), 8)
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for s in chunk {
+            query = query
+                .bind(s.id.to_string())
+                .bind(s.owner.clone())
+                .bind(s.reference.clone())
+                .bind(s.status.as_str())
+                .bind(timestamp(s.created_at))
+                .bind(timestamp(s.deadline_at))
+                .bind(s.plan_version.clone())
+                .bind(s.instance.clone());
+        }
+        query.execute(&mut **tx).await.map_err(db_error)?;
+    }
+    Ok(())
+}
+
+async fn insert_events(
+    tx: &mut Transaction<'static, Any>,
+    events: &[(SessionId, &EventRecord)],
+) -> Result<(), StoreError> {
+    for chunk in events.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO events (session_id, seq, terminal, line) VALUES {}",
+            placeholders(chunk.len(), 4)
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for (id, event) in chunk {
+            query = query
+                .bind(id.to_string())
+                .bind(seq_param(event.seq))
+                .bind(i64::from(event.terminal))
+                .bind(line_text(event)?);
+        }
+        query.execute(&mut **tx).await.map_err(db_error)?;
+    }
+    Ok(())
+}
+
+async fn complete_session(
+    tx: &mut Transaction<'static, Any>,
+    id: SessionId,
+    completion: &Completion,
+    instance: Option<&str>,
+) -> Result<(), StoreError> {
+    let done = sqlx::query(
+        "UPDATE sessions SET status = 'completed', completed_at = $2, decision = $3, \
+         reasons = $4, checks = $5, duration_ms = $6 \
+         WHERE id = $1 AND status = 'running' AND ($7 IS NULL OR instance = $7)",
+    )
+    .bind(id.to_string())
+    .bind(timestamp(completion.completed_at))
+    .bind(completion.decision.as_str())
+    .bind(serde_json::to_string(&completion.reasons).expect("reasons serialise"))
+    .bind(serde_json::to_string(&completion.checks).expect("checks serialise"))
+    .bind(completion.duration_ms)
+    .bind(instance.map(str::to_owned))
+    .execute(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    if done.rows_affected() == 0 {
+        // Unknown, already completed, or taken over by another instance.
+        return Err(StoreError::NotFound(id));
+    }
+    Ok(())
+}
+
+/// The group-commit writer: everything in a batch, in one transaction.
+struct Writer {
+    pool: AnyPool,
+}
+
+#[async_trait]
+impl BatchWriter<Write> for Writer {
+    async fn write_batch(&mut self, batch: &[Write]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let mut sessions = Vec::new();
+        let mut events = Vec::new();
+        let mut completions = Vec::new();
+        for write in batch {
+            match write {
+                Write::Insert(record) => sessions.push(&**record),
+                Write::Event(id, event) => events.push((*id, event)),
+                Write::Complete(id, completion, terminal) => {
+                    events.push((*id, terminal));
+                    completions.push((*id, &**completion));
+                }
+            }
+        }
+        // A session's insert is acknowledged before its first event is queued, so inserts
+        // first, then events, then completions respects every session's order.
+        insert_sessions(&mut tx, &sessions).await?;
+        insert_events(&mut tx, &events).await?;
+        for (id, completion) in completions {
+            complete_session(&mut tx, id, completion, None).await?;
+        }
+        tx.commit().await.map_err(db_error)
+    }
+}
+
+#[async_trait]
+impl SessionStore for SqlStore {
+    fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    async fn insert(
+        &self,
+        session: &SessionRecord,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Inserted, StoreError> {
+        let Some(key) = key else {
+            self.writer
+                .submit(Write::Insert(Box::new(session.clone())))
+                .await?;
+            return Ok(Inserted::New);
+        };
+        let now = Utc::now();
+        let mut tx = self.begin().await?;
+        // Takes the key if it is new or expired; a live key is left alone.
+        let taken = sqlx::query(
+            "INSERT INTO idempotency_keys (key, fingerprint, session_id, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (key) DO UPDATE SET fingerprint = excluded.fingerprint, \
+             session_id = excluded.session_id, created_at = excluded.created_at, \
+             expires_at = excluded.expires_at \
+             WHERE idempotency_keys.expires_at < excluded.created_at",
+        )
+        .bind(key.key.clone())
+        .bind(key.fingerprint.clone())
+        .bind(session.id.to_string())
+        .bind(timestamp(now))
+        .bind(timestamp(key.expires_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        if taken.rows_affected() == 0 {
+            let row =
+                sqlx::query("SELECT session_id, fingerprint FROM idempotency_keys WHERE key = $1")
+                    .bind(key.key.clone())
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+            let id: String = get(&row, "session_id")?;
+            let id = SessionId::from_str(&id)
+                .map_err(|_| StoreError::Corrupt(format!("session id `{id}`")))?;
+            let fingerprint: String = get(&row, "fingerprint")?;
+            return Ok(Inserted::Existing {
+                id,
+                same_request: fingerprint == key.fingerprint,
+            });
+        }
+        insert_sessions(&mut tx, &[session]).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(Inserted::New)
+    }
+
+    async fn find_key(
+        &self,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(SessionId, String)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT session_id, fingerprint FROM idempotency_keys \
+             WHERE key = $1 AND expires_at >= $2",
+        )
+        .bind(key.to_owned())
+        .bind(timestamp(now))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?;
+        row.map(|row| {
+            let id: String = get(&row, "session_id")?;
+            let id = SessionId::from_str(&id)
+                .map_err(|_| StoreError::Corrupt(format!("session id `{id}`")))?;
+            Ok((id, get(&row, "fingerprint")?))
+        })
+        .transpose()
+    }
+
+    async fn append_event(&self, id: SessionId, event: &EventRecord) -> Result<(), StoreError> {
+        self.writer.submit(Write::Event(id, event.clone())).await
+    }
+
+    async fn complete(
+        &self,
+        id: SessionId,
+        completion: &Completion,
+        terminal: &EventRecord,
+    ) -> Result<(), StoreError> {
+        self.writer
+            .submit(Write::Complete(
+                id,
+                Box::new(completion.clone()),
+                terminal.clone(),
+            ))
+            .await
+    }
+
+    async fn get(&self, id: SessionId) -> Result<Option<SessionRecord>, StoreError> {
+        let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1");
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?;
+        row.as_ref().map(session_from_row).transpose()
+    }
+
+    async fn events_after(
+        &self,
+        id: SessionId,
+        after: u64,
+    ) -> Result<Option<Vec<EventRecord>>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, terminal, line FROM events WHERE session_id = $1 AND seq > $2 \
+             ORDER BY seq",
+        )
+        .bind(id.to_string())
+        .bind(seq_param(after))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        if rows.is_empty() {
+            let known = sqlx::query("SELECT 1 FROM sessions WHERE id = $1")
+                .bind(id.to_string())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_error)?;
+            if known.is_none() {
+                return Ok(None);
+            }
+        }
+        rows.iter()
+            .map(event_from_row)
+            .collect::<Result<_, _>>()
+            .map(Some)
+    }
+
+    async fn heartbeat(&self, now: DateTime<Utc>) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO instances (id, started_at, heartbeat_at) VALUES ($1, $2, $2) \
+             ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
+        )
+        .bind(self.instance.clone())
+        .bind(timestamp(now))
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn orphans(
+        &self,
+        silent_since: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions s \
+             WHERE s.status = 'running' AND s.instance <> $1 AND NOT EXISTS ( \
+                 SELECT 1 FROM instances i WHERE i.id = s.instance AND i.heartbeat_at >= $2) \
+             ORDER BY s.created_at LIMIT $3"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(self.instance.clone())
+            .bind(timestamp(silent_since))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?;
+        rows.iter().map(session_from_row).collect()
+    }
+
+    async fn claim(
+        &self,
+        id: SessionId,
+        from: &str,
+        deadline_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let claimed = sqlx::query(
+            "UPDATE sessions SET instance = $3, attempts = attempts + 1, deadline_at = $4 \
+             WHERE id = $1 AND status = 'running' AND instance = $2",
+        )
+        .bind(id.to_string())
+        .bind(from.to_owned())
+        .bind(self.instance.clone())
+        .bind(timestamp(deadline_at))
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(claimed.rows_affected() == 1)
+    }
+
+    async fn erase(&self, id: SessionId, now: DateTime<Utc>) -> Result<Erasure, StoreError> {
+        let mut tx = self.begin().await?;
+        // Writes first, so a SQLite transaction holds the write lock from its first statement.
+        let stamped = sqlx::query(
+            "UPDATE sessions SET erased_at = COALESCE(erased_at, $2), \
+             images_erased_at = COALESCE(images_erased_at, $2) \
+             WHERE id = $1 AND status = 'completed'",
+        )
+        .bind(id.to_string())
+        .bind(timestamp(now))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        if stamped.rows_affected() == 0 {
+            let running = sqlx::query("SELECT status FROM sessions WHERE id = $1")
+                .bind(id.to_string())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            return Ok(if running.is_some() {
+                Erasure::Running
+            } else {
+                Erasure::NotFound
+            });
+        }
+        let row = sqlx::query("SELECT checks FROM sessions WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        if let Some(checks) = get::<Option<String>>(&row, "checks")? {
+            let mut checks: std::collections::BTreeMap<String, crate::domain::CheckResult> =
+                serde_json::from_str(&checks)
+                    .map_err(|e| StoreError::Corrupt(format!("checks: {e}")))?;
+            scrub_checks(&mut checks);
+            sqlx::query("UPDATE sessions SET checks = $2 WHERE id = $1")
+                .bind(id.to_string())
+                .bind(serde_json::to_string(&checks).expect("checks serialise"))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+        }
+        let terminal = sqlx::query(
+            "SELECT seq, terminal, line FROM events WHERE session_id = $1 AND terminal = 1",
+        )
+        .bind(id.to_string())
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        for row in &terminal {
+            let event = event_from_row(row)?;
+            let scrubbed = scrub_line(&event.line);
+            if scrubbed != event.line {
+                sqlx::query("UPDATE events SET line = $3 WHERE session_id = $1 AND seq = $2")
+                    .bind(id.to_string())
+                    .bind(seq_param(event.seq))
+                    .bind(String::from_utf8_lossy(&scrubbed).into_owned())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+            }
+        }
+        tx.commit().await.map_err(db_error)?;
+        Ok(Erasure::Erased)
+    }
+
+    async fn expired(
+        &self,
+        what: Expiry,
+        created_before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<SessionId>, StoreError> {
+        let column = match what {
+            Expiry::Images => "images_erased_at",
+            Expiry::PersonalData => "erased_at",
+        };
+        let sql = format!(
+            "SELECT id FROM sessions WHERE status = 'completed' AND {column} IS NULL \
+             AND created_at < $1 ORDER BY created_at LIMIT $2"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(timestamp(created_before))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?;
+        rows.iter()
+            .map(|row| {
+                let id: String = get(row, "id")?;
+                SessionId::from_str(&id).map_err(|_| StoreError::Corrupt(format!("id `{id}`")))
+            })
+            .collect()
+    }
+
+    async fn images_erased(&self, ids: &[SessionId], now: DateTime<Utc>) -> Result<(), StoreError> {
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            let list: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+            let sql = format!(
+                "UPDATE sessions SET images_erased_at = COALESCE(images_erased_at, $1) \
+                 WHERE id IN ({})",
+                list.join(", ")
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(timestamp(now));
+            for id in chunk {
+                query = query.bind(id.to_string());
+            }
+            query.execute(&self.pool).await.map_err(db_error)?;
+        }
+        Ok(())
+    }
+
+    async fn purge_keys(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let purged = sqlx::query("DELETE FROM idempotency_keys WHERE expires_at < $1")
+            .bind(timestamp(now))
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(purged.rows_affected())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_number_every_row() {
+        assert_eq!(placeholders(2, 3), "($1, $2, $3), ($4, $5, $6)");
+    }
+
+    #[test]
+    fn timestamps_have_one_width_so_text_order_is_time_order() {
+        let early = DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z")
+            .unwrap()
+            .to_utc();
+        let late = early + chrono::Duration::microseconds(1_500_001);
+        assert_eq!(timestamp(early), "2026-01-02T03:04:05.000000Z");
+        assert_eq!(timestamp(late), "2026-01-02T03:04:06.500001Z");
+        assert_eq!(parse_timestamp(&timestamp(late)).unwrap(), late);
+    }
+
+    #[test]
+    fn sqlite_urls_create_their_file_and_refuse_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/kyc.db");
+        let url = format!("sqlite://{}", path.display());
+        assert_eq!(sqlite_url(&url).unwrap(), format!("{url}?mode=rwc"));
+        assert!(path.parent().unwrap().is_dir());
+        assert!(sqlite_url("sqlite://:memory:").is_err());
+    }
+}

@@ -1,0 +1,432 @@
+//! Durable sessions, against every database backend: the same tests run on a SQLite file and on
+//! PostgreSQL (a fresh database per test on the server `KYC_TEST_POSTGRES` names, by default
+//! `postgres://postgres:postgres@127.0.0.1:5432`; `scripts/test.sh` makes sure one runs).
+//!
+//! These run on the real clock: the store's connections live on their own threads, which paused
+//! tokio time cannot see. Nothing here waits a fixed time: each test polls for the state it
+//! expects, bounded by `PATIENCE`.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sqlx::{AssertSqlSafe, Connection, Executor};
+
+use crate::helpers::{TestApp, completion, session_body, spawn_app_with, spawn_crashable_app};
+
+/// Longest any test waits for a state it expects.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, Copy)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// One database (and blob directory) that several instances can open in turn.
+pub struct TestStore {
+    pub url: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestStore {
+    pub async fn new(backend: Backend) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let url = match backend {
+            Backend::Sqlite => format!("sqlite://{}/kyc.db", dir.path().display()),
+            Backend::Postgres => {
+                let server = std::env::var("KYC_TEST_POSTGRES")
+                    .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432".into());
+                let name = format!("kyc_test_{}", uuid::Uuid::now_v7().simple());
+                let mut admin = sqlx::PgConnection::connect(&format!("{server}/postgres"))
+                    .await
+                    .unwrap_or_else(|e| {
+                        panic!("PostgreSQL must run at {server} (scripts/test.sh starts it): {e}")
+                    });
+                admin
+                    .execute(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .await
+                    .unwrap();
+                format!("{server}/{name}")
+            }
+        };
+        Self { url, dir }
+    }
+
+    /// Points `settings` at this store, with a short heartbeat and lease so that recovery
+    /// happens within a test.
+    pub fn configure(&self, settings: &mut kyc_orchestrator::Settings) {
+        settings.store.url = self.url.clone();
+        settings.store.blob_dir = self.dir.path().join("blobs");
+        settings.store.heartbeat_ms = 100;
+        settings.store.lease_ms = 600;
+        settings.store.poll_interval_ms = 20;
+        settings.store.acquire_timeout_ms = 500;
+    }
+}
+
+async fn app_on(store: &TestStore) -> TestApp {
+    spawn_app_with(|s| store.configure(s)).await
+}
+
+/// Polls `check` until it gives a value.
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let started = tokio::time::Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(started.elapsed() < PATIENCE, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn seqs(events: &[Value]) -> Vec<u64> {
+    events.iter().map(|e| e["seq"].as_u64().unwrap()).collect()
+}
+
+fn types(events: &[Value]) -> Vec<&str> {
+    events.iter().map(|e| e["type"].as_str().unwrap()).collect()
+}
+
+async fn a_session_survives_the_crash_of_its_instance(backend: Backend) {
+    let store = TestStore::new(backend).await;
+    let crashing = spawn_crashable_app(|s| store.configure(s));
+    // Slow enough that the crash comes while it runs.
+    let body = session_body(json!({ "ocr": { "latency_ms": 1500 } }));
+    let response = crashing
+        .client
+        .post(crashing.url("/v1/sessions"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let id = response.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    crashing.crash();
+
+    let survivor = app_on(&store).await;
+    let events = survivor.events(&id, None).await;
+
+    assert_eq!(
+        seqs(&events),
+        (1..=events.len() as u64).collect::<Vec<_>>(),
+        "one history without gaps: {:?}",
+        types(&events)
+    );
+    // The crash may come before the first event is stored: then the history opens with the
+    // resumption.
+    let kinds = types(&events);
+    assert!(
+        ["session.started", "session.resumed"].contains(&kinds[0]),
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.iter().filter(|&&k| k == "session.resumed").count(),
+        1,
+        "{kinds:?}"
+    );
+    assert_eq!(completion(&events)["decision"], "approved");
+    let session: Value = survivor.get_session(&id).await.json().await.unwrap();
+    assert_eq!(session["status"], "completed");
+    assert_eq!(session["decision"], "approved");
+}
+
+async fn a_session_past_the_recovery_window_completes_as_interrupted(backend: Backend) {
+    let store = TestStore::new(backend).await;
+    let crashing = spawn_crashable_app(|s| store.configure(s));
+    let body = session_body(json!({ "ocr": { "latency_ms": 60000 } }));
+    let response = crashing
+        .client
+        .post(crashing.url("/v1/sessions"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let id = response.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    crashing.crash();
+
+    let survivor = spawn_app_with(|s| {
+        store.configure(s);
+        s.orchestrator.recovery_window_ms = 0;
+    })
+    .await;
+    let events = survivor.events(&id, None).await;
+
+    let kinds = types(&events);
+    assert_eq!(
+        &kinds[kinds.len() - 2..],
+        ["session.interrupted", "session.completed"]
+    );
+    assert_eq!(seqs(&events), (1..=events.len() as u64).collect::<Vec<_>>());
+    let done = completion(&events);
+    assert_eq!(done["decision"], "review");
+    assert_eq!(done["reasons"], json!(["interrupted"]));
+}
+
+async fn a_session_started_on_one_instance_streams_from_another(backend: Backend) {
+    let store = TestStore::new(backend).await;
+    let a = app_on(&store).await;
+    let b = app_on(&store).await;
+    let id = a
+        .start_session(&session_body(json!({ "ocr": { "latency_ms": 300 } })))
+        .await;
+
+    let from_b = b.events(&id, None).await;
+    let from_a = a.events(&id, None).await;
+
+    assert_eq!(from_b, from_a, "the same history, byte for byte");
+    assert_eq!(completion(&from_b)["decision"], "approved");
+    let on_b: Value = b.get_session(&id).await.json().await.unwrap();
+    assert_eq!(on_b["decision"], "approved");
+}
+
+async fn post_with_key(app: &TestApp, key: &str, body: &Value) -> reqwest::Response {
+    app.client
+        .post(app.url("/v1/sessions"))
+        .header("Idempotency-Key", key)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn a_repeated_idempotency_key_names_the_first_session(backend: Backend) {
+    let store = TestStore::new(backend).await;
+    let app = app_on(&store).await;
+    let body = session_body(json!({}));
+
+    let first = post_with_key(&app, "order-1234", &body).await;
+    assert_eq!(first.status(), StatusCode::ACCEPTED);
+    let first: Value = first.json().await.unwrap();
+    let again = post_with_key(&app, "order-1234", &body).await;
+    assert_eq!(again.status(), StatusCode::OK);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["id"], first["id"]);
+
+    let mut other = body.clone();
+    other["reference"] = json!("another-customer");
+    let conflict = post_with_key(&app, "order-1234", &other).await;
+    assert_eq!(conflict.status(), StatusCode::CONFLICT);
+    let problem: Value = conflict.json().await.unwrap();
+    assert_eq!(
+        problem["type"],
+        "urn:kyc-orchestrator:problem:idempotency-key-reused"
+    );
+
+    let unkeyed = app.start_session(&body).await;
+    assert_ne!(json!(unkeyed), first["id"], "no key, no replay");
+    let bad = post_with_key(&app, "", &body).await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+}
+
+async fn erasure_removes_personal_data_and_keeps_the_decision(backend: Backend) {
+    let store = TestStore::new(backend).await;
+    let app = app_on(&store).await;
+    let extracted = json!({ "surname": "ERIKSSON", "document_number": "L898902C3" });
+    let events = app
+        .stream_session(&session_body(json!({ "ocr": { "extracted": extracted } })))
+        .await;
+    let id = events[0]["session_id"].as_str().unwrap().to_owned();
+    assert_eq!(completion(&events)["checks"]["ocr"]["extracted"], extracted);
+    let blobs = walk(&store.dir.path().join("blobs"));
+    assert_eq!(blobs.len(), 1, "the inputs are kept: {blobs:?}");
+
+    let delete = |id: String| {
+        let app = &app;
+        async move {
+            app.client
+                .delete(app.url(&format!("/v1/sessions/{id}")))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(delete(id.clone()).await, StatusCode::NO_CONTENT);
+    assert_eq!(
+        delete(id.clone()).await,
+        StatusCode::NO_CONTENT,
+        "idempotent"
+    );
+
+    let session: Value = app.get_session(&id).await.json().await.unwrap();
+    assert_eq!(session["decision"], "approved");
+    assert!(session["erased_at"].is_string());
+    assert!(session["checks"]["ocr"].get("extracted").is_none());
+    assert_eq!(session["checks"]["ocr"]["status"], "passed");
+    let replay = app.events(&id, None).await;
+    assert_eq!(replay.len(), events.len());
+    assert!(
+        completion(&replay)["checks"]["ocr"]
+            .get("extracted")
+            .is_none()
+    );
+    assert!(walk(&store.dir.path().join("blobs")).is_empty());
+
+    let running = app
+        .start_session(&session_body(json!({ "ocr": { "latency_ms": 60000 } })))
+        .await;
+    assert_eq!(delete(running).await, StatusCode::CONFLICT);
+    let unknown = uuid::Uuid::now_v7().to_string();
+    assert_eq!(delete(unknown).await, StatusCode::NOT_FOUND);
+}
+
+async fn the_retention_sweep_erases_what_has_expired(backend: Backend) {
+    let store = TestStore::new(backend).await;
+    let app = app_on(&store).await;
+    let extracted = json!({ "surname": "ERIKSSON" });
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let events = app
+            .stream_session(&session_body(json!({ "ocr": { "extracted": extracted } })))
+            .await;
+        ids.push(events[0]["session_id"].as_str().unwrap().to_owned());
+    }
+    let retention = kyc_orchestrator::config::RetentionSettings {
+        images_days: 1,
+        personal_data_days: 2,
+        sweep_interval_s: 60,
+        batch_size: 2,
+    };
+
+    let now = chrono::Utc::now();
+    let today = app.orchestrator.sweep(&retention, now).await.unwrap();
+    assert_eq!(
+        (today.images, today.personal_data),
+        (0, 0),
+        "nothing is due yet"
+    );
+
+    let later = now + chrono::Duration::hours(36);
+    let swept = app.orchestrator.sweep(&retention, later).await.unwrap();
+    assert_eq!((swept.images, swept.personal_data), (3, 0));
+    assert!(walk(&store.dir.path().join("blobs")).is_empty());
+    let session: Value = app.get_session(&ids[0]).await.json().await.unwrap();
+    assert_eq!(session["checks"]["ocr"]["extracted"], extracted);
+
+    let much_later = now + chrono::Duration::days(3);
+    let swept = app
+        .orchestrator
+        .sweep(&retention, much_later)
+        .await
+        .unwrap();
+    assert_eq!(swept.personal_data, 3);
+    for id in &ids {
+        let session: Value = app.get_session(id).await.json().await.unwrap();
+        assert!(session["checks"]["ocr"].get("extracted").is_none());
+        assert_eq!(session["decision"], "approved");
+    }
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .flat_map(|entry| {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path)
+            } else {
+                vec![path]
+            }
+        })
+        .collect()
+}
+
+macro_rules! on_every_backend {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
+on_every_backend!(
+    a_session_survives_the_crash_of_its_instance,
+    a_session_past_the_recovery_window_completes_as_interrupted,
+    a_session_started_on_one_instance_streams_from_another,
+    a_repeated_idempotency_key_names_the_first_session,
+    erasure_removes_personal_data_and_keeps_the_decision,
+    the_retention_sweep_erases_what_has_expired,
+);
+
+/// PostgreSQL going away (a proxy in front of it is cut): new sessions get 503, readiness turns
+/// 503, liveness stays 200, and a session that was running completes once the database is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_going_away_gives_503_and_loses_nothing() {
+    let store = TestStore::new(Backend::Postgres).await;
+    let proxy = crate::helpers::TcpProxy::start("127.0.0.1:5432").await;
+    let url = store.url.replace("127.0.0.1:5432", &proxy.address());
+    let app = spawn_app_with(|s| {
+        store.configure(s);
+        s.store.url = url.clone();
+    })
+    .await;
+    let running = app
+        .start_session(&session_body(json!({ "ocr": { "latency_ms": 500 } })))
+        .await;
+
+    proxy.cut();
+    let refused = eventually("a 503 for a new session", || async {
+        let response = app.post_session(&session_body(json!({}))).await;
+        (response.status() == StatusCode::SERVICE_UNAVAILABLE).then_some(response)
+    })
+    .await;
+    assert!(refused.headers().contains_key("retry-after"));
+    let problem: Value = refused.json().await.unwrap();
+    assert_eq!(
+        problem["type"],
+        "urn:kyc-orchestrator:problem:store-unavailable"
+    );
+    let ready = eventually("readiness 503", || async {
+        let response = app.get("/health/ready").await;
+        (response.status() == StatusCode::SERVICE_UNAVAILABLE).then_some(response)
+    })
+    .await;
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["reason"], "store_unavailable");
+    assert_eq!(app.get("/health").await.status(), StatusCode::OK);
+
+    proxy.restore();
+    eventually("readiness 200", || async {
+        (app.get("/health/ready").await.status() == StatusCode::OK).then_some(())
+    })
+    .await;
+    let session: Value = eventually("the running session's completion", || async {
+        let session: Value = app.get_session(&running).await.json().await.ok()?;
+        (session["status"] == "completed").then_some(session)
+    })
+    .await;
+    assert_eq!(session["decision"], "approved");
+    let events = app.events(&running, None).await;
+    assert_eq!(seqs(&events), (1..=events.len() as u64).collect::<Vec<_>>());
+    assert_eq!(app.start_session(&session_body(json!({}))).await.len(), 36);
+}
