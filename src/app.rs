@@ -11,7 +11,6 @@ use tokio::net::TcpListener;
 use crate::agents::{AgentRegistry, RegistryError};
 use crate::api::{self, Admission, AppState, Lifecycle};
 use crate::config::Settings;
-use crate::domain::ImageLimits;
 use crate::orchestrator::{Durability, Maintenance, Orchestrator, Policy};
 use crate::store::{self, BlobError, Blobs, StoreError};
 use crate::telemetry;
@@ -187,14 +186,9 @@ pub async fn build_orchestrator(settings: &Settings) -> Result<Orchestrator, Sta
             settings.store.blob_fsync,
         )?)
     };
-    let limits = &settings.limits;
     let durability = Durability {
         blobs,
-        input_limits: ImageLimits {
-            max_bytes: limits.max_image_bytes,
-            max_pixels: limits.max_image_pixels,
-            max_side: limits.max_image_side,
-        },
+        input_limits: settings.limits.images(),
         poll_interval: Duration::from_millis(settings.store.poll_interval_ms),
         idempotency_ttl: chrono::Duration::hours(
             i64::try_from(settings.idempotency.ttl_hours).unwrap_or(i64::MAX / 3_600_000),

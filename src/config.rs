@@ -13,6 +13,7 @@ use config::{Config, Environment, File, FileFormat};
 use serde::Deserialize;
 
 use crate::agents::sandbox::SandboxBehaviour;
+use crate::domain::ImageLimits;
 
 /// The defaults every other layer overrides.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
@@ -52,6 +53,17 @@ pub struct LimitSettings {
     pub max_image_pixels: u64,
     pub max_image_side: u32,
     pub max_reference_len: usize,
+}
+
+impl LimitSettings {
+    /// The limits every image is checked against.
+    pub fn images(&self) -> ImageLimits {
+        ImageLimits {
+            max_bytes: self.max_image_bytes,
+            max_pixels: self.max_image_pixels,
+            max_side: self.max_image_side,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -15,9 +15,7 @@ use super::AppState;
 use super::error::{ApiError, FieldError};
 use crate::agents::sandbox::{SandboxDirective, SandboxScript};
 use crate::config::LimitSettings;
-use crate::domain::{
-    Document, DocumentType, ImageData, ImageLimits, NewSession, Reference, Selfie,
-};
+use crate::domain::{Document, DocumentType, ImageData, NewSession, Reference, Selfie};
 
 /// Standard base64, padding optional: clients differ on it and it carries no meaning.
 const BASE64: GeneralPurpose = GeneralPurpose::new(
@@ -382,11 +380,7 @@ impl Draft {
         limits: &LimitSettings,
         sandbox_agents: &[String],
     ) -> Result<NewSession, ApiError> {
-        let image_limits = ImageLimits {
-            max_bytes: limits.max_image_bytes,
-            max_pixels: limits.max_image_pixels,
-            max_side: limits.max_image_side,
-        };
+        let image_limits = limits.images();
         let image = |errors: &mut Vec<FieldError>, (field, bytes): (String, Bytes)| {
             ImageData::parse(bytes, &image_limits)
                 .map_err(|e| errors.push(FieldError::new(field, e.code(), e.to_string())))
