@@ -93,11 +93,11 @@ fn types(events: &[Value]) -> Vec<&str> {
     events.iter().map(|e| e["type"].as_str().unwrap()).collect()
 }
 
-async fn a_session_survives_the_crash_of_its_instance(backend: Backend) {
-    let store = TestStore::new(backend).await;
+/// Starts a session whose `ocr` takes `ocr_latency_ms` on an instance of `store`, then crashes
+/// that instance once the session is accepted. Returns the session's id.
+async fn start_then_crash(store: &TestStore, ocr_latency_ms: u64) -> String {
     let crashing = spawn_crashable_app(|s| store.configure(s));
-    // Slow enough that the crash comes while it runs.
-    let body = session_body(json!({ "ocr": { "latency_ms": 1500 } }));
+    let body = session_body(json!({ "ocr": { "latency_ms": ocr_latency_ms } }));
     let response = crashing
         .client
         .post(crashing.url("/v1/sessions"))
@@ -111,6 +111,13 @@ async fn a_session_survives_the_crash_of_its_instance(backend: Backend) {
         .unwrap()
         .to_owned();
     crashing.crash();
+    id
+}
+
+async fn a_session_survives_the_crash_of_its_instance(backend: Backend) {
+    let store = TestStore::new(backend).await;
+    // Slow enough that the crash comes while it runs.
+    let id = start_then_crash(&store, 1500).await;
 
     let survivor = app_on(&store).await;
     let events = survivor.events(&id, None).await;
@@ -141,20 +148,7 @@ async fn a_session_survives_the_crash_of_its_instance(backend: Backend) {
 
 async fn a_session_past_the_recovery_window_completes_as_interrupted(backend: Backend) {
     let store = TestStore::new(backend).await;
-    let crashing = spawn_crashable_app(|s| store.configure(s));
-    let body = session_body(json!({ "ocr": { "latency_ms": 60000 } }));
-    let response = crashing
-        .client
-        .post(crashing.url("/v1/sessions"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let id = response.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    crashing.crash();
+    let id = start_then_crash(&store, 60000).await;
 
     let survivor = spawn_app_with(|s| {
         store.configure(s);
