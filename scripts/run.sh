@@ -4,4 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
+scripts/models.sh
 exec cargo run --release --locked --bin kyc-orchestrator -- "$@"

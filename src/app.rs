@@ -164,9 +164,28 @@ impl Application {
 }
 
 /// The agents, the plan, the store and the policy, as configured.
+///
+/// Model files are checked now; the models themselves load on the blocking pool, and the
+/// orchestrator refuses sessions (readiness says `models_loading`) until they have. A model that
+/// fails to load is logged and keeps the instance unready: it never takes traffic.
 pub async fn build_orchestrator(settings: &Settings) -> Result<Orchestrator, StartupError> {
-    let registry =
-        AgentRegistry::from_settings(&settings.agents, settings.orchestrator.allow_sandbox_agents)?;
+    let mut registry = AgentRegistry::from_settings(settings)?;
+    let loaders = registry.take_loaders();
+    if !loaders.is_empty() {
+        tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            for loader in loaders {
+                if let Err(error) = loader.load() {
+                    tracing::error!(%error, "a model failed to load; this instance stays unready");
+                    return;
+                }
+            }
+            tracing::info!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "models loaded; ready for sessions"
+            );
+        });
+    }
     for (node, agent) in registry.plan().nodes().iter().zip(registry.agents()) {
         tracing::info!(
             agent = %node.name,

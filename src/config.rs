@@ -18,6 +18,9 @@ use crate::domain::ImageLimits;
 /// The defaults every other layer overrides.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
+/// Every agent a sandbox agent: the service's test mode.
+pub const SANDBOX_TOML: &str = include_str!("../config/sandbox.toml");
+
 /// Everything the service reads from configuration.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
@@ -29,6 +32,7 @@ pub struct Settings {
     pub idempotency: IdempotencySettings,
     pub retention: RetentionSettings,
     pub telemetry: TelemetrySettings,
+    pub models: ModelSettings,
     /// The plan: agent name to its settings. A BTreeMap so the plan is built in a stable order.
     pub agents: BTreeMap<String, AgentSettings>,
 }
@@ -170,12 +174,23 @@ pub struct TelemetrySettings {
     pub level: String,
 }
 
+/// Where the real agents' model files are.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ModelSettings {
+    /// Relative to the working directory; `scripts/models.sh` fills it.
+    pub dir: PathBuf,
+}
+
 /// Which implementation an agent entry uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AgentKind {
     /// Simulated latency and outcome, scriptable per request.
     Sandbox,
+    /// Document photo quality, outline, rectification and portrait.
+    DocCapture,
+    /// Machine-readable zone: read, check digits, expiry, claimed data.
+    Ocr,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -190,6 +205,9 @@ pub struct AgentSettings {
     /// Reason code a failing sandbox agent reports; defaults by agent name.
     #[serde(default)]
     pub fail_reason: Option<String>,
+    /// A real agent's thresholds; each kind documents its own keys and refuses unknown ones.
+    #[serde(default)]
+    pub settings: serde_json::Value,
 }
 
 impl AgentSettings {
@@ -208,13 +226,24 @@ pub enum SettingsError {
 }
 
 impl Settings {
-    /// The embedded defaults alone, with no file or environment layer: what tests start from.
+    /// The embedded defaults alone, with no file or environment layer.
     pub fn defaults() -> Self {
         Config::builder()
             .add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml))
             .build()
             .and_then(Config::try_deserialize)
             .expect("the embedded config/default.toml is valid")
+    }
+
+    /// The defaults with every agent a sandbox agent (`config/sandbox.toml`, also embedded):
+    /// what the orchestration tests and the benchmarks run on.
+    pub fn sandbox() -> Self {
+        Config::builder()
+            .add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml))
+            .add_source(File::from_str(SANDBOX_TOML, FileFormat::Toml))
+            .build()
+            .and_then(Config::try_deserialize)
+            .expect("the embedded config/sandbox.toml is valid")
     }
 
     /// Every layer, as the binary loads them, reading the process environment.

@@ -5,17 +5,20 @@
 //! configured [`agents`] as a dependency graph under the session's deadline (`liveness` and
 //! `doc_capture` at once; `ocr` after `doc_capture`; `face_match` after both), records every
 //! event in the [`store`], streams them to followers, and decides `approved`, `declined` or
-//! `review` with reason codes. [`app`] wires it all to a listener; [`config`] and [`telemetry`]
-//! are what an operator touches.
+//! `review` with reason codes. The real agents measure images with [`vision`] and load their
+//! model files through [`models`]. [`app`] wires it all to a listener; [`config`] and
+//! [`telemetry`] are what an operator touches.
 
 pub mod agents;
 pub mod api;
 pub mod app;
 pub mod config;
 pub mod domain;
+pub mod models;
 pub mod orchestrator;
 pub mod store;
 pub mod telemetry;
+pub mod vision;
 
 pub use app::{Application, StartupError};
 pub use config::Settings;

@@ -6,8 +6,11 @@
 //! not decide). CPU-bound work goes through [`AgentContext::blocking`], which runs it on the
 //! blocking pool behind a CPU slot; the orchestrator owns timeouts, cancellation and panics.
 
+pub mod doc_capture;
+pub mod ocr;
 pub mod registry;
 pub mod sandbox;
+pub mod warm;
 
 use std::any::Any;
 use std::collections::BTreeMap;
@@ -30,6 +33,12 @@ pub trait Agent: Send + Sync + 'static {
     /// Whether its work is CPU-bound: such an agent does that work through
     /// [`AgentContext::blocking`], never on the async runtime.
     fn cpu_bound(&self) -> bool;
+
+    /// Whether it can run now: an agent whose models load after start-up says no until they
+    /// have, and the instance is not ready for traffic until every agent is.
+    fn ready(&self) -> bool {
+        true
+    }
 
     /// Runs the check. Dropping the future cancels it; blocking work sees the context's token.
     async fn run(&self, ctx: AgentContext) -> Result<Report, AgentError>;

@@ -2,11 +2,15 @@
 
 use std::sync::Arc;
 
-use crate::config::{AgentKind, AgentSettings};
+use crate::config::{AgentKind, AgentSettings, Settings};
+use crate::models::ModelError;
 use crate::orchestrator::{Plan, PlanError};
 
 use super::Agent;
+use super::doc_capture::DocCapture;
+use super::ocr::Ocr;
 use super::sandbox::SandboxAgent;
+use super::warm::Loader;
 
 /// Why the configured agents could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +22,14 @@ pub enum RegistryError {
          configure a real agent for it"
     )]
     SandboxNotAllowed(String),
+    #[error("agent `{agent}`: invalid settings: {reason}")]
+    Settings { agent: String, reason: String },
+    #[error("agent `{agent}`: {source}")]
+    Model {
+        agent: String,
+        #[source]
+        source: ModelError,
+    },
 }
 
 /// The configured agents, in the plan's order, with the plan itself.
@@ -25,28 +37,33 @@ pub struct AgentRegistry {
     plan: Plan,
     agents: Vec<Arc<dyn Agent>>,
     sandbox: Vec<String>,
+    loaders: Vec<Loader>,
 }
 
 impl AgentRegistry {
-    /// Builds every configured agent; refuses a plan with a cycle or an unknown dependency.
-    pub fn from_settings<'a>(
-        settings: impl IntoIterator<Item = (&'a String, &'a AgentSettings)>,
-        allow_sandbox: bool,
-    ) -> Result<Self, RegistryError> {
-        let settings: Vec<_> = settings.into_iter().collect();
+    /// Builds every configured agent; refuses a plan with a cycle or an unknown dependency,
+    /// unknown agent settings, and a model file that is not there. Models are not loaded yet:
+    /// see [`AgentRegistry::take_loaders`].
+    pub fn from_settings(settings: &Settings) -> Result<Self, RegistryError> {
+        let configured: Vec<(&String, &AgentSettings)> = settings.agents.iter().collect();
         let plan =
-            Plan::new(settings.iter().map(|(name, agent)| {
+            Plan::new(configured.iter().map(|(name, agent)| {
                 (name.as_str(), agent.depends_on.as_slice(), agent.timeout())
             }))?;
         let mut agents = Vec::with_capacity(plan.len());
         let mut sandbox = Vec::new();
+        let mut loaders = Vec::new();
         for node in plan.nodes() {
-            let (name, agent) = settings
+            let (name, agent) = configured
                 .iter()
                 .find(|(name, _)| name.as_str() == node.name)
                 .expect("every plan node comes from the settings");
+            let model_error = |source| RegistryError::Model {
+                agent: name.to_string(),
+                source,
+            };
             let built: Arc<dyn Agent> = match agent.kind {
-                AgentKind::Sandbox if !allow_sandbox => {
+                AgentKind::Sandbox if !settings.orchestrator.allow_sandbox_agents => {
                     return Err(RegistryError::SandboxNotAllowed(name.to_string()));
                 }
                 AgentKind::Sandbox => {
@@ -57,6 +74,28 @@ impl AgentRegistry {
                         agent.fail_reason.clone(),
                     ))
                 }
+                AgentKind::DocCapture => {
+                    let (built, loader) = DocCapture::new(
+                        name,
+                        agent_settings(name, &agent.settings)?,
+                        settings.limits.images(),
+                        &settings.models.dir,
+                    )
+                    .map_err(model_error)?;
+                    loaders.push(loader);
+                    Arc::new(built)
+                }
+                AgentKind::Ocr => {
+                    let (built, loader) = Ocr::new(
+                        name,
+                        agent_settings(name, &agent.settings)?,
+                        &settings.models.dir,
+                        settings.orchestrator.cpu_slots(),
+                    )
+                    .map_err(model_error)?;
+                    loaders.push(loader);
+                    Arc::new(built)
+                }
             };
             agents.push(built);
         }
@@ -64,6 +103,7 @@ impl AgentRegistry {
             plan,
             agents,
             sandbox,
+            loaders,
         })
     }
 
@@ -92,6 +132,7 @@ impl AgentRegistry {
             plan,
             agents,
             sandbox: Vec::new(),
+            loaders: Vec::new(),
         })
     }
 
@@ -108,4 +149,23 @@ impl AgentRegistry {
     pub fn sandbox_agents(&self) -> &[String] {
         &self.sandbox
     }
+
+    /// The jobs that load the agents' models; each agent is ready once its job has run.
+    pub fn take_loaders(&mut self) -> Vec<Loader> {
+        std::mem::take(&mut self.loaders)
+    }
+}
+
+/// An agent's `settings` table as its own type; an absent table is all defaults.
+fn agent_settings<T: serde::de::DeserializeOwned + Default>(
+    agent: &str,
+    value: &serde_json::Value,
+) -> Result<T, RegistryError> {
+    if value.is_null() {
+        return Ok(T::default());
+    }
+    serde_json::from_value(value.clone()).map_err(|e| RegistryError::Settings {
+        agent: agent.to_owned(),
+        reason: e.to_string(),
+    })
 }

@@ -72,6 +72,8 @@ pub enum ApiError {
     Overloaded { retry_after_s: u64 },
     #[error("the service is shutting down")]
     ShuttingDown,
+    #[error("the service is still loading its models; retry shortly")]
+    Starting,
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -80,6 +82,7 @@ impl From<OrchestratorError> for ApiError {
     fn from(error: OrchestratorError) -> Self {
         match error {
             OrchestratorError::Drained => Self::ShuttingDown,
+            OrchestratorError::NotReady => Self::Starting,
             OrchestratorError::Store(StoreError::Unavailable(reason)) => {
                 tracing::error!(%reason, "the session store is unavailable");
                 Self::StoreUnavailable
@@ -116,7 +119,9 @@ impl ApiError {
             Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            Self::Overloaded { .. } | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Overloaded { .. } | Self::ShuttingDown | Self::Starting => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -137,6 +142,7 @@ impl ApiError {
             Self::RequestTimeout(_) => ("request-timeout", "Request timeout"),
             Self::Overloaded { .. } => ("overloaded", "Too many running sessions"),
             Self::ShuttingDown => ("shutting-down", "Shutting down"),
+            Self::Starting => ("starting", "Starting"),
             Self::Internal(_) => ("internal", "Internal error"),
         }
     }
@@ -167,7 +173,7 @@ impl IntoResponse for ApiError {
             Self::Overloaded { retry_after_s } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
             }
-            Self::StoreUnavailable => {
+            Self::StoreUnavailable | Self::Starting => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(STORE_RETRY_AFTER_S));
             }
             _ => {}

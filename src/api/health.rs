@@ -38,6 +38,8 @@ struct Readiness {
 async fn ready(State(state): State<AppState>) -> Response {
     let reason = if state.lifecycle.is_draining() {
         Some("draining")
+    } else if !state.orchestrator.agents_ready() {
+        Some("models_loading")
     } else if !state.orchestrator.store_available() {
         Some("store_unavailable")
     } else if state.admission.saturated() {

@@ -15,7 +15,7 @@ use super::AppState;
 use super::error::{ApiError, FieldError};
 use crate::agents::sandbox::{SandboxDirective, SandboxScript};
 use crate::config::LimitSettings;
-use crate::domain::{Document, DocumentType, ImageData, NewSession, Reference, Selfie};
+use crate::domain::{Claimed, Document, DocumentType, ImageData, NewSession, Reference, Selfie};
 
 /// Standard base64, padding optional: clients differ on it and it carries no meaning.
 const BASE64: GeneralPurpose = GeneralPurpose::new(
@@ -39,6 +39,7 @@ struct JsonBody<'a> {
     selfie: Option<JsonSelfie<'a>>,
     #[serde(borrow)]
     document: Option<JsonDocument<'a>>,
+    claimed: Option<Claimed>,
     sandbox: Option<BTreeMap<String, SandboxDirective>>,
 }
 
@@ -93,6 +94,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
 struct Metadata {
     reference: Option<String>,
     document: Option<MetadataDocument>,
+    claimed: Option<Claimed>,
     sandbox: Option<BTreeMap<String, SandboxDirective>>,
 }
 
@@ -113,6 +115,7 @@ struct Draft {
     kind: Option<DocumentType>,
     front: Option<(String, Bytes)>,
     back: Option<(String, Bytes)>,
+    claimed: Option<Claimed>,
     sandbox: Option<BTreeMap<String, SandboxDirective>>,
     errors: Vec<FieldError>,
 }
@@ -244,6 +247,7 @@ fn parse_json(body: &[u8]) -> Result<Draft, ApiError> {
         .map_err(|error| ApiError::MalformedJson(describe(&error)))?;
     let mut draft = Draft {
         reference: parsed.reference,
+        claimed: parsed.claimed,
         sandbox: parsed.sandbox,
         ..Draft::default()
     };
@@ -308,6 +312,7 @@ async fn parse_multipart(mut multipart: Multipart, limit: usize) -> Result<Draft
     }
     let metadata = metadata.unwrap_or_default();
     draft.reference = metadata.reference;
+    draft.claimed = metadata.claimed;
     draft.sandbox = metadata.sandbox;
     draft.kind = metadata.document.and_then(|d| d.kind);
     draft.document_present = draft.front.is_some() || draft.back.is_some();
@@ -432,6 +437,12 @@ impl Draft {
         let front = self.front.take().and_then(|f| image(&mut self.errors, f));
         let back = self.back.take().and_then(|b| image(&mut self.errors, b));
 
+        if let Some(claimed) = &self.claimed {
+            for (field, problem) in claimed.problems() {
+                self.errors.push(FieldError::new(field, "invalid", problem));
+            }
+        }
+
         let sandbox = match self.sandbox.take() {
             Some(_) if sandbox_agents.is_empty() => {
                 return Err(ApiError::BadRequest(
@@ -467,6 +478,7 @@ impl Draft {
                     front,
                     back,
                 },
+                claimed: self.claimed,
                 sandbox,
             }),
             _ => Err(ApiError::Invalid(self.errors)),

@@ -47,6 +47,13 @@ struct Args {
     /// Latency of every sandbox agent, in milliseconds.
     #[arg(long, default_value_t = 50)]
     latency_ms: u64,
+    /// Real-agent mode: send this document photo (and --selfie) with no sandbox script, count
+    /// every decision as completed, and report each agent's own duration.
+    #[arg(long, requires = "selfie")]
+    document: Option<std::path::PathBuf>,
+    /// The selfie frame sent with --document.
+    #[arg(long, requires = "document")]
+    selfie: Option<std::path::PathBuf>,
     /// PID of the server, to report its CPU use and peak RSS (Linux /proc).
     #[arg(long)]
     server_pid: Option<u32>,
@@ -60,6 +67,8 @@ enum Outcome {
     Completed {
         latency: Duration,
         overhead: Duration,
+        /// Each agent's own duration.
+        agents: Vec<(String, Duration)>,
     },
     Failed(String),
 }
@@ -68,14 +77,26 @@ enum Outcome {
 struct Report {
     latency: Option<Histogram<u64>>,
     overhead: Option<Histogram<u64>>,
+    agents: BTreeMap<String, Histogram<u64>>,
     errors: BTreeMap<String, u64>,
 }
 
 impl Report {
     fn record(&mut self, outcome: Outcome) {
         match outcome {
-            Outcome::Completed { latency, overhead } => {
+            Outcome::Completed {
+                latency,
+                overhead,
+                agents,
+            } => {
                 let new = || Histogram::new(3).expect("3 significant figures is valid");
+                for (agent, duration) in agents {
+                    let _ = self
+                        .agents
+                        .entry(agent)
+                        .or_insert_with(new)
+                        .record((duration.as_micros() as u64).max(1));
+                }
                 let latency_us = latency.as_micros() as u64;
                 let overhead_us = overhead.as_micros() as u64;
                 let _ = self
@@ -90,6 +111,15 @@ impl Report {
             Outcome::Failed(kind) => *self.errors.entry(kind).or_default() += 1,
         }
     }
+}
+
+/// A session of real images, for the real agents: no sandbox script.
+fn real_body(document: &std::path::Path, selfie: &std::path::Path) -> std::io::Result<Bytes> {
+    let body = json!({
+        "selfie": { "frames": [STANDARD.encode(std::fs::read(selfie)?)] },
+        "document": { "type": "passport", "front": STANDARD.encode(std::fs::read(document)?) },
+    });
+    Ok(serde_json::to_vec(&body).expect("JSON serialises").into())
 }
 
 fn request_body(latency_ms: u64) -> Bytes {
@@ -127,6 +157,7 @@ async fn one_session(
     url: &str,
     body: Bytes,
     scheduled: Instant,
+    any_decision: bool,
 ) -> Outcome {
     let response = client
         .post(url)
@@ -157,16 +188,26 @@ async fn one_session(
         .and_then(|line| serde_json::from_slice::<Value>(line).ok());
     match last {
         Some(event) if event["type"] == "session.completed" => {
-            if event["decision"] != "approved" {
+            if !any_decision && event["decision"] != "approved" {
                 return Outcome::Failed(format!(
                     "decision_{}",
                     event["decision"].as_str().unwrap_or("?")
                 ));
             }
             let path = critical_path(&event).unwrap_or_default();
+            let agents = event["checks"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter_map(|(agent, check)| {
+                    let ms = check["duration_ms"].as_f64()?;
+                    Some((agent.clone(), Duration::from_secs_f64(ms / 1000.0)))
+                })
+                .collect();
             Outcome::Completed {
                 latency,
                 overhead: latency.saturating_sub(path),
+                agents,
             }
         }
         _ => Outcome::Failed("stream_incomplete".into()),
@@ -197,7 +238,14 @@ async fn main() {
     // instance serves, so take what the hard limit allows.
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let url = format!("{}/v1/sessions", args.url.trim_end_matches('/'));
-    let body = request_body(args.latency_ms);
+    let any_decision = args.document.is_some();
+    let body = match (&args.document, &args.selfie) {
+        (Some(document), Some(selfie)) => real_body(document, selfie).unwrap_or_else(|e| {
+            eprintln!("cannot read the images: {e}");
+            std::process::exit(2)
+        }),
+        _ => request_body(args.latency_ms),
+    };
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(usize::MAX)
         .build()
@@ -231,7 +279,8 @@ async fn main() {
                 tasks.spawn(async move {
                     while Instant::now() < end {
                         let scheduled = Instant::now();
-                        let outcome = one_session(&client, &url, body.clone(), scheduled).await;
+                        let outcome =
+                            one_session(&client, &url, body.clone(), scheduled, any_decision).await;
                         if scheduled >= measure_from
                             && Instant::now() <= end + Duration::from_secs(30)
                         {
@@ -254,7 +303,7 @@ async fn main() {
                 );
                 let scheduled = next;
                 tasks.spawn(async move {
-                    let outcome = one_session(&client, &url, body, scheduled).await;
+                    let outcome = one_session(&client, &url, body, scheduled, any_decision).await;
                     if scheduled >= measure_from {
                         report.lock().unwrap().record(outcome);
                     }
@@ -294,6 +343,10 @@ async fn main() {
         "sessions_per_s": completed as f64 / elapsed,
         "latency_ms": { "p50": pct(&report.latency, 0.5), "p90": pct(&report.latency, 0.9), "p99": pct(&report.latency, 0.99), "max": max(&report.latency) },
         "overhead_ms": { "p50": pct(&report.overhead, 0.5), "p90": pct(&report.overhead, 0.9), "p99": pct(&report.overhead, 0.99), "max": max(&report.overhead) },
+        "agents_ms": report.agents.iter().map(|(agent, h)| (agent.clone(), json!({
+            "p50": h.value_at_quantile(0.5) as f64 / 1000.0,
+            "p99": h.value_at_quantile(0.99) as f64 / 1000.0,
+        }))).collect::<serde_json::Map<_, _>>(),
         "errors": report.errors,
         "server": server,
     });
@@ -301,13 +354,21 @@ async fn main() {
         println!("{summary}");
         return;
     }
-    println!(
-        "{} loop, {} s, agents {} ms each (critical path {} ms)",
-        summary["mode"].as_str().unwrap_or_default(),
-        elapsed,
-        args.latency_ms,
-        2 * args.latency_ms
-    );
+    match &args.document {
+        Some(document) => println!(
+            "{} loop, {} s, real agents on {}",
+            summary["mode"].as_str().unwrap_or_default(),
+            elapsed,
+            document.display()
+        ),
+        None => println!(
+            "{} loop, {} s, agents {} ms each (critical path {} ms)",
+            summary["mode"].as_str().unwrap_or_default(),
+            elapsed,
+            args.latency_ms,
+            2 * args.latency_ms
+        ),
+    }
     match args.rate {
         Some(rate) => println!("arrival rate      {rate}/s"),
         None => println!("clients           {}", args.concurrency),
@@ -326,6 +387,14 @@ async fn main() {
             pct(h, 0.9),
             pct(h, 0.99),
             max(h)
+        );
+    }
+    for (agent, h) in &report.agents {
+        println!(
+            "{:<17} p50 {:.2}  p99 {:.2}",
+            format!("{agent} ms"),
+            h.value_at_quantile(0.5) as f64 / 1000.0,
+            h.value_at_quantile(0.99) as f64 / 1000.0
         );
     }
     println!("errors            {:?}", report.errors);

@@ -2,11 +2,13 @@
 //! orchestrator and the agents never see an unchecked string or byte blob.
 
 mod check;
+mod claimed;
 mod image;
 mod session;
 mod session_id;
 
 pub use check::{CheckResult, CheckStatus, Decision};
+pub use claimed::{Claimed, MAX_CLAIM_LEN};
 pub use image::{ImageData, ImageError, ImageFormat, ImageLimits};
 pub use session::{Document, DocumentType, NewSession, Reference, ReferenceError, Selfie};
 pub use session_id::SessionId;

@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::ImageData;
+use super::{Claimed, ImageData};
 use crate::agents::sandbox::SandboxScript;
 
 /// Kinds of identity document.
@@ -89,6 +89,8 @@ pub struct NewSession {
     pub reference: Option<Reference>,
     pub selfie: Selfie,
     pub document: Document,
+    /// What the applicant claims, compared with the document by ocr.
+    pub claimed: Option<Claimed>,
     /// Scripted behaviour for sandbox agents; only accepted when sandbox agents are configured.
     pub sandbox: Option<SandboxScript>,
 }

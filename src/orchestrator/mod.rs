@@ -61,6 +61,8 @@ pub enum OrchestratorError {
     Inputs(#[from] BlobError),
     #[error("the orchestrator has drained for shutdown")]
     Drained,
+    #[error("an agent's models are still loading")]
+    NotReady,
 }
 
 /// What starting a session with an idempotency key did.
@@ -187,6 +189,11 @@ impl Orchestrator {
         &self.inner.plan
     }
 
+    /// Whether every agent can run: false while models are loading after start-up.
+    pub fn agents_ready(&self) -> bool {
+        self.inner.agents.iter().all(|agent| agent.ready())
+    }
+
     /// The agents a request's `sandbox` object may script.
     pub fn sandbox_agents(&self) -> &[String] {
         &self.inner.sandbox_agents
@@ -227,6 +234,9 @@ impl Orchestrator {
             // A request admitted before draining began, whose body arrived after the running
             // sessions were drained: nothing would wait for its session any more.
             return Err(OrchestratorError::Drained);
+        }
+        if !self.agents_ready() {
+            return Err(OrchestratorError::NotReady);
         }
         if let Some(key) = &key
             && let Some((id, fingerprint)) = inner.store.find_key(key, chrono::Utc::now()).await?

@@ -24,6 +24,8 @@ enum Behaviour {
     BlockUntil(Mutex<std::sync::mpsc::Receiver<()>>),
     /// Reports the deadline it was given, then passes.
     ReportDeadline(tokio::sync::mpsc::UnboundedSender<tokio::time::Instant>),
+    /// Is ready only once the flag is set (as an agent whose models are loading).
+    WarmsUp(Arc<std::sync::atomic::AtomicBool>),
 }
 
 struct TestAgent {
@@ -41,9 +43,16 @@ impl Agent for TestAgent {
         false
     }
 
+    fn ready(&self) -> bool {
+        match &self.behaviour {
+            Behaviour::WarmsUp(warm) => warm.load(std::sync::atomic::Ordering::SeqCst),
+            _ => true,
+        }
+    }
+
     async fn run(&self, ctx: AgentContext) -> Result<Report, AgentError> {
         match &self.behaviour {
-            Behaviour::Pass => {}
+            Behaviour::Pass | Behaviour::WarmsUp(_) => {}
             Behaviour::BlockThenPass(duration) => std::thread::sleep(*duration),
             Behaviour::BlockUntil(release) => {
                 let _ = release.lock().unwrap().recv();
@@ -98,6 +107,7 @@ fn request() -> NewSession {
             front: image,
             back: None,
         },
+        claimed: None,
         sandbox: None,
     }
 }
@@ -256,4 +266,30 @@ async fn a_result_recorded_after_the_deadline_starts_nothing_and_the_review_says
     assert_eq!(status(&outcome, "second"), CheckStatus::Skipped);
     assert_eq!(outcome.decision, Decision::Review);
     assert_eq!(outcome.reasons, ["deadline_exceeded"]);
+}
+
+#[tokio::test]
+async fn sessions_are_refused_until_every_agent_is_ready() {
+    let warm = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let orchestrator = orchestrator(
+        vec![(
+            TestAgent {
+                name: "ocr",
+                behaviour: Behaviour::WarmsUp(Arc::clone(&warm)),
+            },
+            &[],
+            Duration::from_secs(1),
+        )],
+        Duration::from_secs(5),
+    );
+
+    assert!(!orchestrator.agents_ready());
+    assert!(matches!(
+        orchestrator.start(request(), None).await,
+        Err(OrchestratorError::NotReady)
+    ));
+
+    warm.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(orchestrator.agents_ready());
+    assert_eq!(run(&orchestrator).await.decision, Decision::Approved);
 }

@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 
 use crate::agents::sandbox::SandboxScript;
 use crate::domain::{
-    Document, DocumentType, ImageData, ImageLimits, NewSession, Reference, SessionId,
+    Claimed, Document, DocumentType, ImageData, ImageLimits, NewSession, Reference, SessionId,
 };
 
 const MAGIC: &[u8] = b"KYCIN1\n";
@@ -43,6 +43,8 @@ struct Header {
     document_kind: Option<DocumentType>,
     #[serde(skip_serializing_if = "Option::is_none")]
     sandbox: Option<SandboxScript>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    claimed: Option<Claimed>,
     /// Role (`selfie`, `document_front`, `document_back`) and length of each part, in order.
     parts: Vec<(String, u64)>,
 }
@@ -69,6 +71,7 @@ impl StoredInputs {
             reference: session.reference.as_ref().map(|r| r.as_str().to_owned()),
             document_kind: session.document.kind,
             sandbox: session.sandbox.clone(),
+            claimed: session.claimed.clone(),
             parts: parts
                 .iter()
                 .map(|(role, image)| ((*role).to_owned(), image.bytes().len() as u64))
@@ -145,6 +148,7 @@ impl StoredInputs {
                 front: front.ok_or_else(|| corrupt("no document front"))?,
                 back,
             },
+            claimed: header.claimed,
             sandbox: header.sandbox,
         })
     }
@@ -245,6 +249,11 @@ mod tests {
                 front: png(30),
                 back: Some(png(40)),
             },
+            claimed: Some(Claimed {
+                surname: Some("Eriksson".into()),
+                date_of_birth: chrono::NaiveDate::from_ymd_opt(1974, 8, 12),
+                ..Claimed::default()
+            }),
             sandbox: Some(SandboxScript(BTreeMap::from([(
                 "ocr".to_owned(),
                 SandboxDirective {
@@ -277,6 +286,7 @@ mod tests {
         );
         assert_eq!(back.document.back.unwrap().bytes(), png(40).bytes());
         assert_eq!(back.reference.unwrap().as_str(), "customer-7");
+        assert_eq!(back.claimed, session().claimed);
         assert_eq!(back.sandbox.unwrap().0["ocr"].latency_ms, Some(5));
 
         blobs.delete(id).unwrap();

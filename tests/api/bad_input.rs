@@ -80,7 +80,7 @@ async fn rejected_values_and_names_are_never_quoted_back() {
             "/Jane Doe 1970-01-01",
             json!(1),
             "<unnamed>",
-            "unknown field: expected one of `reference`, `selfie`, `document`, `sandbox`",
+            "unknown field: expected one of `reference`, `selfie`, `document`, `claimed`, `sandbox`",
         ),
         (
             "/sandbox/Jane Doe",
@@ -380,4 +380,27 @@ async fn bad_requests_leave_the_service_healthy() {
     }
     assert_eq!(app.get("/health").await.status(), 200);
     assert_eq!(app.get("/health/ready").await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_bad_claim_is_422_with_its_field_named_and_never_echoed() {
+    let app = spawn_app().await;
+    let mut empty = session_body(json!({}));
+    empty["claimed"] = json!({});
+    let mut blank = session_body(json!({}));
+    blank["claimed"] = json!({ "surname": "  ", "given_names": "Anna" });
+    let mut bad_date = session_body(json!({}));
+    bad_date["claimed"] = json!({ "date_of_birth": "12/08/1974" });
+
+    let empty = problem(app.post_session(&empty).await, 422).await;
+    let blank = problem(app.post_session(&blank).await, 422).await;
+    let bad_date = problem(app.post_session(&bad_date).await, 422).await;
+
+    assert_eq!(fields(&empty), [("claimed".into(), "invalid".into())]);
+    assert_eq!(
+        fields(&blank),
+        [("claimed.surname".into(), "invalid".into())]
+    );
+    assert_eq!(bad_date["errors"][0]["field"], "claimed.date_of_birth");
+    assert!(!bad_date.to_string().contains("12/08/1974"));
 }

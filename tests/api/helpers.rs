@@ -97,7 +97,7 @@ pub async fn spawn_patient_app() -> TestApp {
 /// follow) leave no files behind. `durable.rs` runs its tests on SQLite and PostgreSQL.
 fn test_settings(configure: impl FnOnce(&mut Settings)) -> Settings {
     logs();
-    let mut settings = Settings::defaults();
+    let mut settings = Settings::sandbox();
     settings.server.port = 0;
     settings.store.url = "memory://".into();
     configure(&mut settings);

@@ -3,11 +3,13 @@
 mod admission;
 mod bad_input;
 mod decisions;
+mod documents;
 mod durable;
 mod events;
 mod health;
 mod helpers;
 mod orchestration;
+mod render;
 mod shutdown;
 mod startup;
 mod telemetry;

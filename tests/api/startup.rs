@@ -70,3 +70,32 @@ async fn an_unknown_store_is_refused_at_start_up() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn a_missing_model_file_is_refused_at_start_up_naming_the_fix() {
+    let mut settings = settings();
+    settings.models.dir = "no-such-models".into();
+
+    let error = refusal(settings).await;
+
+    assert_eq!(
+        error,
+        "invalid agent configuration: agent `doc_capture`: model file \
+         no-such-models/seeta_fd_frontal_v1.0.bin is missing: run scripts/models.sh, or set models.dir"
+    );
+}
+
+#[tokio::test]
+async fn unknown_agent_settings_are_refused_at_start_up() {
+    let mut settings = settings();
+    settings.agents.get_mut("ocr").unwrap().settings = serde_json::json!({ "max_linez": 3 });
+
+    let error = refusal(settings).await;
+
+    assert!(
+        error.starts_with(
+            "invalid agent configuration: agent `ocr`: invalid settings: unknown field `max_linez`"
+        ),
+        "{error}"
+    );
+}

@@ -1,0 +1,268 @@
+//! doc_capture: is the document photo usable, where is the document, where is its portrait.
+//!
+//! It decodes the front image (upright by EXIF), finds the document's outline and rectifies it,
+//! measures resolution, sharpness, exposure and glare on the rectified document, and finds the
+//! portrait. Its output, handed to ocr and face_match even when the check fails, is the
+//! rectified document (and back) and the portrait crop.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use image::RgbImage;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::warm::{Loader, Warm};
+use super::{Agent, AgentContext, AgentError, Output, Report};
+use crate::domain::{ImageData, ImageLimits};
+use crate::models::ModelError;
+use crate::vision::faces::{Face, FaceDetector};
+use crate::vision::{decode, outline, quality};
+
+/// Thresholds, from the agent's `settings` table; every check records the ones it used.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DocCaptureSettings {
+    /// The document's longer side, in the photo's pixels, below which it is `low_resolution`.
+    pub min_document_side: u32,
+    /// Variance of the Laplacian (at 800 px wide) below which it is `too_blurry`.
+    pub min_sharpness: f64,
+    /// Mean luminance (0-255) below which it is `too_dark`.
+    pub min_brightness: f64,
+    /// Share of very dark pixels above which it is `too_dark`.
+    pub max_dark_fraction: f64,
+    /// Share of the document covered by glare above which it is `glare`.
+    pub max_glare_fraction: f64,
+    /// Smallest share of the frame a document outline may cover.
+    pub min_outline_area: f64,
+    /// With no outline, the share of edge pixels below which the frame holds no document.
+    pub min_edge_density: f64,
+    /// Smallest portrait, as a share of the document's shorter side.
+    pub min_portrait_fraction: f64,
+}
+
+impl Default for DocCaptureSettings {
+    fn default() -> Self {
+        Self {
+            min_document_side: 500,
+            min_sharpness: 100.0,
+            min_brightness: 70.0,
+            max_dark_fraction: 0.5,
+            max_glare_fraction: 0.04,
+            min_outline_area: 0.2,
+            min_edge_density: 0.01,
+            min_portrait_fraction: 0.12,
+        }
+    }
+}
+
+/// What doc_capture hands to the agents after it.
+#[derive(Debug, Clone)]
+pub struct Captured {
+    /// The front, rectified to the document's own proportions, landscape.
+    pub front: Arc<RgbImage>,
+    /// The front photo as taken (upright, scaled like the rectified document), for an agent
+    /// that finds nothing on the rectified document: an outline can be wrong.
+    pub photo: Option<Arc<RgbImage>>,
+    /// The back, rectified the same way, when the request had one.
+    pub back: Option<Arc<RgbImage>>,
+    /// The portrait on the front, with a margin.
+    pub portrait: Option<Arc<RgbImage>>,
+}
+
+/// Rectified documents are scaled to a longer side in this range.
+const RECTIFIED_MIN: u32 = 1000;
+const RECTIFIED_MAX: u32 = 1600;
+
+#[derive(Clone)]
+pub struct DocCapture {
+    name: String,
+    settings: DocCaptureSettings,
+    limits: ImageLimits,
+    faces: Warm<FaceDetector>,
+}
+
+impl DocCapture {
+    /// The agent, and the loader of its face model (whose file must exist now).
+    pub fn new(
+        name: &str,
+        settings: DocCaptureSettings,
+        limits: ImageLimits,
+        models: &Path,
+    ) -> Result<(Self, Loader), ModelError> {
+        crate::models::locate(models, crate::vision::faces::FACE_MODEL)?;
+        let dir = models.to_path_buf();
+        let (faces, loader) = Warm::new(move || FaceDetector::load(&dir));
+        Ok((
+            Self {
+                name: name.to_owned(),
+                settings,
+                limits,
+                faces,
+            },
+            loader,
+        ))
+    }
+
+    /// The whole analysis, synchronous: what `run` does on the blocking pool, and what the
+    /// evaluation command calls directly.
+    pub fn analyse(
+        &self,
+        front: &ImageData,
+        back: Option<&ImageData>,
+    ) -> Result<Report, AgentError> {
+        let faces = self.faces.get()?;
+        let s = &self.settings;
+        let photo = match decode(front.bytes(), &self.limits) {
+            Ok(photo) => photo,
+            Err(e) => return Ok(Report::failed(Some(0.0), vec![e.code().to_owned()])),
+        };
+        let found = outline::find(&photo, s.min_outline_area as f32);
+        let (document, document_side) = match &found {
+            Some(o) => {
+                let [tl, tr, br, bl] = o.quad.0;
+                let d = |a: (f32, f32), b: (f32, f32)| ((a.0 - b.0).hypot(a.1 - b.1)) as u32;
+                let side = d(tl, tr).max(d(bl, br)).max(d(tl, bl)).max(d(tr, br));
+                (
+                    outline::rectify(&photo, &o.quad, RECTIFIED_MIN, RECTIFIED_MAX),
+                    side,
+                )
+            }
+            None => (
+                outline::whole_frame(&photo, RECTIFIED_MIN, RECTIFIED_MAX),
+                photo.width().max(photo.height()),
+            ),
+        };
+
+        let gray = quality::normalised_gray(&document);
+        let sharpness = quality::sharpness(&gray);
+        let exposure = quality::exposure(&gray);
+        let edge_density = quality::edge_density(&gray);
+        let glare = {
+            let (w, h) = gray.dimensions();
+            let small =
+                image::imageops::resize(&document, w, h, image::imageops::FilterType::Triangle);
+            quality::glare(&small)
+        };
+        let portrait_face = faces
+            .detect(&gray, s.min_portrait_fraction as f32)
+            .into_iter()
+            .next();
+
+        let mut issues = Vec::new();
+        let not_found = found.is_none() && edge_density < s.min_edge_density;
+        if not_found {
+            issues.push("document_not_found");
+        }
+        if found.is_some_and(|o| o.touches_edge) {
+            issues.push("document_cropped");
+        }
+        if document_side < s.min_document_side {
+            issues.push("low_resolution");
+        }
+        if sharpness < s.min_sharpness {
+            issues.push("too_blurry");
+        }
+        if exposure.mean < s.min_brightness || exposure.dark_fraction > s.max_dark_fraction {
+            issues.push("too_dark");
+        }
+        if glare > s.max_glare_fraction {
+            issues.push("glare");
+        }
+        if portrait_face.is_none() && !not_found {
+            issues.push("no_portrait");
+        }
+
+        let portrait = portrait_face.map(|face| Arc::new(crop_portrait(&document, &gray, face)));
+        let back = match back {
+            Some(image) => decode(image.bytes(), &self.limits).ok().map(|photo| {
+                Arc::new(match outline::find(&photo, s.min_outline_area as f32) {
+                    Some(o) => outline::rectify(&photo, &o.quad, RECTIFIED_MIN, RECTIFIED_MAX),
+                    None => outline::whole_frame(&photo, RECTIFIED_MIN, RECTIFIED_MAX),
+                })
+            }),
+            None => None,
+        };
+
+        // Quality: the product of sharpness, light and freedom from glare, each scaled so that
+        // twice its threshold (half, for glare) scores 1.
+        let score = {
+            let sharp = (sharpness / (2.0 * s.min_sharpness)).min(1.0);
+            // Blown-out pixels are not counted here: white paper is blown out on a scan, and
+            // the harmful kind, glare, has its own factor.
+            let light = (exposure.mean / (2.0 * s.min_brightness)).min(1.0);
+            let clear = 1.0 - (glare / (2.0 * s.max_glare_fraction)).min(1.0);
+            (sharp * light * clear * 1000.0).round() / 1000.0
+        };
+        let details = json!({
+            "quality": score,
+            "issues": issues,
+            "measures": {
+                "photo": { "width": photo.width(), "height": photo.height() },
+                "document_side": document_side,
+                "outline": found,
+                "sharpness": (sharpness * 10.0).round() / 10.0,
+                "exposure": exposure,
+                "glare_fraction": glare,
+                "edge_density": edge_density,
+                "portrait": portrait_face,
+            },
+            "thresholds": s,
+            "models": { "face_detector": faces.id },
+        });
+        let output = Output::new(Captured {
+            photo: found
+                .is_some()
+                .then(|| Arc::new(outline::whole_frame(&photo, RECTIFIED_MIN, RECTIFIED_MAX))),
+            front: Arc::new(document),
+            back,
+            portrait,
+        });
+        // Glare alone does not make a document unusable: it only matters where it hides
+        // something, which ocr and face_match find out for themselves.
+        let blocking = issues.iter().any(|&issue| issue != "glare");
+        let report = if blocking {
+            Report::failed(Some(score), issues.iter().map(|&i| i.to_owned()).collect())
+        } else {
+            Report::passed(Some(score))
+        };
+        Ok(report.with_details(details).with_output(output))
+    }
+}
+
+/// The face box grown by half its size each way (the portrait's hair, chin and ears), in the
+/// rectified document's pixels. `face` was found on `gray`, a scaled copy.
+fn crop_portrait(document: &RgbImage, gray: &image::GrayImage, face: Face) -> RgbImage {
+    let k = document.width() as f32 / gray.width() as f32;
+    let (w, h) = document.dimensions();
+    let grow = |v: u32, size: u32| (v as f32 * k - size as f32 * k * 0.5).max(0.0) as u32;
+    let x = grow(face.x, face.width).min(w - 1);
+    let y = grow(face.y, face.height).min(h - 1);
+    let cw = ((face.width as f32 * k * 2.0) as u32).min(w - x).max(1);
+    let ch = ((face.height as f32 * k * 2.0) as u32).min(h - y).max(1);
+    image::imageops::crop_imm(document, x, y, cw, ch).to_image()
+}
+
+#[async_trait]
+impl Agent for DocCapture {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn cpu_bound(&self) -> bool {
+        true
+    }
+
+    fn ready(&self) -> bool {
+        self.faces.ready()
+    }
+
+    async fn run(&self, ctx: AgentContext) -> Result<Report, AgentError> {
+        let front = ctx.input().document.front.clone();
+        let back = ctx.input().document.back.clone();
+        let this = self.clone();
+        ctx.blocking(move |_| this.analyse(&front, back.as_ref()))
+            .await?
+    }
+}

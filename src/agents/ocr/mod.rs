@@ -1,0 +1,404 @@
+//! ocr: read the document's machine-readable zone, check it, and compare it with what the
+//! applicant claimed.
+//!
+//! Text lines are detected on the rectified document; the long lines (an MRZ line spans the
+//! document) are recognised and handed to the `mrz` crate, which finds the zone in the text,
+//! parses TD1/TD2/TD3 and visa layouts and verifies every check digit. It corrects a misread
+//! character only where a check digit confirms the correction (its `repair` module), and
+//! reports a zone that needed its damaged-capture search, which is recorded here.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::Datelike;
+use image::RgbImage;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+mod claims;
+
+use super::doc_capture::Captured;
+use super::warm::{Loader, Warm};
+use super::{Agent, AgentContext, AgentError, Report};
+use crate::domain::Claimed;
+use crate::models::ModelError;
+use crate::vision::text::{self, DetectSettings, TextEngine};
+
+/// Thresholds, from the agent's `settings` table; every check records the ones it used.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OcrSettings {
+    /// The agent that provides the rectified document.
+    pub document_from: String,
+    /// Longer side the document is scaled to for text detection.
+    pub detection_side: u32,
+    /// A detected line is an MRZ candidate when at least this share of the document's width...
+    pub min_line_width: f64,
+    /// ...and at least this many times wider than high.
+    pub min_line_aspect: f64,
+    /// Candidates recognised per side, the bottom-most first.
+    pub max_lines: usize,
+}
+
+impl Default for OcrSettings {
+    fn default() -> Self {
+        Self {
+            document_from: "doc_capture".into(),
+            detection_side: 1024,
+            min_line_width: 0.4,
+            min_line_aspect: 8.0,
+            max_lines: 6,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Ocr {
+    name: String,
+    settings: OcrSettings,
+    engine: Warm<TextEngine>,
+}
+
+/// A zone read from one side of the document.
+pub struct Reading {
+    pub mrz: Option<mrz::MrzData>,
+    /// The recognised candidate lines, normalised: personal data, never logged or stored (the
+    /// evaluation command prints them for specimens).
+    pub text: Vec<String>,
+    /// Lines recognised, and their mean confidence.
+    pub lines: usize,
+    pub confidence: f32,
+    /// Which image and turn it came from: "front", "front_rotated", "back", ...
+    pub source: &'static str,
+}
+
+impl Ocr {
+    /// The agent, and the loader of its models (whose files must exist now). `sessions` is the
+    /// number of inferences that may run at once: the CPU slots.
+    pub fn new(
+        name: &str,
+        settings: OcrSettings,
+        models: &Path,
+        sessions: usize,
+    ) -> Result<(Self, Loader), ModelError> {
+        for file in [
+            text::DETECTION_MODEL,
+            text::RECOGNITION_MODEL,
+            text::RUNTIME_LIBRARY,
+        ] {
+            crate::models::locate(models, file)?;
+        }
+        let dir = models.to_path_buf();
+        let (engine, loader) = Warm::new(move || TextEngine::load(&dir, sessions));
+        Ok((
+            Self {
+                name: name.to_owned(),
+                settings,
+                engine,
+            },
+            loader,
+        ))
+    }
+
+    /// Finds and reads the zone: on the rectified front, then the photo as taken (in case the
+    /// outline was wrong), then the back; each upright, then upside down.
+    pub fn read(&self, captured: &Captured) -> Result<Reading, AgentError> {
+        let engine = self.engine.get()?;
+        let mut sides: Vec<(&'static str, Arc<RgbImage>)> = vec![("front", captured.front.clone())];
+        if let Some(photo) = &captured.photo {
+            sides.push(("photo", photo.clone()));
+        }
+        if let Some(back) = &captured.back {
+            sides.push(("back", back.clone()));
+        }
+        let mut best: Option<Reading> = None;
+        for (source, image) in sides {
+            for turned in [false, true] {
+                let rotated;
+                let image = if turned {
+                    rotated = image::imageops::rotate180(image.as_ref());
+                    &rotated
+                } else {
+                    image.as_ref()
+                };
+                let reading = self.read_side(engine, image, source, turned)?;
+                let valid = reading.mrz.as_ref().is_some_and(|m| m.checks.all_valid());
+                let better = match (&best, &reading.mrz) {
+                    (_, None) => false,
+                    (None, Some(_)) => true,
+                    (Some(b), Some(m)) => {
+                        b.mrz.as_ref().is_none_or(|bm| verified(m) > verified(bm))
+                    }
+                };
+                if better || best.is_none() {
+                    best = Some(reading);
+                }
+                if valid {
+                    return Ok(best.expect("just set"));
+                }
+                // An upside-down photo shows no long lines the right way up; only turn the
+                // image when the upright one found no zone at all.
+                if best.as_ref().is_some_and(|b| b.mrz.is_some()) {
+                    break;
+                }
+            }
+        }
+        Ok(best.expect("at least the front is read"))
+    }
+
+    fn read_side(
+        &self,
+        engine: &TextEngine,
+        image: &RgbImage,
+        side: &'static str,
+        turned: bool,
+    ) -> Result<Reading, AgentError> {
+        let s = &self.settings;
+        let detect = DetectSettings {
+            side: s.detection_side,
+            ..DetectSettings::default()
+        };
+        let boxes = engine
+            .detect(image, &detect)
+            .map_err(|e| AgentError::Failed(e.to_string()))?;
+        let width = image.width() as f32;
+        let mut candidates: Vec<_> = boxes
+            .into_iter()
+            .filter(|b| {
+                b.width >= width * s.min_line_width as f32
+                    && b.width >= b.height * s.min_line_aspect as f32
+            })
+            .collect();
+        // The zone is at the bottom: keep the lowest lines, then read them top to bottom.
+        if candidates.len() > s.max_lines {
+            candidates.drain(..candidates.len() - s.max_lines);
+        }
+        let crops: Vec<RgbImage> = candidates
+            .iter()
+            .map(|b| {
+                let pad = b.height * 0.1;
+                let x = b.x.max(0.0) as u32;
+                let y = (b.y - pad).max(0.0) as u32;
+                let w = (b.width as u32).min(image.width() - x).max(1);
+                let h = ((b.height + 2.0 * pad) as u32)
+                    .min(image.height() - y)
+                    .max(1);
+                image::imageops::crop_imm(image, x, y, w, h).to_image()
+            })
+            .collect();
+        let lines = engine
+            .recognize(&crops)
+            .map_err(|e| AgentError::Failed(e.to_string()))?;
+        let confidence = if lines.is_empty() {
+            0.0
+        } else {
+            lines.iter().map(|l| l.confidence).sum::<f32>() / lines.len() as f32
+        };
+        let text: Vec<String> = lines
+            .iter()
+            .map(|line| normalise_line(&line.text))
+            .collect();
+        let mut zone = mrz::find_and_parse(&text.join("\n")).ok();
+        if zone.as_ref().is_none_or(|z| !z.checks.all_valid()) {
+            // The document code opens the zone and is letters only; a reading that only
+            // verifies with a digit there turned back into its look-alike letter is kept.
+            let fixed: Vec<String> = text.iter().map(|line| fix_document_code(line)).collect();
+            if fixed != text
+                && let Ok(candidate) = mrz::find_and_parse(&fixed.join("\n"))
+                && candidate.checks.all_valid()
+            {
+                zone = Some(candidate);
+            }
+        }
+        Ok(Reading {
+            mrz: zone,
+            text,
+            lines: lines.len(),
+            confidence,
+            source: match (side, turned) {
+                ("front", false) => "front",
+                ("front", true) => "front_rotated",
+                ("photo", false) => "photo",
+                ("photo", true) => "photo_rotated",
+                (_, false) => "back",
+                (_, true) => "back_rotated",
+            },
+        })
+    }
+
+    /// The check: the zone read and judged, compared with the claim, dated against `today`.
+    pub fn judge(
+        &self,
+        reading: &Reading,
+        claimed: Option<&Claimed>,
+        today: chrono::NaiveDate,
+    ) -> Result<Report, AgentError> {
+        let engine = self.engine.get()?;
+        let mut details = json!({
+            "source": reading.source,
+            "lines_read": reading.lines,
+            "line_confidence": (reading.confidence * 1000.0).round() / 1000.0,
+            "models": {
+                "detection": engine.detection_model,
+                "recognition": engine.recognition_model,
+            },
+            "thresholds": self.settings,
+        });
+        let Some(zone) = &reading.mrz else {
+            return Ok(
+                Report::failed(Some(0.0), vec!["mrz_not_found".into()]).with_details(details)
+            );
+        };
+        let checks = &zone.checks;
+        let valid = checks.all_valid();
+        let expiry = zone.date_of_expiry.calendar();
+        let expired = expiry
+            .is_some_and(|d| (d.year, d.month, d.day) < (today.year(), today.month(), today.day()));
+        let mut reasons = Vec::new();
+        if !valid {
+            reasons.push("mrz_invalid".to_owned());
+        }
+        if expired {
+            reasons.push("document_expired".to_owned());
+        }
+        if let Some(claimed) = claimed {
+            reasons.extend(
+                claims::mismatches(zone, claimed)
+                    .into_iter()
+                    .map(|field| format!("data_mismatch:{field}")),
+            );
+        }
+        let object = details.as_object_mut().expect("built as an object");
+        object.insert(
+            "format".into(),
+            json!(format!("{:?}", zone.format).to_uppercase()),
+        );
+        object.insert(
+            "checks".into(),
+            json!({
+                "document_number": checks.document_number,
+                "date_of_birth": checks.date_of_birth,
+                "date_of_expiry": checks.date_of_expiry,
+                "personal_number": checks.personal_number,
+                "composite": checks.composite,
+            }),
+        );
+        object.insert("check_digits_valid".into(), json!(valid));
+        object.insert("repaired".into(), json!(zone.damaged_recovery));
+        object.insert("expired".into(), json!(expired));
+        object.insert("claim_compared".into(), json!(claimed.is_some()));
+        let score = {
+            let applicable = [
+                checks.document_number,
+                checks.date_of_birth,
+                checks.date_of_expiry,
+                checks.personal_number,
+                checks.composite,
+            ];
+            let total = applicable.iter().flatten().count().max(1);
+            applicable.iter().flatten().filter(|&&ok| ok).count() as f64 / total as f64
+        };
+        let report = if reasons.is_empty() {
+            Report::passed(Some(score))
+        } else {
+            Report::failed(Some(score), reasons)
+        };
+        Ok(report.with_details(details).with_extracted(extracted(zone)))
+    }
+}
+
+/// Checksum-verified fields of a zone: more is better.
+fn verified(zone: &mrz::MrzData) -> usize {
+    let c = &zone.checks;
+    [
+        c.document_number,
+        c.date_of_birth,
+        c.date_of_expiry,
+        c.personal_number,
+        c.composite,
+    ]
+    .iter()
+    .filter(|v| **v == Some(true))
+    .count()
+}
+
+/// Recognition quirks of a general-purpose model on OCR-B: the filler `<` comes back as a
+/// guillemet or a CJK bracket, and spaces appear between characters.
+fn normalise_line(text: &str) -> String {
+    text.chars()
+        .filter(|c| !c.is_whitespace())
+        .map(|c| match c {
+            '«' | '‹' | '《' | '〈' | '＜' | 'く' | '〔' => '<',
+            c => c.to_ascii_uppercase(),
+        })
+        .collect()
+}
+
+/// A zone-shaped line (30, 36 or 44 characters, with fillers) whose first character, the
+/// document code's letter, was read as a look-alike digit.
+fn fix_document_code(line: &str) -> String {
+    let looks_like_zone = matches!(line.len(), 29..=31 | 35..=37 | 43..=45) && line.contains("<<");
+    let mut chars = line.chars();
+    match chars.next() {
+        Some(first) if looks_like_zone && first.is_ascii_digit() => {
+            let letter = match first {
+                '1' => 'I',
+                '0' => 'O',
+                '5' => 'S',
+                '8' => 'B',
+                '2' => 'Z',
+                other => other,
+            };
+            std::iter::once(letter).chain(chars).collect()
+        }
+        _ => line.to_owned(),
+    }
+}
+
+/// The personal data read from the zone: the check's `extracted`, which erasure removes.
+fn extracted(zone: &mrz::MrzData) -> Value {
+    json!({
+        "mrz_type": format!("{:?}", zone.format).to_uppercase(),
+        "document_type": zone.document_type,
+        "issuing_country": zone.issuing_country,
+        "document_number": zone.document_number_full.as_ref().unwrap_or(&zone.document_number),
+        "surname": zone.surname,
+        "given_names": zone.given_names,
+        "nationality": zone.nationality,
+        "date_of_birth": zone.date_of_birth.to_string(),
+        "sex": zone.sex.zone_char().to_string(),
+        "date_of_expiry": zone.date_of_expiry.to_string(),
+        "optional_data": [zone.optional_data_1, zone.optional_data_2],
+    })
+}
+
+#[async_trait]
+impl Agent for Ocr {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn cpu_bound(&self) -> bool {
+        true
+    }
+
+    fn ready(&self) -> bool {
+        self.engine.ready()
+    }
+
+    async fn run(&self, ctx: AgentContext) -> Result<Report, AgentError> {
+        let captured = ctx
+            .upstream::<Captured>(&self.settings.document_from)
+            .cloned()
+            .ok_or_else(|| AgentError::Failed("no document image from doc_capture".into()))?;
+        let claimed = ctx.input().claimed.clone();
+        let this = self.clone();
+        let today = chrono::Utc::now().date_naive();
+        ctx.blocking(move |_| {
+            let reading = this.read(&captured)?;
+            this.judge(&reading, claimed.as_ref(), today)
+        })
+        .await?
+    }
+}

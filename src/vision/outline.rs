@@ -1,0 +1,195 @@
+//! The document's outline in a photo, and the document cut out and rectified from it.
+//!
+//! Edges (Canny on a small copy), closed by dilation, are traced into contours; the largest
+//! convex hull that a quadrilateral fits closely is the document. A quadrilateral with a corner
+//! on the frame's edge means the document runs out of the picture.
+
+use image::{GrayImage, Rgb, RgbImage};
+use imageproc::contours::{BorderType, find_contours};
+use imageproc::geometric_transformations::{Border, Interpolation, Projection, warp_into};
+use imageproc::geometry::{approximate_polygon_dp, arc_length, contour_area, convex_hull};
+use imageproc::point::Point;
+use serde::Serialize;
+
+/// Outlines are searched for on the image scaled to this longer side.
+const SEARCH_SIDE: u32 = 480;
+/// Corners closer than this fraction of a side to the frame's edge touch it.
+const EDGE_MARGIN: f32 = 0.01;
+
+/// The document's corners in the photo: top-left, top-right, bottom-right, bottom-left.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Quad(pub [(f32, f32); 4]);
+
+/// What the outline search found.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Outline {
+    pub quad: Quad,
+    /// The quadrilateral's share of the frame.
+    pub area_fraction: f32,
+    /// Some corners, but not all four, lie on the frame's edge: part of the document is
+    /// outside the picture. (All four on the edge is a document that fills the frame.)
+    pub touches_edge: bool,
+}
+
+/// Finds the largest quadrilateral covering at least `min_area_fraction` of the frame.
+pub fn find(image: &RgbImage, min_area_fraction: f32) -> Option<Outline> {
+    let (width, height) = image.dimensions();
+    let scale = (SEARCH_SIDE as f32 / width.max(height) as f32).min(1.0);
+    let (sw, sh) = (
+        ((width as f32 * scale) as u32).max(1),
+        ((height as f32 * scale) as u32).max(1),
+    );
+    let gray: GrayImage = image::imageops::grayscale(&image::imageops::resize(
+        image,
+        sw,
+        sh,
+        image::imageops::FilterType::Triangle,
+    ));
+    let blurred = imageproc::filter::gaussian_blur_f32(&gray, 1.2);
+    let edges = imageproc::edges::canny(&blurred, 20.0, 50.0);
+    let closed =
+        imageproc::morphology::dilate(&edges, imageproc::distance_transform::Norm::LInf, 2);
+
+    let frame = (sw * sh) as f64;
+    let best = find_contours::<i32>(&closed)
+        .into_iter()
+        .filter(|c| c.border_type == BorderType::Outer && c.points.len() >= 20)
+        .map(|c| convex_hull(c.points))
+        .filter_map(|hull| {
+            let area = contour_area(&hull);
+            (area >= frame * f64::from(min_area_fraction)).then_some((hull, area))
+        })
+        .filter_map(|(hull, area)| fit_quad(&hull, area).map(|quad| (quad, area)))
+        .max_by(|a, b| a.1.total_cmp(&b.1))?;
+
+    let (corners, area) = best;
+    let (mx, my) = (sw as f32 * EDGE_MARGIN, sh as f32 * EDGE_MARGIN);
+    let on_edge = corners
+        .iter()
+        .filter(|&&(x, y)| {
+            x <= mx + 2.0
+                || y <= my + 2.0
+                || x >= sw as f32 - 1.0 - mx - 2.0
+                || y >= sh as f32 - 1.0 - my - 2.0
+        })
+        .count();
+    let touches_edge = (1..4).contains(&on_edge);
+    Some(Outline {
+        // A tenth of a pixel is all the precision the search has; more digits only clutter
+        // the check's details.
+        quad: Quad(corners.map(|(x, y)| {
+            (
+                (x / scale * 10.0).round() / 10.0,
+                (y / scale * 10.0).round() / 10.0,
+            )
+        })),
+        area_fraction: ((area / frame) as f32 * 1000.0).round() / 1000.0,
+        touches_edge,
+    })
+}
+
+/// The largest quadrilateral on the hull's corners, if it covers the hull to within 12 %. A
+/// corner whose edges were faint (a dark band on a dark table) leaves a cut corner on the hull;
+/// the largest quadrilateral skips it rather than keeping it and losing a real one.
+fn fit_quad(hull: &[Point<i32>], hull_area: f64) -> Option<[(f32, f32); 4]> {
+    let perimeter = arc_length(hull, true);
+    let mut corners = approximate_polygon_dp(hull, perimeter * 0.01, true);
+    // Simplify further until the search below stays small.
+    let mut k = 0.02;
+    while corners.len() > 12 {
+        corners = approximate_polygon_dp(hull, perimeter * k, true);
+        k += 0.01;
+    }
+    let n = corners.len();
+    if n < 4 {
+        return None;
+    }
+    let mut best: Option<([Point<i32>; 4], f64)> = None;
+    for a in 0..n {
+        for b in a + 1..n {
+            for c in b + 1..n {
+                for d in c + 1..n {
+                    let quad = [corners[a], corners[b], corners[c], corners[d]];
+                    let area = contour_area(&quad);
+                    if best.is_none_or(|(_, best)| area > best) {
+                        best = Some((quad, area));
+                    }
+                }
+            }
+        }
+    }
+    let (quad, area) = best?;
+    (area >= hull_area * 0.88).then(|| order(quad.iter().map(|p| (p.x as f32, p.y as f32))))
+}
+
+/// Top-left, top-right, bottom-right, bottom-left.
+fn order(points: impl Iterator<Item = (f32, f32)>) -> [(f32, f32); 4] {
+    let points: Vec<_> = points.collect();
+    let pick = |key: &dyn Fn(&(f32, f32)) -> f32| {
+        *points
+            .iter()
+            .min_by(|a, b| key(a).total_cmp(&key(b)))
+            .expect("four points")
+    };
+    [
+        pick(&|p| p.0 + p.1),
+        pick(&|p| p.1 - p.0),
+        pick(&|p| -(p.0 + p.1)),
+        pick(&|p| p.0 - p.1),
+    ]
+}
+
+/// The quadrilateral cut out and warped to a rectangle of its own proportions, landscape,
+/// with its longer side between `min_width` and `max_width` pixels.
+pub fn rectify(image: &RgbImage, quad: &Quad, min_width: u32, max_width: u32) -> RgbImage {
+    let dist = |a: (f32, f32), b: (f32, f32)| ((a.0 - b.0).powi(2) + (a.1 - b.1).powi(2)).sqrt();
+    let [tl, tr, br, bl] = quad.0;
+    let top = dist(tl, tr).max(dist(bl, br));
+    let side = dist(tl, bl).max(dist(tr, br));
+    // A document photographed upright is turned a quarter, so its text runs left to right.
+    let (corners, long, short) = if side > top * 1.1 {
+        ([bl, tl, tr, br], side, top)
+    } else {
+        ([tl, tr, br, bl], top, side)
+    };
+    let width = (long.round() as u32).clamp(min_width, max_width);
+    let height = ((width as f32 * short / long.max(1.0)).round() as u32).max(1);
+    let target = [
+        (0.0, 0.0),
+        (width as f32, 0.0),
+        (width as f32, height as f32),
+        (0.0, height as f32),
+    ];
+    let mut out = RgbImage::new(width, height);
+    match Projection::from_control_points(corners, target) {
+        Some(projection) => warp_into(
+            image,
+            projection,
+            Interpolation::Bilinear,
+            Border::Constant(Rgb([255, 255, 255])),
+            &mut out,
+        ),
+        None => {
+            out =
+                image::imageops::resize(image, width, height, image::imageops::FilterType::Triangle)
+        }
+    }
+    out
+}
+
+/// The whole frame, scaled like a rectified document: used when no outline is found (a scan,
+/// or a photo cropped to the document).
+pub fn whole_frame(image: &RgbImage, min_width: u32, max_width: u32) -> RgbImage {
+    let (w, h) = image.dimensions();
+    rectify(
+        image,
+        &Quad([
+            (0.0, 0.0),
+            (w as f32, 0.0),
+            (w as f32, h as f32),
+            (0.0, h as f32),
+        ]),
+        min_width,
+        max_width,
+    )
+}

@@ -1,0 +1,282 @@
+//! doc_capture and ocr on rendered documents: every issue and reason code from an image made
+//! to have it, with the real models (`scripts/models.sh`).
+
+use std::sync::OnceLock;
+
+use chrono::NaiveDate;
+use image::RgbImage;
+use kyc_orchestrator::Settings;
+use kyc_orchestrator::agents::Report;
+use kyc_orchestrator::agents::doc_capture::{Captured, DocCapture};
+use kyc_orchestrator::agents::ocr::Ocr;
+use kyc_orchestrator::domain::{Claimed, ImageData};
+
+use crate::render::{self, ANNA, Page};
+
+struct Agents {
+    capture: DocCapture,
+    ocr: Ocr,
+}
+
+/// The agents as the default configuration builds them, models loaded once for every test.
+fn agents() -> &'static Agents {
+    static AGENTS: OnceLock<Agents> = OnceLock::new();
+    AGENTS.get_or_init(|| {
+        let settings = Settings::defaults();
+        let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+        let setting = |agent: &str| settings.agents[agent].settings.clone();
+        let (capture, loader) = DocCapture::new(
+            "doc_capture",
+            serde_json::from_value(setting("doc_capture")).unwrap(),
+            settings.limits.images(),
+            &models,
+        )
+        .expect("scripts/models.sh has fetched the models");
+        loader.load().unwrap();
+        let (ocr, loader) = Ocr::new(
+            "ocr",
+            serde_json::from_value(setting("ocr")).unwrap(),
+            &models,
+            1,
+        )
+        .unwrap();
+        loader.load().unwrap();
+        Agents { capture, ocr }
+    })
+}
+
+fn capture(photo: &RgbImage) -> Report {
+    let image =
+        ImageData::parse(render::jpeg(photo), &Settings::defaults().limits.images()).unwrap();
+    agents().capture.analyse(&image, None).unwrap()
+}
+
+fn issues(report: &Report) -> Vec<String> {
+    report.details["issues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn read(photo: &RgbImage, claimed: Option<&Claimed>) -> Report {
+    let captured = capture(photo);
+    let captured = captured
+        .output
+        .as_ref()
+        .unwrap()
+        .downcast_ref::<Captured>()
+        .unwrap();
+    let ocr = &agents().ocr;
+    let reading = ocr.read(captured).unwrap();
+    ocr.judge(
+        &reading,
+        claimed,
+        NaiveDate::from_ymd_opt(2026, 11, 21).unwrap(),
+    )
+    .unwrap()
+}
+
+fn good_photo() -> RgbImage {
+    render::photo(&render::page(&Page::default()), render::ASKEW)
+}
+
+#[test]
+fn a_sharp_well_lit_photo_of_a_whole_document_passes_with_its_portrait() {
+    let report = capture(&good_photo());
+
+    assert!(issues(&report).is_empty(), "{}", report.details);
+    assert!(report.reasons.is_empty());
+    assert!(!report.details["measures"]["portrait"].is_null());
+    assert!(report.details["measures"]["outline"]["touches_edge"] == false);
+    let captured = report
+        .output
+        .as_ref()
+        .unwrap()
+        .downcast_ref::<Captured>()
+        .unwrap();
+    let (w, h) = captured.front.dimensions();
+    // Rectified to the page's own proportions (125 x 88 mm).
+    assert!((w as f32 / h as f32 - 1.42).abs() < 0.08, "{w}x{h}");
+    assert!(captured.portrait.is_some());
+    assert_eq!(
+        report.details["models"]["face_detector"]["file"],
+        "seeta_fd_frontal_v1.0.bin"
+    );
+}
+
+#[test]
+fn each_way_a_photo_goes_wrong_is_reported_as_its_issue() {
+    let good = good_photo();
+    let cases: [(&str, RgbImage); 6] = [
+        ("too_blurry", render::blurred(&good)),
+        ("too_dark", render::darkened(&good)),
+        ("glare", render::with_glare(&good)),
+        ("low_resolution", render::shrunk(&good, 420)),
+        (
+            "document_cropped",
+            render::photo(&render::page(&Page::default()), render::CUT_OFF),
+        ),
+        ("document_not_found", render::blank()),
+    ];
+    for (issue, photo) in cases {
+        let report = capture(&photo);
+        assert!(
+            issues(&report).contains(&issue.to_owned()),
+            "{issue}: {}",
+            report.details
+        );
+    }
+}
+
+#[test]
+fn a_document_without_a_portrait_is_reported() {
+    let page = render::page(&Page {
+        portrait: false,
+        ..Page::default()
+    });
+
+    let report = capture(&render::photo(&page, render::ASKEW));
+
+    assert_eq!(issues(&report), ["no_portrait"]);
+    assert_eq!(report.reasons, ["no_portrait"]);
+}
+
+#[test]
+fn glare_alone_does_not_fail_the_capture() {
+    let report = capture(&render::with_glare(&good_photo()));
+
+    assert_eq!(issues(&report), ["glare"]);
+    assert!(report.reasons.is_empty(), "{:?}", report.reasons);
+}
+
+#[test]
+fn a_valid_zone_is_read_with_every_check_digit_verified() {
+    let report = read(&good_photo(), None);
+
+    assert!(
+        report.reasons.is_empty(),
+        "{:?} {}",
+        report.reasons,
+        report.details
+    );
+    assert_eq!(report.details["format"], "TD3");
+    assert_eq!(report.details["check_digits_valid"], true);
+    assert_eq!(
+        report.details["models"]["recognition"]["file"],
+        "PP-OCRv6_rec_small.onnx"
+    );
+    let data = report.extracted.unwrap();
+    assert_eq!(data["surname"], "ERIKSSON");
+    assert_eq!(data["given_names"], "ANNA MARIA");
+    assert_eq!(data["document_number"], "L898902C3");
+    assert_eq!(data["date_of_birth"], "1974-08-12");
+    assert_eq!(data["date_of_expiry"], "2034-04-15");
+    assert_eq!(data["issuing_country"], "UTO");
+}
+
+#[test]
+fn a_wrong_check_digit_makes_the_zone_invalid() {
+    let page = render::page(&Page {
+        zone: Some(render::broken_check_digit(render::td3(&ANNA))),
+        ..Page::default()
+    });
+
+    let report = read(&render::photo(&page, render::ASKEW), None);
+
+    assert_eq!(report.reasons, ["mrz_invalid"], "{}", report.details);
+    assert_eq!(report.details["checks"]["document_number"], false);
+}
+
+#[test]
+fn an_expired_document_is_reported() {
+    let expired = render::Holder {
+        expiry: (2020, 4, 15),
+        ..ANNA
+    };
+    let page = render::page(&Page {
+        zone: Some(render::td3(&expired)),
+        ..Page::default()
+    });
+
+    let report = read(&render::photo(&page, render::ASKEW), None);
+
+    assert_eq!(report.reasons, ["document_expired"], "{}", report.details);
+}
+
+#[test]
+fn a_document_without_a_zone_has_no_mrz() {
+    let page = render::page(&Page {
+        zone: None,
+        ..Page::default()
+    });
+
+    let report = read(&render::photo(&page, render::ASKEW), None);
+
+    assert_eq!(report.reasons, ["mrz_not_found"]);
+    assert!(report.extracted.is_none());
+}
+
+#[test]
+fn claimed_data_is_compared_ignoring_case_accents_and_fillers() {
+    let same = Claimed {
+        surname: Some("Eriksson".into()),
+        given_names: Some("Anna María".into()),
+        date_of_birth: NaiveDate::from_ymd_opt(1974, 8, 12),
+        document_number: Some("l898902c3".into()),
+    };
+    let different = Claimed {
+        surname: Some("Erikson".into()),
+        given_names: Some("Anna Maria".into()),
+        date_of_birth: NaiveDate::from_ymd_opt(1974, 8, 21),
+        document_number: Some("L898902C3".into()),
+    };
+
+    let photo = good_photo();
+    let agreeing = read(&photo, Some(&same));
+    let disagreeing = read(&photo, Some(&different));
+
+    assert!(agreeing.reasons.is_empty(), "{:?}", agreeing.reasons);
+    assert_eq!(
+        disagreeing.reasons,
+        ["data_mismatch:surname", "data_mismatch:date_of_birth"]
+    );
+}
+
+#[tokio::test]
+async fn a_session_on_the_default_plan_reads_the_document_it_was_sent() {
+    let app = crate::helpers::spawn_app_with(|settings| {
+        let defaults = Settings::defaults();
+        settings.agents = defaults.agents;
+        settings.models.dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    })
+    .await;
+    // Readiness turns 200 once the models have loaded; a bounded wait on a real clock.
+    let mut ready = false;
+    for _ in 0..200 {
+        if app.get("/health/ready").await.status() == 200 {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(ready, "the models load within 10 s");
+    let body = serde_json::json!({
+        "selfie": { "frames": [crate::helpers::b64(&crate::helpers::jpeg(64, 64))] },
+        "document": { "type": "passport", "front": crate::helpers::b64(&render::jpeg(&good_photo())) },
+        "claimed": { "surname": "Eriksson", "date_of_birth": "1974-08-12" },
+    });
+
+    let events = app.stream_session(&body).await;
+
+    let done = crate::helpers::completion(&events);
+    assert_eq!(done["decision"], "approved", "{done:#}");
+    assert_eq!(done["checks"]["doc_capture"]["status"], "passed");
+    assert_eq!(done["checks"]["ocr"]["status"], "passed");
+    assert_eq!(done["checks"]["ocr"]["details"]["claim_compared"], true);
+    assert_eq!(
+        done["checks"]["ocr"]["extracted"]["document_number"],
+        "L898902C3"
+    );
+}
