@@ -53,3 +53,81 @@ fn classify(error: image::ImageError) -> DecodeError {
         _ => DecodeError::Corrupt,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use image::{ImageEncoder, Rgb};
+
+    use super::*;
+
+    const LIMITS: ImageLimits = ImageLimits {
+        max_bytes: 1 << 20,
+        max_pixels: 1 << 20,
+        max_side: 4096,
+    };
+
+    /// A JPEG of `image` whose EXIF orientation tag says how to turn it upright.
+    fn jpeg_with_orientation(image: &RgbImage, orientation: u16) -> Vec<u8> {
+        // TIFF, big-endian: one IFD with one entry, Orientation (0x0112), SHORT, count 1.
+        let mut exif = b"MM\0\x2a\0\0\0\x08\0\x01\x01\x12\0\x03\0\0\0\x01".to_vec();
+        exif.extend_from_slice(&orientation.to_be_bytes());
+        exif.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        let mut out = Vec::new();
+        let mut encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 95);
+        encoder.set_exif_metadata(exif).unwrap();
+        encoder
+            .write_image(
+                image.as_raw(),
+                image.width(),
+                image.height(),
+                image::ExtendedColorType::Rgb8,
+            )
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn a_photo_is_turned_upright_by_its_exif_orientation() {
+        // Upright: 40 wide, 20 high, red in the top-left corner.
+        let upright = RgbImage::from_fn(40, 20, |x, y| {
+            if x < 10 && y < 10 {
+                Rgb([220, 20, 20])
+            } else {
+                Rgb([20, 20, 220])
+            }
+        });
+        // Stored turned a quarter anticlockwise, tagged "rotate 90 degrees clockwise to view".
+        let stored = image::imageops::rotate270(&upright);
+
+        let decoded = decode(&jpeg_with_orientation(&stored, 6), &LIMITS).unwrap();
+
+        assert_eq!(decoded.dimensions(), (40, 20));
+        let corner = decoded.get_pixel(3, 3);
+        assert!(corner[0] > 150 && corner[2] < 100, "{corner:?}");
+    }
+
+    #[test]
+    fn a_decoder_that_would_exceed_the_limits_is_refused() {
+        let image = RgbImage::new(300, 300);
+        let tight = ImageLimits {
+            max_side: 200,
+            ..LIMITS
+        };
+
+        let decoded = decode(&jpeg_with_orientation(&image, 1), &tight);
+
+        assert!(
+            matches!(decoded, Err(DecodeError::TooLarge)),
+            "{:?}",
+            decoded.err()
+        );
+    }
+
+    #[test]
+    fn bytes_that_are_no_image_are_corrupt() {
+        assert!(matches!(
+            decode(b"not an image", &LIMITS),
+            Err(DecodeError::Corrupt)
+        ));
+    }
+}

@@ -280,3 +280,53 @@ async fn a_session_on_the_default_plan_reads_the_document_it_was_sent() {
         "L898902C3"
     );
 }
+
+/// The published specimens in `../shared/data/mrz` (not part of the project; skipped where
+/// absent): the accuracy README reports, held as a floor.
+#[test]
+fn the_specimen_zones_marked_valid_are_read_valid_with_their_published_data() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/mrz");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        println!("skipped: no specimen folder at {}", dir.display());
+        return;
+    };
+    let limits = Settings::defaults().limits.images();
+    let (mut marked, mut validated) = (0, 0);
+    for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let published = name.starts_with("passport-td3.").then_some("L898902C3");
+        if !name.starts_with("100_") && published.is_none() {
+            continue;
+        }
+        let image = ImageData::parse(std::fs::read(&path).unwrap().into(), &limits).unwrap();
+        let captured = agents().capture.analyse(&image, None).unwrap();
+        let captured = captured
+            .output
+            .as_ref()
+            .unwrap()
+            .downcast_ref::<Captured>()
+            .unwrap();
+        let reading = agents().ocr.read(captured).unwrap();
+        let valid = reading
+            .mrz
+            .as_ref()
+            .is_some_and(|zone| zone.checks.all_valid());
+        if let Some(number) = published {
+            let zone = reading
+                .mrz
+                .as_ref()
+                .expect("the ICAO specimen's zone is found");
+            assert!(valid, "{name}");
+            assert_eq!(zone.document_number, number, "{name}");
+            assert_eq!(zone.date_of_birth.to_string(), "1974-08-12", "{name}");
+        } else {
+            marked += 1;
+            validated += usize::from(valid);
+        }
+    }
+    assert!(marked > 0, "no specimen marked 100 in {}", dir.display());
+    assert!(
+        validated * 10 >= marked * 9,
+        "{validated} of {marked} validated"
+    );
+}
