@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 
 use super::warm::{Loader, Warm};
 use super::{Agent, AgentContext, AgentError, Output, Report};
@@ -106,18 +107,28 @@ impl DocCapture {
     }
 
     /// The whole analysis, synchronous: what `run` does on the blocking pool, and what the
-    /// evaluation command calls directly.
+    /// evaluation command calls directly. Returns early, cancelled, between its steps once
+    /// `cancel` is cancelled.
     pub fn analyse(
         &self,
         front: &ImageData,
         back: Option<&ImageData>,
+        cancel: &CancellationToken,
     ) -> Result<Report, AgentError> {
+        let checkpoint = || {
+            if cancel.is_cancelled() {
+                Err(AgentError::Cancelled)
+            } else {
+                Ok(())
+            }
+        };
         let faces = self.faces.get()?;
         let s = &self.settings;
         let photo = match decode(front.bytes(), &self.limits) {
             Ok(photo) => photo,
             Err(e) => return Ok(Report::failed(Some(0.0), vec![e.code().to_owned()])),
         };
+        checkpoint()?;
         let found = outline::find(&photo, s.min_outline_area as f32);
         let (document, document_side) = match &found {
             Some(o) => {
@@ -135,6 +146,7 @@ impl DocCapture {
             ),
         };
 
+        checkpoint()?;
         let gray = quality::normalised_gray(&document);
         let sharpness = quality::sharpness(&gray);
         let exposure = quality::exposure(&gray);
@@ -174,6 +186,7 @@ impl DocCapture {
             issues.push("no_portrait");
         }
 
+        checkpoint()?;
         let portrait = portrait_face.map(|face| Arc::new(crop_portrait(&document, &gray, face)));
         let back = match back {
             Some(image) => decode(image.bytes(), &self.limits).ok().map(|photo| {
@@ -202,10 +215,14 @@ impl DocCapture {
                 "photo": { "width": photo.width(), "height": photo.height() },
                 "document_side": document_side,
                 "outline": found,
-                "sharpness": (sharpness * 10.0).round() / 10.0,
-                "exposure": exposure,
-                "glare_fraction": glare,
-                "edge_density": edge_density,
+                "sharpness": round(sharpness, 1),
+                "exposure": {
+                    "mean": round(exposure.mean, 1),
+                    "dark_fraction": round(exposure.dark_fraction, 4),
+                    "blown_fraction": round(exposure.blown_fraction, 4),
+                },
+                "glare_fraction": round(glare, 4),
+                "edge_density": round(edge_density, 4),
                 "portrait": portrait_face,
             },
             "thresholds": s,
@@ -229,6 +246,12 @@ impl DocCapture {
         };
         Ok(report.with_details(details).with_output(output))
     }
+}
+
+/// `value` to `digits` decimals: the precision a reviewer reads in the details.
+fn round(value: f64, digits: i32) -> f64 {
+    let scale = 10f64.powi(digits);
+    (value * scale).round() / scale
 }
 
 /// The face box grown by half its size each way (the portrait's hair, chin and ears), in the
@@ -262,7 +285,7 @@ impl Agent for DocCapture {
         let front = ctx.input().document.front.clone();
         let back = ctx.input().document.back.clone();
         let this = self.clone();
-        ctx.blocking(move |_| this.analyse(&front, back.as_ref()))
+        ctx.blocking(move |cancel| this.analyse(&front, back.as_ref(), cancel))
             .await?
     }
 }

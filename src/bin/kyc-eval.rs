@@ -93,7 +93,7 @@ fn ocr(dir: &Path, models: &Path, debug: Option<&Path>) -> Result<(), Box<dyn st
         let image = ImageData::parse(Bytes::from(std::fs::read(path)?), &settings.limits.images())?;
 
         let started = Instant::now();
-        let captured = capture.analyse(&image, None)?;
+        let captured = capture.analyse(&image, None, &Default::default())?;
         let dc_ms = started.elapsed().as_secs_f64() * 1000.0;
         let output = captured
             .output
@@ -102,7 +102,7 @@ fn ocr(dir: &Path, models: &Path, debug: Option<&Path>) -> Result<(), Box<dyn st
             .cloned()
             .ok_or("doc_capture produced no document")?;
         let started = Instant::now();
-        let reading = reader.read(&output)?;
+        let reading = reader.read(&output, &Default::default())?;
         let report = reader.judge(&reading, None, today)?;
         let ocr_ms = started.elapsed().as_secs_f64() * 1000.0;
         dc_times.push(dc_ms);

@@ -141,7 +141,9 @@ impl Orchestrator {
     /// many it claimed.
     pub async fn recover(&self, lease: Duration) -> Result<usize, StoreError> {
         let inner = &self.inner;
-        if inner.sessions.is_closed() {
+        // Not while the models load either: a claimed session would run at once and fail on
+        // every agent that is not ready. Another instance, or this one a moment later, takes it.
+        if inner.sessions.is_closed() || !self.agents_ready() {
             return Ok(0);
         }
         let now = Utc::now();

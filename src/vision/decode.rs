@@ -35,8 +35,8 @@ pub fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<RgbImage, DecodeErro
     let mut decoder_limits = Limits::default();
     decoder_limits.max_image_width = Some(limits.max_side);
     decoder_limits.max_image_height = Some(limits.max_side);
-    // RGBA at 8 bits, plus the decoder's own working memory.
-    decoder_limits.max_alloc = Some(limits.max_pixels.saturating_mul(4 + 2));
+    // RGBA at 16 bits, plus the decoder's own working memory.
+    decoder_limits.max_alloc = Some(limits.max_pixels.saturating_mul(8 + 2));
     reader.limits(decoder_limits);
     let mut decoder = reader.into_decoder().map_err(classify)?;
     let orientation = decoder.orientation().ok();

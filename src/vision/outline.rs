@@ -17,17 +17,27 @@ const SEARCH_SIDE: u32 = 480;
 const EDGE_MARGIN: f32 = 0.01;
 
 /// The document's corners in the photo: top-left, top-right, bottom-right, bottom-left.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Quad(pub [(f32, f32); 4]);
+
+/// As `[[x, y], ...]` to a tenth of a pixel, all the precision the search has.
+impl Serialize for Quad {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let tenth = |v: f32| (f64::from(v) * 10.0).round() / 10.0;
+        self.0
+            .map(|(x, y)| [tenth(x), tenth(y)])
+            .serialize(serializer)
+    }
+}
 
 /// What the outline search found.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Outline {
     pub quad: Quad,
     /// The quadrilateral's share of the frame.
-    pub area_fraction: f32,
-    /// Some corners, but not all four, lie on the frame's edge: part of the document is
-    /// outside the picture. (All four on the edge is a document that fills the frame.)
+    pub area_fraction: f64,
+    /// Corners lie on some of the frame's sides: part of the document is outside the picture.
+    /// (Corners on all four sides are a document that fills the frame.)
     pub touches_edge: bool,
 }
 
@@ -64,26 +74,22 @@ pub fn find(image: &RgbImage, min_area_fraction: f32) -> Option<Outline> {
 
     let (corners, area) = best;
     let (mx, my) = (sw as f32 * EDGE_MARGIN, sh as f32 * EDGE_MARGIN);
+    let (near_left, near_top) = (|x: f32| x <= mx + 2.0, |y: f32| y <= my + 2.0);
+    let near_right = |x: f32| x >= sw as f32 - 1.0 - mx - 2.0;
+    let near_bottom = |y: f32| y >= sh as f32 - 1.0 - my - 2.0;
     let on_edge = corners
         .iter()
-        .filter(|&&(x, y)| {
-            x <= mx + 2.0
-                || y <= my + 2.0
-                || x >= sw as f32 - 1.0 - mx - 2.0
-                || y >= sh as f32 - 1.0 - my - 2.0
-        })
-        .count();
-    let touches_edge = (1..4).contains(&on_edge);
+        .any(|&(x, y)| near_left(x) || near_top(y) || near_right(x) || near_bottom(y));
+    // Corners on all four sides of the frame: a scan, or a photo cropped to the document.
+    // Corners on some sides only: the document runs out of the picture there.
+    let fills_frame = corners.iter().any(|c| near_left(c.0))
+        && corners.iter().any(|c| near_top(c.1))
+        && corners.iter().any(|c| near_right(c.0))
+        && corners.iter().any(|c| near_bottom(c.1));
+    let touches_edge = on_edge && !fills_frame;
     Some(Outline {
-        // A tenth of a pixel is all the precision the search has; more digits only clutter
-        // the check's details.
-        quad: Quad(corners.map(|(x, y)| {
-            (
-                (x / scale * 10.0).round() / 10.0,
-                (y / scale * 10.0).round() / 10.0,
-            )
-        })),
-        area_fraction: ((area / frame) as f32 * 1000.0).round() / 1000.0,
+        quad: Quad(corners.map(|(x, y)| (x / scale, y / scale))),
+        area_fraction: (area / frame * 1000.0).round() / 1000.0,
         touches_edge,
     })
 }
@@ -119,24 +125,63 @@ fn fit_quad(hull: &[Point<i32>], hull_area: f64) -> Option<[(f32, f32); 4]> {
         }
     }
     let (quad, area) = best?;
-    (area >= hull_area * 0.88).then(|| order(quad.iter().map(|p| (p.x as f32, p.y as f32))))
+    let corners = order(quad.map(|p| (p.x as f32, p.y as f32)));
+    (area >= hull_area * 0.88 && plausible(&corners)).then_some(corners)
 }
 
-/// Top-left, top-right, bottom-right, bottom-left.
-fn order(points: impl Iterator<Item = (f32, f32)>) -> [(f32, f32); 4] {
-    let points: Vec<_> = points.collect();
-    let pick = |key: &dyn Fn(&(f32, f32)) -> f32| {
-        *points
-            .iter()
-            .min_by(|a, b| key(a).total_cmp(&key(b)))
-            .expect("four points")
+/// Whether a quadrilateral could be a rectangle seen at a moderate angle: every interior angle
+/// between 50 and 130 degrees, and opposite sides within a factor of two of each other. A hull
+/// whose edges were only partly found fits a sliver or a near-triangle, which would rectify
+/// into nonsense.
+fn plausible(corners: &[(f32, f32); 4]) -> bool {
+    let side = |i: usize| {
+        let (a, b) = (corners[i], corners[(i + 1) % 4]);
+        (a.0 - b.0).hypot(a.1 - b.1)
     };
-    [
-        pick(&|p| p.0 + p.1),
-        pick(&|p| p.1 - p.0),
-        pick(&|p| -(p.0 + p.1)),
-        pick(&|p| p.0 - p.1),
-    ]
+    let similar = |a: f32, b: f32| a.min(b) * 2.0 >= a.max(b);
+    if !similar(side(0), side(2)) || !similar(side(1), side(3)) {
+        return false;
+    }
+    (0..4).all(|i| {
+        let (prev, here, next) = (corners[(i + 3) % 4], corners[i], corners[(i + 1) % 4]);
+        let (a, b) = (
+            (prev.0 - here.0, prev.1 - here.1),
+            (next.0 - here.0, next.1 - here.1),
+        );
+        let norms = a.0.hypot(a.1) * b.0.hypot(b.1);
+        if norms == 0.0 {
+            return false;
+        }
+        let angle = ((a.0 * b.0 + a.1 * b.1) / norms)
+            .clamp(-1.0, 1.0)
+            .acos()
+            .to_degrees();
+        (50.0..=130.0).contains(&angle)
+    })
+}
+
+/// The corners of a convex quadrilateral, given in order around it, as top-left, top-right,
+/// bottom-right, bottom-left: turned clockwise (as seen, y down) and started at the corner
+/// nearest the frame's origin. Keeping the hull's order means no corner is taken twice,
+/// however the document is turned.
+fn order(mut corners: [(f32, f32); 4]) -> [(f32, f32); 4] {
+    let signed_area: f32 = (0..4)
+        .map(|i| {
+            let (a, b) = (corners[i], corners[(i + 1) % 4]);
+            a.0 * b.1 - b.0 * a.1
+        })
+        .sum();
+    if signed_area < 0.0 {
+        corners.reverse();
+    }
+    let first = (0..4)
+        .min_by(|&a, &b| {
+            let key = |i: usize| corners[i].0 + corners[i].1;
+            key(a).total_cmp(&key(b))
+        })
+        .expect("four corners");
+    corners.rotate_left(first);
+    corners
 }
 
 /// The quadrilateral cut out and warped to a rectangle of its own proportions, landscape,
@@ -192,4 +237,23 @@ pub fn whole_frame(image: &RgbImage, min_width: u32, max_width: u32) -> RgbImage
         min_width,
         max_width,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn corners_are_ordered_clockwise_from_the_top_left_however_the_document_is_turned() {
+        // Turned about 40 degrees, with some perspective, listed anticlockwise.
+        let turned = [(300.0, 40.0), (80.0, 230.0), (270.0, 470.0), (520.0, 250.0)];
+
+        let [tl, tr, br, bl] = order(turned);
+
+        // Each corner once, clockwise as seen, from the one nearest the frame's origin.
+        assert_eq!(tl, (80.0, 230.0));
+        assert_eq!(tr, (300.0, 40.0));
+        assert_eq!(br, (520.0, 250.0));
+        assert_eq!(bl, (270.0, 470.0));
+    }
 }

@@ -48,7 +48,10 @@ fn agents() -> &'static Agents {
 fn capture(photo: &RgbImage) -> Report {
     let image =
         ImageData::parse(render::jpeg(photo), &Settings::defaults().limits.images()).unwrap();
-    agents().capture.analyse(&image, None).unwrap()
+    agents()
+        .capture
+        .analyse(&image, None, &Default::default())
+        .unwrap()
 }
 
 fn issues(report: &Report) -> Vec<String> {
@@ -69,7 +72,7 @@ fn read(photo: &RgbImage, claimed: Option<&Claimed>) -> Report {
         .downcast_ref::<Captured>()
         .unwrap();
     let ocr = &agents().ocr;
-    let reading = ocr.read(captured).unwrap();
+    let reading = ocr.read(captured, &Default::default()).unwrap();
     ocr.judge(
         &reading,
         claimed,
@@ -299,14 +302,17 @@ fn the_specimen_zones_marked_valid_are_read_valid_with_their_published_data() {
             continue;
         }
         let image = ImageData::parse(std::fs::read(&path).unwrap().into(), &limits).unwrap();
-        let captured = agents().capture.analyse(&image, None).unwrap();
+        let captured = agents()
+            .capture
+            .analyse(&image, None, &Default::default())
+            .unwrap();
         let captured = captured
             .output
             .as_ref()
             .unwrap()
             .downcast_ref::<Captured>()
             .unwrap();
-        let reading = agents().ocr.read(captured).unwrap();
+        let reading = agents().ocr.read(captured, &Default::default()).unwrap();
         let valid = reading
             .mrz
             .as_ref()

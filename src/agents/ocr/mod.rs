@@ -15,6 +15,7 @@ use chrono::Datelike;
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 
 mod claims;
 
@@ -102,8 +103,13 @@ impl Ocr {
     }
 
     /// Finds and reads the zone: on the rectified front, then the photo as taken (in case the
-    /// outline was wrong), then the back; each upright, then upside down.
-    pub fn read(&self, captured: &Captured) -> Result<Reading, AgentError> {
+    /// outline was wrong), then the back; each upright, then upside down. Stops at the first
+    /// zone whose check digits all verify, and between images once `cancel` is cancelled.
+    pub fn read(
+        &self,
+        captured: &Captured,
+        cancel: &CancellationToken,
+    ) -> Result<Reading, AgentError> {
         let engine = self.engine.get()?;
         let mut sides: Vec<(&'static str, Arc<RgbImage>)> = vec![("front", captured.front.clone())];
         if let Some(photo) = &captured.photo {
@@ -115,6 +121,9 @@ impl Ocr {
         let mut best: Option<Reading> = None;
         for (source, image) in sides {
             for turned in [false, true] {
+                if cancel.is_cancelled() {
+                    return Err(AgentError::Cancelled);
+                }
                 let rotated;
                 let image = if turned {
                     rotated = image::imageops::rotate180(image.as_ref());
@@ -123,23 +132,16 @@ impl Ocr {
                     image.as_ref()
                 };
                 let reading = self.read_side(engine, image, source, turned)?;
-                let valid = reading.mrz.as_ref().is_some_and(|m| m.checks.all_valid());
-                let better = match (&best, &reading.mrz) {
-                    (_, None) => false,
-                    (None, Some(_)) => true,
-                    (Some(b), Some(m)) => {
-                        b.mrz.as_ref().is_none_or(|bm| verified(m) > verified(bm))
-                    }
-                };
-                if better || best.is_none() {
+                if reading.mrz.as_ref().is_some_and(|m| m.checks.all_valid()) {
+                    return Ok(reading);
+                }
+                let found = reading.mrz.is_some();
+                if best.as_ref().is_none_or(|b| rank(&reading) > rank(b)) {
                     best = Some(reading);
                 }
-                if valid {
-                    return Ok(best.expect("just set"));
-                }
-                // An upside-down photo shows no long lines the right way up; only turn the
-                // image when the upright one found no zone at all.
-                if best.as_ref().is_some_and(|b| b.mrz.is_some()) {
+                // An upside-down image shows no long lines the right way up; only turn this
+                // one when the upright reading found no zone at all.
+                if found {
                     break;
                 }
             }
@@ -308,19 +310,22 @@ impl Ocr {
     }
 }
 
-/// Checksum-verified fields of a zone: more is better.
-fn verified(zone: &mrz::MrzData) -> usize {
+/// How good a reading is: a zone over none, then the share of its check digits that verify.
+fn rank(reading: &Reading) -> (bool, u32) {
+    let Some(zone) = &reading.mrz else {
+        return (false, 0);
+    };
     let c = &zone.checks;
-    [
+    let digits = [
         c.document_number,
         c.date_of_birth,
         c.date_of_expiry,
         c.personal_number,
         c.composite,
-    ]
-    .iter()
-    .filter(|v| **v == Some(true))
-    .count()
+    ];
+    let applicable = digits.iter().flatten().count().max(1) as u32;
+    let verified = digits.iter().filter(|v| **v == Some(true)).count() as u32;
+    (true, verified * 1000 / applicable)
 }
 
 /// Recognition quirks of a general-purpose model on OCR-B: the filler `<` comes back as a
@@ -395,8 +400,8 @@ impl Agent for Ocr {
         let claimed = ctx.input().claimed.clone();
         let this = self.clone();
         let today = chrono::Utc::now().date_naive();
-        ctx.blocking(move |_| {
-            let reading = this.read(&captured)?;
+        ctx.blocking(move |cancel| {
+            let reading = this.read(&captured, cancel)?;
             this.judge(&reading, claimed.as_ref(), today)
         })
         .await?
