@@ -9,3 +9,5 @@ scripts/fixtures.sh
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 cargo nextest run --locked --no-fail-fast
+scripts/lint-container.sh
+scripts/smoke.sh

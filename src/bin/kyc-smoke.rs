@@ -1,0 +1,375 @@
+//! Smoke test of a running instance, from outside, over HTTP: what CI runs against the release
+//! binary and what compose.smoke.yml runs against the container.
+//!
+//!     kyc-smoke run --url http://127.0.0.1:8009 --profile sandbox
+//!     kyc-smoke run --url http://127.0.0.1:8009 --profile default
+//!     kyc-smoke health --url http://127.0.0.1:8009      # the container's HEALTHCHECK
+//!
+//! It prints each check as it passes and stops at the first failure, printing the response it
+//! got, with exit code 1.
+
+use std::io::Cursor;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::{Value, json};
+
+#[derive(Parser)]
+#[command(about = "Check a running kyc-orchestrator end to end")]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Exit 0 when GET /health answers {"status":"ok"}.
+    Health {
+        #[arg(long, default_value = "http://127.0.0.1:8009")]
+        url: String,
+    },
+    /// The whole smoke test.
+    Run {
+        #[arg(long, default_value = "http://127.0.0.1:8009")]
+        url: String,
+        /// What the instance runs: every agent a sandbox agent, or the default plan.
+        #[arg(long, value_enum, default_value = "sandbox")]
+        profile: Profile,
+        /// Seconds to wait for the instance to become ready.
+        #[arg(long, default_value_t = 60)]
+        wait: u64,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Profile {
+    Sandbox,
+    Default,
+}
+
+/// A failed check: what was checked and what came back.
+struct Failure(String);
+
+type Check<T = ()> = Result<T, Failure>;
+
+fn fail<T>(what: &str, got: impl std::fmt::Display) -> Check<T> {
+    Err(Failure(format!("{what}\n  got: {got}")))
+}
+
+fn ok(what: &str) {
+    println!("ok    {what}");
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("a client builds");
+    let outcome = match args.command {
+        Command::Health { url } => health(&client, url.trim_end_matches('/')).await,
+        Command::Run { url, profile, wait } => {
+            run(
+                &client,
+                url.trim_end_matches('/'),
+                profile,
+                Duration::from_secs(wait),
+            )
+            .await
+        }
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(message)) => {
+            println!("FAIL  {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn health(client: &reqwest::Client, url: &str) -> Check {
+    let (status, body) = get_json(client, &format!("{url}/health")).await?;
+    if status != 200 || body["status"] != "ok" || !body["ts"].is_i64() {
+        return fail(
+            "GET /health is 200 {\"status\":\"ok\",\"ts\":<unix seconds>}",
+            body,
+        );
+    }
+    Ok(())
+}
+
+async fn run(client: &reqwest::Client, url: &str, profile: Profile, wait: Duration) -> Check {
+    let started = Instant::now();
+    while health(client, url).await.is_err() {
+        if started.elapsed() > wait {
+            return health(client, url).await;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    ok("GET /health is 200 {\"status\":\"ok\",\"ts\":...}");
+    loop {
+        let (status, body) = get_json(client, &format!("{url}/health/ready")).await?;
+        if status == 200 && body["status"] == "ready" {
+            break;
+        }
+        if started.elapsed() > wait {
+            return fail(
+                "GET /health/ready turns 200 (models loaded, store up)",
+                body,
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    ok("GET /health/ready is 200 ready");
+
+    bad_request(client, url).await?;
+    let sandbox = profile == Profile::Sandbox;
+    let script = |s: Value| if sandbox { Some(s) } else { None };
+    let body = session(script(json!({})));
+    let events = stream(client, url, &body).await?;
+    ok("a session streams as NDJSON from session.started to session.completed");
+    accepted_then_replayed(client, url, &body).await?;
+
+    match profile {
+        Profile::Sandbox => outcomes(client, url).await?,
+        Profile::Default => real_agents(&events)?,
+    }
+    println!("all checks passed");
+    Ok(())
+}
+
+/// A session with a small generated selfie and document, and the sandbox script if any.
+fn session(sandbox: Option<Value>) -> Value {
+    let mut body = json!({
+        "reference": "smoke",
+        "selfie": { "frames": [STANDARD.encode(card(320, 400, false))] },
+        "document": { "type": "passport", "front": STANDARD.encode(card(1200, 900, true)) },
+    });
+    if let Some(script) = sandbox {
+        body["sandbox"] = script;
+    }
+    body
+}
+
+/// A JPEG: a light card on a dark table (`document`), or a plain grey frame.
+fn card(width: u32, height: u32, document: bool) -> Vec<u8> {
+    let image = image::RgbImage::from_fn(width, height, |x, y| {
+        let inside = x > width / 8 && x < width * 7 / 8 && y > height / 8 && y < height * 7 / 8;
+        match (document, inside) {
+            (true, true) => image::Rgb([236, 230, 214]),
+            (true, false) => image::Rgb([60, 48, 40]),
+            (false, _) => image::Rgb([128, 128, 128]),
+        }
+    });
+    let mut out = Vec::new();
+    image
+        .write_to(&mut Cursor::new(&mut out), image::ImageFormat::Jpeg)
+        .expect("a JPEG encodes");
+    out
+}
+
+async fn get_json(client: &reqwest::Client, url: &str) -> Check<(u16, Value)> {
+    let response = match client.get(url).send().await {
+        Ok(response) => response,
+        Err(error) => return fail(&format!("GET {url} answers"), error),
+    };
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    Ok((status, body))
+}
+
+async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    body: &Value,
+    stream: bool,
+) -> Check<reqwest::Response> {
+    let mut request = client.post(format!("{url}/v1/sessions")).json(body);
+    if stream {
+        request = request.header("accept", "application/x-ndjson");
+    }
+    match request.send().await {
+        Ok(response) => Ok(response),
+        Err(error) => fail("POST /v1/sessions answers", error),
+    }
+}
+
+async fn bad_request(client: &reqwest::Client, url: &str) -> Check {
+    let response = post(client, url, &json!({ "selfie": { "frames": [] } }), false).await?;
+    let status = response.status().as_u16();
+    let content_type = header(&response, "content-type");
+    let body: Value = response.json().await.unwrap_or_default();
+    let typed = body["type"]
+        .as_str()
+        .is_some_and(|t| t.starts_with("urn:kyc-orchestrator:problem:"));
+    if status != 422 || content_type != "application/problem+json" || !typed {
+        return fail(
+            "a session without a document is 422 application/problem+json",
+            format!("{status} {content_type} {body}"),
+        );
+    }
+    ok("a bad request is 422 problem+json");
+    Ok(())
+}
+
+fn header(response: &reqwest::Response, name: &str) -> String {
+    response
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The events of a streamed session, checked: gap-free, started to completed.
+async fn stream(client: &reqwest::Client, url: &str, body: &Value) -> Check<Vec<Value>> {
+    let response = post(client, url, body, true).await?;
+    let status = response.status().as_u16();
+    let content_type = header(&response, "content-type");
+    let text = response.text().await.unwrap_or_default();
+    if status != 200 || !content_type.starts_with("application/x-ndjson") {
+        return fail(
+            "a streamed session is 200 application/x-ndjson",
+            format!("{status} {text}"),
+        );
+    }
+    history("the stream", &text)
+}
+
+fn history(what: &str, text: &str) -> Check<Vec<Value>> {
+    let events: Vec<Value> = match text.lines().map(serde_json::from_str).collect() {
+        Ok(events) => events,
+        Err(_) => return fail(&format!("{what} is one JSON object per line"), text),
+    };
+    let gap_free = events
+        .iter()
+        .enumerate()
+        .all(|(i, e)| e["seq"].as_u64() == Some(i as u64 + 1));
+    let first = events
+        .first()
+        .map(|e| e["type"].clone())
+        .unwrap_or_default();
+    let last = events.last().map(|e| e["type"].clone()).unwrap_or_default();
+    if !gap_free || first != "session.started" || last != "session.completed" {
+        return fail(
+            &format!("{what} runs seq 1, 2, ... from session.started to session.completed"),
+            text,
+        );
+    }
+    Ok(events)
+}
+
+async fn accepted_then_replayed(client: &reqwest::Client, url: &str, body: &Value) -> Check {
+    let response = post(client, url, body, false).await?;
+    let status = response.status().as_u16();
+    let location = header(&response, "location");
+    if status != 202 || location.is_empty() {
+        let text = response.text().await.unwrap_or_default();
+        return fail(
+            "a session without Accept is 202 with a Location",
+            format!("{status} {text}"),
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let session = loop {
+        let (status, session) = get_json(client, &format!("{url}{location}")).await?;
+        if status == 200 && session["status"] == "completed" {
+            break session;
+        }
+        if status != 200 || Instant::now() > deadline {
+            return fail(&format!("GET {location} reaches status completed"), session);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    ok("a session is accepted with 202, and GET shows it completed");
+    let events = match client.get(format!("{url}{location}/events")).send().await {
+        Ok(response) => response.text().await.unwrap_or_default(),
+        Err(error) => return fail("GET .../events answers", error),
+    };
+    let events = history("the replayed events", &events)?;
+    let completed = events.last().expect("history checked it");
+    if completed["decision"] != session["decision"] {
+        return fail("the replay ends with the session's decision", completed);
+    }
+    ok("its events replay from seq 1 to session.completed");
+    Ok(())
+}
+
+/// Every outcome, scripted through the sandbox agents.
+async fn outcomes(client: &reqwest::Client, url: &str) -> Check {
+    let cases = [
+        ("approved", json!({}), json!([])),
+        (
+            "declined",
+            json!({ "liveness": { "result": "fail" } }),
+            json!(["liveness_failed"]),
+        ),
+        (
+            "review",
+            json!({ "doc_capture": { "result": "fail", "reason": "too_blurry" } }),
+            json!(["too_blurry"]),
+        ),
+        (
+            "review",
+            json!({ "ocr": { "result": "error" } }),
+            json!(["agent_error:ocr"]),
+        ),
+        (
+            "review",
+            json!({ "face_match": { "result": "panic" } }),
+            json!(["agent_error:face_match"]),
+        ),
+    ];
+    for (decision, script, reasons) in cases {
+        let events = stream(client, url, &session(Some(script.clone()))).await?;
+        let done = events.last().expect("history checked it");
+        if done["decision"] != decision || done["reasons"] != reasons {
+            return fail(
+                &format!("sandbox script {script} gives {decision} {reasons}"),
+                done,
+            );
+        }
+        ok(&format!(
+            "sandbox script {script} gives {decision} {reasons}"
+        ));
+    }
+    Ok(())
+}
+
+/// The default plan's real agents looked at the images: a card with no print and no portrait
+/// is reported as such, by the models the checks name.
+fn real_agents(events: &[Value]) -> Check {
+    let done = events.last().expect("history checked it");
+    let doc = &done["checks"]["doc_capture"];
+    let ocr = &done["checks"]["ocr"];
+    let issues = doc["details"]["issues"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if doc["details"]["models"]["face_detector"]["file"].is_null()
+        || !issues.contains(&json!("no_portrait"))
+    {
+        return fail(
+            "doc_capture analysed the card and found no portrait, naming its model",
+            done,
+        );
+    }
+    if ocr["reasons"] != json!(["mrz_not_found"])
+        || ocr["details"]["models"]["recognition"].is_null()
+    {
+        return fail(
+            "ocr read the card and found no zone, naming its models",
+            done,
+        );
+    }
+    if done["decision"] != "review" {
+        return fail("a document without a zone goes to review", done);
+    }
+    ok("the real doc_capture and ocr analysed the generated card: no portrait, no zone, review");
+    Ok(())
+}
