@@ -13,7 +13,7 @@ FROM rust:1.95-slim-bookworm AS chef
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 python3-pip \
  && rm -rf /var/lib/apt/lists/* \
- && cargo install cargo-chef --locked --version 0.1.73
+ && cargo install cargo-chef --locked --version 0.1.78
 WORKDIR /src
 
 FROM chef AS planner
