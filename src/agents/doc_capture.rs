@@ -72,6 +72,13 @@ pub struct Captured {
     pub portrait: Option<Arc<RgbImage>>,
 }
 
+impl Captured {
+    /// What a doc_capture report handed on, if it handed anything on.
+    pub fn of(report: &Report) -> Option<&Captured> {
+        report.output.as_ref()?.downcast_ref()
+    }
+}
+
 /// Rectified documents are scaled to a longer side in this range.
 const RECTIFIED_MIN: u32 = 1000;
 const RECTIFIED_MAX: u32 = 1600;

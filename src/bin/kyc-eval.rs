@@ -95,10 +95,7 @@ fn ocr(dir: &Path, models: &Path, debug: Option<&Path>) -> Result<(), Box<dyn st
         let started = Instant::now();
         let captured = capture.analyse(&image, None, &Default::default())?;
         let dc_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let output = captured
-            .output
-            .as_ref()
-            .and_then(|o| o.downcast_ref::<Captured>())
+        let output = Captured::of(&captured)
             .cloned()
             .ok_or("doc_capture produced no document")?;
         let started = Instant::now();

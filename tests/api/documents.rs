@@ -65,12 +65,7 @@ fn issues(report: &Report) -> Vec<String> {
 
 fn read(photo: &RgbImage, claimed: Option<&Claimed>) -> Report {
     let captured = capture(photo);
-    let captured = captured
-        .output
-        .as_ref()
-        .unwrap()
-        .downcast_ref::<Captured>()
-        .unwrap();
+    let captured = Captured::of(&captured).unwrap();
     let ocr = &agents().ocr;
     let reading = ocr.read(captured, &Default::default()).unwrap();
     ocr.judge(
@@ -93,12 +88,7 @@ fn a_sharp_well_lit_photo_of_a_whole_document_passes_with_its_portrait() {
     assert!(report.reasons.is_empty());
     assert!(!report.details["measures"]["portrait"].is_null());
     assert!(report.details["measures"]["outline"]["touches_edge"] == false);
-    let captured = report
-        .output
-        .as_ref()
-        .unwrap()
-        .downcast_ref::<Captured>()
-        .unwrap();
+    let captured = Captured::of(&report).unwrap();
     let (w, h) = captured.front.dimensions();
     // Rectified to the page's own proportions (125 x 88 mm).
     assert!((w as f32 / h as f32 - 1.42).abs() < 0.08, "{w}x{h}");
@@ -306,12 +296,7 @@ fn the_specimen_zones_marked_valid_are_read_valid_with_their_published_data() {
             .capture
             .analyse(&image, None, &Default::default())
             .unwrap();
-        let captured = captured
-            .output
-            .as_ref()
-            .unwrap()
-            .downcast_ref::<Captured>()
-            .unwrap();
+        let captured = Captured::of(&captured).unwrap();
         let reading = agents().ocr.read(captured, &Default::default()).unwrap();
         let valid = reading
             .mrz
