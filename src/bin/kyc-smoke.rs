@@ -136,7 +136,10 @@ async fn run(client: &reqwest::Client, url: &str, profile: Profile, wait: Durati
 
     match profile {
         Profile::Sandbox => outcomes(client, url).await?,
-        Profile::Default => real_agents(&events)?,
+        Profile::Default => {
+            real_agents_on_a_card(&events)?;
+            real_agents_on_a_passport(client, url).await?;
+        }
     }
     println!("all checks passed");
     Ok(())
@@ -343,7 +346,7 @@ async fn outcomes(client: &reqwest::Client, url: &str) -> Check {
 
 /// The default plan's real agents looked at the images: a card with no print and no portrait
 /// is reported as such, by the models the checks name.
-fn real_agents(events: &[Value]) -> Check {
+fn real_agents_on_a_card(events: &[Value]) -> Check {
     let done = events.last().expect("history checked it");
     let doc = &done["checks"]["doc_capture"];
     let ocr = &done["checks"]["ocr"];
@@ -371,5 +374,38 @@ fn real_agents(events: &[Value]) -> Check {
         return fail("a document without a zone goes to review", done);
     }
     ok("the real doc_capture and ocr analysed the generated card: no portrait, no zone, review");
+    Ok(())
+}
+
+/// A drawn passport page (ICAO's specimen holder, a zone valid until 2034, no portrait)
+/// photographed askew: ocr reads and verifies the zone, doc_capture misses the portrait.
+async fn real_agents_on_a_passport(client: &reqwest::Client, url: &str) -> Check {
+    use kyc_orchestrator::specimen;
+    let photo = specimen::photo(&specimen::page(&specimen::Page::default()), specimen::ASKEW);
+    let body = json!({
+        "reference": "smoke",
+        "selfie": { "frames": [STANDARD.encode(card(320, 400, false))] },
+        "document": { "type": "passport", "front": STANDARD.encode(specimen::jpeg(&photo)) },
+        "claimed": { "surname": "Eriksson", "date_of_birth": "1974-08-12" },
+    });
+    let events = stream(client, url, &body).await?;
+    let done = events.last().expect("history checked it");
+    let ocr = &done["checks"]["ocr"];
+    if ocr["status"] != "passed"
+        || ocr["details"]["check_digits_valid"] != true
+        || ocr["extracted"]["document_number"] != specimen::ANNA.number
+    {
+        return fail(
+            "ocr reads and verifies the drawn passport's zone, and the claim agrees",
+            done,
+        );
+    }
+    if done["decision"] != "review" || done["reasons"] != json!(["no_portrait"]) {
+        return fail(
+            "the passport without a portrait goes to review for no_portrait",
+            done,
+        );
+    }
+    ok("the real ocr read and verified a drawn passport's zone; no portrait sends it to review");
     Ok(())
 }

@@ -77,7 +77,7 @@ fn read(photo: &RgbImage, claimed: Option<&Claimed>) -> Report {
 }
 
 fn good_photo() -> RgbImage {
-    render::photo(&render::page(&Page::default()), render::ASKEW)
+    render::photo(&render::page(&render::portrait_page()), render::ASKEW)
 }
 
 #[test]
@@ -109,7 +109,7 @@ fn each_way_a_photo_goes_wrong_is_reported_as_its_issue() {
         ("low_resolution", render::shrunk(&good, 420)),
         (
             "document_cropped",
-            render::photo(&render::page(&Page::default()), render::CUT_OFF),
+            render::photo(&render::page(&render::portrait_page()), render::CUT_OFF),
         ),
         ("document_not_found", render::blank()),
     ];
@@ -125,10 +125,7 @@ fn each_way_a_photo_goes_wrong_is_reported_as_its_issue() {
 
 #[test]
 fn a_document_without_a_portrait_is_reported() {
-    let page = render::page(&Page {
-        portrait: false,
-        ..Page::default()
-    });
+    let page = render::page(&Page::default());
 
     let report = capture(&render::photo(&page, render::ASKEW));
 
@@ -173,7 +170,7 @@ fn a_valid_zone_is_read_with_every_check_digit_verified() {
 fn a_wrong_check_digit_makes_the_zone_invalid() {
     let page = render::page(&Page {
         zone: Some(render::broken_check_digit(render::td3(&ANNA))),
-        ..Page::default()
+        ..render::portrait_page()
     });
 
     let report = read(&render::photo(&page, render::ASKEW), None);
@@ -190,7 +187,7 @@ fn an_expired_document_is_reported() {
     };
     let page = render::page(&Page {
         zone: Some(render::td3(&expired)),
-        ..Page::default()
+        ..render::portrait_page()
     });
 
     let report = read(&render::photo(&page, render::ASKEW), None);
@@ -202,7 +199,7 @@ fn an_expired_document_is_reported() {
 fn a_document_without_a_zone_has_no_mrz() {
     let page = render::page(&Page {
         zone: None,
-        ..Page::default()
+        ..render::portrait_page()
     });
 
     let report = read(&render::photo(&page, render::ASKEW), None);

@@ -1,0 +1,216 @@
+//! Specimen documents, drawn: a passport data page with a real ICAO 9303 zone in OCR-B
+//! (Debian's `fonts-ocr-b`; the rest in DejaVu Sans, `fonts-dejavu-core`), photographed on a
+//! table at a slight angle. The tests and the smoke runner send these to the real agents;
+//! nothing in the service uses them.
+//!
+//! The holder is ICAO's own specimen, Anna Maria Eriksson of Utopia. Drawing panics when a
+//! font is missing, naming the package that provides it.
+
+use std::sync::OnceLock;
+
+use ab_glyph::{Font, FontVec, PxScale, ScaleFont};
+use image::{Rgb, RgbImage};
+use imageproc::drawing::{draw_filled_rect_mut, draw_text_mut};
+use imageproc::geometric_transformations::Projection;
+use imageproc::rect::Rect;
+
+const OCR_B: &str = "/usr/share/fonts/opentype/ocr-b/OCRB.otf";
+const SANS: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
+
+/// A TD3 page is 125 x 88 mm; at 10 px/mm.
+const PAGE: (u32, u32) = (1250, 880);
+const PAPER: Rgb<u8> = Rgb([236, 230, 214]);
+const INK: Rgb<u8> = Rgb([30, 30, 40]);
+
+fn font(path: &str) -> &'static FontVec {
+    static OCR_B_FONT: OnceLock<FontVec> = OnceLock::new();
+    static SANS_FONT: OnceLock<FontVec> = OnceLock::new();
+    let cell = if path == OCR_B {
+        &OCR_B_FONT
+    } else {
+        &SANS_FONT
+    };
+    cell.get_or_init(|| {
+        let bytes = std::fs::read(path)
+            .unwrap_or_else(|e| panic!("{path}: {e}; install fonts-ocr-b and fonts-dejavu-core"));
+        FontVec::try_from_vec(bytes).expect("a valid font")
+    })
+}
+
+/// The holder of every rendered document (ICAO's own specimen data).
+pub struct Holder {
+    pub surname: &'static str,
+    pub given_names: &'static str,
+    pub number: &'static str,
+    pub birth: (i32, u32, u32),
+    pub expiry: (i32, u32, u32),
+}
+
+pub const ANNA: Holder = Holder {
+    surname: "ERIKSSON",
+    given_names: "ANNA MARIA",
+    number: "L898902C3",
+    birth: (1974, 8, 12),
+    expiry: (2034, 4, 15),
+};
+
+/// The two lines of a TD3 zone for `holder`, every check digit correct.
+pub fn td3(holder: &Holder) -> [String; 2] {
+    let date = |(year, month, day)| mrz::MrzDate::Calendar(mrz::Date::new(year, month, day));
+    let zone = mrz::format_td3(&mrz::Td3Fields {
+        document_code: "P".into(),
+        issuing_country: "UTO".into(),
+        document_number: holder.number.into(),
+        surname: holder.surname.into(),
+        given_names: holder.given_names.into(),
+        nationality: "UTO".into(),
+        date_of_birth: date(holder.birth),
+        sex: mrz::Sex::Female,
+        date_of_expiry: date(holder.expiry),
+        personal_number: Some("ZE184226B".into()),
+    });
+    let (one, two) = zone.split_once('\n').expect("two lines");
+    [one.to_owned(), two.to_owned()]
+}
+
+/// `zone` with the document number's check digit (line 2, position 10) changed.
+pub fn broken_check_digit(mut zone: [String; 2]) -> [String; 2] {
+    let digit = zone[1].as_bytes()[9] - b'0';
+    let wrong = (b'0' + (digit + 5) % 10) as char;
+    zone[1].replace_range(9..10, &wrong.to_string());
+    zone
+}
+
+/// What is printed on the page.
+#[derive(Clone)]
+pub struct Page {
+    pub zone: Option<[String; 2]>,
+    /// A face photo, cropped to head and shoulders, printed 30 x 38 mm at the left.
+    pub portrait: Option<RgbImage>,
+}
+
+impl Default for Page {
+    /// ANNA's zone, no portrait.
+    fn default() -> Self {
+        Self {
+            zone: Some(td3(&ANNA)),
+            portrait: None,
+        }
+    }
+}
+
+/// The data page, flat, as printed.
+pub fn page(spec: &Page) -> RgbImage {
+    let (w, h) = PAGE;
+    let mut page = RgbImage::from_pixel(w, h, PAPER);
+    draw_filled_rect_mut(
+        &mut page,
+        Rect::at(30, 25).of_size(w - 60, 60),
+        Rgb([150, 40, 60]),
+    );
+    let sans = font(SANS);
+    draw_text_mut(
+        &mut page,
+        Rgb([250, 250, 250]),
+        50,
+        32,
+        40.0,
+        sans,
+        "PASSPORT  UTOPIA",
+    );
+    if let Some(portrait) = &spec.portrait {
+        let head =
+            image::imageops::resize(portrait, 300, 380, image::imageops::FilterType::Triangle);
+        image::imageops::replace(&mut page, &head, 50, 110);
+    }
+    let fields = [
+        ("Surname", "ERIKSSON"),
+        ("Given names", "ANNA MARIA"),
+        ("Nationality", "UTOPIAN"),
+        ("Date of birth", "12 AUG 1974"),
+        ("Passport No.", "L898902C3"),
+    ];
+    for (i, (label, value)) in fields.iter().enumerate() {
+        let y = 110 + i as i32 * 80;
+        draw_text_mut(&mut page, Rgb([90, 90, 110]), 400, y, 24.0, sans, label);
+        draw_text_mut(&mut page, INK, 400, y + 28, 36.0, sans, value);
+    }
+    if let Some(zone) = &spec.zone {
+        let ocr_b = font(OCR_B);
+        // Size the glyphs so that 44 characters span the page less its margins.
+        let advance = ocr_b
+            .as_scaled(PxScale::from(100.0))
+            .h_advance(ocr_b.glyph_id('<'));
+        let size = 100.0 * (w as f32 - 80.0) / (44.0 * advance);
+        for (i, line) in zone.iter().enumerate() {
+            let y = h as i32 - 150 + i as i32 * (size * 1.15) as i32;
+            draw_text_mut(&mut page, INK, 40, y, size, ocr_b, line);
+        }
+    }
+    page
+}
+
+/// Where the page's corners land in the photo: top-left, top-right, bottom-right, bottom-left.
+pub type Corners = [(f32, f32); 4];
+
+/// A page turned by about 2 degrees near the middle of a 1600 x 1200 photo.
+pub const ASKEW: Corners = [
+    (190.0, 200.0),
+    (1420.0, 160.0),
+    (1448.0, 1026.0),
+    (218.0, 1066.0),
+];
+
+/// The same page moved right until a fifth of it is out of the frame.
+pub const CUT_OFF: Corners = [
+    (500.0, 200.0),
+    (1730.0, 160.0),
+    (1758.0, 1026.0),
+    (528.0, 1066.0),
+];
+
+/// The page photographed on a dark table at `corners`.
+pub fn photo(page: &RgbImage, corners: Corners) -> RgbImage {
+    let (pw, ph) = page.dimensions();
+    // A dark wooden table: a gentle gradient with a little grain.
+    let mut photo = RgbImage::from_fn(1600, 1200, |x, y| {
+        let grain = ((x.wrapping_mul(7919) ^ y.wrapping_mul(104_729)) % 7) as u8;
+        let shade = 40 + (x / 80) as u8 + grain;
+        Rgb([shade + 20, shade + 8, shade])
+    });
+    let from = [
+        (0.0, 0.0),
+        (pw as f32, 0.0),
+        (pw as f32, ph as f32),
+        (0.0, ph as f32),
+    ];
+    let to_page = Projection::from_control_points(corners, from).expect("a proper quadrilateral");
+    for (x, y, pixel) in photo.enumerate_pixels_mut() {
+        let (u, v) = to_page * (x as f32 + 0.5, y as f32 + 0.5);
+        if u >= 0.0 && v >= 0.0 && u < pw as f32 - 1.0 && v < ph as f32 - 1.0 {
+            *pixel = bilinear(page, u, v);
+        }
+    }
+    photo
+}
+
+fn bilinear(image: &RgbImage, u: f32, v: f32) -> Rgb<u8> {
+    let (x, y) = (u.floor() as u32, v.floor() as u32);
+    let (fx, fy) = (u - x as f32, v - y as f32);
+    let p = |dx, dy| image.get_pixel(x + dx, y + dy).0.map(f32::from);
+    let (a, b, c, d) = (p(0, 0), p(1, 0), p(0, 1), p(1, 1));
+    Rgb(std::array::from_fn(|i| {
+        let top = a[i] * (1.0 - fx) + b[i] * fx;
+        let bottom = c[i] * (1.0 - fx) + d[i] * fx;
+        (top * (1.0 - fy) + bottom * fy).round() as u8
+    }))
+}
+
+/// Encoded as a request would carry it.
+pub fn jpeg(image: &RgbImage) -> bytes::Bytes {
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 92)
+        .encode_image(image)
+        .expect("encodes");
+    out.into()
+}
