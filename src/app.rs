@@ -176,7 +176,10 @@ pub async fn build_orchestrator(settings: &Settings) -> Result<Orchestrator, Sta
             let started = std::time::Instant::now();
             for loader in loaders {
                 if let Err(error) = loader.load() {
-                    tracing::error!(%error, "a model failed to load; this instance stays unready");
+                    tracing::error!(
+                        %error,
+                        "a model failed to load; this instance stays unready (models_failed)"
+                    );
                     return;
                 }
             }

@@ -288,6 +288,10 @@ impl Agent for DocCapture {
         self.faces.ready()
     }
 
+    fn failed(&self) -> bool {
+        self.faces.failed()
+    }
+
     async fn run(&self, ctx: AgentContext) -> Result<Report, AgentError> {
         let front = ctx.input().document.front.clone();
         let back = ctx.input().document.back.clone();

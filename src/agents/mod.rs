@@ -40,6 +40,12 @@ pub trait Agent: Send + Sync + 'static {
         true
     }
 
+    /// Whether it never will be: its models failed to load. Readiness then says
+    /// `models_failed` instead of `models_loading`, so an operator knows to look.
+    fn failed(&self) -> bool {
+        false
+    }
+
     /// Runs the check. Dropping the future cancels it; blocking work sees the context's token.
     async fn run(&self, ctx: AgentContext) -> Result<Report, AgentError>;
 }

@@ -2,15 +2,17 @@
 //!
 //! Loading the models takes longer than a load balancer's first health probe, so the service
 //! binds at once and loads them on the blocking pool; readiness stays 503 (and new sessions are
-//! refused) until every agent is warm, so a cold instance gets no traffic.
+//! refused) until every agent is warm, so a cold instance gets no traffic. A model that fails
+//! to load keeps it so, and readiness says why.
 
 use std::sync::{Arc, OnceLock};
 
 use super::AgentError;
 use crate::models::ModelError;
 
-/// An engine an agent shares with its loader.
-pub struct Warm<T>(Arc<OnceLock<T>>);
+/// An engine an agent shares with its loader: empty while loading, then the engine or why it
+/// could not be loaded.
+pub struct Warm<T>(Arc<OnceLock<Result<T, String>>>);
 
 impl<T> Clone for Warm<T> {
     fn clone(&self) -> Self {
@@ -23,24 +25,50 @@ impl<T: Send + Sync + 'static> Warm<T> {
     pub fn new(load: impl FnOnce() -> Result<T, ModelError> + Send + 'static) -> (Self, Loader) {
         let cell = Arc::new(OnceLock::new());
         let target = Arc::clone(&cell);
+        // A loader that panics (a model file that a parser chokes on) is a failed load, not
+        // an instance stuck at "loading".
         let loader = Loader(Box::new(move || {
-            let engine = load()?;
-            let _ = target.set(engine);
-            Ok(())
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(load)).unwrap_or_else(
+                |_| {
+                    Err(ModelError::Invalid {
+                        path: "<model>".into(),
+                        reason: "its loader panicked".into(),
+                    })
+                },
+            ) {
+                Ok(engine) => {
+                    let _ = target.set(Ok(engine));
+                    Ok(())
+                }
+                Err(error) => {
+                    let _ = target.set(Err(error.to_string()));
+                    Err(error)
+                }
+            }
         }));
         (Self(cell), loader)
     }
 
     pub fn ready(&self) -> bool {
-        self.0.get().is_some()
+        matches!(self.0.get(), Some(Ok(_)))
     }
 
-    /// The engine, or an agent error while it is still loading (admission refuses sessions
-    /// until then, so only a session recovered at start-up can see this).
+    pub fn failed(&self) -> bool {
+        matches!(self.0.get(), Some(Err(_)))
+    }
+
+    /// The engine, or an agent error while it is loading or after it failed to (admission
+    /// refuses sessions until it is loaded, so a session rarely sees this).
     pub fn get(&self) -> Result<&T, AgentError> {
-        self.0
-            .get()
-            .ok_or_else(|| AgentError::Failed("the agent's models are still loading".into()))
+        match self.0.get() {
+            Some(Ok(engine)) => Ok(engine),
+            Some(Err(_)) => Err(AgentError::Failed(
+                "the agent's models failed to load".into(),
+            )),
+            None => Err(AgentError::Failed(
+                "the agent's models are still loading".into(),
+            )),
+        }
     }
 }
 
@@ -50,5 +78,40 @@ pub struct Loader(Box<dyn FnOnce() -> Result<(), ModelError> + Send>);
 impl Loader {
     pub fn load(self) -> Result<(), ModelError> {
         (self.0)()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    #[test]
+    fn an_engine_is_ready_once_loaded() {
+        let (warm, loader) = Warm::new(|| Ok(7));
+        assert!(!warm.ready() && !warm.failed());
+        assert!(warm.get().is_err());
+
+        loader.load().unwrap();
+
+        assert!(warm.ready());
+        assert_eq!(warm.get(), Ok(&7));
+    }
+
+    #[test]
+    fn an_engine_that_fails_to_load_says_so() {
+        let (warm, loader) =
+            Warm::<u8>::new(|| Err(ModelError::Missing(PathBuf::from("models/x.onnx"))));
+
+        assert!(loader.load().is_err());
+
+        assert!(warm.failed() && !warm.ready());
+        assert_eq!(
+            warm.get(),
+            Err(AgentError::Failed(
+                "the agent's models failed to load".into()
+            ))
+        );
     }
 }

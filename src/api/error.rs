@@ -72,7 +72,9 @@ pub enum ApiError {
     Overloaded { retry_after_s: u64 },
     #[error("the service is shutting down")]
     ShuttingDown,
-    #[error("the service is still loading its models; retry shortly")]
+    #[error(
+        "the service has not loaded its models (loading, or failed: see readiness); retry shortly"
+    )]
     Starting,
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),

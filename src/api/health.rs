@@ -38,6 +38,8 @@ struct Readiness {
 async fn ready(State(state): State<AppState>) -> Response {
     let reason = if state.lifecycle.is_draining() {
         Some("draining")
+    } else if state.orchestrator.agents_failed() {
+        Some("models_failed")
     } else if !state.orchestrator.agents_ready() {
         Some("models_loading")
     } else if !state.orchestrator.store_available() {

@@ -194,6 +194,11 @@ impl Orchestrator {
         self.inner.agents.iter().all(|agent| agent.ready())
     }
 
+    /// Whether an agent's models failed to load: this instance will never be ready.
+    pub fn agents_failed(&self) -> bool {
+        self.inner.agents.iter().any(|agent| agent.failed())
+    }
+
     /// The agents a request's `sandbox` object may script.
     pub fn sandbox_agents(&self) -> &[String] {
         &self.inner.sandbox_agents

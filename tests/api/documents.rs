@@ -318,3 +318,39 @@ fn the_specimen_zones_marked_valid_are_read_valid_with_their_published_data() {
         "{validated} of {marked} validated"
     );
 }
+
+#[tokio::test]
+async fn a_model_file_that_does_not_load_keeps_the_instance_unready_and_says_why() {
+    let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let damaged = tempfile::tempdir().unwrap();
+    for file in std::fs::read_dir(&models).unwrap() {
+        let file = file.unwrap().path();
+        std::fs::copy(&file, damaged.path().join(file.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(
+        damaged.path().join("PP-OCRv6_det_small.onnx"),
+        b"not an ONNX model",
+    )
+    .unwrap();
+    let app = crate::helpers::spawn_app_with(|settings| {
+        settings.agents = Settings::defaults().agents;
+        settings.models.dir = damaged.path().to_path_buf();
+    })
+    .await;
+
+    let mut reason = serde_json::Value::Null;
+    for _ in 0..200 {
+        let ready: serde_json::Value = app.get("/health/ready").await.json().await.unwrap();
+        reason = ready["reason"].clone();
+        if reason != "models_loading" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    assert_eq!(reason, "models_failed");
+    let refused = app
+        .post_session(&crate::helpers::session_body(serde_json::json!({})))
+        .await;
+    assert_eq!(refused.status(), 503);
+}

@@ -392,6 +392,10 @@ impl Agent for Ocr {
         self.engine.ready()
     }
 
+    fn failed(&self) -> bool {
+        self.engine.failed()
+    }
+
     async fn run(&self, ctx: AgentContext) -> Result<Report, AgentError> {
         let captured = ctx
             .upstream::<Captured>(&self.settings.document_from)
