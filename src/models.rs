@@ -24,6 +24,8 @@ pub enum ModelError {
     },
     #[error("model file {path} could not be loaded: {reason}")]
     Invalid { path: PathBuf, reason: String },
+    #[error("loading a model panicked (a file its parser could not read?)")]
+    Panicked,
 }
 
 /// A model file's name and the first 12 hex digits of its SHA-256, as recorded in checks.

@@ -63,8 +63,9 @@ impl Default for DocCaptureSettings {
 pub struct Captured {
     /// The front, rectified to the document's own proportions, landscape.
     pub front: Arc<RgbImage>,
-    /// The front photo as taken (upright, scaled like the rectified document), for an agent
-    /// that finds nothing on the rectified document: an outline can be wrong.
+    /// The front photo as taken (upright, never turned, scaled like the rectified document),
+    /// when an outline was used: for an agent that finds nothing on the rectified document,
+    /// since an outline can be wrong.
     pub photo: Option<Arc<RgbImage>>,
     /// The back, rectified the same way, when the request had one.
     pub back: Option<Arc<RgbImage>>,
@@ -154,16 +155,12 @@ impl DocCapture {
         };
 
         checkpoint()?;
-        let gray = quality::normalised_gray(&document);
+        let measured = quality::normalised(&document);
+        let gray = image::imageops::grayscale(&measured);
         let sharpness = quality::sharpness(&gray);
         let exposure = quality::exposure(&gray);
         let edge_density = quality::edge_density(&gray);
-        let glare = {
-            let (w, h) = gray.dimensions();
-            let small =
-                image::imageops::resize(&document, w, h, image::imageops::FilterType::Triangle);
-            quality::glare(&small)
-        };
+        let glare = quality::glare(&measured);
         let portrait_face = faces
             .detect(&gray, s.min_portrait_fraction as f32)
             .into_iter()

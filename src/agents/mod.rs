@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::domain::{NewSession, SessionId};
 use crate::orchestrator::CpuPool;
 
-pub use registry::{AgentRegistry, RegistryError};
+pub use registry::{AgentRegistry, RegistryError, document_agents};
 
 /// One step of the verification plan.
 #[async_trait]

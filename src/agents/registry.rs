@@ -156,6 +156,37 @@ impl AgentRegistry {
     }
 }
 
+/// doc_capture and ocr as `settings` configures them (under those names), their models loaded
+/// from `models` now, with one inference session each: for callers outside the service, such
+/// as the evaluation command and the tests.
+pub fn document_agents(
+    settings: &Settings,
+    models: &std::path::Path,
+) -> Result<(DocCapture, Ocr), RegistryError> {
+    let configured = |name: &str| {
+        settings
+            .agents
+            .get(name)
+            .map_or(serde_json::Value::Null, |agent| agent.settings.clone())
+    };
+    let model_error = |agent: &str| {
+        let agent = agent.to_owned();
+        move |source| RegistryError::Model { agent, source }
+    };
+    let (capture, loader) = DocCapture::new(
+        "doc_capture",
+        agent_settings("doc_capture", &configured("doc_capture"))?,
+        settings.limits.images(),
+        models,
+    )
+    .map_err(model_error("doc_capture"))?;
+    loader.load().map_err(model_error("doc_capture"))?;
+    let (ocr, loader) = Ocr::new("ocr", agent_settings("ocr", &configured("ocr"))?, models, 1)
+        .map_err(model_error("ocr"))?;
+    loader.load().map_err(model_error("ocr"))?;
+    Ok((capture, ocr))
+}
+
 /// An agent's `settings` table as its own type; an absent table is all defaults.
 fn agent_settings<T: serde::de::DeserializeOwned + Default>(
     agent: &str,

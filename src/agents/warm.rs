@@ -28,14 +28,9 @@ impl<T: Send + Sync + 'static> Warm<T> {
         // A loader that panics (a model file that a parser chokes on) is a failed load, not
         // an instance stuck at "loading".
         let loader = Loader(Box::new(move || {
-            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(load)).unwrap_or_else(
-                |_| {
-                    Err(ModelError::Invalid {
-                        path: "<model>".into(),
-                        reason: "its loader panicked".into(),
-                    })
-                },
-            ) {
+            let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(load))
+                .unwrap_or(Err(ModelError::Panicked));
+            match loaded {
                 Ok(engine) => {
                     let _ = target.set(Ok(engine));
                     Ok(())

@@ -16,8 +16,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use kyc_orchestrator::Settings;
-use kyc_orchestrator::agents::doc_capture::{Captured, DocCapture, DocCaptureSettings};
-use kyc_orchestrator::agents::ocr::{Ocr, OcrSettings};
+use kyc_orchestrator::agents::doc_capture::Captured;
+use kyc_orchestrator::agents::document_agents;
 use kyc_orchestrator::domain::ImageData;
 
 #[derive(Parser)]
@@ -55,17 +55,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 fn ocr(dir: &Path, models: &Path, debug: Option<&Path>) -> Result<(), Box<dyn std::error::Error>> {
     let settings = Settings::defaults();
-    let doc_settings = agent_settings::<DocCaptureSettings>(&settings, "doc_capture");
-    let ocr_settings = agent_settings::<OcrSettings>(&settings, "ocr");
-    let (capture, loader) = DocCapture::new(
-        "doc_capture",
-        doc_settings,
-        settings.limits.images(),
-        models,
-    )?;
-    loader.load()?;
-    let (reader, loader) = Ocr::new("ocr", ocr_settings, models, 1)?;
-    loader.load()?;
+    let (capture, reader) = document_agents(&settings, models)?;
     let today = chrono::Utc::now().date_naive();
 
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
@@ -167,15 +157,6 @@ fn ocr(dir: &Path, models: &Path, debug: Option<&Path>) -> Result<(), Box<dyn st
         files.len()
     );
     Ok(())
-}
-
-fn agent_settings<T: serde::de::DeserializeOwned + Default>(settings: &Settings, agent: &str) -> T {
-    settings
-        .agents
-        .get(agent)
-        .filter(|a| !a.settings.is_null())
-        .map(|a| serde_json::from_value(a.settings.clone()).expect("valid agent settings"))
-        .unwrap_or_default()
 }
 
 fn median(values: &mut [f64]) -> f64 {

@@ -222,20 +222,22 @@ pub fn rectify(image: &RgbImage, quad: &Quad, min_width: u32, max_width: u32) ->
     out
 }
 
-/// The whole frame, scaled like a rectified document: used when no outline is found (a scan,
-/// or a photo cropped to the document).
-pub fn whole_frame(image: &RgbImage, min_width: u32, max_width: u32) -> RgbImage {
+/// The whole frame, its longer side scaled into `min_side..=max_side` and otherwise as taken:
+/// used when no outline is found (a scan, or a photo cropped to the document). Unlike
+/// `rectify` it never turns the image: an upright photo in portrait format holds upright text.
+pub fn whole_frame(image: &RgbImage, min_side: u32, max_side: u32) -> RgbImage {
     let (w, h) = image.dimensions();
-    rectify(
+    let long = w.max(h);
+    let target = long.clamp(min_side, max_side);
+    if target == long {
+        return image.clone();
+    }
+    let scale = target as f32 / long as f32;
+    image::imageops::resize(
         image,
-        &Quad([
-            (0.0, 0.0),
-            (w as f32, 0.0),
-            (w as f32, h as f32),
-            (0.0, h as f32),
-        ]),
-        min_width,
-        max_width,
+        ((w as f32 * scale).round() as u32).max(1),
+        ((h as f32 * scale).round() as u32).max(1),
+        image::imageops::FilterType::Triangle,
     )
 }
 

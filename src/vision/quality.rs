@@ -9,16 +9,15 @@ use serde::Serialize;
 /// Width images are scaled to before sharpness and edge measures.
 pub const MEASURE_WIDTH: u32 = 800;
 
-/// `image` scaled to [`MEASURE_WIDTH`] wide (never up), as luminance.
-pub fn normalised_gray(image: &RgbImage) -> GrayImage {
-    let gray = image::imageops::grayscale(image);
-    let (w, h) = gray.dimensions();
+/// `image` scaled to [`MEASURE_WIDTH`] wide (never up): what every measure here is taken on.
+pub fn normalised(image: &RgbImage) -> RgbImage {
+    let (w, h) = image.dimensions();
     if w <= MEASURE_WIDTH {
-        return gray;
+        return image.clone();
     }
     let height = ((h as f32 * MEASURE_WIDTH as f32 / w as f32).round() as u32).max(1);
     image::imageops::resize(
-        &gray,
+        image,
         MEASURE_WIDTH,
         height,
         image::imageops::FilterType::Triangle,

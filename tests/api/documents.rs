@@ -6,9 +6,9 @@ use std::sync::OnceLock;
 use chrono::NaiveDate;
 use image::RgbImage;
 use kyc_orchestrator::Settings;
-use kyc_orchestrator::agents::Report;
 use kyc_orchestrator::agents::doc_capture::{Captured, DocCapture};
 use kyc_orchestrator::agents::ocr::Ocr;
+use kyc_orchestrator::agents::{Report, document_agents};
 use kyc_orchestrator::domain::{Claimed, ImageData};
 
 use crate::render::{self, ANNA, Page};
@@ -22,25 +22,9 @@ struct Agents {
 fn agents() -> &'static Agents {
     static AGENTS: OnceLock<Agents> = OnceLock::new();
     AGENTS.get_or_init(|| {
-        let settings = Settings::defaults();
         let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
-        let setting = |agent: &str| settings.agents[agent].settings.clone();
-        let (capture, loader) = DocCapture::new(
-            "doc_capture",
-            serde_json::from_value(setting("doc_capture")).unwrap(),
-            settings.limits.images(),
-            &models,
-        )
-        .expect("scripts/models.sh has fetched the models");
-        loader.load().unwrap();
-        let (ocr, loader) = Ocr::new(
-            "ocr",
-            serde_json::from_value(setting("ocr")).unwrap(),
-            &models,
-            1,
-        )
-        .unwrap();
-        loader.load().unwrap();
+        let (capture, ocr) = document_agents(&Settings::defaults(), &models)
+            .expect("scripts/models.sh has fetched the models");
         Agents { capture, ocr }
     })
 }

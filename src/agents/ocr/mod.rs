@@ -240,7 +240,7 @@ impl Ocr {
         let mut details = json!({
             "source": reading.source,
             "lines_read": reading.lines,
-            "line_confidence": (reading.confidence * 1000.0).round() / 1000.0,
+            "line_confidence": (f64::from(reading.confidence) * 1000.0).round() / 1000.0,
             "models": {
                 "detection": engine.detection_model,
                 "recognition": engine.recognition_model,
