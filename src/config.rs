@@ -191,6 +191,10 @@ pub enum AgentKind {
     DocCapture,
     /// Machine-readable zone: read, check digits, expiry, claimed data.
     Ocr,
+    /// A live person in the selfie frames: motion across frames, cues in each.
+    Liveness,
+    /// The selfie's face against the document's portrait.
+    FaceMatch,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -5,13 +5,16 @@
 //!
 //! The holder is ICAO's own specimen, Anna Maria Eriksson of Utopia. Drawing panics when a
 //! font is missing, naming the package that provides it.
+//!
+//! Selfies are made from a face photo (`scripts/fixtures.sh` fetches the public-domain
+//! astronaut portrait from the scikit-image wheel): [`head_turn`] draws a head turning.
 
 use std::sync::OnceLock;
 
 use ab_glyph::{Font, FontVec, PxScale, ScaleFont};
 use image::{Rgb, RgbImage};
 use imageproc::drawing::{draw_filled_rect_mut, draw_text_mut};
-use imageproc::geometric_transformations::Projection;
+use imageproc::geometric_transformations::{Border, Interpolation, Projection, warp_with};
 use imageproc::rect::Rect;
 
 const OCR_B: &str = "/usr/share/fonts/opentype/ocr-b/OCRB.otf";
@@ -213,4 +216,36 @@ pub fn jpeg(image: &RgbImage) -> bytes::Bytes {
         .encode_image(image)
         .expect("encodes");
     out.into()
+}
+
+/// The astronaut's head and shoulders, from the upper middle of scikit-image's 512 x 512
+/// `astronaut.png`: the portrait on drawn documents, and (enlarged) the face of drawn selfies.
+pub fn astronaut_head(photo: &RgbImage) -> RgbImage {
+    image::imageops::crop_imm(photo, 130, 10, 260, 330).to_image()
+}
+
+/// The astronaut's head and shoulders at twice the size (520 x 660): a selfie, the face a third
+/// of the frame's width.
+pub fn astronaut_selfie(photo: &RgbImage) -> RgbImage {
+    let head = astronaut_head(photo);
+    image::imageops::resize(&head, 520, 660, image::imageops::FilterType::CatmullRom)
+}
+
+/// Frame `step` of a selfie whose head turns: the face around `nose` (the nose tip, in
+/// `selfie`'s pixels) shifts sideways against the rest of the face by 12 px per step, as the
+/// nose does against the cheeks when a head turns a few degrees, while the whole frame drifts
+/// with the hand holding the phone. A flat picture cannot move so; liveness looks for it.
+pub fn head_turn(selfie: &RgbImage, nose: (f32, f32), step: f32) -> RgbImage {
+    let (nx, ny) = nose;
+    let shift = 12.0 * step;
+    let spread = 2.0 * 40.0f32.powi(2);
+    warp_with(
+        selfie,
+        move |x, y| {
+            let near = (-((x - nx).powi(2) + (y - ny).powi(2)) / spread).exp();
+            (x - shift * near - 2.0 * step, y - step)
+        },
+        Interpolation::Bilinear,
+        Border::Replicate,
+    )
 }

@@ -22,9 +22,10 @@ wheel_files() {
   local work
   work=$(mktemp -d)
   echo "$(basename "$0"): fetching ${requirements[*]} from PyPI"
-  # The platform is pinned so that a shared library matches the binary's target.
+  # The platform is pinned so that a shared library matches the binary's target (pip takes
+  # the tags literally, so the older manylinux2014 tag is named as well).
   python3 -m pip download --quiet --no-deps --only-binary=:all: \
-    --platform manylinux_2_28_x86_64 --python-version 3.11 \
+    --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 --python-version 3.11 \
     --dest "$work" "${requirements[@]}"
   python3 - "$work" "$dest" "$@" <<'PY'
 import pathlib, sys, zipfile

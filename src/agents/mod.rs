@@ -7,9 +7,12 @@
 //! blocking pool behind a CPU slot; the orchestrator owns timeouts, cancellation and panics.
 
 pub mod doc_capture;
+pub mod face_match;
+pub mod liveness;
 pub mod ocr;
 pub mod registry;
 pub mod sandbox;
+pub mod selfie;
 pub mod warm;
 
 use std::any::Any;
@@ -22,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::domain::{NewSession, SessionId};
 use crate::orchestrator::CpuPool;
 
-pub use registry::{AgentRegistry, RegistryError, document_agents};
+pub use registry::{AgentRegistry, RegistryError, document_agents, person_agents};
 
 /// One step of the verification plan.
 #[async_trait]
@@ -164,6 +167,11 @@ impl AgentContext {
     /// The output of a dependency, if it produced one of this type.
     pub fn upstream<T: Any>(&self, agent: &str) -> Option<&T> {
         self.upstream.get(agent)?.downcast_ref()
+    }
+
+    /// The output of a dependency as it was handed on: a cheap clone can go with blocking work.
+    pub fn upstream_output(&self, agent: &str) -> Option<&Output> {
+        self.upstream.get(agent)
     }
 
     /// When this agent's result stops counting: the earlier of its own timeout and the session's

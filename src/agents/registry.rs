@@ -8,6 +8,8 @@ use crate::orchestrator::{Plan, PlanError};
 
 use super::Agent;
 use super::doc_capture::DocCapture;
+use super::face_match::FaceMatch;
+use super::liveness::Liveness;
 use super::ocr::Ocr;
 use super::sandbox::SandboxAgent;
 use super::warm::Loader;
@@ -96,6 +98,30 @@ impl AgentRegistry {
                     loaders.push(loader);
                     Arc::new(built)
                 }
+                AgentKind::Liveness => {
+                    let (built, loader) = Liveness::new(
+                        name,
+                        agent_settings(name, &agent.settings)?,
+                        settings.limits.images(),
+                        &settings.models.dir,
+                        settings.orchestrator.cpu_slots(),
+                    )
+                    .map_err(model_error)?;
+                    loaders.push(loader);
+                    Arc::new(built)
+                }
+                AgentKind::FaceMatch => {
+                    let (built, loader) = FaceMatch::new(
+                        name,
+                        agent_settings(name, &agent.settings)?,
+                        settings.limits.images(),
+                        &settings.models.dir,
+                        settings.orchestrator.cpu_slots(),
+                    )
+                    .map_err(model_error)?;
+                    loaders.push(loader);
+                    Arc::new(built)
+                }
             };
             agents.push(built);
         }
@@ -163,28 +189,73 @@ pub fn document_agents(
     settings: &Settings,
     models: &std::path::Path,
 ) -> Result<(DocCapture, Ocr), RegistryError> {
-    let configured = |name: &str| {
-        settings
-            .agents
-            .get(name)
-            .map_or(serde_json::Value::Null, |agent| agent.settings.clone())
-    };
-    let model_error = |agent: &str| {
-        let agent = agent.to_owned();
-        move |source| RegistryError::Model { agent, source }
-    };
-    let (capture, loader) = DocCapture::new(
+    let limits = settings.limits.images();
+    let capture = loaded_now(
         "doc_capture",
-        agent_settings("doc_capture", &configured("doc_capture"))?,
-        settings.limits.images(),
-        models,
-    )
-    .map_err(model_error("doc_capture"))?;
-    loader.load().map_err(model_error("doc_capture"))?;
-    let (ocr, loader) = Ocr::new("ocr", agent_settings("ocr", &configured("ocr"))?, models, 1)
-        .map_err(model_error("ocr"))?;
-    loader.load().map_err(model_error("ocr"))?;
+        DocCapture::new(
+            "doc_capture",
+            configured(settings, "doc_capture")?,
+            limits,
+            models,
+        ),
+    )?;
+    let ocr = loaded_now(
+        "ocr",
+        Ocr::new("ocr", configured(settings, "ocr")?, models, 1),
+    )?;
     Ok((capture, ocr))
+}
+
+/// liveness and face_match, likewise.
+pub fn person_agents(
+    settings: &Settings,
+    models: &std::path::Path,
+) -> Result<(Liveness, FaceMatch), RegistryError> {
+    let limits = settings.limits.images();
+    let liveness = loaded_now(
+        "liveness",
+        Liveness::new(
+            "liveness",
+            configured(settings, "liveness")?,
+            limits,
+            models,
+            1,
+        ),
+    )?;
+    let face_match = loaded_now(
+        "face_match",
+        FaceMatch::new(
+            "face_match",
+            configured(settings, "face_match")?,
+            limits,
+            models,
+            1,
+        ),
+    )?;
+    Ok((liveness, face_match))
+}
+
+/// The settings table `settings` has for the agent `name` (defaults if it has none).
+fn configured<T: serde::de::DeserializeOwned + Default>(
+    settings: &Settings,
+    name: &str,
+) -> Result<T, RegistryError> {
+    let table = settings
+        .agents
+        .get(name)
+        .map_or(serde_json::Value::Null, |agent| agent.settings.clone());
+    agent_settings(name, &table)
+}
+
+/// A built agent with its models loaded, on this thread.
+fn loaded_now<T>(agent: &str, built: Result<(T, Loader), ModelError>) -> Result<T, RegistryError> {
+    let model_error = |source| RegistryError::Model {
+        agent: agent.to_owned(),
+        source,
+    };
+    let (built, loader) = built.map_err(model_error)?;
+    loader.load().map_err(model_error)?;
+    Ok(built)
 }
 
 /// An agent's `settings` table as its own type; an absent table is all defaults.

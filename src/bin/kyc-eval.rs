@@ -9,6 +9,25 @@
 //! validates with a wrong value is the worst error an MRZ reader can make, and is counted.
 //!
 //! It prints the specimen data it reads; run it on specimens and test images only.
+//!
+//!     kyc-eval face ../shared/data/faces
+//!
+//! `face` runs face_match on every pair of photos, one as the selfie and the other as the
+//! document's portrait, prints the distance matrix and checks every pair against the file
+//! names: photos whose names differ only by digits or a `-240p`-style suffix show the same
+//! person and must match; all others must not. `two_people` holds two faces and is printed but
+//! not scored.
+//!
+//!     kyc-eval liveness ../shared/data/liveness/demo.gif
+//!
+//!     kyc-eval inputs target/inputs
+//!
+//! `inputs` writes the drawn images README's latency figures were measured with.
+//!
+//! `liveness` slides a window of 5 frames over the GIF (frames 0-35 a live person, 36-63 a
+//! phone replay, 64-87 a printed photo; windows straddling two parts are skipped), runs
+//! liveness on each and prints the confusion table. Live windows must never be `failed`, replay
+//! and print windows never `passed`.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -17,7 +36,7 @@ use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use kyc_orchestrator::Settings;
 use kyc_orchestrator::agents::doc_capture::Captured;
-use kyc_orchestrator::agents::document_agents;
+use kyc_orchestrator::agents::{document_agents, person_agents};
 use kyc_orchestrator::domain::ImageData;
 
 #[derive(Parser)]
@@ -38,6 +57,23 @@ struct Args {
 enum Mode {
     /// doc_capture and ocr on document photos.
     Ocr { dir: PathBuf },
+    /// face_match on every pair of face photos.
+    Face { dir: PathBuf },
+    /// Write the drawn inputs the benchmarks send: a passport photo with the astronaut's
+    /// portrait (`document.jpg`) and five frames of her head turning (`selfie-N.jpg`).
+    Inputs {
+        /// scikit-image's astronaut.png (`scripts/fixtures.sh`).
+        #[arg(long, default_value = "fixtures/astronaut.png")]
+        face: PathBuf,
+        out: PathBuf,
+    },
+    /// liveness on windows of an animated GIF's frames.
+    Liveness {
+        gif: PathBuf,
+        /// Frames per window.
+        #[arg(long, default_value_t = 5)]
+        window: usize,
+    },
 }
 
 /// Published specimens: file-name stem, document number, birth, expiry.
@@ -50,14 +86,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     match args.mode {
         Mode::Ocr { dir } => ocr(&dir, &args.models, args.debug.as_deref()),
+        Mode::Face { dir } => face(&dir, &args.models),
+        Mode::Liveness { gif, window } => liveness(&gif, window, &args.models),
+        Mode::Inputs { face, out } => inputs(&face, &out, &args.models),
     }
 }
 
-fn ocr(dir: &Path, models: &Path, debug: Option<&Path>) -> Result<(), Box<dyn std::error::Error>> {
-    let settings = Settings::defaults();
-    let (capture, reader) = document_agents(&settings, models)?;
-    let today = chrono::Utc::now().date_naive();
-
+/// The JPEG, PNG and WebP files in `dir`, sorted.
+fn images_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
@@ -70,6 +106,15 @@ fn ocr(dir: &Path, models: &Path, debug: Option<&Path>) -> Result<(), Box<dyn st
         })
         .collect();
     files.sort();
+    Ok(files)
+}
+
+fn ocr(dir: &Path, models: &Path, debug: Option<&Path>) -> Result<(), Box<dyn std::error::Error>> {
+    let settings = Settings::defaults();
+    let (capture, reader) = document_agents(&settings, models)?;
+    let today = chrono::Utc::now().date_naive();
+
+    let files = images_in(dir)?;
 
     println!(
         "{:<22} {:>8} {:<5} {:<6} {:<11} {:<11} {:>6} {:>6}  doc_capture issues / ocr reasons",
@@ -165,4 +210,231 @@ fn median(values: &mut [f64]) -> f64 {
     }
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
+}
+
+/// The person a face photo shows, from its file name: the stem after any `folder__` prefix,
+/// without trailing digits or a resolution suffix (`obama2`, `obama-480p` are `obama`).
+fn person(path: &Path) -> String {
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("?");
+    let stem = stem.rsplit("__").next().unwrap_or(stem);
+    let stem = stem
+        .split_once("-240p")
+        .or_else(|| stem.split_once("-480p"))
+        .map_or(stem, |(person, _)| person);
+    stem.trim_end_matches(|c: char| c.is_ascii_digit())
+        .to_owned()
+}
+
+fn face(dir: &Path, models: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    let settings = Settings::defaults();
+    let limits = settings.limits.images();
+    let (_, matcher) = person_agents(&settings, models)?;
+    let files = images_in(dir)?;
+    let images = files
+        .iter()
+        .map(|path| {
+            let bytes = Bytes::from(std::fs::read(path)?);
+            let decoded = image::load_from_memory(&bytes)?.to_rgb8();
+            Ok((
+                ImageData::parse(bytes, &limits)?,
+                std::sync::Arc::new(decoded),
+            ))
+        })
+        .collect::<Result<Vec<_>, Box<dyn std::error::Error>>>()?;
+    let names: Vec<String> = files
+        .iter()
+        .map(|p| {
+            let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or("?");
+            stem.rsplit("__").next().unwrap_or(stem).to_owned()
+        })
+        .collect();
+
+    print!("{:<20}", "selfie \\ document");
+    for name in &names {
+        print!(" {:>9.9}", name);
+    }
+    println!();
+    let (mut same, mut same_ok, mut different, mut different_ok) = (0, 0, 0, 0);
+    let mut failures = Vec::new();
+    let mut times = Vec::new();
+    for (i, (selfie, _)) in images.iter().enumerate() {
+        print!("{:<20.20}", names[i]);
+        for (j, (_, portrait)) in images.iter().enumerate() {
+            if i == j {
+                print!(" {:>9}", "-");
+                continue;
+            }
+            let document = Captured {
+                front: portrait.clone(),
+                photo: None,
+                back: None,
+                portrait: Some(portrait.clone()),
+            };
+            let started = Instant::now();
+            let report = matcher.compare(
+                None,
+                std::slice::from_ref(selfie),
+                &document,
+                &Default::default(),
+            )?;
+            times.push(started.elapsed().as_secs_f64() * 1000.0);
+            let distance = report.details["distance"].as_f64();
+            print!(" {:>9}", distance.map_or("-".into(), |d| format!("{d:.3}")));
+            let scored = !names[i].contains("two_people") && !names[j].contains("two_people");
+            if !scored {
+                continue;
+            }
+            let passed = report.reasons.is_empty();
+            if person(&files[i]) == person(&files[j]) {
+                same += 1;
+                same_ok += usize::from(passed);
+                if !passed {
+                    failures.push(format!(
+                        "{} vs {}: {:?}",
+                        names[i], names[j], report.reasons
+                    ));
+                }
+            } else {
+                different += 1;
+                let mismatch = report.reasons.iter().any(|r| r == "face_mismatch");
+                different_ok += usize::from(mismatch);
+                if !mismatch {
+                    failures.push(format!(
+                        "{} vs {}: {:?}",
+                        names[i], names[j], report.reasons
+                    ));
+                }
+            }
+        }
+        println!();
+    }
+    let thresholds = &settings.agents["face_match"].settings;
+    println!();
+    println!("thresholds: {thresholds}");
+    println!("same-person pairs matched: {same_ok}/{same}");
+    println!("different-person pairs found different (face_mismatch): {different_ok}/{different}");
+    for failure in &failures {
+        println!("  not as expected: {failure}");
+    }
+    println!(
+        "face_match latency p50: {:.0} ms (one thread, {} comparisons)",
+        median(&mut times),
+        times.len()
+    );
+    Ok(())
+}
+
+fn liveness(gif: &Path, window: usize, models: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    use image::AnimationDecoder;
+
+    let settings = Settings::defaults();
+    let limits = settings.limits.images();
+    let (checker, _) = person_agents(&settings, models)?;
+    let decoder =
+        image::codecs::gif::GifDecoder::new(std::io::BufReader::new(std::fs::File::open(gif)?))?;
+    let frames = decoder
+        .into_frames()
+        .collect_frames()?
+        .into_iter()
+        .map(|frame| {
+            let rgb = image::DynamicImage::ImageRgba8(frame.into_buffer()).to_rgb8();
+            let mut png = Vec::new();
+            rgb.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
+            Ok(ImageData::parse(Bytes::from(png), &limits)?)
+        })
+        .collect::<Result<Vec<_>, Box<dyn std::error::Error>>>()?;
+    let truth = |frame: usize| match frame {
+        0..=35 => "live",
+        36..=63 => "replay",
+        _ => "print",
+    };
+    const KINDS: [&str; 3] = ["live", "replay", "print"];
+    const OUTCOMES: [&str; 3] = ["passed", "review", "failed"];
+    let mut table = [[0usize; 3]; 3];
+    let mut times = Vec::new();
+    println!("window  truth   outcome  score  live  spoof  signals");
+    for start in 0..frames.len().saturating_sub(window - 1) {
+        let kind = truth(start);
+        if truth(start + window - 1) != kind {
+            continue;
+        }
+        let started = Instant::now();
+        let report = checker.analyse(&frames[start..start + window], &Default::default())?;
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+        let outcome = if report.reasons.is_empty() {
+            "passed"
+        } else if report.reasons.iter().any(|r| r == "liveness_failed") {
+            "failed"
+        } else {
+            "review"
+        };
+        let row = KINDS.iter().position(|k| *k == kind).expect("a kind");
+        let column = OUTCOMES
+            .iter()
+            .position(|o| *o == outcome)
+            .expect("an outcome");
+        table[row][column] += 1;
+        let d = &report.details;
+        println!(
+            "{:>2}-{:<2}  {:<7} {:<8} {:>5} {:>5} {:>6}  {} {}",
+            start,
+            start + window - 1,
+            kind,
+            outcome,
+            d["score"],
+            d["live_evidence"],
+            d["spoof_evidence"],
+            d["signals"],
+            report.reasons.join(","),
+        );
+    }
+    println!();
+    println!(
+        "{:<8} {:>7} {:>7} {:>7}",
+        "truth", "passed", "review", "failed"
+    );
+    for (kind, row) in KINDS.iter().zip(table) {
+        println!("{:<8} {:>7} {:>7} {:>7}", kind, row[0], row[1], row[2]);
+    }
+    let live_failed = table[0][2];
+    let spoof_passed = table[1][0] + table[2][0];
+    println!("live windows failed: {live_failed}; replay or print windows passed: {spoof_passed}");
+    println!(
+        "liveness latency p50: {:.0} ms per {window}-frame window (one thread, {} windows)",
+        median(&mut times),
+        times.len()
+    );
+    Ok(())
+}
+
+fn inputs(face: &Path, out: &Path, models: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    use kyc_orchestrator::specimen;
+    use kyc_orchestrator::vision::biometrics::{Biometrics, LANDMARKS_68, Prepared};
+
+    std::fs::create_dir_all(out)?;
+    let photo = image::open(face)?.to_rgb8();
+    let page = specimen::Page {
+        portrait: Some(specimen::astronaut_head(&photo)),
+        ..specimen::Page::default()
+    };
+    let document = specimen::photo(&specimen::page(&page), specimen::ASKEW);
+    std::fs::write(out.join("document.jpg"), specimen::jpeg(&document))?;
+
+    let selfie = specimen::astronaut_selfie(&photo);
+    let engine = Biometrics::load(models, LANDMARKS_68, false, 1)?;
+    let prepared = Prepared::new(&selfie);
+    let face = *engine
+        .detect(&prepared)
+        .first()
+        .ok_or("no face on the portrait")?;
+    let nose = engine.landmarks(&prepared, face)[30];
+    for (i, step) in [-2.0, -1.0, 0.0, 1.0, 2.0].into_iter().enumerate() {
+        let frame = specimen::head_turn(&selfie, nose, step);
+        std::fs::write(out.join(format!("selfie-{i}.jpg")), specimen::jpeg(&frame))?;
+    }
+    println!(
+        "wrote {}/document.jpg and selfie-0.jpg .. selfie-4.jpg",
+        out.display()
+    );
+    Ok(())
 }

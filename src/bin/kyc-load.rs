@@ -51,9 +51,9 @@ struct Args {
     /// every decision as completed, and report each agent's own duration.
     #[arg(long, requires = "selfie")]
     document: Option<std::path::PathBuf>,
-    /// The selfie frame sent with --document.
-    #[arg(long, requires = "document")]
-    selfie: Option<std::path::PathBuf>,
+    /// The selfie frames sent with --document, in order (repeat the flag, or list them).
+    #[arg(long, requires = "document", num_args = 1..)]
+    selfie: Vec<std::path::PathBuf>,
     /// PID of the server, to report its CPU use and peak RSS (Linux /proc).
     #[arg(long)]
     server_pid: Option<u32>,
@@ -114,9 +114,13 @@ impl Report {
 }
 
 /// A session of real images, for the real agents: no sandbox script.
-fn real_body(document: &std::path::Path, selfie: &std::path::Path) -> std::io::Result<Bytes> {
+fn real_body(document: &std::path::Path, selfie: &[std::path::PathBuf]) -> std::io::Result<Bytes> {
+    let frames = selfie
+        .iter()
+        .map(|frame| Ok(STANDARD.encode(std::fs::read(frame)?)))
+        .collect::<std::io::Result<Vec<_>>>()?;
     let body = json!({
-        "selfie": { "frames": [STANDARD.encode(std::fs::read(selfie)?)] },
+        "selfie": { "frames": frames },
         "document": { "type": "passport", "front": STANDARD.encode(std::fs::read(document)?) },
     });
     Ok(serde_json::to_vec(&body).expect("JSON serialises").into())
@@ -239,12 +243,12 @@ async fn main() {
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let url = format!("{}/v1/sessions", args.url.trim_end_matches('/'));
     let any_decision = args.document.is_some();
-    let body = match (&args.document, &args.selfie) {
-        (Some(document), Some(selfie)) => real_body(document, selfie).unwrap_or_else(|e| {
+    let body = match &args.document {
+        Some(document) => real_body(document, &args.selfie).unwrap_or_else(|e| {
             eprintln!("cannot read the images: {e}");
             std::process::exit(2)
         }),
-        _ => request_body(args.latency_ms),
+        None => request_body(args.latency_ms),
     };
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(usize::MAX)

@@ -344,10 +344,21 @@ async fn outcomes(client: &reqwest::Client, url: &str) -> Check {
     Ok(())
 }
 
-/// The default plan's real agents looked at the images: a card with no print and no portrait
-/// is reported as such, by the models the checks name.
+/// The default plan's real agents looked at the images: a card with no print and no portrait,
+/// and a grey selfie, are reported as such, by the models the checks name.
 fn real_agents_on_a_card(events: &[Value]) -> Check {
     let done = events.last().expect("history checked it");
+    for (check, model) in [("liveness", "landmarks"), ("face_match", "embedding")] {
+        let checked = &done["checks"][check];
+        if checked["reasons"] != json!(["no_face_in_selfie"])
+            || checked["details"]["models"][model]["file"].is_null()
+        {
+            return fail(
+                &format!("{check} found no face in the grey selfie, naming its models"),
+                done,
+            );
+        }
+    }
     let doc = &done["checks"]["doc_capture"];
     let ocr = &done["checks"]["ocr"];
     let issues = doc["details"]["issues"]
@@ -373,7 +384,9 @@ fn real_agents_on_a_card(events: &[Value]) -> Check {
     if done["decision"] != "review" {
         return fail("a document without a zone goes to review", done);
     }
-    ok("the real doc_capture and ocr analysed the generated card: no portrait, no zone, review");
+    ok(
+        "the real agents analysed the generated card and selfie: no face, no portrait, no zone, review",
+    );
     Ok(())
 }
 
@@ -400,12 +413,17 @@ async fn real_agents_on_a_passport(client: &reqwest::Client, url: &str) -> Check
             done,
         );
     }
-    if done["decision"] != "review" || done["reasons"] != json!(["no_portrait"]) {
+    if done["decision"] != "review"
+        || done["checks"]["doc_capture"]["reasons"] != json!(["no_portrait"])
+        || done["checks"]["face_match"]["reasons"] != json!(["no_face_in_selfie"])
+    {
         return fail(
-            "the passport without a portrait goes to review for no_portrait",
+            "the passport without a portrait, with a faceless selfie, goes to review",
             done,
         );
     }
-    ok("the real ocr read and verified a drawn passport's zone; no portrait sends it to review");
+    ok(
+        "the real ocr read and verified a drawn passport's zone; no portrait and no face send it to review",
+    );
     Ok(())
 }

@@ -4,9 +4,11 @@
 //! These functions measure; the agents in `crate::agents` decide. Everything here is
 //! synchronous CPU work, run by the agents on the blocking pool behind a CPU slot.
 
+pub mod biometrics;
 pub mod decode;
 pub mod faces;
 pub mod outline;
+pub mod pool;
 pub mod quality;
 pub mod text;
 

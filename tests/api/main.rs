@@ -6,6 +6,7 @@ mod decisions;
 mod documents;
 mod durable;
 mod events;
+mod faces;
 mod health;
 mod helpers;
 mod orchestration;

@@ -8,12 +8,20 @@ pub use kyc_orchestrator::specimen::*;
 
 const PORTRAIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/astronaut.png");
 
-/// The astronaut's head and shoulders, from the upper middle of the 512 x 512 original.
-pub fn astronaut() -> RgbImage {
-    let portrait = image::open(PORTRAIT)
+fn astronaut_photo() -> RgbImage {
+    image::open(PORTRAIT)
         .unwrap_or_else(|e| panic!("{PORTRAIT}: {e}; scripts/fixtures.sh fetches it"))
-        .to_rgb8();
-    image::imageops::crop_imm(&portrait, 130, 10, 260, 330).to_image()
+        .to_rgb8()
+}
+
+/// The astronaut's head and shoulders: a document portrait.
+pub fn astronaut() -> RgbImage {
+    astronaut_head(&astronaut_photo())
+}
+
+/// The astronaut's selfie.
+pub fn selfie() -> RgbImage {
+    astronaut_selfie(&astronaut_photo())
 }
 
 /// ANNA's page with the astronaut's portrait.

@@ -47,6 +47,8 @@ async fn the_production_profile_refuses_sandbox_agents() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/production.toml");
     let mut settings = Settings::load_from(Some(&path), None, Some(Default::default())).unwrap();
     settings.server.port = 0;
+    // The default plan is all real agents; an operator swaps one for a sandbox agent.
+    settings.agents = Settings::sandbox().agents;
 
     let error = refusal(settings).await;
 

@@ -13,13 +13,14 @@ mod detect;
 mod recognize;
 
 use std::path::Path;
-use std::sync::{Condvar, Mutex, OnceLock};
+use std::sync::OnceLock;
 
 use image::RgbImage;
 use ort::environment::Environment;
 use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
 
+use super::pool::Pool;
 use crate::models::{ModelError, ModelFile, ModelId};
 
 pub use detect::{DetectSettings, TextBox};
@@ -43,8 +44,8 @@ impl InferenceError {
 
 /// Detection and recognition sessions, loaded once.
 pub struct TextEngine {
-    detection: Pool,
-    recognition: Pool,
+    detection: Pool<Session>,
+    recognition: Pool<Session>,
     charset: Vec<String>,
     pub detection_model: ModelId,
     pub recognition_model: ModelId,
@@ -57,15 +58,14 @@ impl TextEngine {
         let environment = environment(dir)?;
         let det = ModelFile::read(dir, DETECTION_MODEL)?;
         let rec = ModelFile::read(dir, RECOGNITION_MODEL)?;
-        let detection = Pool::new(environment, &det, sessions)?;
-        let recognition = Pool::new(environment, &rec, sessions)?;
+        let detection = self::sessions(environment, &det, sessions)?;
+        let recognition = self::sessions(environment, &rec, sessions)?;
         let charset = {
-            let session = recognition.take();
-            let characters = session
+            let characters = recognition
+                .lease()
                 .metadata()
                 .ok()
                 .and_then(|metadata| metadata.custom("character"));
-            recognition.give(session);
             let characters = characters.ok_or_else(|| rec.invalid("no `character` metadata"))?;
             // CTC's blank is class 0 and the models append a space as the last class.
             std::iter::once(String::new())
@@ -150,91 +150,28 @@ fn environment(dir: &Path) -> Result<&'static Environment, ModelError> {
         })
 }
 
-/// Sessions of one model; a caller blocks until one is free. There are as many as CPU slots,
-/// so in the service nobody waits here.
-struct Pool {
-    idle: Mutex<Vec<Session>>,
-    freed: Condvar,
-}
-
-impl Pool {
-    fn new(
-        environment: &Environment,
-        model: &ModelFile,
-        sessions: usize,
-    ) -> Result<Self, ModelError> {
-        let sessions = (0..sessions.max(1))
-            .map(|_| {
-                Session::builder(environment)
-                    .and_then(|b| b.with_intra_threads(1).map_err(Into::into))
-                    .and_then(|b| b.with_inter_threads(1).map_err(Into::into))
-                    .and_then(|b| {
-                        b.with_optimization_level(GraphOptimizationLevel::All)
-                            .map_err(Into::into)
-                    })
-                    // Input shapes change with every image, so a memory pattern planned for one
-                    // run is wrong for the next. The arena is kept: ocr p50 on the ICAO specimen
-                    // was 266 ms with it and 319 ms without (`kyc-load --document`).
-                    .and_then(|b| b.with_memory_pattern(false).map_err(Into::into))
-                    .and_then(|mut b| b.commit_from_memory(&model.bytes))
-                    .map_err(|e| model.invalid(e))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self {
-            idle: Mutex::new(sessions),
-            freed: Condvar::new(),
+/// One model's sessions, one per CPU slot, each with one intra-op thread.
+fn sessions(
+    environment: &Environment,
+    model: &ModelFile,
+    count: usize,
+) -> Result<Pool<Session>, ModelError> {
+    let sessions = (0..count.max(1))
+        .map(|_| {
+            Session::builder(environment)
+                .and_then(|b| b.with_intra_threads(1).map_err(Into::into))
+                .and_then(|b| b.with_inter_threads(1).map_err(Into::into))
+                .and_then(|b| {
+                    b.with_optimization_level(GraphOptimizationLevel::All)
+                        .map_err(Into::into)
+                })
+                // Input shapes change with every image, so a memory pattern planned for one
+                // run is wrong for the next. The arena is kept: ocr p50 on the ICAO specimen
+                // was 266 ms with it and 319 ms without (`kyc-load --document`).
+                .and_then(|b| b.with_memory_pattern(false).map_err(Into::into))
+                .and_then(|mut b| b.commit_from_memory(&model.bytes))
+                .map_err(|e| model.invalid(e))
         })
-    }
-
-    fn take(&self) -> Session {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            if let Some(session) = idle.pop() {
-                return session;
-            }
-            idle = self.freed.wait(idle).unwrap_or_else(|e| e.into_inner());
-        }
-    }
-
-    fn give(&self, session: Session) {
-        self.idle
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(session);
-        self.freed.notify_one();
-    }
-
-    fn lease(&self) -> Lease<'_> {
-        Lease {
-            pool: self,
-            session: Some(self.take()),
-        }
-    }
-}
-
-/// A session out of its pool; back in on drop, even when inference panicked.
-struct Lease<'a> {
-    pool: &'a Pool,
-    session: Option<Session>,
-}
-
-impl std::ops::Deref for Lease<'_> {
-    type Target = Session;
-    fn deref(&self) -> &Session {
-        self.session.as_ref().expect("held until drop")
-    }
-}
-
-impl std::ops::DerefMut for Lease<'_> {
-    fn deref_mut(&mut self) -> &mut Session {
-        self.session.as_mut().expect("held until drop")
-    }
-}
-
-impl Drop for Lease<'_> {
-    fn drop(&mut self) {
-        if let Some(session) = self.session.take() {
-            self.pool.give(session);
-        }
-    }
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Pool::new(sessions))
 }

@@ -1,0 +1,239 @@
+//! face_match: is the person in the selfie the person on the document?
+//!
+//! It takes the sharpest selfie frame with a face (from liveness's analysis when liveness ran,
+//! otherwise it analyses the frames itself) and the portrait doc_capture found, finds the face
+//! in each with dlib's HOG detector, aligns it by five landmarks and embeds it with dlib's ResNet
+//! model. The Euclidean distance between the two embeddings decides: at most `match_distance`
+//! passes, at least `mismatch_distance` is `face_mismatch`, and in between is
+//! `face_match_uncertain`, for a person to look at.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use image::RgbImage;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::doc_capture::Captured;
+use super::selfie::{self, Selfie};
+use super::warm::{Loader, Warm};
+use super::{Agent, AgentContext, AgentError, Report};
+use crate::domain::{ImageData, ImageLimits};
+use crate::models::ModelError;
+use crate::vision::biometrics::{self, Biometrics, Embedding, FaceBox, Prepared};
+
+/// Thresholds, from the agent's `settings` table; every check records the ones it used.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FaceMatchSettings {
+    /// The agent that provides the document's portrait.
+    pub document_from: String,
+    /// The agent whose analysis of the selfie frames is reused; when it did not run, the
+    /// frames are analysed here.
+    pub selfie_from: String,
+    /// Embedding distance at or below which the faces match.
+    pub match_distance: f64,
+    /// Embedding distance at or above which they are different people.
+    pub mismatch_distance: f64,
+}
+
+impl Default for FaceMatchSettings {
+    fn default() -> Self {
+        Self {
+            document_from: "doc_capture".into(),
+            selfie_from: "liveness".into(),
+            // dlib's own threshold is 0.6 (99.38 % on LFW). A KYC decision is costlier when it
+            // accepts the wrong person than when a reviewer looks at the right one, so the band
+            // from 0.5 to 0.6 goes to review.
+            match_distance: 0.5,
+            mismatch_distance: 0.6,
+        }
+    }
+}
+
+/// The portrait is enlarged to at least this longer side before detection: the detector finds
+/// faces of 80 px and more, and a portrait crop is about twice its face. A larger one is
+/// reduced like a selfie frame.
+const PORTRAIT_SIDE: u32 = 400;
+
+#[derive(Clone)]
+pub struct FaceMatch {
+    name: String,
+    settings: FaceMatchSettings,
+    limits: ImageLimits,
+    engine: Warm<Biometrics>,
+}
+
+impl FaceMatch {
+    /// The agent, and the loader of its models (whose files must exist now), with one
+    /// detector and one network per CPU slot.
+    pub fn new(
+        name: &str,
+        settings: FaceMatchSettings,
+        limits: ImageLimits,
+        models: &Path,
+        slots: usize,
+    ) -> Result<(Self, Loader), ModelError> {
+        for file in [biometrics::LANDMARKS_5, biometrics::EMBEDDING_MODEL] {
+            crate::models::locate(models, file)?;
+        }
+        let dir = models.to_path_buf();
+        let (engine, loader) =
+            Warm::new(move || Biometrics::load(&dir, biometrics::LANDMARKS_5, true, slots));
+        Ok((
+            Self {
+                name: name.to_owned(),
+                settings,
+                limits,
+                engine,
+            },
+            loader,
+        ))
+    }
+
+    /// Compares the selfie (frames sent, or liveness's analysis of them) with the document's
+    /// portrait, synchronously.
+    pub fn compare(
+        &self,
+        selfie: Option<&Selfie>,
+        frames: &[ImageData],
+        captured: &Captured,
+        cancel: &CancellationToken,
+    ) -> Result<Report, AgentError> {
+        let engine = self.engine.get()?;
+        let s = &self.settings;
+        let own;
+        let selfie = match selfie {
+            Some(selfie) => selfie,
+            None => {
+                own = Selfie::analyse(frames, &self.limits, engine, false, cancel)?;
+                &own
+            }
+        };
+        let models = json!({
+            "landmarks": engine.landmarks_model,
+            "embedding": engine.embedding_model,
+        });
+        let mut details = json!({ "thresholds": s, "models": models });
+        let Some((index, frame)) = selfie.best() else {
+            return Ok(
+                Report::failed(Some(0.0), vec!["no_face_in_selfie".into()]).with_details(details)
+            );
+        };
+        details["selfie"] = json!({
+            "frame": index,
+            "faces": frame.faces.len(),
+            "face": frame.faces[0].scaled(1.0 / frame.scale),
+        });
+        if cancel.is_cancelled() {
+            return Err(AgentError::Cancelled);
+        }
+        let Some((portrait, portrait_face, on, k)) = find_portrait(engine, captured) else {
+            return Ok(
+                Report::failed(Some(0.0), vec!["no_face_on_document".into()]).with_details(details),
+            );
+        };
+        details["document"] = json!({ "face": portrait_face.scaled(1.0 / k), "found_on": on });
+        let selfie_embedding = embed(engine, &frame.image, frame.faces[0])?;
+        let portrait_embedding = embed(engine, &portrait, portrait_face)?;
+        let distance = f64::from(selfie_embedding.distance(&portrait_embedding));
+        // The similarity a reviewer reads: 1 for identical embeddings, 0 at distance 1 and
+        // beyond (unrelated faces measure 0.7-0.9).
+        let similarity = round3((1.0 - distance).max(0.0));
+        details["distance"] = json!(round3(distance));
+        details["similarity"] = json!(similarity);
+
+        let mut reasons = Vec::new();
+        if frame.faces.len() > 1 {
+            reasons.push("multiple_faces_in_selfie");
+        }
+        if distance >= s.mismatch_distance {
+            reasons.push("face_mismatch");
+        } else if distance > s.match_distance {
+            reasons.push("face_match_uncertain");
+        }
+        let report = if reasons.is_empty() {
+            Report::passed(Some(similarity))
+        } else {
+            Report::failed(
+                Some(similarity),
+                reasons.into_iter().map(str::to_owned).collect(),
+            )
+        };
+        Ok(report.with_details(details))
+    }
+}
+
+/// The portrait (scaled by the returned factor) and the face on it: on doc_capture's portrait
+/// crop, else anywhere on the rectified front (doc_capture's detector may have missed a face
+/// this one finds).
+fn find_portrait(
+    engine: &Biometrics,
+    captured: &Captured,
+) -> Option<(RgbImage, FaceBox, &'static str, f32)> {
+    let candidates = captured
+        .portrait
+        .iter()
+        .map(|p| (p, "portrait"))
+        .chain(std::iter::once((&captured.front, "front")));
+    for (image, on) in candidates {
+        let image: &Arc<RgbImage> = image;
+        let side = image.width().max(image.height()) as f32;
+        let k = if side < PORTRAIT_SIDE as f32 {
+            PORTRAIT_SIDE as f32 / side
+        } else {
+            (selfie::DETECTION_SIDE as f32 / side).min(1.0)
+        };
+        let enlarged = selfie::scaled(image, k);
+        if let Some(face) = engine.detect(&Prepared::new(&enlarged)).first() {
+            return Some((enlarged, *face, on, k));
+        }
+    }
+    None
+}
+
+fn embed(engine: &Biometrics, image: &RgbImage, face: FaceBox) -> Result<Embedding, AgentError> {
+    engine
+        .embed(&Prepared::new(image), face)
+        .ok_or_else(|| AgentError::Failed("the face embedding model is not loaded".into()))
+}
+
+fn round3(value: f64) -> f64 {
+    (value * 1000.0).round() / 1000.0
+}
+
+#[async_trait]
+impl Agent for FaceMatch {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn cpu_bound(&self) -> bool {
+        true
+    }
+
+    fn ready(&self) -> bool {
+        self.engine.ready()
+    }
+
+    fn failed(&self) -> bool {
+        self.engine.failed()
+    }
+
+    async fn run(&self, ctx: AgentContext) -> Result<Report, AgentError> {
+        let captured = ctx
+            .upstream::<Captured>(&self.settings.document_from)
+            .cloned()
+            .ok_or_else(|| AgentError::Failed("no document image from doc_capture".into()))?;
+        let analysed = ctx.upstream_output(&self.settings.selfie_from).cloned();
+        let frames = ctx.input().selfie.frames().to_vec();
+        let this = self.clone();
+        ctx.blocking(move |cancel| {
+            let selfie = analysed.as_ref().and_then(|o| o.downcast_ref::<Selfie>());
+            this.compare(selfie, &frames, &captured, cancel)
+        })
+        .await?
+    }
+}
