@@ -9,6 +9,7 @@
 //! Selfies are made from a face photo (`scripts/fixtures.sh` fetches the public-domain
 //! astronaut portrait from the scikit-image wheel): [`head_turn`] draws a head turning.
 
+use std::path::Path;
 use std::sync::OnceLock;
 
 use ab_glyph::{Font, FontVec, PxScale, ScaleFont};
@@ -16,6 +17,9 @@ use image::{Rgb, RgbImage};
 use imageproc::drawing::{draw_filled_rect_mut, draw_text_mut};
 use imageproc::geometric_transformations::{Border, Interpolation, Projection, warp_with};
 use imageproc::rect::Rect;
+
+use crate::models::ModelError;
+use crate::vision::biometrics::{Biometrics, LANDMARKS_68, Prepared};
 
 const OCR_B: &str = "/usr/share/fonts/opentype/ocr-b/OCRB.otf";
 const SANS: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
@@ -231,13 +235,32 @@ pub fn astronaut_selfie(photo: &RgbImage) -> RgbImage {
     image::imageops::resize(&head, 520, 660, image::imageops::FilterType::CatmullRom)
 }
 
+/// Five frames of [`astronaut_selfie`] with her head turning from one side to the other
+/// ([`head_turn`] at steps -2 to 2); the nose is found with the 68-point landmark model in
+/// `models`.
+pub fn turning_selfie(photo: &RgbImage, models: &Path) -> Result<Vec<RgbImage>, ModelError> {
+    let selfie = astronaut_selfie(photo);
+    let engine = Biometrics::load(models, LANDMARKS_68, false, 1)?;
+    let prepared = Prepared::new(&selfie);
+    let face = *engine
+        .detect(&prepared)
+        .first()
+        .expect("the astronaut's face is found");
+    let nose = engine.landmarks(&prepared, face)[30];
+    Ok([-2.0, -1.0, 0.0, 1.0, 2.0]
+        .map(|step| head_turn(&selfie, nose, step))
+        .to_vec())
+}
+
 /// Frame `step` of a selfie whose head turns: the face around `nose` (the nose tip, in
-/// `selfie`'s pixels) shifts sideways against the rest of the face by 12 px per step, as the
-/// nose does against the cheeks when a head turns a few degrees, while the whole frame drifts
-/// with the hand holding the phone. A flat picture cannot move so; liveness looks for it.
+/// `selfie`'s pixels) shifts sideways against the rest of the face by 5 px per step (at
+/// about 85 px between the eyes, 0.12 of that distance from one end of the turn to the other),
+/// as the nose does against the cheeks when a head turns a few degrees, while the whole frame
+/// drifts with the hand holding the phone. A flat picture cannot move so; liveness looks for
+/// it.
 pub fn head_turn(selfie: &RgbImage, nose: (f32, f32), step: f32) -> RgbImage {
     let (nx, ny) = nose;
-    let shift = 12.0 * step;
+    let shift = 5.0 * step;
     let spread = 2.0 * 40.0f32.powi(2);
     warp_with(
         selfie,

@@ -5,7 +5,6 @@
 //! portrait. Its output, handed to ocr and face_match even when the check fails, is the
 //! rectified document (and back) and the portrait crop.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -14,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::warm::{Loader, Warm};
-use super::{Agent, AgentContext, AgentError, Output, Report};
+use super::warm::{Loader, Loading, Warm};
+use super::{Agent, AgentContext, AgentError, Output, Report, Resources, rounded};
 use crate::domain::{ImageData, ImageLimits};
 use crate::models::ModelError;
 use crate::vision::faces::{Face, FaceDetector};
@@ -78,6 +77,14 @@ impl Captured {
     pub fn of(report: &Report) -> Option<&Captured> {
         report.output.as_ref()?.downcast_ref()
     }
+
+    /// What the agent `from` handed on in this session; without it an agent that reads the
+    /// document cannot run.
+    pub fn upstream(ctx: &AgentContext, from: &str) -> Result<Captured, AgentError> {
+        ctx.upstream::<Captured>(from)
+            .cloned()
+            .ok_or_else(|| AgentError::Failed(format!("no document image from {from}")))
+    }
 }
 
 /// Rectified documents are scaled to a longer side in this range.
@@ -97,11 +104,11 @@ impl DocCapture {
     pub fn new(
         name: &str,
         settings: DocCaptureSettings,
-        limits: ImageLimits,
-        models: &Path,
+        resources: &Resources,
     ) -> Result<(Self, Loader), ModelError> {
-        crate::models::locate(models, crate::vision::faces::FACE_MODEL)?;
-        let dir = models.to_path_buf();
+        crate::models::locate(resources.models, crate::vision::faces::FACE_MODEL)?;
+        let dir = resources.models.to_path_buf();
+        let limits = resources.limits;
         let (faces, loader) = Warm::new(move || FaceDetector::load(&dir));
         Ok((
             Self {
@@ -210,7 +217,7 @@ impl DocCapture {
             // the harmful kind, glare, has its own factor.
             let light = (exposure.mean / (2.0 * s.min_brightness)).min(1.0);
             let clear = 1.0 - (glare / (2.0 * s.max_glare_fraction)).min(1.0);
-            (sharp * light * clear * 1000.0).round() / 1000.0
+            rounded(sharp * light * clear, 3)
         };
         let details = json!({
             "quality": score,
@@ -219,14 +226,14 @@ impl DocCapture {
                 "photo": { "width": photo.width(), "height": photo.height() },
                 "document_side": document_side,
                 "outline": found,
-                "sharpness": round(sharpness, 1),
+                "sharpness": rounded(sharpness, 1),
                 "exposure": {
-                    "mean": round(exposure.mean, 1),
-                    "dark_fraction": round(exposure.dark_fraction, 4),
-                    "blown_fraction": round(exposure.blown_fraction, 4),
+                    "mean": rounded(exposure.mean, 1),
+                    "dark_fraction": rounded(exposure.dark_fraction, 4),
+                    "blown_fraction": rounded(exposure.blown_fraction, 4),
                 },
-                "glare_fraction": round(glare, 4),
-                "edge_density": round(edge_density, 4),
+                "glare_fraction": rounded(glare, 4),
+                "edge_density": rounded(edge_density, 4),
                 "portrait": portrait_face,
             },
             "thresholds": s,
@@ -252,12 +259,6 @@ impl DocCapture {
     }
 }
 
-/// `value` to `digits` decimals: the precision a reviewer reads in the details.
-fn round(value: f64, digits: i32) -> f64 {
-    let scale = 10f64.powi(digits);
-    (value * scale).round() / scale
-}
-
 /// The face box grown by half its size each way (the portrait's hair, chin and ears), in the
 /// rectified document's pixels. `face` was found on `gray`, a scaled copy.
 fn crop_portrait(document: &RgbImage, gray: &image::GrayImage, face: Face) -> RgbImage {
@@ -281,12 +282,8 @@ impl Agent for DocCapture {
         true
     }
 
-    fn ready(&self) -> bool {
-        self.faces.ready()
-    }
-
-    fn failed(&self) -> bool {
-        self.faces.failed()
+    fn models(&self) -> Option<&dyn Loading> {
+        Some(&self.faces)
     }
 
     async fn run(&self, ctx: AgentContext) -> Result<Report, AgentError> {

@@ -7,7 +7,6 @@
 //! passes, at least `mismatch_distance` is `face_mismatch`, and in between is
 //! `face_match_uncertain`, for a person to look at.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -17,9 +16,10 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::doc_capture::Captured;
+use super::registry::AgentSettingsCheck;
 use super::selfie::{self, Selfie};
-use super::warm::{Loader, Warm};
-use super::{Agent, AgentContext, AgentError, Report};
+use super::warm::{Loader, Loading, Warm};
+use super::{Agent, AgentContext, AgentError, Report, Resources, rounded};
 use crate::domain::{ImageData, ImageLimits};
 use crate::models::ModelError;
 use crate::vision::biometrics::{self, Biometrics, Embedding, FaceBox, Prepared};
@@ -53,6 +53,18 @@ impl Default for FaceMatchSettings {
     }
 }
 
+impl AgentSettingsCheck for FaceMatchSettings {
+    fn check(&self) -> Result<(), String> {
+        if self.match_distance > self.mismatch_distance {
+            return Err(format!(
+                "match_distance ({}) must not exceed mismatch_distance ({})",
+                self.match_distance, self.mismatch_distance
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The portrait is enlarged to at least this longer side before detection: the detector finds
 /// faces of 80 px and more, and a portrait crop is about twice its face. A larger one is
 /// reduced like a selfie frame.
@@ -72,10 +84,9 @@ impl FaceMatch {
     pub fn new(
         name: &str,
         settings: FaceMatchSettings,
-        limits: ImageLimits,
-        models: &Path,
-        slots: usize,
+        resources: &Resources,
     ) -> Result<(Self, Loader), ModelError> {
+        let (limits, models, slots) = (resources.limits, resources.models, resources.slots);
         for file in [biometrics::LANDMARKS_5, biometrics::EMBEDDING_MODEL] {
             crate::models::locate(models, file)?;
         }
@@ -141,8 +152,8 @@ impl FaceMatch {
         let distance = f64::from(selfie_embedding.distance(&portrait_embedding));
         // The similarity a reviewer reads: 1 for identical embeddings, 0 at distance 1 and
         // beyond (unrelated faces measure 0.7-0.9).
-        let similarity = round3((1.0 - distance).max(0.0));
-        details["distance"] = json!(round3(distance));
+        let similarity = rounded((1.0 - distance).max(0.0), 3);
+        details["distance"] = json!(rounded(distance, 3));
         details["similarity"] = json!(similarity);
 
         let mut reasons = Vec::new();
@@ -200,10 +211,6 @@ fn embed(engine: &Biometrics, image: &RgbImage, face: FaceBox) -> Result<Embeddi
         .ok_or_else(|| AgentError::Failed("the face embedding model is not loaded".into()))
 }
 
-fn round3(value: f64) -> f64 {
-    (value * 1000.0).round() / 1000.0
-}
-
 #[async_trait]
 impl Agent for FaceMatch {
     fn name(&self) -> &str {
@@ -214,19 +221,12 @@ impl Agent for FaceMatch {
         true
     }
 
-    fn ready(&self) -> bool {
-        self.engine.ready()
-    }
-
-    fn failed(&self) -> bool {
-        self.engine.failed()
+    fn models(&self) -> Option<&dyn Loading> {
+        Some(&self.engine)
     }
 
     async fn run(&self, ctx: AgentContext) -> Result<Report, AgentError> {
-        let captured = ctx
-            .upstream::<Captured>(&self.settings.document_from)
-            .cloned()
-            .ok_or_else(|| AgentError::Failed("no document image from doc_capture".into()))?;
+        let captured = Captured::upstream(&ctx, &self.settings.document_from)?;
         let analysed = ctx.upstream_output(&self.settings.selfie_from).cloned();
         let frames = ctx.input().selfie.frames().to_vec();
         let this = self.clone();
@@ -235,5 +235,20 @@ impl Agent for FaceMatch {
             this.compare(selfie, &frames, &captured, cancel)
         })
         .await?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_match_threshold_past_the_mismatch_threshold_is_refused() {
+        assert!(FaceMatchSettings::default().check().is_ok());
+        let crossed = FaceMatchSettings {
+            match_distance: 0.7,
+            ..FaceMatchSettings::default()
+        };
+        assert!(crossed.check().unwrap_err().contains("match_distance"));
     }
 }

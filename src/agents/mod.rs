@@ -37,20 +37,36 @@ pub trait Agent: Send + Sync + 'static {
     /// [`AgentContext::blocking`], never on the async runtime.
     fn cpu_bound(&self) -> bool;
 
+    /// Its models, when they load after start-up.
+    fn models(&self) -> Option<&dyn warm::Loading> {
+        None
+    }
+
     /// Whether it can run now: an agent whose models load after start-up says no until they
     /// have, and the instance is not ready for traffic until every agent is.
     fn ready(&self) -> bool {
-        true
+        self.models().is_none_or(|models| models.ready())
     }
 
     /// Whether it never will be: its models failed to load. Readiness then says
     /// `models_failed` instead of `models_loading`, so an operator knows to look.
     fn failed(&self) -> bool {
-        false
+        self.models().is_some_and(|models| models.failed())
     }
 
     /// Runs the check. Dropping the future cancels it; blocking work sees the context's token.
     async fn run(&self, ctx: AgentContext) -> Result<Report, AgentError>;
+}
+
+/// What a model-backed agent is built with besides its settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Resources<'a> {
+    /// The request's image limits, which decoding holds to.
+    pub limits: crate::domain::ImageLimits,
+    /// Where its model files are.
+    pub models: &'a std::path::Path,
+    /// How many of its engines may run at once: the CPU slots.
+    pub slots: usize,
 }
 
 /// Why an agent produced no check result.
@@ -65,6 +81,12 @@ pub enum AgentError {
     /// The agent stopped because its token was cancelled (timeout, deadline, fail-fast).
     #[error("cancelled")]
     Cancelled,
+}
+
+/// `value` to `digits` decimals: the precision a reviewer reads in a check's details.
+pub(crate) fn rounded(value: impl Into<f64>, digits: i32) -> f64 {
+    let scale = 10f64.powi(digits);
+    (value.into() * scale).round() / scale
 }
 
 /// Whether a check passed.

@@ -6,13 +6,13 @@ use crate::config::{AgentKind, AgentSettings, Settings};
 use crate::models::ModelError;
 use crate::orchestrator::{Plan, PlanError};
 
-use super::Agent;
 use super::doc_capture::DocCapture;
 use super::face_match::FaceMatch;
 use super::liveness::Liveness;
 use super::ocr::Ocr;
 use super::sandbox::SandboxAgent;
 use super::warm::Loader;
+use super::{Agent, Resources};
 
 /// Why the configured agents could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -55,15 +55,16 @@ impl AgentRegistry {
         let mut agents = Vec::with_capacity(plan.len());
         let mut sandbox = Vec::new();
         let mut loaders = Vec::new();
+        let resources = Resources {
+            limits: settings.limits.images(),
+            models: &settings.models.dir,
+            slots: settings.orchestrator.cpu_slots(),
+        };
         for node in plan.nodes() {
             let (name, agent) = configured
                 .iter()
                 .find(|(name, _)| name.as_str() == node.name)
                 .expect("every plan node comes from the settings");
-            let model_error = |source| RegistryError::Model {
-                agent: name.to_string(),
-                source,
-            };
             let built: Arc<dyn Agent> = match agent.kind {
                 AgentKind::Sandbox if !settings.orchestrator.allow_sandbox_agents => {
                     return Err(RegistryError::SandboxNotAllowed(name.to_string()));
@@ -76,52 +77,30 @@ impl AgentRegistry {
                         agent.fail_reason.clone(),
                     ))
                 }
-                AgentKind::DocCapture => {
-                    let (built, loader) = DocCapture::new(
-                        name,
-                        agent_settings(name, &agent.settings)?,
-                        settings.limits.images(),
-                        &settings.models.dir,
-                    )
-                    .map_err(model_error)?;
-                    loaders.push(loader);
-                    Arc::new(built)
-                }
+                AgentKind::DocCapture => model_agent(
+                    name,
+                    &agent.settings,
+                    &resources,
+                    DocCapture::new,
+                    &mut loaders,
+                )?,
                 AgentKind::Ocr => {
-                    let (built, loader) = Ocr::new(
-                        name,
-                        agent_settings(name, &agent.settings)?,
-                        &settings.models.dir,
-                        settings.orchestrator.cpu_slots(),
-                    )
-                    .map_err(model_error)?;
-                    loaders.push(loader);
-                    Arc::new(built)
+                    model_agent(name, &agent.settings, &resources, Ocr::new, &mut loaders)?
                 }
-                AgentKind::Liveness => {
-                    let (built, loader) = Liveness::new(
-                        name,
-                        agent_settings(name, &agent.settings)?,
-                        settings.limits.images(),
-                        &settings.models.dir,
-                        settings.orchestrator.cpu_slots(),
-                    )
-                    .map_err(model_error)?;
-                    loaders.push(loader);
-                    Arc::new(built)
-                }
-                AgentKind::FaceMatch => {
-                    let (built, loader) = FaceMatch::new(
-                        name,
-                        agent_settings(name, &agent.settings)?,
-                        settings.limits.images(),
-                        &settings.models.dir,
-                        settings.orchestrator.cpu_slots(),
-                    )
-                    .map_err(model_error)?;
-                    loaders.push(loader);
-                    Arc::new(built)
-                }
+                AgentKind::Liveness => model_agent(
+                    name,
+                    &agent.settings,
+                    &resources,
+                    Liveness::new,
+                    &mut loaders,
+                )?,
+                AgentKind::FaceMatch => model_agent(
+                    name,
+                    &agent.settings,
+                    &resources,
+                    FaceMatch::new,
+                    &mut loaders,
+                )?,
             };
             agents.push(built);
         }
@@ -183,27 +162,17 @@ impl AgentRegistry {
 }
 
 /// doc_capture and ocr as `settings` configures them (under those names), their models loaded
-/// from `models` now, with one inference session each: for callers outside the service, such
-/// as the evaluation command and the tests.
+/// from `models` now, with one engine each: for callers outside the service, such as the
+/// evaluation command and the tests.
 pub fn document_agents(
     settings: &Settings,
     models: &std::path::Path,
 ) -> Result<(DocCapture, Ocr), RegistryError> {
-    let limits = settings.limits.images();
-    let capture = loaded_now(
-        "doc_capture",
-        DocCapture::new(
-            "doc_capture",
-            configured(settings, "doc_capture")?,
-            limits,
-            models,
-        ),
-    )?;
-    let ocr = loaded_now(
-        "ocr",
-        Ocr::new("ocr", configured(settings, "ocr")?, models, 1),
-    )?;
-    Ok((capture, ocr))
+    let resources = standalone(settings, models);
+    Ok((
+        loaded_now("doc_capture", settings, &resources, DocCapture::new)?,
+        loaded_now("ocr", settings, &resources, Ocr::new)?,
+    ))
 }
 
 /// liveness and face_match, likewise.
@@ -211,63 +180,88 @@ pub fn person_agents(
     settings: &Settings,
     models: &std::path::Path,
 ) -> Result<(Liveness, FaceMatch), RegistryError> {
-    let limits = settings.limits.images();
-    let liveness = loaded_now(
-        "liveness",
-        Liveness::new(
-            "liveness",
-            configured(settings, "liveness")?,
-            limits,
-            models,
-            1,
-        ),
-    )?;
-    let face_match = loaded_now(
-        "face_match",
-        FaceMatch::new(
-            "face_match",
-            configured(settings, "face_match")?,
-            limits,
-            models,
-            1,
-        ),
-    )?;
-    Ok((liveness, face_match))
+    let resources = standalone(settings, models);
+    Ok((
+        loaded_now("liveness", settings, &resources, Liveness::new)?,
+        loaded_now("face_match", settings, &resources, FaceMatch::new)?,
+    ))
 }
 
-/// The settings table `settings` has for the agent `name` (defaults if it has none).
-fn configured<T: serde::de::DeserializeOwned + Default>(
-    settings: &Settings,
+/// How an agent's constructor looks: its name, its settings, what it is built with.
+type Constructor<A, S> = fn(&str, S, &Resources) -> Result<(A, Loader), ModelError>;
+
+fn standalone<'a>(settings: &Settings, models: &'a std::path::Path) -> Resources<'a> {
+    Resources {
+        limits: settings.limits.images(),
+        models,
+        slots: 1,
+    }
+}
+
+/// A configured model-backed agent, its loader queued in `loaders`.
+fn model_agent<A: Agent, S: serde::de::DeserializeOwned + Default + AgentSettingsCheck>(
     name: &str,
-) -> Result<T, RegistryError> {
+    table: &serde_json::Value,
+    resources: &Resources,
+    new: Constructor<A, S>,
+    loaders: &mut Vec<Loader>,
+) -> Result<Arc<dyn Agent>, RegistryError> {
+    let (built, loader) = new(name, agent_settings(name, table)?, resources).map_err(|source| {
+        RegistryError::Model {
+            agent: name.to_owned(),
+            source,
+        }
+    })?;
+    loaders.push(loader);
+    Ok(Arc::new(built))
+}
+
+/// The agent `name` as `settings` configures it, its models loaded on this thread.
+fn loaded_now<A, S: serde::de::DeserializeOwned + Default + AgentSettingsCheck>(
+    name: &str,
+    settings: &Settings,
+    resources: &Resources,
+    new: Constructor<A, S>,
+) -> Result<A, RegistryError> {
+    let model_error = |source| RegistryError::Model {
+        agent: name.to_owned(),
+        source,
+    };
     let table = settings
         .agents
         .get(name)
         .map_or(serde_json::Value::Null, |agent| agent.settings.clone());
-    agent_settings(name, &table)
-}
-
-/// A built agent with its models loaded, on this thread.
-fn loaded_now<T>(agent: &str, built: Result<(T, Loader), ModelError>) -> Result<T, RegistryError> {
-    let model_error = |source| RegistryError::Model {
-        agent: agent.to_owned(),
-        source,
-    };
-    let (built, loader) = built.map_err(model_error)?;
+    let (built, loader) =
+        new(name, agent_settings(name, &table)?, resources).map_err(model_error)?;
     loader.load().map_err(model_error)?;
     Ok(built)
 }
 
 /// An agent's `settings` table as its own type; an absent table is all defaults.
-fn agent_settings<T: serde::de::DeserializeOwned + Default>(
+fn agent_settings<T: serde::de::DeserializeOwned + Default + AgentSettingsCheck>(
     agent: &str,
     value: &serde_json::Value,
 ) -> Result<T, RegistryError> {
-    if value.is_null() {
-        return Ok(T::default());
-    }
-    serde_json::from_value(value.clone()).map_err(|e| RegistryError::Settings {
+    let invalid = |reason: String| RegistryError::Settings {
         agent: agent.to_owned(),
-        reason: e.to_string(),
-    })
+        reason,
+    };
+    let settings: T = if value.is_null() {
+        T::default()
+    } else {
+        serde_json::from_value(value.clone()).map_err(|e| invalid(e.to_string()))?
+    };
+    settings.check().map_err(invalid)?;
+    Ok(settings)
 }
+
+/// What an agent's settings must satisfy beyond their types: thresholds in the order their
+/// meaning needs.
+pub trait AgentSettingsCheck {
+    fn check(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl AgentSettingsCheck for super::doc_capture::DocCaptureSettings {}
+impl AgentSettingsCheck for super::ocr::OcrSettings {}

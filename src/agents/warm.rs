@@ -67,6 +67,22 @@ impl<T: Send + Sync + 'static> Warm<T> {
     }
 }
 
+/// Where an engine's loading stands, for readiness.
+pub trait Loading {
+    fn ready(&self) -> bool;
+    fn failed(&self) -> bool;
+}
+
+impl<T: Send + Sync + 'static> Loading for Warm<T> {
+    fn ready(&self) -> bool {
+        Warm::ready(self)
+    }
+
+    fn failed(&self) -> bool {
+        Warm::failed(self)
+    }
+}
+
 /// Loads one engine; run once, on the blocking pool.
 pub struct Loader(Box<dyn FnOnce() -> Result<(), ModelError> + Send>);
 

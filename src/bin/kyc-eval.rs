@@ -71,8 +71,8 @@ enum Mode {
     Liveness {
         gif: PathBuf,
         /// Frames per window.
-        #[arg(long, default_value_t = 5)]
-        window: usize,
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=10))]
+        window: u16,
     },
 }
 
@@ -87,7 +87,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     match args.mode {
         Mode::Ocr { dir } => ocr(&dir, &args.models, args.debug.as_deref()),
         Mode::Face { dir } => face(&dir, &args.models),
-        Mode::Liveness { gif, window } => liveness(&gif, window, &args.models),
+        Mode::Liveness { gif, window } => liveness(&gif, usize::from(window), &args.models),
         Mode::Inputs { face, out } => inputs(&face, &out, &args.models),
     }
 }
@@ -409,7 +409,6 @@ fn liveness(gif: &Path, window: usize, models: &Path) -> Result<(), Box<dyn std:
 
 fn inputs(face: &Path, out: &Path, models: &Path) -> Result<(), Box<dyn std::error::Error>> {
     use kyc_orchestrator::specimen;
-    use kyc_orchestrator::vision::biometrics::{Biometrics, LANDMARKS_68, Prepared};
 
     std::fs::create_dir_all(out)?;
     let photo = image::open(face)?.to_rgb8();
@@ -420,17 +419,9 @@ fn inputs(face: &Path, out: &Path, models: &Path) -> Result<(), Box<dyn std::err
     let document = specimen::photo(&specimen::page(&page), specimen::ASKEW);
     std::fs::write(out.join("document.jpg"), specimen::jpeg(&document))?;
 
-    let selfie = specimen::astronaut_selfie(&photo);
-    let engine = Biometrics::load(models, LANDMARKS_68, false, 1)?;
-    let prepared = Prepared::new(&selfie);
-    let face = *engine
-        .detect(&prepared)
-        .first()
-        .ok_or("no face on the portrait")?;
-    let nose = engine.landmarks(&prepared, face)[30];
-    for (i, step) in [-2.0, -1.0, 0.0, 1.0, 2.0].into_iter().enumerate() {
-        let frame = specimen::head_turn(&selfie, nose, step);
-        std::fs::write(out.join(format!("selfie-{i}.jpg")), specimen::jpeg(&frame))?;
+    let frames = specimen::turning_selfie(&photo, models)?;
+    for (i, frame) in frames.iter().enumerate() {
+        std::fs::write(out.join(format!("selfie-{i}.jpg")), specimen::jpeg(frame))?;
     }
     println!(
         "wrote {}/document.jpg and selfie-0.jpg .. selfie-4.jpg",

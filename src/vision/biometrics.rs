@@ -25,7 +25,7 @@ pub const LANDMARKS_68: &str = "shape_predictor_68_face_landmarks.dat";
 pub const EMBEDDING_MODEL: &str = "dlib_face_recognition_resnet_model_v1.dat";
 
 /// A face's box, in the pixels of the image it was found on.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FaceBox {
     pub x: f32,
     pub y: f32,
@@ -33,13 +33,29 @@ pub struct FaceBox {
     pub height: f32,
 }
 
+/// To a tenth of a pixel, all the precision a reviewer reads (and as decimals: an `f32`
+/// widened to JSON's `f64` would print 96.9 as 96.9000015258789).
+impl Serialize for FaceBox {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let tenth = |v: f32| (f64::from(v) * 10.0).round() / 10.0;
+        let mut face = serializer.serialize_struct("FaceBox", 4)?;
+        face.serialize_field("x", &tenth(self.x))?;
+        face.serialize_field("y", &tenth(self.y))?;
+        face.serialize_field("width", &tenth(self.width))?;
+        face.serialize_field("height", &tenth(self.height))?;
+        face.end()
+    }
+}
+
 impl FaceBox {
+    /// dlib's rectangles include their right and bottom edges.
     fn from_dlib(r: &Rectangle) -> Self {
         Self {
             x: r.left as f32,
             y: r.top as f32,
-            width: (r.right - r.left) as f32,
-            height: (r.bottom - r.top) as f32,
+            width: (r.right - r.left + 1) as f32,
+            height: (r.bottom - r.top + 1) as f32,
         }
     }
 
@@ -47,8 +63,8 @@ impl FaceBox {
         Rectangle {
             left: self.x.round() as _,
             top: self.y.round() as _,
-            right: (self.x + self.width).round() as _,
-            bottom: (self.y + self.height).round() as _,
+            right: (self.x + self.width - 1.0).round() as _,
+            bottom: (self.y + self.height - 1.0).round() as _,
         }
     }
 
@@ -56,15 +72,22 @@ impl FaceBox {
         self.width * self.height
     }
 
-    /// This box in an image `k` times the size of the one it was found on, to a tenth of a
-    /// pixel (all the precision a reviewer reads).
+    /// Intersection over union with `other`: 1 for the same box, 0 for disjoint ones.
+    pub fn overlap(&self, other: &Self) -> f32 {
+        let w = (self.x + self.width).min(other.x + other.width) - self.x.max(other.x);
+        let h = (self.y + self.height).min(other.y + other.height) - self.y.max(other.y);
+        let inter = w.max(0.0) * h.max(0.0);
+        let union = self.area() + other.area() - inter;
+        if union > 0.0 { inter / union } else { 0.0 }
+    }
+
+    /// This box in an image `k` times the size of the one it was found on.
     pub fn scaled(self, k: f32) -> Self {
-        let tenth = |v: f32| (v * k * 10.0).round() / 10.0;
         Self {
-            x: tenth(self.x),
-            y: tenth(self.y),
-            width: tenth(self.width),
-            height: tenth(self.height),
+            x: self.x * k,
+            y: self.y * k,
+            width: self.width * k,
+            height: self.height * k,
         }
     }
 }
@@ -159,6 +182,13 @@ impl Biometrics {
     pub fn embed(&self, image: &Prepared, face: FaceBox) -> Option<Embedding> {
         let encoders = self.encoders.as_ref()?;
         let shape = self.landmarks.face_landmarks(&image.0, &face.to_dlib());
+        // dlib aligns by 5 or 68 landmarks and throws (aborting the process through the FFI)
+        // on anything else: a panic here is a failed check instead.
+        assert!(
+            matches!(shape.len(), 5 | 68),
+            "the landmark model gives {} points; the embedding needs 5 or 68",
+            shape.len()
+        );
         let encodings =
             encoders
                 .lease()

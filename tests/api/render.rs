@@ -8,7 +8,8 @@ pub use kyc_orchestrator::specimen::*;
 
 const PORTRAIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/astronaut.png");
 
-fn astronaut_photo() -> RgbImage {
+/// scikit-image's astronaut photo, whole.
+pub fn astronaut_photo() -> RgbImage {
     image::open(PORTRAIT)
         .unwrap_or_else(|e| panic!("{PORTRAIT}: {e}; scripts/fixtures.sh fetches it"))
         .to_rgb8()

@@ -14,7 +14,7 @@ pub struct Cues {
     pub face_width_fraction: f64,
 }
 
-pub fn measure(frames: &[&Frame]) -> Cues {
+pub fn measure(frames: &[&Frame]) -> Option<Cues> {
     let mut saturation = Vec::new();
     let mut glare = Vec::new();
     let mut width = Vec::new();
@@ -49,9 +49,10 @@ pub fn measure(frames: &[&Frame]) -> Cues {
             width.push(f64::from(face.width) / f64::from(w));
         }
     }
-    Cues {
+    // No skin measured anywhere (faces only at the frame's edge): no cue either way.
+    (!saturation.is_empty()).then(|| Cues {
         saturation: median(saturation),
         glare: median(glare),
         face_width_fraction: median(width),
-    }
+    })
 }

@@ -18,19 +18,22 @@
 pub mod cues;
 pub mod motion;
 
-use std::path::Path;
-
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use super::registry::AgentSettingsCheck;
 use super::selfie::{Frame, Selfie};
-use super::warm::{Loader, Warm};
-use super::{Agent, AgentContext, AgentError, Output, Report};
+use super::warm::{Loader, Loading, Warm};
+use super::{Agent, AgentContext, AgentError, Output, Report, Resources, rounded};
 use crate::domain::{ImageData, ImageLimits};
 use crate::models::ModelError;
-use crate::vision::biometrics::{self, Biometrics};
+use crate::vision::biometrics::{self, Biometrics, FaceBox};
+
+/// Consecutive frames' faces must overlap this much (intersection over union) to count as one
+/// face moving.
+const MIN_OVERLAP: f32 = 0.3;
 
 /// Thresholds, from the agent's `settings` table; every check records the ones it used.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -44,8 +47,8 @@ pub struct LivenessSettings {
     /// How far below its median the eyes' opening must fall in some frame (as a share of the
     /// median) to count as a blink.
     pub blink: f64,
-    /// Motion (in interocular distances) the face must make before moving "as one plane" is
-    /// evidence of a flat picture.
+    /// Motion out of the image plane (in interocular distances) the face must make before its
+    /// parallax, or its lack, counts as evidence either way.
     pub min_motion: f64,
     /// Non-planar over total motion below which the face moved as a plane.
     pub flat_ratio: f64,
@@ -63,7 +66,7 @@ impl Default for LivenessSettings {
     fn default() -> Self {
         Self {
             min_interocular_px: 40.0,
-            live_non_planar: 0.04,
+            live_non_planar: 0.03,
             blink: 0.5,
             min_motion: 0.05,
             flat_ratio: 0.4,
@@ -72,6 +75,25 @@ impl Default for LivenessSettings {
             fail_at: 0.7,
             pass_below: 0.25,
         }
+    }
+}
+
+impl AgentSettingsCheck for LivenessSettings {
+    fn check(&self) -> Result<(), String> {
+        // A cue adds at most 0.5 to the spoof evidence, and must never fail a check alone.
+        if !(self.fail_at > 0.5 && self.fail_at <= 1.0) {
+            return Err(format!(
+                "fail_at must be above 0.5 and at most 1, not {}",
+                self.fail_at
+            ));
+        }
+        if !(0.0..self.fail_at).contains(&self.pass_below) {
+            return Err(format!(
+                "pass_below must be at least 0 and below fail_at, not {}",
+                self.pass_below
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -89,10 +111,9 @@ impl Liveness {
     pub fn new(
         name: &str,
         settings: LivenessSettings,
-        limits: ImageLimits,
-        models: &Path,
-        slots: usize,
+        resources: &Resources,
     ) -> Result<(Self, Loader), ModelError> {
+        let (limits, models, slots) = (resources.limits, resources.models, resources.slots);
         crate::models::locate(models, biometrics::LANDMARKS_68)?;
         let dir = models.to_path_buf();
         let (engine, loader) =
@@ -133,8 +154,11 @@ fn judge(selfie: &Selfie, s: &LivenessSettings, models: serde_json::Value) -> Re
     let frames = selfie.summary();
     if faced.is_empty() {
         let mut reasons = vec!["no_face_in_selfie".to_owned()];
-        reasons.extend(selfie.undecodable.iter().cloned());
-        reasons.dedup();
+        for code in &selfie.undecodable {
+            if !reasons.contains(code) {
+                reasons.push(code.clone());
+            }
+        }
         return Report::failed(Some(0.0), reasons).with_details(json!({
             "frames": frames,
             "thresholds": s,
@@ -144,14 +168,18 @@ fn judge(selfie: &Selfie, s: &LivenessSettings, models: serde_json::Value) -> Re
 
     let moving = motion_evidence(&faced, s);
     let cues = cues::measure(&faced);
-    let print = ramp(
-        s.print_saturation - cues.saturation,
-        s.print_saturation / 3.0,
-    );
-    let glare = ramp(cues.glare - s.screen_glare, s.screen_glare);
+    let (print, glare) = cues.as_ref().map_or((0.0, 0.0), |cues| {
+        (
+            ramp(
+                s.print_saturation - cues.saturation,
+                s.print_saturation / 3.0,
+            ),
+            ramp(cues.glare - s.screen_glare, s.screen_glare),
+        )
+    });
     let cue_spoof = print.max(glare);
     let spoof = (moving.flat + 0.5 * cue_spoof).min(1.0);
-    let score = round3(moving.live * (1.0 - spoof));
+    let score = rounded(moving.live * (1.0 - spoof), 3);
 
     let reason = if spoof >= s.fail_at {
         Some("liveness_failed")
@@ -162,16 +190,16 @@ fn judge(selfie: &Selfie, s: &LivenessSettings, models: serde_json::Value) -> Re
     };
     let details = json!({
         "score": score,
-        "live_evidence": round3(moving.live),
-        "spoof_evidence": round3(spoof),
+        "live_evidence": rounded(moving.live, 3),
+        "spoof_evidence": rounded(spoof, 3),
         "signals": {
             "frames_with_face": faced.len(),
             "motion": moving.summary,
-            "saturation": round3(cues.saturation),
-            "glare_fraction": round3(cues.glare),
-            "print_cue": round3(print),
-            "screen_cue": round3(glare),
-            "face_width_fraction": round3(cues.face_width_fraction),
+            "saturation": cues.as_ref().map(|c| rounded(c.saturation, 3)),
+            "glare_fraction": cues.as_ref().map(|c| rounded(c.glare, 3)),
+            "print_cue": rounded(print, 3),
+            "screen_cue": rounded(glare, 3),
+            "face_width_fraction": cues.as_ref().map(|c| rounded(c.face_width_fraction, 3)),
         },
         "frames": frames,
         "thresholds": s,
@@ -196,17 +224,19 @@ fn motion_evidence(faced: &[&Frame], s: &LivenessSettings) -> MotionEvidence {
         .iter()
         .filter_map(|frame| frame.landmarks.as_deref())
         .collect();
+    // In the pixels the landmarks could resolve: the frame's own, or fewer where it was
+    // reduced for detection.
     let interocular = median(
         faced
             .iter()
             .zip(&landmarks)
-            .map(|(frame, points)| f64::from(motion::interocular(points) / frame.scale))
+            .map(|(frame, points)| f64::from(motion::interocular(points) / frame.scale.max(1.0)))
             .collect(),
     );
     let none = |why: &str| MotionEvidence {
         live: 0.0,
         flat: 0.0,
-        summary: json!({ "resolved": false, "why": why, "interocular_px": round3(interocular) }),
+        summary: json!({ "resolved": false, "why": why, "interocular_px": rounded(interocular, 3) }),
     };
     if landmarks.len() < 2 {
         return none("one_frame");
@@ -214,51 +244,63 @@ fn motion_evidence(faced: &[&Frame], s: &LivenessSettings) -> MotionEvidence {
     if interocular < s.min_interocular_px {
         return none("face_too_small");
     }
-    // Every pair of frames: the most non-planar motion, and the pair that moved most.
-    let mut non_planar = 0.0f32;
+    // One face moving, not faces swapped: each frame's face overlaps the one before.
+    let boxes: Vec<FaceBox> = faced
+        .iter()
+        .map(|frame| frame.faces[0].scaled(1.0 / frame.scale))
+        .collect();
+    if boxes
+        .windows(2)
+        .any(|pair| pair[0].overlap(&pair[1]) < MIN_OVERLAP)
+    {
+        return none("frames_discontinuous");
+    }
+    // The pair of frames furthest apart in pose: where a head shows the most parallax, and a
+    // picture the most foreshortening. (The largest residual over every pair would mostly
+    // measure the landmarks' noise.)
     let mut largest: Option<motion::Motion> = None;
     for (i, a) in landmarks.iter().enumerate() {
         for b in &landmarks[i + 1..] {
-            let Some(m) = motion::motion(a, b) else {
-                continue;
-            };
-            non_planar = non_planar.max(m.non_planar);
-            if largest.is_none_or(|l| m.moved > l.moved) {
+            if let Some(m) = motion::motion(a, b)
+                && largest.is_none_or(|l| m.moved > l.moved)
+            {
                 largest = Some(m);
             }
         }
     }
+    let non_planar = largest.map_or(0.0, |m| m.non_planar);
+    let moved = largest.map_or(0.0, |m| m.moved);
     // A blink: the eyes in some frame a fraction of their usual opening.
     let eyes: Vec<f64> = landmarks
         .iter()
         .map(|p| f64::from(motion::eye_openness(p)))
         .collect();
     let closing = 1.0 - eyes.iter().copied().fold(f64::MAX, f64::min) / median(eyes).max(1e-6);
-    let parallax = f64::from(non_planar) / s.live_non_planar;
+    // Parallax needs a turn to show in: without one, the residual is the landmarks' noise.
+    let turned = f64::from(moved) >= s.min_motion;
+    let parallax = if turned {
+        f64::from(non_planar) / s.live_non_planar
+    } else {
+        0.0
+    };
     let blink = closing / s.blink;
-    let (moved, flat) = match largest {
-        Some(m) if f64::from(m.moved) >= s.min_motion => (
-            m.moved,
-            ramp(
-                s.flat_ratio - f64::from(m.non_planar / m.moved),
-                s.flat_ratio,
-            ),
-        ),
-        Some(m) => (m.moved, 0.0),
-        None => (0.0, 0.0),
+    let flat = if turned {
+        ramp(s.flat_ratio - f64::from(non_planar / moved), s.flat_ratio)
+    } else {
+        0.0
     };
     MotionEvidence {
         live: parallax.max(blink).min(1.0),
         flat,
         summary: json!({
             "resolved": true,
-            "interocular_px": round3(interocular),
-            "non_planar": round3(f64::from(non_planar)),
-            "moved": round3(f64::from(moved)),
-            "eye_closing": round3(closing),
-            "parallax": round3(parallax),
-            "blink": round3(blink),
-            "flat": round3(flat),
+            "interocular_px": rounded(interocular, 3),
+            "non_planar": rounded(f64::from(non_planar), 3),
+            "moved": rounded(f64::from(moved), 3),
+            "eye_closing": rounded(closing, 3),
+            "parallax": rounded(parallax, 3),
+            "blink": rounded(blink, 3),
+            "flat": rounded(flat, 3),
         }),
     }
 }
@@ -266,10 +308,6 @@ fn motion_evidence(faced: &[&Frame], s: &LivenessSettings) -> MotionEvidence {
 /// `x / width`, clamped to 0-1: how far past its threshold a measure is.
 fn ramp(x: impl Into<f64>, width: impl Into<f64>) -> f64 {
     (x.into() / width.into()).clamp(0.0, 1.0)
-}
-
-fn round3(value: impl Into<f64>) -> f64 {
-    (value.into() * 1000.0).round() / 1000.0
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -290,12 +328,8 @@ impl Agent for Liveness {
         true
     }
 
-    fn ready(&self) -> bool {
-        self.engine.ready()
-    }
-
-    fn failed(&self) -> bool {
-        self.engine.failed()
+    fn models(&self) -> Option<&dyn Loading> {
+        Some(&self.engine)
     }
 
     async fn run(&self, ctx: AgentContext) -> Result<Report, AgentError> {
@@ -303,5 +337,25 @@ impl Agent for Liveness {
         let this = self.clone();
         ctx.blocking(move |cancel| this.analyse(&frames, cancel))
             .await?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_that_would_let_a_cue_fail_a_check_are_refused() {
+        assert!(LivenessSettings::default().check().is_ok());
+        let cue_alone_fails = LivenessSettings {
+            fail_at: 0.5,
+            ..LivenessSettings::default()
+        };
+        assert!(cue_alone_fails.check().unwrap_err().contains("fail_at"));
+        let pass_above_fail = LivenessSettings {
+            pass_below: 0.8,
+            ..LivenessSettings::default()
+        };
+        assert!(pass_above_fail.check().unwrap_err().contains("pass_below"));
     }
 }

@@ -46,11 +46,6 @@ fn mean(points: &[Point]) -> Point {
     (x / n, y / n)
 }
 
-/// The inner lips' opening over their width.
-pub fn mouth_openness(points: &[Point]) -> f32 {
-    distance(points[62], points[66]) / distance(points[60], points[64]).max(1.0)
-}
-
 fn distance(a: Point, b: Point) -> f32 {
     (a.0 - b.0).hypot(a.1 - b.1)
 }
@@ -105,6 +100,9 @@ pub fn motion(from: &[Point], to: &[Point]) -> Option<Motion> {
         .iter()
         .zip(to)
         .map(|(&f, &t)| distance(apply(&h, f), t)));
+    if !non_planar.is_finite() || !moved.is_finite() {
+        return None;
+    }
     Some(Motion {
         moved: moved / unit,
         non_planar: non_planar / unit,
@@ -195,8 +193,9 @@ fn tf_point(m: &Matrix3<f64>, (x, y): Point) -> (f64, f64) {
 mod tests {
     use super::*;
 
-    /// A rough face in 3-D (millimetres, camera looking down +z): 68 points with the eyes, the
-    /// mouth and the jaw near one plane and the nose 25 mm in front of it.
+    /// A rough face in 3-D (millimetres, camera looking down +z): 68 points with the eyes and
+    /// the mouth near one plane, the nose 25 mm in front of it and the jaw's sides up to 30 mm
+    /// behind it, as on a head.
     fn head() -> Vec<[f32; 3]> {
         (0..68)
             .map(|i| {
@@ -223,7 +222,11 @@ mod tests {
                     }
                     _ => (-25.0 + 2.5 * (i - 48) as f32, 40.0 + ((i % 3) as f32) * 3.0),
                 };
-                let z = if (27..=35).contains(&i) { -25.0 } else { 0.0 };
+                let z = match i {
+                    0..=16 => 30.0 * ((i as f32 - 8.0) / 8.0).powi(2),
+                    27..=35 => -25.0,
+                    _ => 0.0,
+                };
                 [x, y, z]
             })
             .collect()
@@ -279,7 +282,9 @@ mod tests {
             &view(&head, 15.0, (20.0, -10.0)),
         )
         .unwrap();
-        assert!(m.non_planar > 0.02, "{m:?}");
+        let defaults = crate::agents::liveness::LivenessSettings::default();
+        assert!(f64::from(m.non_planar) >= defaults.live_non_planar, "{m:?}");
+        assert!(f64::from(m.moved) >= defaults.min_motion, "{m:?}");
     }
 
     #[test]
@@ -314,6 +319,5 @@ mod tests {
             "{}",
             interocular(&open)
         );
-        assert!(mouth_openness(&open) >= 0.0);
     }
 }

@@ -7,7 +7,6 @@
 //! character only where a check digit confirms the correction (its `repair` module), and
 //! reports a zone that needed its damaged-capture search, which is recorded here.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -20,8 +19,8 @@ use tokio_util::sync::CancellationToken;
 mod claims;
 
 use super::doc_capture::Captured;
-use super::warm::{Loader, Warm};
-use super::{Agent, AgentContext, AgentError, Report};
+use super::warm::{Loader, Loading, Warm};
+use super::{Agent, AgentContext, AgentError, Report, Resources, rounded};
 use crate::domain::Claimed;
 use crate::models::ModelError;
 use crate::vision::text::{self, DetectSettings, TextEngine};
@@ -80,9 +79,9 @@ impl Ocr {
     pub fn new(
         name: &str,
         settings: OcrSettings,
-        models: &Path,
-        sessions: usize,
+        resources: &Resources,
     ) -> Result<(Self, Loader), ModelError> {
+        let (models, sessions) = (resources.models, resources.slots);
         for file in [
             text::DETECTION_MODEL,
             text::RECOGNITION_MODEL,
@@ -240,7 +239,7 @@ impl Ocr {
         let mut details = json!({
             "source": reading.source,
             "lines_read": reading.lines,
-            "line_confidence": (f64::from(reading.confidence) * 1000.0).round() / 1000.0,
+            "line_confidence": rounded(f64::from(reading.confidence), 3),
             "models": {
                 "detection": engine.detection_model,
                 "recognition": engine.recognition_model,
@@ -388,19 +387,12 @@ impl Agent for Ocr {
         true
     }
 
-    fn ready(&self) -> bool {
-        self.engine.ready()
-    }
-
-    fn failed(&self) -> bool {
-        self.engine.failed()
+    fn models(&self) -> Option<&dyn Loading> {
+        Some(&self.engine)
     }
 
     async fn run(&self, ctx: AgentContext) -> Result<Report, AgentError> {
-        let captured = ctx
-            .upstream::<Captured>(&self.settings.document_from)
-            .cloned()
-            .ok_or_else(|| AgentError::Failed("no document image from doc_capture".into()))?;
+        let captured = Captured::upstream(&ctx, &self.settings.document_from)?;
         let claimed = ctx.input().claimed.clone();
         let this = self.clone();
         let today = chrono::Utc::now().date_naive();
