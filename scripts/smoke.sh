@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Smoke test of the release binary, as an operator would run it: starts it on port 8009 with
+# Smoke test of the service binary, as an operator would run it: starts it on port 8009 with
 # each profile (all sandbox agents; the default plan with the real agents) on a fresh SQLite
 # store, runs kyc-smoke against it, and stops it with SIGTERM. The same kyc-smoke runs in
 # compose.smoke.yml against the container. Needs the models (scripts/models.sh).
+#
+# It runs the dev-profile binaries (dependencies optimised, see Cargo.toml), which the test
+# suite has just built: a release build of dlib's and ONNX Runtime's dependents would add
+# minutes to every CI run and check no other code.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --locked --bin kyc-orchestrator --bin kyc-smoke
+cargo build --locked --bin kyc-orchestrator --bin kyc-smoke
 
 scratch=$(mktemp -d)
 server=""
@@ -16,9 +20,9 @@ for profile in sandbox default; do
   config=()
   [ "$profile" = sandbox ] && config=(--config config/sandbox.toml)
   KYC__STORE__URL="sqlite://$scratch/$profile.db" KYC__STORE__BLOB_DIR="$scratch/blobs-$profile" \
-    target/release/kyc-orchestrator "${config[@]}" >"$scratch/$profile.log" 2>&1 &
+    target/debug/kyc-orchestrator "${config[@]}" >"$scratch/$profile.log" 2>&1 &
   server=$!
-  if ! target/release/kyc-smoke run --url http://127.0.0.1:8009 --profile "$profile"; then
+  if ! target/debug/kyc-smoke run --url http://127.0.0.1:8009 --profile "$profile"; then
     echo "== the server's last log lines:" >&2
     tail -n 40 "$scratch/$profile.log" >&2
     exit 1

@@ -11,9 +11,9 @@
 //!   They can stop a pass, and add to motion evidence of a flat picture, but never fail a
 //!   session on their own.
 //!
-//! What it cannot catch, and says so in README: a video replayed on a screen shows a live head's
-//! motion, and a colour print held still shows no motion at all; both get `review` at best,
-//! never a pass only where a cue sees them. One frame alone is never a pass.
+//! What it cannot catch (README lists it): a video of the person replayed on a screen shows a
+//! live head's motion and can pass; a colour print held still shows no motion at all and goes
+//! to review. One frame alone is never a pass.
 
 pub mod cues;
 pub mod motion;
