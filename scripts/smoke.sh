@@ -4,12 +4,12 @@
 # store, runs kyc-smoke against it, and stops it with SIGTERM. The same kyc-smoke runs in
 # compose.smoke.yml against the container. Needs the models (scripts/models.sh).
 #
-# It runs the dev-profile binaries (dependencies optimised, see Cargo.toml), which the test
-# suite has just built: a release build of dlib's and ONNX Runtime's dependents would add
-# minutes to every CI run and check no other code.
+# It runs the binaries of the test profile (dependencies optimised, see Cargo.toml), which the
+# test suite has just built into target/debug: a release build would add minutes to every CI
+# run and check no other code.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --locked --bin kyc-orchestrator --bin kyc-smoke
+cargo build --locked --profile test --bin kyc-orchestrator --bin kyc-smoke
 
 scratch=$(mktemp -d)
 server=""
