@@ -4,12 +4,13 @@
 # store, runs kyc-smoke against it, and stops it with SIGTERM. The same kyc-smoke runs in
 # compose.smoke.yml against the container. Needs the models (scripts/models.sh).
 #
-# It runs the binaries of the test profile (dependencies optimised, see Cargo.toml), which the
-# test suite has just built into target/debug: a release build would add minutes to every CI
-# run and check no other code.
+# It runs the binaries the test suite builds into target/debug (dependencies optimised, see
+# Cargo.toml); `cargo test --no-run` builds them with the test suite's features, so right after
+# the tests it has nothing to do. A release build, or a plain `cargo build` (whose features
+# differ without the dev-dependencies), would compile every dependency again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --locked --profile test --bin kyc-orchestrator --bin kyc-smoke
+cargo test --locked --no-run --quiet
 
 scratch=$(mktemp -d)
 server=""
