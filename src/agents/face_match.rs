@@ -7,10 +7,7 @@
 //! passes, at least `mismatch_distance` is `face_mismatch`, and in between is
 //! `face_match_uncertain`, for a person to look at.
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
-use image::RgbImage;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -147,7 +144,7 @@ impl FaceMatch {
             );
         };
         details["document"] = json!({ "face": portrait_face.scaled(1.0 / k), "found_on": on });
-        let selfie_embedding = embed(engine, &frame.image, frame.faces[0])?;
+        let selfie_embedding = embed(engine, &Prepared::new(&frame.image), frame.faces[0])?;
         let portrait_embedding = embed(engine, &portrait, portrait_face)?;
         let distance = f64::from(selfie_embedding.distance(&portrait_embedding));
         // The similarity a reviewer reads: 1 for identical embeddings, 0 at distance 1 and
@@ -177,37 +174,36 @@ impl FaceMatch {
     }
 }
 
-/// The portrait (scaled by the returned factor) and the face on it: on doc_capture's portrait
-/// crop, else anywhere on the rectified front (doc_capture's detector may have missed a face
-/// this one finds).
+/// The portrait (scaled by the returned factor, converted once for detection and embedding)
+/// and the face on it: on doc_capture's portrait crop, else anywhere on the rectified front
+/// (doc_capture's detector may have missed a face this one finds).
 fn find_portrait(
     engine: &Biometrics,
     captured: &Captured,
-) -> Option<(RgbImage, FaceBox, &'static str, f32)> {
+) -> Option<(Prepared, FaceBox, &'static str, f32)> {
     let candidates = captured
         .portrait
         .iter()
         .map(|p| (p, "portrait"))
         .chain(std::iter::once((&captured.front, "front")));
     for (image, on) in candidates {
-        let image: &Arc<RgbImage> = image;
         let side = image.width().max(image.height()) as f32;
         let k = if side < PORTRAIT_SIDE as f32 {
             PORTRAIT_SIDE as f32 / side
         } else {
             (selfie::DETECTION_SIDE as f32 / side).min(1.0)
         };
-        let enlarged = selfie::scaled(image, k);
-        if let Some(face) = engine.detect(&Prepared::new(&enlarged)).first() {
-            return Some((enlarged, *face, on, k));
+        let prepared = Prepared::new(&selfie::scaled(image, k));
+        if let Some(&face) = engine.detect(&prepared).first() {
+            return Some((prepared, face, on, k));
         }
     }
     None
 }
 
-fn embed(engine: &Biometrics, image: &RgbImage, face: FaceBox) -> Result<Embedding, AgentError> {
+fn embed(engine: &Biometrics, image: &Prepared, face: FaceBox) -> Result<Embedding, AgentError> {
     engine
-        .embed(&Prepared::new(image), face)
+        .embed(image, face)
         .ok_or_else(|| AgentError::Failed("the face embedding model is not loaded".into()))
 }
 

@@ -162,7 +162,7 @@ fn face_sharpness(image: &RgbImage, face: FaceBox) -> f64 {
 }
 
 /// The part of `image` inside `face`, clipped to the image (at least one pixel).
-pub fn crop(image: &RgbImage, face: FaceBox) -> RgbImage {
+fn crop(image: &RgbImage, face: FaceBox) -> RgbImage {
     let (w, h) = image.dimensions();
     let x = (face.x.max(0.0) as u32).min(w - 1);
     let y = (face.y.max(0.0) as u32).min(h - 1);
