@@ -1,31 +1,100 @@
 #!/usr/bin/env bash
-# HTTP benchmark: starts a release server and drives it with kyc-load, closed loop, at each
-# concurrency level. Environment: CONCURRENCY (default "1 100 1000"), DURATION seconds (10),
-# LATENCY_MS per sandbox agent (50), PORT (18009), STORE_URL (default: a new SQLite file in a
-# temporary directory; postgres://... or memory:// to compare backends).
+# HTTP benchmarks: a release server on the sandbox plan, driven by kyc-load on the same machine.
+#
+#   scripts/bench-http.sh                       # every scenario below, in turn
+#   scripts/bench-http.sh throughput deadline   # some of them
+#
+# Scenarios (each starts its own server, warms it up, measures, stops it):
+#   throughput  CONCURRENCY (400) closed-loop clients, agents LATENCY_MS (50) each
+#   overload    2,000 clients against an admission limit of MAX_INFLIGHT (500): 503s, not collapse
+#   open        open loop at RATES sessions/s (2000 ... 10000), admission limit MAX_INFLIGHT
+#   health      GET /health at 100/s while CPU-bound agents (cpu_ms) keep every core busy
+#   deadline    1,000 clients whose ocr hangs; completion time minus the 1 s deadline, and the
+#               server's RSS with 1,000 sessions in flight
+#
+# Environment: DURATION seconds per measurement (10), STORE_URL (memory:// keeping 100
+# completed sessions, so RSS is the sessions in flight; sqlite://... or postgres://... to
+# measure a database), MAX_INFLIGHT (500), RATES, PORT (18009).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
-cargo build --release --locked --bins
+cargo build --release --locked --bin kyc-orchestrator --bin kyc-load
 
 port="${PORT:-18009}"
+duration="${DURATION:-10}"
 scratch="$(mktemp -d)"
-KYC__STORE__URL="${STORE_URL:-sqlite://$scratch/kyc.db}" \
-KYC__STORE__BLOB_DIR="$scratch/blobs" \
-KYC__SERVER__PORT="$port" \
-KYC__SERVER__MAX_INFLIGHT_SESSIONS=20000 \
-KYC__TELEMETRY__LEVEL=warn \
-  target/release/kyc-orchestrator --config config/sandbox.toml >/tmp/kyc-bench-server.log 2>&1 &
-server=$!
-trap 'kill "$server" 2>/dev/null; wait "$server" 2>/dev/null || true; rm -rf "$scratch"' EXIT
+server=""
+stop() {
+  if [ -n "$server" ]; then
+    kill "$server" 2>/dev/null || true
+    wait "$server" 2>/dev/null || true
+    server=""
+  fi
+}
+trap 'stop; rm -rf "$scratch"' EXIT
 
-for _ in $(seq 1 100); do
-  curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
-  sleep 0.1
-done
+# serve MAX_INFLIGHT DEADLINE_MS: a fresh server and store.
+serve() {
+  stop
+  rm -rf "$scratch/data"
+  mkdir -p "$scratch/data"
+  KYC__STORE__URL="${STORE_URL:-memory://}" \
+  KYC__STORE__MEMORY_CAPACITY=100 \
+  KYC__STORE__BLOB_DIR="$scratch/data/blobs" \
+  KYC__SERVER__PORT="$port" \
+  KYC__SERVER__MAX_INFLIGHT_SESSIONS="$1" \
+  KYC__ORCHESTRATOR__SESSION_DEADLINE_MS="$2" \
+  KYC__TELEMETRY__LEVEL=warn \
+    target/release/kyc-orchestrator --config config/sandbox.toml >"$scratch/server.log" 2>&1 &
+  server=$!
+  for _ in $(seq 1 100); do
+    curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "the server did not start:" >&2
+  tail -20 "$scratch/server.log" >&2
+  exit 1
+}
 
-for c in ${CONCURRENCY:-1 100 1000}; do
-  echo "== concurrency $c"
-  target/release/kyc-load --url "http://127.0.0.1:$port" --concurrency "$c" \
-    --duration "${DURATION:-10}" --latency-ms "${LATENCY_MS:-50}" --server-pid "$server"
+load() {
+  target/release/kyc-load --url "http://127.0.0.1:$port" --server-pid "$server" "$@"
+}
+
+# A few seconds of load first: the first sessions fault in the server's memory.
+warm() {
+  load --concurrency 400 --duration 3 --warmup 0 --latency-ms 50 >/dev/null
+}
+
+scenario() {
+  case "$1" in
+    throughput)
+      serve 20000 8000 && warm
+      load --concurrency "${CONCURRENCY:-400}" --duration "$duration" \
+        --latency-ms "${LATENCY_MS:-50}" ;;
+    overload)
+      serve "${MAX_INFLIGHT:-500}" 8000 && warm
+      load --concurrency 2000 --duration "$duration" --latency-ms 50 ;;
+    open)
+      serve "${MAX_INFLIGHT:-500}" 8000 && warm
+      for rate in ${RATES:-2000 4000 6000 8000 10000}; do
+        load --rate "$rate" --duration "$duration" --latency-ms 50
+        echo
+      done ;;
+    health)
+      serve 20000 8000
+      load --concurrency 16 --duration "$duration" --latency-ms 0 --cpu-ms 20 --health-rate 100 ;;
+    deadline)
+      serve 20000 1000
+      load --concurrency 1000 --duration "$duration" --warmup 2 --latency-ms 50 \
+        --hang ocr --deadline-ms 1000 ;;
+    *)
+      echo "unknown scenario: $1 (throughput, overload, open, health, deadline)" >&2
+      exit 2 ;;
+  esac
+}
+
+for name in ${@:-throughput overload open health deadline}; do
+  echo "== $name"
+  scenario "$name"
+  echo
 done

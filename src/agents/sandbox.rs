@@ -185,7 +185,10 @@ impl Agent for SandboxAgent {
 
     async fn run(&self, ctx: AgentContext) -> Result<Report, AgentError> {
         let behaviour = self.behaviour(&ctx);
-        tokio::time::sleep(Duration::from_millis(behaviour.latency_ms)).await;
+        // A zero wait is none: tokio's timer would still hold the agent to its next 1 ms tick.
+        if behaviour.latency_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(behaviour.latency_ms)).await;
+        }
         if behaviour.cpu_ms > 0 {
             let cpu = Duration::from_millis(behaviour.cpu_ms);
             let result = behaviour.result;

@@ -343,9 +343,12 @@ async fn store_completion(
     inner: &Inner,
     pending: &mut PendingCompletion,
 ) -> Result<(), StoreError> {
-    while let Some(event) = pending.events.first() {
-        inner.store.append_event(pending.id, event).await?;
-        pending.events.remove(0);
+    if !pending.events.is_empty() {
+        inner
+            .store
+            .append_events(pending.id, &pending.events)
+            .await?;
+        pending.events.clear();
     }
     inner
         .store

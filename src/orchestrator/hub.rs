@@ -191,7 +191,7 @@ mod tests {
         // Three times what the channel holds, published before the follower reads anything.
         let last = 3 * LIVE_CAPACITY as u64;
         for seq in 1..last {
-            store.append_event(id, &line(seq, false)).await.unwrap();
+            store.append_events(id, &[line(seq, false)]).await.unwrap();
             live.send(line(seq, false)).unwrap();
         }
         store
@@ -234,7 +234,7 @@ mod tests {
         gate.reached.notified().await;
 
         for seq in 1..3 {
-            store.append_event(id, &line(seq, false)).await.unwrap();
+            store.append_events(id, &[line(seq, false)]).await.unwrap();
             live.send(line(seq, false)).unwrap();
         }
         store

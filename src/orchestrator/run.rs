@@ -135,14 +135,14 @@ impl SessionRun {
                 agents,
             },
         };
-        self.events.emit(first).await;
+        self.events.emit(first);
         for i in 0..self.inner.plan.len() {
             if self.waiting[i] == 0 {
-                self.start_agent(i).await;
+                self.start_agent(i);
             }
         }
         let stop = self.drive().await;
-        self.wind_down(stop).await;
+        self.wind_down(stop);
         self.complete().await
     }
 
@@ -156,7 +156,7 @@ impl SessionRun {
                 // Results that are already in are taken before the deadline is looked at.
                 biased;
                 Some(joined) = self.tasks.join_next_with_id() => {
-                    if let Some(stop) = self.finish(joined).await {
+                    if let Some(stop) = self.finish(joined) {
                         return Some(stop);
                     }
                 }
@@ -166,7 +166,7 @@ impl SessionRun {
         None
     }
 
-    async fn start_agent(&mut self, index: usize) {
+    fn start_agent(&mut self, index: usize) {
         let node = &self.inner.plan.nodes()[index];
         let name = node.name.clone();
         let agent_deadline = self.deadline.cap(node.timeout);
@@ -194,11 +194,9 @@ impl SessionRun {
         };
         let agent = Arc::clone(&self.inner.agents[index]);
 
-        self.events
-            .emit(EventKind::AgentStarted {
-                agent: name.clone(),
-            })
-            .await;
+        self.events.emit(EventKind::AgentStarted {
+            agent: name.clone(),
+        });
         let started = Instant::now();
         self.started[index] = Some(started);
         let work = async move {
@@ -230,18 +228,18 @@ impl SessionRun {
     }
 
     /// Records one agent's end and starts or skips what depended on it.
-    async fn finish(&mut self, joined: Result<(task::Id, AgentRun), JoinError>) -> Option<Stop> {
+    fn finish(&mut self, joined: Result<(task::Id, AgentRun), JoinError>) -> Option<Stop> {
         let (index, check) = match joined {
             Ok((task_id, run)) => {
                 self.running.remove(&task_id);
-                (run.index, self.record(run).await)
+                (run.index, self.record(run))
             }
             Err(error) => {
                 let index = self
                     .running
                     .remove(&error.id())
                     .expect("every agent task is registered when spawned");
-                (index, self.record_crash(index, error).await)
+                (index, self.record_crash(index, error))
             }
         };
         let decisive = self.inner.fail_fast && self.inner.policy.is_decisive(&check);
@@ -257,24 +255,22 @@ impl SessionRun {
         for j in self.inner.plan.nodes()[index].dependents.clone() {
             if past_deadline && self.checks[j].is_none() {
                 self.deadline_hit = true;
-                self.skip(j, "not started before the session deadline".to_owned())
-                    .await;
+                self.skip(j, "not started before the session deadline".to_owned());
                 continue;
             }
             if !has_output {
-                self.skip(j, format!("dependency `{name}` produced no output"))
-                    .await;
+                self.skip(j, format!("dependency `{name}` produced no output"));
                 continue;
             }
             self.waiting[j] -= 1;
             if self.waiting[j] == 0 && self.checks[j].is_none() {
-                self.start_agent(j).await;
+                self.start_agent(j);
             }
         }
         None
     }
 
-    async fn record(&mut self, run: AgentRun) -> CheckResult {
+    fn record(&mut self, run: AgentRun) -> CheckResult {
         let agent = self.inner.plan.nodes()[run.index].name.clone();
         self.durations[run.index] = run.elapsed;
         let duration_ms = millis(run.elapsed);
@@ -289,15 +285,13 @@ impl SessionRun {
                     Verdict::Passed => CheckStatus::Passed,
                     Verdict::Failed => CheckStatus::Failed,
                 };
-                self.events
-                    .emit(EventKind::AgentCompleted {
-                        agent: agent.clone(),
-                        status,
-                        score: report.score,
-                        reasons: report.reasons.clone(),
-                        duration_ms,
-                    })
-                    .await;
+                self.events.emit(EventKind::AgentCompleted {
+                    agent: agent.clone(),
+                    status,
+                    score: report.score,
+                    reasons: report.reasons.clone(),
+                    duration_ms,
+                });
                 CheckResult {
                     status,
                     score: report.score,
@@ -319,11 +313,11 @@ impl SessionRun {
                         other.to_string()
                     }
                 };
-                self.failed(&agent, detail, Some(duration_ms)).await
+                self.failed(&agent, detail, Some(duration_ms))
             }
             Err(cause) => {
                 self.deadline_hit |= cause == TimeoutCause::SessionDeadline;
-                self.timed_out(&agent, cause, duration_ms).await
+                self.timed_out(&agent, cause, duration_ms)
             }
         }
     }
@@ -345,7 +339,7 @@ impl SessionRun {
     }
 
     /// An agent's task ended without returning: it panicked outside any blocking job.
-    async fn record_crash(&mut self, index: usize, error: JoinError) -> CheckResult {
+    fn record_crash(&mut self, index: usize, error: JoinError) -> CheckResult {
         let agent = self.inner.plan.nodes()[index].name.clone();
         let elapsed = self.started[index].map(|s| s.elapsed()).unwrap_or_default();
         self.durations[index] = elapsed;
@@ -357,22 +351,14 @@ impl SessionRun {
             "the agent's task was cancelled"
         };
         self.failed(&agent, detail.to_owned(), Some(millis(elapsed)))
-            .await
     }
 
-    async fn failed(
-        &mut self,
-        agent: &str,
-        detail: String,
-        duration_ms: Option<f64>,
-    ) -> CheckResult {
-        self.events
-            .emit(EventKind::AgentFailed {
-                agent: agent.to_owned(),
-                error: detail.clone(),
-                duration_ms: duration_ms.unwrap_or_default(),
-            })
-            .await;
+    fn failed(&mut self, agent: &str, detail: String, duration_ms: Option<f64>) -> CheckResult {
+        self.events.emit(EventKind::AgentFailed {
+            agent: agent.to_owned(),
+            error: detail.clone(),
+            duration_ms: duration_ms.unwrap_or_default(),
+        });
         CheckResult {
             status: CheckStatus::Error,
             detail: Some(detail),
@@ -381,20 +367,13 @@ impl SessionRun {
         }
     }
 
-    async fn timed_out(
-        &mut self,
-        agent: &str,
-        cause: TimeoutCause,
-        duration_ms: f64,
-    ) -> CheckResult {
+    fn timed_out(&mut self, agent: &str, cause: TimeoutCause, duration_ms: f64) -> CheckResult {
         tracing::warn!(agent = %agent, ?cause, "agent timed out");
-        self.events
-            .emit(EventKind::AgentTimedOut {
-                agent: agent.to_owned(),
-                cause,
-                duration_ms,
-            })
-            .await;
+        self.events.emit(EventKind::AgentTimedOut {
+            agent: agent.to_owned(),
+            cause,
+            duration_ms,
+        });
         let detail = match cause {
             TimeoutCause::AgentTimeout => "the agent's own timeout passed",
             TimeoutCause::SessionDeadline => "the session deadline passed",
@@ -408,19 +387,17 @@ impl SessionRun {
     }
 
     /// Skips an agent that has not started, and everything downstream of it.
-    async fn skip(&mut self, index: usize, reason: String) {
+    fn skip(&mut self, index: usize, reason: String) {
         let mut pending = vec![(index, reason)];
         while let Some((i, reason)) = pending.pop() {
             if self.checks[i].is_some() || self.started[i].is_some() {
                 continue;
             }
             let name = self.inner.plan.nodes()[i].name.clone();
-            self.events
-                .emit(EventKind::AgentSkipped {
-                    agent: name.clone(),
-                    reason: reason.clone(),
-                })
-                .await;
+            self.events.emit(EventKind::AgentSkipped {
+                agent: name.clone(),
+                reason: reason.clone(),
+            });
             self.settle(i, CheckResult::skipped(reason));
             for &j in &self.inner.plan.nodes()[i].dependents {
                 pending.push((j, format!("dependency `{name}` was skipped")));
@@ -429,7 +406,7 @@ impl SessionRun {
     }
 
     /// Cancels what still runs and accounts for every agent that has no check yet.
-    async fn wind_down(&mut self, stop: Option<Stop>) {
+    fn wind_down(&mut self, stop: Option<Stop>) {
         self.cancel.cancel();
         self.tasks.abort_all();
         let mut running: Vec<usize> = self.running.drain().map(|(_, i)| i).collect();
@@ -446,16 +423,13 @@ impl SessionRun {
                     self.deadline_hit = true;
                     self.durations[i] = elapsed;
                     self.timed_out(&agent, TimeoutCause::SessionDeadline, millis(elapsed))
-                        .await
                 }
                 Some(by) => {
                     let reason = format!("cancelled: `{by}` already declined the session");
-                    self.events
-                        .emit(EventKind::AgentSkipped {
-                            agent,
-                            reason: reason.clone(),
-                        })
-                        .await;
+                    self.events.emit(EventKind::AgentSkipped {
+                        agent,
+                        reason: reason.clone(),
+                    });
                     CheckResult::skipped(reason)
                 }
             };
@@ -467,7 +441,7 @@ impl SessionRun {
         };
         for i in 0..self.checks.len() {
             if self.checks[i].is_none() {
-                self.skip(i, reason.clone()).await;
+                self.skip(i, reason.clone());
             }
         }
     }
@@ -503,7 +477,7 @@ impl SessionRun {
             checks: completion.checks.clone(),
             duration_ms: completion.duration_ms,
         });
-        let stored = self.events.flush().await
+        let stored = self.events.close().await
             && match self
                 .inner
                 .store

@@ -104,13 +104,13 @@ impl SessionStore for MemoryStore {
             .map(|(taken, id)| (*id, taken.fingerprint.clone())))
     }
 
-    async fn append_event(&self, id: SessionId, event: &EventRecord) -> Result<(), StoreError> {
+    async fn append_events(&self, id: SessionId, events: &[EventRecord]) -> Result<(), StoreError> {
         let mut inner = self.lock();
         let entry = inner
             .sessions
             .get_mut(&id)
             .ok_or(StoreError::NotFound(id))?;
-        entry.events.push(event.clone());
+        entry.events.extend_from_slice(events);
         Ok(())
     }
 
@@ -236,7 +236,7 @@ mod tests {
         let id = SessionId::new();
         store.insert(&running(id), None).await.unwrap();
         for seq in 1..=4 {
-            store.append_event(id, &event(seq, false)).await.unwrap();
+            store.append_events(id, &[event(seq, false)]).await.unwrap();
         }
         let after_two = store.events_after(id, 2).await.unwrap().unwrap();
         assert_eq!(after_two.iter().map(|e| e.seq).collect::<Vec<_>>(), [3, 4]);

@@ -176,8 +176,8 @@ pub trait SessionStore: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<Option<(SessionId, String)>, StoreError>;
 
-    /// Appends the session's next event; returns once it is durable.
-    async fn append_event(&self, id: SessionId, event: &EventRecord) -> Result<(), StoreError>;
+    /// Appends the session's next events, in order, all or none; returns once they are durable.
+    async fn append_events(&self, id: SessionId, events: &[EventRecord]) -> Result<(), StoreError>;
 
     /// Marks the session completed and appends its terminal event, as one step: nobody can see
     /// the one without the other.
@@ -343,9 +343,13 @@ pub(crate) mod fixtures {
         ) -> Result<Option<(SessionId, String)>, StoreError> {
             self.inner.find_key(key, now).await
         }
-        async fn append_event(&self, id: SessionId, event: &EventRecord) -> Result<(), StoreError> {
+        async fn append_events(
+            &self,
+            id: SessionId,
+            events: &[EventRecord],
+        ) -> Result<(), StoreError> {
             tokio::time::sleep(self.append_delay).await;
-            self.inner.append_event(id, event).await
+            self.inner.append_events(id, events).await
         }
         async fn complete(
             &self,

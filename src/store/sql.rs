@@ -50,7 +50,7 @@ pub struct SqlStore {
 /// A write that goes through group commit.
 enum Write {
     Insert(Box<SessionRecord>),
-    Event(SessionId, EventRecord),
+    Events(SessionId, Vec<EventRecord>),
     Complete(SessionId, Box<Completion>, EventRecord),
 }
 
@@ -369,7 +369,7 @@ impl BatchWriter<Write> for Writer {
         for write in batch {
             match write {
                 Write::Insert(record) => sessions.push(&**record),
-                Write::Event(id, event) => events.push((*id, event)),
+                Write::Events(id, list) => events.extend(list.iter().map(|event| (*id, event))),
                 Write::Complete(id, completion, terminal) => {
                     events.push((*id, terminal));
                     completions.push((*id, &**completion));
@@ -467,8 +467,8 @@ impl SessionStore for SqlStore {
         .transpose()
     }
 
-    async fn append_event(&self, id: SessionId, event: &EventRecord) -> Result<(), StoreError> {
-        self.writer.submit(Write::Event(id, event.clone())).await
+    async fn append_events(&self, id: SessionId, events: &[EventRecord]) -> Result<(), StoreError> {
+        self.writer.submit(Write::Events(id, events.to_vec())).await
     }
 
     async fn complete(
