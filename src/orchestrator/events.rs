@@ -127,11 +127,19 @@ pub(crate) struct Emitter {
     session_id: SessionId,
     clock: SessionClock,
     seq: u64,
-    /// To the writer task; `None` once closed.
-    outbox: Option<mpsc::UnboundedSender<EventRecord>>,
-    writer: Option<JoinHandle<Writer>>,
-    /// The writer, back from its task after `close`.
-    closed: Option<Writer>,
+    writer: WriterState,
+}
+
+enum WriterState {
+    /// Events go through `outbox` to the writer's task.
+    Open {
+        outbox: mpsc::UnboundedSender<EventRecord>,
+        task: JoinHandle<Writer>,
+    },
+    /// The writer is back from its task, with what it could not store.
+    Closed(Writer),
+    /// Its task was cancelled with the runtime: nothing more is stored.
+    Lost,
 }
 
 impl Emitter {
@@ -151,7 +159,7 @@ impl Emitter {
             live,
             unstored: VecDeque::new(),
         };
-        let writer = tokio::spawn(
+        let task = tokio::spawn(
             SessionContext { session_id }
                 .scope(writer.run(queued))
                 .in_current_span(),
@@ -160,19 +168,16 @@ impl Emitter {
             session_id,
             clock,
             seq: after,
-            outbox: Some(outbox),
-            writer: Some(writer),
-            closed: None,
+            writer: WriterState::Open { outbox, task },
         }
     }
 
     /// Queues the next event for the store; it is published once stored.
     pub(crate) fn emit(&mut self, kind: EventKind) {
         let record = self.next(kind);
-        let outbox = self
-            .outbox
-            .as_ref()
-            .expect("no event is emitted after close");
+        let WriterState::Open { outbox, .. } = &self.writer else {
+            unreachable!("no event is emitted after close");
+        };
         // The writer ends only when the outbox closes, so this send cannot fail.
         let _ = outbox.send(record);
     }
@@ -180,34 +185,30 @@ impl Emitter {
     /// Waits until every event emitted so far is stored and published; `false` if the store
     /// failed (those events keep waiting, for `take_unstored`). No event is stored after this.
     pub(crate) async fn close(&mut self) -> bool {
-        self.outbox = None;
-        if let Some(writer) = self.writer.take() {
-            match writer.await {
-                Ok(writer) => self.closed = Some(writer),
+        if let WriterState::Open { outbox, task } =
+            std::mem::replace(&mut self.writer, WriterState::Lost)
+        {
+            // Closing the outbox ends the writer's loop once it has written what was queued.
+            drop(outbox);
+            match task.await {
+                Ok(writer) => self.writer = WriterState::Closed(writer),
                 Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
-                // The runtime is shutting down: nothing more will be stored.
-                Err(_) => return false,
+                Err(_) => {}
             }
         }
-        // One more try for events the store refused earlier.
-        match &mut self.closed {
-            Some(writer) => writer.flush().await,
-            None => false,
+        match &mut self.writer {
+            // One more try for events the store refused earlier.
+            WriterState::Closed(writer) => writer.flush().await,
+            _ => false,
         }
-    }
-
-    fn closed_writer(&mut self) -> &mut Writer {
-        self.closed
-            .as_mut()
-            .expect("events after close only follow close")
     }
 
     /// The events still waiting for the store after `close`, for whoever retries them.
     pub(crate) fn take_unstored(&mut self) -> Vec<EventRecord> {
-        self.closed
-            .as_mut()
-            .map(|writer| writer.unstored.drain(..).collect())
-            .unwrap_or_default()
+        match &mut self.writer {
+            WriterState::Closed(writer) => writer.unstored.drain(..).collect(),
+            _ => Vec::new(),
+        }
     }
 
     /// Numbers and stamps the next event without storing it: for the terminal event, which the
@@ -224,8 +225,11 @@ impl Emitter {
     }
 
     /// Sends an already stored event (the terminal one, after `close`) to live followers.
-    pub(crate) fn publish(&mut self, record: EventRecord) {
-        self.closed_writer().publish(record);
+    pub(crate) fn publish(&self, record: EventRecord) {
+        let WriterState::Closed(writer) = &self.writer else {
+            unreachable!("the terminal event is published only after a successful close");
+        };
+        writer.publish(record);
     }
 }
 

@@ -212,9 +212,7 @@ async fn drive(args: Args) {
         (args.health_rate > 0.0).then(|| probe_health(&base, args.health_rate, measure_from, end));
 
     let mut tasks = tokio::task::JoinSet::new();
-    let record = move |sessions: &Mutex<Sessions>, outcome| {
-        sessions.lock().unwrap().record(outcome, deadline)
-    };
+    let record = |sessions: &Mutex<Sessions>, outcome| sessions.lock().unwrap().record(outcome);
     match args.rate {
         None => {
             // Clients start spread over the warm-up, as independent clients arrive; started

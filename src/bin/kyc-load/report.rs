@@ -56,8 +56,9 @@ impl Micros {
 pub struct Sessions {
     latency: Micros,
     overhead: Micros,
-    /// Server-side session duration minus the deadline, when every session hangs.
-    lateness: Option<Micros>,
+    /// The deadline every session hangs until, and each session's server-side duration minus
+    /// it.
+    lateness: Option<(Duration, Micros)>,
     agents: BTreeMap<String, Micros>,
     errors: BTreeMap<String, u64>,
 }
@@ -66,12 +67,12 @@ impl Sessions {
     /// Reports how late each session completed after `deadline` (for runs that hang an agent).
     pub fn with_deadline(deadline: Option<Duration>) -> Self {
         Self {
-            lateness: deadline.map(|_| Micros::default()),
+            lateness: deadline.map(|deadline| (deadline, Micros::default())),
             ..Self::default()
         }
     }
 
-    pub fn record(&mut self, outcome: Outcome, deadline: Option<Duration>) {
+    pub fn record(&mut self, outcome: Outcome) {
         match outcome {
             Outcome::Completed(completed) => {
                 for (agent, duration) in completed.agents {
@@ -79,8 +80,8 @@ impl Sessions {
                 }
                 self.latency.record(completed.latency);
                 self.overhead.record(completed.overhead);
-                if let (Some(lateness), Some(deadline)) = (&mut self.lateness, deadline) {
-                    lateness.record(completed.server.saturating_sub(deadline));
+                if let Some((deadline, lateness)) = &mut self.lateness {
+                    lateness.record(completed.server.saturating_sub(*deadline));
                 }
             }
             Outcome::Refused(_) => *self.errors.entry("http_503".into()).or_default() += 1,
@@ -176,7 +177,7 @@ impl Run<'_> {
             "sessions_per_s": self.completed() as f64 / self.seconds,
             "latency_ms": sessions.latency.summary(),
             "overhead_ms": sessions.overhead.summary(),
-            "lateness_ms": sessions.lateness.as_ref().map(Micros::summary),
+            "lateness_ms": sessions.lateness.as_ref().map(|(_, h)| h.summary()),
             "agents_ms": sessions.agents.iter()
                 .map(|(agent, h)| (agent.clone(), h.summary()))
                 .collect::<serde_json::Map<_, _>>(),
@@ -198,7 +199,7 @@ impl Run<'_> {
         );
         println!("latency ms        {}", sessions.latency.line());
         println!("overhead ms       {}", sessions.overhead.line());
-        if let Some(lateness) = &sessions.lateness {
+        if let Some((_, lateness)) = &sessions.lateness {
             println!("past deadline ms  {}", lateness.line());
         }
         for (agent, h) in &sessions.agents {
