@@ -3,18 +3,19 @@
 #
 #   scripts/bench-http.sh                       # every scenario below, in turn
 #   scripts/bench-http.sh throughput deadline   # some of them
+#   RUNS=3 scripts/bench-http.sh                # each scenario three times (README: the median)
 #
 # Scenarios (each starts its own server, warms it up, measures, stops it):
 #   throughput  CONCURRENCY (400) closed-loop clients, agents LATENCY_MS (50) each
 #   overload    2,000 clients against an admission limit of MAX_INFLIGHT (500): 503s, not collapse
 #   open        open loop at RATES sessions/s (2000 ... 10000), admission limit MAX_INFLIGHT
 #   health      GET /health at 100/s while CPU-bound agents (cpu_ms) keep every core busy
-#   deadline    1,000 clients whose ocr hangs; completion time minus the 1 s deadline, and the
-#               server's RSS with 1,000 sessions in flight
+#   deadline    DEADLINE_CLIENTS (1000) clients whose ocr hangs; completion time minus the 1 s
+#               deadline, and the server's RSS with that many sessions in flight
 #
-# Environment: DURATION seconds per measurement (10), STORE_URL (memory:// keeping 100
-# completed sessions, so RSS is the sessions in flight; sqlite://... or postgres://... to
-# measure a database), MAX_INFLIGHT (500), RATES, PORT (18009).
+# Environment: RUNS of each scenario (1), DURATION seconds per measurement (10), STORE_URL
+# (memory:// keeping 100 completed sessions, so RSS is the sessions in flight; sqlite://... or
+# postgres://... to measure a database), MAX_INFLIGHT (500), RATES, PORT (18009).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
@@ -85,8 +86,8 @@ scenario() {
       load --concurrency 16 --duration "$duration" --latency-ms 0 --cpu-ms 20 --health-rate 100 ;;
     deadline)
       serve 20000 1000
-      load --concurrency 1000 --duration "$duration" --warmup 2 --latency-ms 50 \
-        --hang ocr --deadline-ms 1000 ;;
+      load --concurrency "${DEADLINE_CLIENTS:-1000}" --duration "$duration" --warmup 2 \
+        --latency-ms 50 --hang ocr --deadline-ms 1000 ;;
     *)
       echo "unknown scenario: $1 (throughput, overload, open, health, deadline)" >&2
       exit 2 ;;
@@ -94,7 +95,9 @@ scenario() {
 }
 
 for name in ${@:-throughput overload open health deadline}; do
-  echo "== $name"
-  scenario "$name"
-  echo
+  for run in $(seq 1 "${RUNS:-1}"); do
+    echo "== $name (run $run of ${RUNS:-1})"
+    scenario "$name"
+    echo
+  done
 done

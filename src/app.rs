@@ -1,7 +1,7 @@
 //! The application: built from settings, bound to a port (0 picks a free one), run until the
 //! shutdown future it is given resolves.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +37,7 @@ pub struct Application {
     listener: TcpListener,
     state: AppState,
     drain_delay: Duration,
+    connections: api::Connections,
     shutdown_timeout: Duration,
     maintenance: Maintenance,
 }
@@ -45,7 +46,7 @@ impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         let orchestrator = build_orchestrator(&settings).await?;
         let addr = format!("{}:{}", settings.server.host, settings.server.port);
-        let listener = TcpListener::bind(&addr)
+        let listener = api::listen(&addr)
             .await
             .map_err(|source| StartupError::Bind {
                 addr: addr.clone(),
@@ -67,6 +68,10 @@ impl Application {
             listener,
             state,
             drain_delay: Duration::from_millis(settings.server.drain_delay_ms),
+            connections: api::Connections {
+                max_head_bytes: settings.server.max_head_bytes,
+                header_timeout: Duration::from_millis(settings.server.header_timeout_ms),
+            },
             shutdown_timeout: Duration::from_millis(settings.server.shutdown_timeout_ms),
             maintenance: Maintenance {
                 heartbeat: Duration::from_millis(settings.store.heartbeat_ms),
@@ -108,6 +113,7 @@ impl Application {
             listener,
             state,
             drain_delay,
+            connections,
             shutdown_timeout,
             maintenance,
         } = self;
@@ -142,16 +148,13 @@ impl Application {
             );
             tokio::time::sleep(drain_delay).await;
         };
-        let serve = axum::serve(listener, api::router(state.clone()))
-            .with_graceful_shutdown(draining)
-            .into_future();
-        let served = tokio::select! {
-            served = serve => served,
+        let router = api::router(state.clone());
+        tokio::select! {
+            () = api::serve(listener, router, connections, draining) => {}
             () = stuck => {
                 tracing::warn!(
                     "connections still open after the shutdown timeout; no longer waiting for them"
                 );
-                Ok(())
             }
         };
         state.orchestrator.drain().await;
@@ -159,7 +162,7 @@ impl Application {
         maintain.abort();
         upkeep.abort();
         tracing::info!("stopped");
-        served
+        Ok(())
     }
 }
 

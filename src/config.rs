@@ -46,6 +46,10 @@ pub struct ServerSettings {
     pub retry_after_s: u64,
     pub drain_delay_ms: u64,
     pub body_timeout_ms: u64,
+    /// How long a request's head (status line and headers) may take to arrive; 0: no limit.
+    pub header_timeout_ms: u64,
+    /// The largest request head read (status line and headers), at least 8192.
+    pub max_head_bytes: usize,
     pub shutdown_timeout_ms: u64,
 }
 
@@ -114,6 +118,8 @@ pub struct StoreSettings {
     pub max_connections: u32,
     /// How long a query waits for a connection before the store counts as unavailable.
     pub acquire_timeout_ms: u64,
+    /// How long one commit may take before the store counts as unavailable; 0: no limit.
+    pub write_timeout_ms: u64,
     /// Group commit: how long the writer waits for more writes before committing.
     pub flush_interval_us: u64,
     pub max_batch: usize,

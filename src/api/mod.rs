@@ -4,6 +4,7 @@
 mod admission;
 mod error;
 mod health;
+mod serve;
 mod sessions;
 mod submission;
 
@@ -23,6 +24,7 @@ use crate::orchestrator::Orchestrator;
 
 pub use admission::{Admission, Lifecycle};
 pub use error::{ApiError, FieldError, PROBLEM_JSON};
+pub use serve::{Connections, listen, serve};
 pub use sessions::NDJSON;
 
 /// What every handler can reach.

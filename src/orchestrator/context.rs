@@ -116,9 +116,50 @@ impl CpuPool {
         }
         spawn_blocking_in_session(move || {
             let _slot = permit;
+            yield_to_the_runtime();
             work(&cancel)
         })
         .await
+    }
+}
+
+/// How much lower than the runtime's a CPU job's priority is: a thread that runs CPU jobs takes
+/// its nice value up by this much (to 19 at most).
+///
+/// With CPU jobs keeping every core busy, the runtime's workers still have to answer `/health`,
+/// accept connections and stream events within milliseconds. At the same priority the kernel
+/// shares the cores evenly between them, and a worker that wakes for a request can wait a
+/// scheduling slice behind a CPU job; at nice 10 a job weighs about a tenth of a worker, so the
+/// workers run almost as soon as they wake, and the jobs still get every cycle the workers leave.
+/// (Measured: README, Performance. Nice 19 and `SCHED_IDLE` did no better.)
+pub const CPU_JOB_NICE: i32 = 10;
+
+thread_local! {
+    static NICED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Lowers the calling blocking thread's priority by [`CPU_JOB_NICE`], once per thread.
+///
+/// An unprivileged thread cannot raise its priority again, so the thread keeps the lower one
+/// for the rest of its life, also for the other blocking work tokio may later give it (request
+/// bodies, input files and their fsync, fingerprints). That work then competes with the
+/// runtime's workers as the CPU jobs do, and with CPU jobs as before; tokio retires idle
+/// blocking threads after ten seconds, and new ones start at the runtime's priority. On Linux
+/// the nice value belongs to the thread, not the process, so the runtime's workers keep theirs;
+/// elsewhere nothing is changed.
+fn yield_to_the_runtime() {
+    if NICED.get() {
+        return;
+    }
+    NICED.set(true);
+    #[cfg(target_os = "linux")]
+    {
+        let thread = rustix::thread::gettid();
+        let current = rustix::process::getpriority_process(Some(thread)).unwrap_or(0);
+        let lower = (current + CPU_JOB_NICE).min(19);
+        if let Err(err) = rustix::process::setpriority_process(Some(thread), lower) {
+            tracing::warn!(error = %err, "could not lower a CPU thread's priority; CPU jobs compete with the runtime");
+        }
     }
 }
 
@@ -149,6 +190,29 @@ mod tests {
             .unwrap_err();
         assert_eq!(err, AgentError::Panicked("boom".into()));
         assert_eq!(pool.busy(), 0, "the slot is released after a panic");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn cpu_jobs_run_below_the_runtimes_priority() {
+        let this_thread =
+            || rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap();
+        let before = this_thread();
+        let pool = CpuPool::new(1);
+        let in_job = pool
+            .run(CancellationToken::new(), move |_| this_thread())
+            .await
+            .unwrap();
+        let expected = (before + CPU_JOB_NICE).min(19);
+        assert_eq!(
+            in_job, expected,
+            "a CPU job's nice, the runtime's being {before}"
+        );
+        assert_eq!(
+            this_thread(),
+            before,
+            "the runtime's thread keeps its priority"
+        );
     }
 
     #[tokio::test]

@@ -339,10 +339,29 @@ impl Orchestrator {
 }
 
 /// Writes a pending completion's events, then the completion itself.
+///
+/// An earlier write reported as failed may have landed all the same: when the connection drops
+/// while a commit is on its way, the database commits and the answer is lost. So the events the
+/// store already holds from this point on are read first, and the ones it has are not written
+/// again (the retry would fail on their keys, and the session would never complete). A stored
+/// terminal event means the session is complete and there is nothing left to write; it is not
+/// compared with this one, since an erasure may have scrubbed it since.
 async fn store_completion(
     inner: &Inner,
     pending: &mut PendingCompletion,
 ) -> Result<(), StoreError> {
+    let id = pending.id;
+    let from = pending.events.first().unwrap_or(&pending.terminal).seq;
+    let held = inner
+        .store
+        .events_after(id, from.saturating_sub(1))
+        .await?
+        .ok_or(StoreError::NotFound(id))?;
+    if held.iter().any(|event| event.terminal) {
+        return Ok(());
+    }
+    let stored_up_to = held.last().map_or(0, |event| event.seq);
+    pending.events.retain(|event| event.seq > stored_up_to);
     if !pending.events.is_empty() {
         inner
             .store
@@ -404,11 +423,13 @@ pub(super) async fn conclude(
         completion,
         terminal,
     };
-    if let Err(error) = store_completion(&inner, &mut pending).await {
-        tracing::error!(%error, "could not store the session's completion; will retry");
-        if matches!(error, StoreError::Unavailable(_)) {
+    match store_completion(&inner, &mut pending).await {
+        Ok(()) => {}
+        Err(error @ StoreError::Unavailable(_)) => {
+            tracing::error!(%error, "could not store the session's completion; will retry");
             inner.pending_completion(pending);
         }
+        Err(error) => tracing::error!(%error, "could not store the session's completion"),
     }
     // Followers end when the hub closes, reading the terminal event from the store.
     inner.hub.close(id);

@@ -117,7 +117,9 @@ impl Event {
         EventRecord {
             seq: self.seq,
             terminal: self.kind.is_terminal(),
-            line: line.into(),
+            // Trimmed to its length: the line lives as long as the session, and the spare
+            // capacity serialising leaves behind would be up to half of it.
+            line: bytes::Bytes::from(line.into_boxed_slice()),
         }
     }
 }

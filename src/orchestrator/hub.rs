@@ -21,8 +21,10 @@ use tokio::sync::broadcast;
 use crate::domain::SessionId;
 use crate::store::{EventRecord, SessionStatus, SessionStore, StoreError};
 
-/// Events buffered per session for live followers; a session has about a dozen.
-const LIVE_CAPACITY: usize = 64;
+/// Events buffered per session for live followers. A session of the default plan has about a
+/// dozen, so a follower that keeps up never lags; one that falls further behind catches up from
+/// the store. Every slot is allocated when the session opens, for each session in flight.
+const LIVE_CAPACITY: usize = 16;
 
 /// The live channels of the sessions running in this process.
 #[derive(Default)]

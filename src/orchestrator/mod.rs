@@ -386,6 +386,15 @@ impl Orchestrator {
             Err(panic) => panic,
         };
         tracing::error!(panic = %panic_message(panic), "session runner panicked");
+        // Boxed: inline, this rare path's state would be reserved in every session's task.
+        Box::pin(Self::conclude_panicked(inner, id, clock)).await
+    }
+
+    async fn conclude_panicked(
+        inner: Arc<Inner>,
+        id: SessionId,
+        clock: SessionClock,
+    ) -> SessionOutcome {
         let completed = inner.store.get(id).await.ok().flatten();
         if completed.is_some_and(|s| s.status == SessionStatus::Completed) {
             // It panicked after its completion was stored: the record and history stand.

@@ -143,7 +143,9 @@ impl SessionRun {
         }
         let stop = self.drive().await;
         self.wind_down(stop);
-        self.complete().await
+        // Boxed: the completion's state (store writes, retries) is the largest part of this
+        // future, and inline it would be reserved for the session's whole life.
+        Box::pin(self.complete()).await
     }
 
     /// Waits for agents until all are done, the deadline passes or fail-fast stops the session.

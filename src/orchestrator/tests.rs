@@ -294,6 +294,63 @@ async fn a_slow_store_holds_back_the_completion_but_not_the_agents() {
     );
 }
 
+/// When the connection drops while a commit's answer is on its way, the write has landed but is
+/// reported failed. Whichever write that happens to, the session completes once the retry runs,
+/// with every event stored once and in order.
+#[tokio::test(start_paused = true)]
+async fn a_write_that_landed_but_reported_failure_is_not_written_twice() {
+    let session = |lose_answer_to| async move {
+        let agent = |name| TestAgent {
+            name,
+            behaviour: Behaviour::SleepThenPass(Duration::from_millis(10)),
+        };
+        let agents = vec![
+            (agent("first"), &[][..], LONG),
+            (agent("second"), &["first"][..], LONG),
+        ];
+        let store = Arc::new(TestStore {
+            append_delay: Duration::from_millis(3),
+            lose_answer_to,
+            ..TestStore::new()
+        });
+        let orchestrator = orchestrator_on(agents, Duration::from_secs(5), store.clone());
+        let started = orchestrator.start(request(), None).await.unwrap();
+        let outcome = started.outcome.await.unwrap();
+        assert_eq!(outcome.decision, Decision::Approved);
+        orchestrator.retry_pending().await;
+        let retried = orchestrator.inner.pending.lock().unwrap().is_empty();
+        (store, started.id, retried)
+    };
+
+    let (store, _, _) = session(0).await;
+    let writes = store.writes.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        writes >= 3,
+        "only {writes} writes: nothing to lose in between"
+    );
+    for lost in 1..=writes {
+        let (store, id, retried) = session(lost).await;
+        let record = store.get(id).await.unwrap().unwrap();
+        assert_eq!(
+            record.status,
+            SessionStatus::Completed,
+            "the answer to write {lost} of {writes} was lost"
+        );
+        let events = store.events_after(id, 0).await.unwrap().unwrap();
+        let seqs: Vec<u64> = events.iter().map(|event| event.seq).collect();
+        assert_eq!(
+            seqs,
+            (1..=seqs.len() as u64).collect::<Vec<_>>(),
+            "write {lost}"
+        );
+        assert!(events.last().unwrap().terminal, "write {lost}");
+        assert!(
+            retried,
+            "write {lost}: the completion is still waiting for a retry"
+        );
+    }
+}
+
 #[tokio::test]
 async fn sessions_are_refused_until_every_agent_is_ready() {
     let warm = Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -7,6 +7,11 @@
 //!
 //! A batch that fails for a reason other than the database being unreachable is retried one
 //! write at a time, so one bad write fails alone.
+//!
+//! A commit that takes longer than `timeout` (`store.write_timeout_ms`) counts as the store
+//! being unavailable: a connection the network left half-open would otherwise hold every write
+//! behind it until TCP gives up, minutes later. Whether such a write landed is unknown; the
+//! orchestrator's retry reads the store before it writes again.
 
 use std::time::{Duration, Instant};
 
@@ -45,10 +50,16 @@ impl<W: Send + Sync + 'static> GroupCommit<W> {
         writer: impl BatchWriter<W>,
         max_batch: usize,
         linger: Duration,
+        timeout: Duration,
         queue: usize,
     ) -> Self {
         let (tx, rx) = mpsc::channel(queue.max(1));
-        tokio::spawn(run(writer, rx, max_batch.max(1), linger));
+        let limits = Limits {
+            max_batch: max_batch.max(1),
+            linger,
+            timeout,
+        };
+        tokio::spawn(run(writer, rx, limits));
         Self { queue: tx }
     }
 
@@ -64,11 +75,36 @@ impl<W: Send + Sync + 'static> GroupCommit<W> {
     }
 }
 
+struct Limits {
+    max_batch: usize,
+    linger: Duration,
+    timeout: Duration,
+}
+
+/// One write of `batch`, or `Unavailable` once it has taken longer than `timeout`.
+async fn write_within<W>(
+    writer: &mut impl BatchWriter<W>,
+    batch: &[W],
+    timeout: Duration,
+) -> Result<(), StoreError> {
+    tokio::time::timeout(timeout, writer.write_batch(batch))
+        .await
+        .unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(format!(
+                "a commit took longer than {} ms",
+                timeout.as_millis()
+            )))
+        })
+}
+
 async fn run<W: Send + Sync>(
     mut writer: impl BatchWriter<W>,
     mut queue: mpsc::Receiver<Queued<W>>,
-    max_batch: usize,
-    linger: Duration,
+    Limits {
+        max_batch,
+        linger,
+        timeout,
+    }: Limits,
 ) {
     let mut batch: Vec<Queued<W>> = Vec::with_capacity(max_batch);
     while queue.recv_many(&mut batch, max_batch).await > 0 {
@@ -91,7 +127,7 @@ async fn run<W: Send + Sync>(
             },
         );
         let started = Instant::now();
-        let result = writer.write_batch(&writes).await;
+        let result = write_within(&mut writer, &writes, timeout).await;
         metrics::histogram!("kyc_store_commit_seconds").record(started.elapsed().as_secs_f64());
         metrics::histogram!("kyc_store_batch_writes").record(writes.len() as f64);
         match result {
@@ -113,8 +149,20 @@ async fn run<W: Send + Sync>(
             }
             Err(error) => {
                 tracing::debug!(%error, "store batch failed; writing its writes one by one");
+                // Once the store stops answering, the rest fail at once rather than each
+                // waiting out its own timeout.
+                let mut gone: Option<String> = None;
                 for (write, ack) in writes.iter().zip(acks) {
-                    let _ = ack.send(writer.write_batch(std::slice::from_ref(write)).await);
+                    let result = match &gone {
+                        Some(reason) => Err(StoreError::Unavailable(reason.clone())),
+                        None => {
+                            write_within(&mut writer, std::slice::from_ref(write), timeout).await
+                        }
+                    };
+                    if let Err(StoreError::Unavailable(reason)) = &result {
+                        gone = Some(reason.clone());
+                    }
+                    let _ = ack.send(result);
                 }
             }
         }
@@ -144,7 +192,13 @@ mod tests {
     #[tokio::test]
     async fn writes_queued_together_commit_together_and_a_bad_one_fails_alone() {
         let batches = Arc::new(Mutex::new(Vec::new()));
-        let commit = GroupCommit::spawn(Recorder(Arc::clone(&batches)), 100, Duration::ZERO, 100);
+        let commit = GroupCommit::spawn(
+            Recorder(Arc::clone(&batches)),
+            100,
+            Duration::ZERO,
+            Duration::from_secs(60),
+            100,
+        );
         // Each group is queued whole before the writer task next runs: this test's runtime has
         // one thread.
         let submit_all = |writes: Vec<u32>| {
@@ -162,5 +216,70 @@ mod tests {
 
         let batches = batches.lock().unwrap().clone();
         assert_eq!(batches, [vec![1, 2, 3, 4, 5], vec![12], vec![14]]);
+    }
+
+    /// A commit that never answers, as on a connection the network left half-open.
+    struct Hangs;
+
+    #[async_trait]
+    impl BatchWriter<u32> for Hangs {
+        async fn write_batch(&mut self, _: &[u32]) -> Result<(), StoreError> {
+            std::future::pending().await
+        }
+    }
+
+    /// Refuses any batch of more than one write, then stops answering.
+    struct RefusesThenHangs;
+
+    #[async_trait]
+    impl BatchWriter<u32> for RefusesThenHangs {
+        async fn write_batch(&mut self, batch: &[u32]) -> Result<(), StoreError> {
+            if batch.len() > 1 {
+                return Err(StoreError::Corrupt("refused".into()));
+            }
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn writes_retried_one_by_one_stop_waiting_once_the_store_stops_answering() {
+        let timeout = Duration::from_secs(10);
+        let commit = GroupCommit::spawn(RefusesThenHangs, 100, Duration::ZERO, timeout, 100);
+        let started = tokio::time::Instant::now();
+
+        let results = futures::future::join_all((1..=3).map(|n| {
+            let commit = commit.clone();
+            async move { commit.submit(n).await }
+        }))
+        .await;
+
+        assert!(
+            results
+                .iter()
+                .all(|result| matches!(result, Err(StoreError::Unavailable(_)))),
+            "{results:?}"
+        );
+        assert_eq!(started.elapsed(), timeout, "one timeout, not one per write");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_commit_that_does_not_answer_fails_as_unavailable_after_the_timeout() {
+        let timeout = Duration::from_secs(10);
+        let commit = GroupCommit::spawn(Hangs, 100, Duration::ZERO, timeout, 100);
+        let started = tokio::time::Instant::now();
+
+        let first = commit.submit(1).await;
+        assert!(
+            matches!(first, Err(StoreError::Unavailable(_))),
+            "{first:?}"
+        );
+        assert_eq!(started.elapsed(), timeout);
+        // The writer is not stuck behind it: the next write gets its own answer.
+        let second = commit.submit(2).await;
+        assert!(
+            matches!(second, Err(StoreError::Unavailable(_))),
+            "{second:?}"
+        );
+        assert_eq!(started.elapsed(), timeout * 2);
     }
 }

@@ -110,6 +110,12 @@ impl SessionStore for MemoryStore {
             .sessions
             .get_mut(&id)
             .ok_or(StoreError::NotFound(id))?;
+        // As a database's key on (session, seq) would: an event already stored is refused, and
+        // with it the whole write.
+        let last = entry.events.last().map_or(0, |event| event.seq);
+        if events.first().is_some_and(|event| event.seq <= last) {
+            return Err(StoreError::Conflict(id));
+        }
         entry.events.extend_from_slice(events);
         Ok(())
     }
@@ -229,6 +235,32 @@ impl SessionStore for MemoryStore {
 mod tests {
     use super::*;
     use crate::store::fixtures::{approved, event, running};
+
+    #[tokio::test]
+    async fn an_event_number_already_stored_fails_the_whole_append() {
+        let store = MemoryStore::new(10);
+        let id = SessionId::new();
+        store.insert(&running(id), None).await.unwrap();
+        store
+            .append_events(id, &[event(1, false), event(2, false)])
+            .await
+            .unwrap();
+
+        let again = store
+            .append_events(id, &[event(2, false), event(3, false)])
+            .await;
+
+        assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+        let seqs: Vec<u64> = store
+            .events_after(id, 0)
+            .await
+            .unwrap()
+            .unwrap()
+            .iter()
+            .map(|event| event.seq)
+            .collect();
+        assert_eq!(seqs, [1, 2], "nothing of the refused write was kept");
+    }
 
     #[tokio::test]
     async fn events_are_replayed_after_a_sequence_number() {

@@ -144,6 +144,9 @@ pub enum StoreError {
     NotFound(SessionId),
     #[error("session {0} is already in the store")]
     Duplicate(SessionId),
+    /// An append whose first event's number the session already has.
+    #[error("session {0} already has events with these numbers")]
+    Conflict(SessionId),
     #[error("unsupported store url `{0}`: use sqlite://PATH, postgres://USER@HOST/DB or memory://")]
     UnsupportedUrl(String),
     /// The database cannot be reached or refused the write: retry later.
@@ -177,6 +180,7 @@ pub trait SessionStore: Send + Sync + 'static {
     ) -> Result<Option<(SessionId, String)>, StoreError>;
 
     /// Appends the session's next events, in order, all or none; returns once they are durable.
+    /// A seq the session already has fails the whole write: nothing is stored twice.
     async fn append_events(&self, id: SessionId, events: &[EventRecord]) -> Result<(), StoreError>;
 
     /// Marks the session completed and appends its terminal event, as one step: nobody can see
@@ -305,6 +309,12 @@ pub(crate) mod fixtures {
         pub(crate) append_delay: std::time::Duration,
         /// If set, the first replay reads its snapshot, notifies `reached`, then waits for `gate`.
         pub(crate) replay_gate: Option<ReplayGate>,
+        /// The write (event batches and completions, counted from 1) whose answer is lost: it is
+        /// applied, then reported `Unavailable`, as when the connection drops while the commit's
+        /// answer is on its way. 0 loses none.
+        pub(crate) lose_answer_to: usize,
+        /// Event batches and completions written so far.
+        pub(crate) writes: std::sync::atomic::AtomicUsize,
     }
 
     #[derive(Default)]
@@ -320,7 +330,21 @@ pub(crate) mod fixtures {
                 inner: MemoryStore::new(100),
                 append_delay: std::time::Duration::ZERO,
                 replay_gate: None,
+                lose_answer_to: 0,
+                writes: Default::default(),
             }
+        }
+
+        /// `result`, or `Unavailable` in its place if this is the write whose answer is lost.
+        fn answer(&self, result: Result<(), StoreError>) -> Result<(), StoreError> {
+            let write = self
+                .writes
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                + 1;
+            if result.is_ok() && write == self.lose_answer_to {
+                return Err(StoreError::Unavailable("the connection dropped".into()));
+            }
+            result
         }
     }
 
@@ -349,7 +373,7 @@ pub(crate) mod fixtures {
             events: &[EventRecord],
         ) -> Result<(), StoreError> {
             tokio::time::sleep(self.append_delay).await;
-            self.inner.append_events(id, events).await
+            self.answer(self.inner.append_events(id, events).await)
         }
         async fn complete(
             &self,
@@ -357,7 +381,7 @@ pub(crate) mod fixtures {
             completion: &Completion,
             terminal: &EventRecord,
         ) -> Result<(), StoreError> {
-            self.inner.complete(id, completion, terminal).await
+            self.answer(self.inner.complete(id, completion, terminal).await)
         }
         async fn get(&self, id: SessionId) -> Result<Option<SessionRecord>, StoreError> {
             self.inner.get(id).await

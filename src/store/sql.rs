@@ -95,6 +95,10 @@ impl SqlStore {
             Writer { pool: pool.clone() },
             settings.max_batch,
             Duration::from_micros(settings.flush_interval_us),
+            match settings.write_timeout_ms {
+                0 => Duration::MAX,
+                ms => Duration::from_millis(ms),
+            },
             settings.max_batch * 8,
         );
         let store = Self {

@@ -129,6 +129,51 @@ async fn a_body_that_does_not_arrive_in_time_is_a_408_and_frees_the_slot() {
     assert_eq!(next.status(), 202);
 }
 
+/// The HTTP layer reads at most `server.max_head_bytes` (8 KiB) of request head; beyond it, `431`,
+/// and the next request is served as usual.
+#[tokio::test]
+async fn a_request_head_over_8_kib_is_a_431() {
+    let app = spawn_app().await;
+    let padded = |len: usize| {
+        app.client
+            .get(app.url("/health"))
+            .header("x-padding", "a".repeat(len))
+            .send()
+    };
+
+    assert_eq!(padded(9 * 1024).await.unwrap().status(), 431);
+    assert_eq!(padded(7 * 1024).await.unwrap().status(), 200);
+}
+
+/// A client that opens a connection and never finishes its request head holds it only for
+/// `server.header_timeout_ms`.
+#[tokio::test(start_paused = true)]
+async fn a_request_head_that_does_not_arrive_in_time_closes_the_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app_with(|s| s.server.header_timeout_ms = 5_000).await;
+    let host = app.address.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        stream.read_to_end(&mut rest),
+    )
+    .await
+    .expect("the connection was closed within a minute");
+
+    assert!(
+        matches!(read, Ok(0)) || read.is_err(),
+        "the connection was closed, not answered: {read:?} {rest:?}"
+    );
+    assert_eq!(started.elapsed(), std::time::Duration::from_secs(5));
+}
+
 #[tokio::test]
 async fn a_method_a_path_does_not_take_is_a_405() {
     let app = spawn_app().await;

@@ -123,6 +123,10 @@ impl Args {
 
 /// Probes `/health` at `rate` per second until `end` on a thread and runtime of its own, so
 /// the probe's latency is the server's and not the load generator's queue.
+///
+/// The thread sleeps to each scheduled time itself: tokio's timer fires on whole milliseconds,
+/// which would add up to a millisecond of the generator's own lateness to every probe (a
+/// probe's median at idle was 1.3 ms that way, against 0.3 ms of request).
 fn probe_health(
     base: &str,
     rate: f64,
@@ -135,29 +139,35 @@ fn probe_health(
             .enable_all()
             .build()
             .expect("a runtime builds");
-        runtime.block_on(async move {
-            let client = reqwest::Client::new();
-            let interval = Duration::from_secs_f64(1.0 / rate);
-            let mut probes = Probes::default();
-            let mut next = measure_from;
-            while next < end {
-                tokio::time::sleep_until(next.into()).await;
-                // From the scheduled time: a probe held up by a slow one still counts its wait.
-                let scheduled = next;
+        let client = reqwest::Client::new();
+        let interval = Duration::from_secs_f64(1.0 / rate);
+        let mut probes = Probes::default();
+        let mut next = measure_from;
+        while next < end {
+            if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            // From the scheduled time: a probe held up by a slow one still counts its wait.
+            let scheduled = next;
+            let answered = runtime.block_on(async {
                 match client.get(&url).send().await {
                     Ok(response) if response.status().is_success() => {
-                        let _ = response.bytes().await;
-                        probes.latency.record(scheduled.elapsed());
+                        response.bytes().await.is_ok()
                     }
-                    _ => probes.errors += 1,
+                    _ => false,
                 }
-                next += interval;
-                while next < Instant::now() {
-                    next += interval;
-                }
+            });
+            if answered {
+                probes.latency.record(scheduled.elapsed());
+            } else {
+                probes.errors += 1;
             }
-            probes
-        })
+            next += interval;
+            while next < Instant::now() {
+                next += interval;
+            }
+        }
+        probes
     })
 }
 
