@@ -86,7 +86,7 @@ impl Orchestrator {
             let mut tick = every(schedule.heartbeat);
             loop {
                 tick.tick().await;
-                if self.heartbeat().await {
+                if self.heartbeat(schedule.heartbeat).await {
                     self.retry_pending().await;
                 }
             }
@@ -122,8 +122,19 @@ impl Orchestrator {
     }
 
     /// Tells the store this instance is alive; `false` when the store did not answer.
-    pub async fn heartbeat(&self) -> bool {
-        let result = self.inner.store.heartbeat(Utc::now()).await;
+    ///
+    /// A store that has not answered `within` counts as not answering: on a connection the
+    /// network left half-open the call would otherwise wait until TCP gives up, minutes later,
+    /// with readiness still saying 200.
+    pub async fn heartbeat(&self, within: Duration) -> bool {
+        let result = tokio::time::timeout(within, self.inner.store.heartbeat(Utc::now()))
+            .await
+            .unwrap_or_else(|_| {
+                Err(StoreError::Unavailable(format!(
+                    "no answer to the heartbeat within {} ms",
+                    within.as_millis()
+                )))
+            });
         let ok = result.is_ok();
         let was = self.inner.store_ok.swap(ok, Ordering::Relaxed);
         metrics::gauge!("kyc_store_up").set(if ok { 1.0 } else { 0.0 });

@@ -351,6 +351,34 @@ async fn a_write_that_landed_but_reported_failure_is_not_written_twice() {
     }
 }
 
+/// A heartbeat the store never answers (a half-open connection) counts as the store being down
+/// once its time is up, so readiness turns 503 instead of waiting on TCP.
+#[tokio::test(start_paused = true)]
+async fn a_heartbeat_without_an_answer_marks_the_store_unavailable() {
+    let store = Arc::new(TestStore {
+        heartbeat_hangs: true,
+        ..TestStore::new()
+    });
+    let agent = TestAgent {
+        name: "only",
+        behaviour: Behaviour::Pass,
+    };
+    let orchestrator = orchestrator_on(vec![(agent, &[], LONG)], Duration::from_secs(5), store);
+    assert!(orchestrator.store_available());
+    let started = tokio::time::Instant::now();
+
+    let answered = tokio::time::timeout(
+        Duration::from_secs(60),
+        orchestrator.heartbeat(Duration::from_secs(2)),
+    )
+    .await
+    .expect("the heartbeat gave up within its limit");
+
+    assert!(!answered);
+    assert_eq!(started.elapsed(), Duration::from_secs(2));
+    assert!(!orchestrator.store_available());
+}
+
 #[tokio::test]
 async fn sessions_are_refused_until_every_agent_is_ready() {
     let warm = Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -315,6 +315,8 @@ pub(crate) mod fixtures {
         pub(crate) lose_answer_to: usize,
         /// Event batches and completions written so far.
         pub(crate) writes: std::sync::atomic::AtomicUsize,
+        /// Heartbeats never answer, as on a connection the network left half-open.
+        pub(crate) heartbeat_hangs: bool,
     }
 
     #[derive(Default)]
@@ -332,6 +334,7 @@ pub(crate) mod fixtures {
                 replay_gate: None,
                 lose_answer_to: 0,
                 writes: Default::default(),
+                heartbeat_hangs: false,
             }
         }
 
@@ -401,6 +404,9 @@ pub(crate) mod fixtures {
             snapshot
         }
         async fn heartbeat(&self, now: DateTime<Utc>) -> Result<(), StoreError> {
+            if self.heartbeat_hangs {
+                std::future::pending::<()>().await;
+            }
             self.inner.heartbeat(now).await
         }
         async fn orphans(
