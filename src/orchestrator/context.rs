@@ -131,7 +131,8 @@ impl CpuPool {
 /// shares the cores evenly between them, and a worker that wakes for a request can wait a
 /// scheduling slice behind a CPU job; at nice 10 a job weighs about a tenth of a worker, so the
 /// workers run almost as soon as they wake, and the jobs still get every cycle the workers leave.
-/// (Measured: README, Performance. Nice 19 and `SCHED_IDLE` did no better.)
+/// (Measured: README, Performance. Nice 19 did no better; `SCHED_IDLE` did a little, but a job
+/// under it gets next to no CPU whenever the runtime is busy.)
 pub const CPU_JOB_NICE: i32 = 10;
 
 thread_local! {

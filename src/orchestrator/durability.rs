@@ -23,7 +23,10 @@ use super::{
 };
 use crate::config::RetentionSettings;
 use crate::domain::{Decision, ImageLimits, SessionId};
-use crate::store::{Blobs, Completion, Erasure, Expiry, SessionRecord, StoreError, StoredInputs};
+use crate::store::{
+    Blobs, Completion, Erasure, Expiry, SessionRecord, StoreError, StoredInputs, answered_within,
+    stored_through,
+};
 
 /// What the orchestrator keeps and how it reads it back.
 #[derive(Debug, Clone)]
@@ -122,19 +125,15 @@ impl Orchestrator {
     }
 
     /// Tells the store this instance is alive; `false` when the store did not answer.
-    ///
-    /// A store that has not answered `within` counts as not answering: on a connection the
-    /// network left half-open the call would otherwise wait until TCP gives up, minutes later,
-    /// with readiness still saying 200.
+    /// A store that has not answered `within` counts as not answering, so that readiness does
+    /// not say 200 while the call waits on a half-open connection.
     pub async fn heartbeat(&self, within: Duration) -> bool {
-        let result = tokio::time::timeout(within, self.inner.store.heartbeat(Utc::now()))
-            .await
-            .unwrap_or_else(|_| {
-                Err(StoreError::Unavailable(format!(
-                    "no answer to the heartbeat within {} ms",
-                    within.as_millis()
-                )))
-            });
+        let result = answered_within(
+            within,
+            "the heartbeat",
+            self.inner.store.heartbeat(Utc::now()),
+        )
+        .await;
         let ok = result.is_ok();
         let was = self.inner.store_ok.swap(ok, Ordering::Relaxed);
         metrics::gauge!("kyc_store_up").set(if ok { 1.0 } else { 0.0 });
@@ -349,30 +348,19 @@ impl Orchestrator {
     }
 }
 
-/// Writes a pending completion's events, then the completion itself.
-///
-/// An earlier write reported as failed may have landed all the same: when the connection drops
-/// while a commit is on its way, the database commits and the answer is lost. So the events the
-/// store already holds from this point on are read first, and the ones it has are not written
-/// again (the retry would fail on their keys, and the session would never complete). A stored
-/// terminal event means the session is complete and there is nothing left to write; it is not
-/// compared with this one, since an erasure may have scrubbed it since.
+/// Writes a pending completion's events, then the completion itself: what the store does not
+/// hold yet, since an earlier attempt may have landed (see [`stored_through`]). A stored
+/// terminal event means the session is complete; it is not compared with this one, as an
+/// erasure may have scrubbed it since.
 async fn store_completion(
     inner: &Inner,
     pending: &mut PendingCompletion,
 ) -> Result<(), StoreError> {
-    let id = pending.id;
     let from = pending.events.first().unwrap_or(&pending.terminal).seq;
-    let held = inner
-        .store
-        .events_after(id, from.saturating_sub(1))
-        .await?
-        .ok_or(StoreError::NotFound(id))?;
-    if held.iter().any(|event| event.terminal) {
+    let Some(through) = stored_through(&*inner.store, pending.id, from).await? else {
         return Ok(());
-    }
-    let stored_up_to = held.last().map_or(0, |event| event.seq);
-    pending.events.retain(|event| event.seq > stored_up_to);
+    };
+    pending.events.retain(|event| event.seq > through);
     if !pending.events.is_empty() {
         inner
             .store

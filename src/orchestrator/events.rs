@@ -24,7 +24,7 @@ use tracing::Instrument;
 use super::SessionContext;
 use super::deadline::SessionClock;
 use crate::domain::{CheckResult, CheckStatus, Decision, SessionId};
-use crate::store::{EventRecord, SessionStore};
+use crate::store::{EventRecord, SessionStore, StoreError, stored_through};
 
 /// One event of a session's history.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -160,6 +160,7 @@ impl Emitter {
             store,
             live,
             unstored: VecDeque::new(),
+            failed: false,
         };
         let task = tokio::spawn(
             SessionContext { session_id }
@@ -242,40 +243,64 @@ struct Writer {
     live: broadcast::Sender<EventRecord>,
     /// Events the store has not taken yet, oldest first.
     unstored: VecDeque<EventRecord>,
+    /// The last write failed: the store may hold some of `unstored` all the same.
+    failed: bool,
 }
 
 impl Writer {
     /// Until the outbox closes. Once the store has failed, events only queue (a store that is
     /// down is not asked again for each of them); `close` tries once more.
     async fn run(mut self, mut queued: mpsc::UnboundedReceiver<EventRecord>) -> Self {
-        let mut healthy = true;
         let mut batch = Vec::new();
         while queued.recv_many(&mut batch, usize::MAX).await > 0 {
             self.unstored.extend(batch.drain(..));
-            if healthy {
-                healthy = self.flush().await;
+            if !self.failed {
+                self.flush().await;
             }
         }
         self
     }
 
-    /// Stores and publishes the waiting events in order; `false` if the store failed (the rest
-    /// keep waiting).
-    /// Events that queued while an earlier write committed go in one write.
+    /// Stores and publishes the waiting events in order, those that queued while an earlier
+    /// write committed in one write; `false` if the store failed (the rest keep waiting). After
+    /// a failure it first asks the store what it holds, and publishes those without writing
+    /// them again.
     async fn flush(&mut self) -> bool {
+        if self.failed
+            && let Some(first) = self.unstored.front()
+        {
+            match stored_through(&*self.store, self.session_id, first.seq).await {
+                // `None`: the terminal event is stored, which only comes after this writer.
+                Ok(through) => {
+                    let through = through.unwrap_or(u64::MAX);
+                    while let Some(record) = self.unstored.pop_front_if(|r| r.seq <= through) {
+                        self.publish(record);
+                    }
+                }
+                Err(error) => return self.failure(&error),
+            }
+        }
         if self.unstored.is_empty() {
+            self.failed = false;
             return true;
         }
         let events = self.unstored.make_contiguous();
         if let Err(error) = self.store.append_events(self.session_id, events).await {
-            metrics::counter!("kyc_store_write_failures_total").increment(1);
-            tracing::error!(%error, first_seq = events[0].seq, "could not store session events");
-            return false;
+            return self.failure(&error);
         }
+        self.failed = false;
         for record in std::mem::take(&mut self.unstored) {
             self.publish(record);
         }
         true
+    }
+
+    fn failure(&mut self, error: &StoreError) -> bool {
+        metrics::counter!("kyc_store_write_failures_total").increment(1);
+        let first_seq = self.unstored.front().map(|record| record.seq);
+        tracing::error!(%error, ?first_seq, "could not store session events");
+        self.failed = true;
+        false
     }
 
     fn publish(&self, record: EventRecord) {

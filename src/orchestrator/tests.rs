@@ -295,8 +295,9 @@ async fn a_slow_store_holds_back_the_completion_but_not_the_agents() {
 }
 
 /// When the connection drops while a commit's answer is on its way, the write has landed but is
-/// reported failed. Whichever write that happens to, the session completes once the retry runs,
-/// with every event stored once and in order.
+/// reported failed. Whichever write that happens to, the session is completed without waiting
+/// for the retry loop (the event writer asks the store what it holds before writing again), no
+/// retry is left over once it has run, and every event is stored once and in order.
 #[tokio::test(start_paused = true)]
 async fn a_write_that_landed_but_reported_failure_is_not_written_twice() {
     let session = |lose_answer_to| async move {
@@ -317,22 +318,22 @@ async fn a_write_that_landed_but_reported_failure_is_not_written_twice() {
         let started = orchestrator.start(request(), None).await.unwrap();
         let outcome = started.outcome.await.unwrap();
         assert_eq!(outcome.decision, Decision::Approved);
+        let before_retry = store.get(started.id).await.unwrap().unwrap().status;
         orchestrator.retry_pending().await;
         let retried = orchestrator.inner.pending.lock().unwrap().is_empty();
-        (store, started.id, retried)
+        (store, started.id, before_retry, retried)
     };
 
-    let (store, _, _) = session(0).await;
+    let (store, _, _, _) = session(0).await;
     let writes = store.writes.load(std::sync::atomic::Ordering::SeqCst);
     assert!(
         writes >= 3,
         "only {writes} writes: nothing to lose in between"
     );
     for lost in 1..=writes {
-        let (store, id, retried) = session(lost).await;
-        let record = store.get(id).await.unwrap().unwrap();
+        let (store, id, before_retry, retried) = session(lost).await;
         assert_eq!(
-            record.status,
+            before_retry,
             SessionStatus::Completed,
             "the answer to write {lost} of {writes} was lost"
         );

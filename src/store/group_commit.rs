@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 
-use super::StoreError;
+use super::{StoreError, answered_within};
 
 /// Writes one batch in one transaction.
 #[async_trait]
@@ -87,14 +87,7 @@ async fn write_within<W>(
     batch: &[W],
     timeout: Duration,
 ) -> Result<(), StoreError> {
-    tokio::time::timeout(timeout, writer.write_batch(batch))
-        .await
-        .unwrap_or_else(|_| {
-            Err(StoreError::Unavailable(format!(
-                "a commit took longer than {} ms",
-                timeout.as_millis()
-            )))
-        })
+    answered_within(timeout, "a commit", writer.write_batch(batch)).await
 }
 
 async fn run<W: Send + Sync>(

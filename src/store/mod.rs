@@ -158,6 +158,47 @@ pub enum StoreError {
     Migration(String),
 }
 
+/// `call`'s answer, or `Unavailable` if there is none within `limit`: on a connection the
+/// network left half-open, a call would otherwise wait until TCP gives up, minutes later.
+/// `what` names the call in the error.
+pub(crate) async fn answered_within<T>(
+    limit: std::time::Duration,
+    what: &str,
+    call: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
+        Err(StoreError::Unavailable(format!(
+            "{what} had no answer within {} ms",
+            limit.as_millis()
+        )))
+    })
+}
+
+/// The last event the store holds of session `id`, counting from `from` (`from - 1` if it holds
+/// none of them), or `None` if that includes the session's terminal event: it is complete.
+///
+/// A write reported as failed may have landed all the same: when the connection drops while a
+/// commit's answer is on its way, the database commits and the answer is lost. So whoever
+/// writes events again after a failure asks this first and writes only the rest; the events
+/// already there would fail the write on their keys, and the session would never complete.
+pub(crate) async fn stored_through(
+    store: &dyn SessionStore,
+    id: SessionId,
+    from: u64,
+) -> Result<Option<u64>, StoreError> {
+    let held = store
+        .events_after(id, from.saturating_sub(1))
+        .await?
+        .ok_or(StoreError::NotFound(id))?;
+    if held.iter().any(|event| event.terminal) {
+        return Ok(None);
+    }
+    Ok(Some(
+        held.last()
+            .map_or(from.saturating_sub(1), |event| event.seq),
+    ))
+}
+
 /// Sessions and their append-only event logs.
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
