@@ -31,8 +31,8 @@ use cap::Cap;
 use criterion::Criterion;
 use hdrhistogram::Histogram;
 use kyc_orchestrator::Settings;
-use kyc_orchestrator::agents::sandbox::SandboxResult;
 use kyc_orchestrator::app::build_orchestrator;
+use kyc_orchestrator::domain::SandboxResult;
 use kyc_orchestrator::domain::{
     Document, DocumentType, ImageData, ImageLimits, NewSession, Selfie,
 };
@@ -57,13 +57,15 @@ async fn sandbox_orchestrator(latency_ms: u64, hang: Option<&str>) -> Orchestrat
     settings.store.memory_capacity = 100;
     settings.orchestrator.session_deadline_ms = DEADLINE.as_millis() as u64;
     for (name, agent) in settings.agents.iter_mut() {
-        agent.sandbox.latency_ms = latency_ms;
-        agent.sandbox.cpu_ms = 0;
-        agent.sandbox.result = if hang == Some(name.as_str()) {
+        let result = if hang == Some(name.as_str()) {
             SandboxResult::Hang
         } else {
             SandboxResult::Pass
         };
+        let sandbox = agent.tables.entry("sandbox".into()).or_default();
+        sandbox["latency_ms"] = latency_ms.into();
+        sandbox["cpu_ms"] = 0.into();
+        sandbox["result"] = serde_json::to_value(result).expect("a result serialises");
     }
     build_orchestrator(&settings)
         .await

@@ -8,18 +8,20 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use crate::agents::{AgentRegistry, RegistryError};
+use crate::agents::{AgentRegistry, Kinds, RegistryError};
 use crate::api::{self, Admission, AppState, Lifecycle};
 use crate::config::Settings;
-use crate::orchestrator::{Durability, Maintenance, Orchestrator, Policy};
+use crate::orchestrator::{Durability, Maintenance, Orchestrator, PlanError, Policy};
 use crate::store::{self, BlobError, Blobs, StoreError};
 use crate::telemetry;
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    #[error("invalid agent configuration: {0}")]
+    #[error("invalid agent configuration")]
     Agents(#[from] RegistryError),
+    #[error("invalid agent configuration")]
+    Plan(#[from] PlanError),
     #[error("cannot open the session store: {0}")]
     Store(#[from] StoreError),
     #[error("cannot open the blob directory: {0}")]
@@ -43,8 +45,14 @@ pub struct Application {
 }
 
 impl Application {
+    /// The service on the built-in agent kinds.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
-        let orchestrator = build_orchestrator(&settings).await?;
+        Self::build_with(settings, &Kinds::builtin()).await
+    }
+
+    /// The service with the agent kinds `kinds` (the built-in ones and a library user's own).
+    pub async fn build_with(settings: Settings, kinds: &Kinds) -> Result<Self, StartupError> {
+        let orchestrator = build_orchestrator_with(&settings, kinds).await?;
         let addr = format!("{}:{}", settings.server.host, settings.server.port);
         let listener = api::listen(&addr)
             .await
@@ -172,7 +180,29 @@ impl Application {
 /// orchestrator refuses sessions (readiness says `models_loading`) until they have. A model that
 /// fails to load is logged and keeps the instance unready: it never takes traffic.
 pub async fn build_orchestrator(settings: &Settings) -> Result<Orchestrator, StartupError> {
-    let mut registry = AgentRegistry::from_settings(settings)?;
+    build_orchestrator_with(settings, &Kinds::builtin()).await
+}
+
+/// As [`build_orchestrator`], with the agent kinds `kinds`.
+pub async fn build_orchestrator_with(
+    settings: &Settings,
+    kinds: &Kinds,
+) -> Result<Orchestrator, StartupError> {
+    let mut registry = AgentRegistry::build(settings, kinds)?;
+    let unreported: Vec<&str> = settings
+        .policy
+        .decline_on
+        .iter()
+        .filter(|code| !registry.reasons().contains(*code))
+        .map(String::as_str)
+        .collect();
+    if !unreported.is_empty() {
+        tracing::warn!(
+            codes = %unreported.join(","),
+            "policy.decline_on names reason codes that no configured agent reports; a typo here \
+             sends a decline to review"
+        );
+    }
     let loaders = registry.take_loaders();
     if !loaders.is_empty() {
         tokio::task::spawn_blocking(move || {
@@ -192,15 +222,6 @@ pub async fn build_orchestrator(settings: &Settings) -> Result<Orchestrator, Sta
             );
         });
     }
-    for (node, agent) in registry.plan().nodes().iter().zip(registry.agents()) {
-        tracing::info!(
-            agent = %node.name,
-            depends_on = ?node.deps.iter().map(|&d| &registry.plan().nodes()[d].name).collect::<Vec<_>>(),
-            timeout_ms = node.timeout.as_millis() as u64,
-            cpu_bound = agent.cpu_bound(),
-            "agent configured"
-        );
-    }
     let store = store::open(&settings.store).await?;
     // A memory store dies with the process, so there is nothing to re-run inputs for.
     let blobs = if settings.store.url.starts_with("memory:") {
@@ -219,11 +240,21 @@ pub async fn build_orchestrator(settings: &Settings) -> Result<Orchestrator, Sta
             i64::try_from(settings.idempotency.ttl_hours).unwrap_or(i64::MAX / 3_600_000),
         ),
     };
-    Ok(Orchestrator::new(
+    let orchestrator = Orchestrator::new(
         registry,
         &settings.orchestrator,
         Policy::new(&settings.policy),
         store,
-    )
-    .with_durability(durability))
+        durability,
+    )?;
+    let plan = orchestrator.plan();
+    for node in plan.nodes() {
+        tracing::info!(
+            agent = %node.name,
+            depends_on = ?node.deps.iter().map(|&d| &plan.nodes()[d].name).collect::<Vec<_>>(),
+            timeout_ms = node.timeout.as_millis() as u64,
+            "agent configured"
+        );
+    }
+    Ok(orchestrator)
 }

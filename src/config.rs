@@ -12,7 +12,6 @@ use std::time::Duration;
 use config::{Config, Environment, File, FileFormat};
 use serde::Deserialize;
 
-use crate::agents::sandbox::SandboxBehaviour;
 use crate::domain::ImageLimits;
 
 /// The defaults every other layer overrides.
@@ -187,37 +186,24 @@ pub struct ModelSettings {
     pub dir: PathBuf,
 }
 
-/// Which implementation an agent entry uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AgentKind {
-    /// Simulated latency and outcome, scriptable per request.
-    Sandbox,
-    /// Document photo quality, outline, rectification and portrait.
-    DocCapture,
-    /// Machine-readable zone: read, check digits, expiry, claimed data.
-    Ocr,
-    /// A live person in the selfie frames: motion across frames, cues in each.
-    Liveness,
-    /// The selfie's face against the document's portrait.
-    FaceMatch,
-}
-
+/// One agent of the plan. What its tables hold is the agent kind's own business: the config
+/// knows no agent, and the registry parses the kind's table as the kind's settings type.
 #[derive(Debug, Clone, Deserialize)]
 pub struct AgentSettings {
-    pub kind: AgentKind,
+    /// Which implementation: a kind the registry knows (`doc_capture`, `ocr`, `liveness`,
+    /// `face_match`, `sandbox`, or one a library user registers).
+    pub kind: String,
     pub timeout_ms: u64,
     #[serde(default)]
     pub depends_on: Vec<String>,
-    /// Behaviour of a sandbox agent when the request does not script it.
-    #[serde(default)]
-    pub sandbox: SandboxBehaviour,
-    /// Reason code a failing sandbox agent reports; defaults by agent name.
-    #[serde(default)]
-    pub fail_reason: Option<String>,
-    /// A real agent's thresholds; each kind documents its own keys and refuses unknown ones.
+    /// The settings of most kinds; each kind documents its own keys and refuses unknown ones.
     #[serde(default)]
     pub settings: serde_json::Value,
+    /// Tables a kind reads under a name of its own (a sandbox agent's `sandbox`), so that a file
+    /// or variable that switches an agent's kind leaves the other kind's `settings` alone
+    /// instead of mixing the two. The registry refuses a table no kind reads.
+    #[serde(flatten)]
+    pub tables: BTreeMap<String, serde_json::Value>,
 }
 
 impl AgentSettings {

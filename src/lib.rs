@@ -13,6 +13,7 @@ pub mod agents;
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod cpu;
 pub mod domain;
 pub mod models;
 pub mod orchestrator;

@@ -7,14 +7,16 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::warm::{Loader, Loading, Warm};
-use super::{Agent, AgentContext, AgentError, Output, Report, Resources, rounded};
+use super::{
+    AgentContext, AgentError, AgentKind, CheckSettings, CpuAgent, Output, Report, Resources,
+    rounded,
+};
 use crate::domain::{ImageData, ImageLimits};
 use crate::models::ModelError;
 use crate::vision::faces::{Face, FaceDetector};
@@ -93,34 +95,49 @@ const RECTIFIED_MAX: u32 = 1600;
 
 #[derive(Clone)]
 pub struct DocCapture {
-    name: String,
     settings: DocCaptureSettings,
     limits: ImageLimits,
     faces: Warm<FaceDetector>,
 }
 
-impl DocCapture {
+impl CheckSettings for DocCaptureSettings {}
+
+impl AgentKind for DocCapture {
+    const KIND: &'static str = "doc_capture";
+    const REASONS: &'static [&'static str] = &[
+        "document_not_found",
+        "document_cropped",
+        "low_resolution",
+        "too_blurry",
+        "too_dark",
+        "glare",
+        "no_portrait",
+        "image_too_large",
+        "corrupt_image",
+    ];
+    type Settings = DocCaptureSettings;
+
     /// The agent, and the loader of its face model (whose file must exist now).
-    pub fn new(
-        name: &str,
+    fn build(
         settings: DocCaptureSettings,
         resources: &Resources,
-    ) -> Result<(Self, Loader), ModelError> {
+    ) -> Result<(Self, Option<Loader>), ModelError> {
         crate::models::locate(resources.models, crate::vision::faces::FACE_MODEL)?;
         let dir = resources.models.to_path_buf();
         let limits = resources.limits;
         let (faces, loader) = Warm::new(move || FaceDetector::load(&dir));
         Ok((
             Self {
-                name: name.to_owned(),
                 settings,
                 limits,
                 faces,
             },
-            loader,
+            Some(loader),
         ))
     }
+}
 
+impl DocCapture {
     /// The whole analysis, synchronous: what `run` does on the blocking pool, and what the
     /// evaluation command calls directly. Returns early, cancelled, between its steps once
     /// `cancel` is cancelled.
@@ -272,25 +289,24 @@ fn crop_portrait(document: &RgbImage, gray: &image::GrayImage, face: Face) -> Rg
     image::imageops::crop_imm(document, x, y, cw, ch).to_image()
 }
 
-#[async_trait]
-impl Agent for DocCapture {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn cpu_bound(&self) -> bool {
-        true
-    }
+impl CpuAgent for DocCapture {
+    /// The front and the back.
+    type Input = (ImageData, Option<ImageData>);
 
     fn models(&self) -> Option<&dyn Loading> {
         Some(&self.faces)
     }
 
-    async fn run(&self, ctx: AgentContext) -> Result<Report, AgentError> {
-        let front = ctx.input().document.front.clone();
-        let back = ctx.input().document.back.clone();
-        let this = self.clone();
-        ctx.blocking(move |cancel| this.analyse(&front, back.as_ref(), cancel))
-            .await?
+    fn gather(&self, ctx: &AgentContext) -> Result<Self::Input, AgentError> {
+        let document = &ctx.input().document;
+        Ok((document.front.clone(), document.back.clone()))
+    }
+
+    fn compute(
+        &self,
+        (front, back): Self::Input,
+        cancel: &CancellationToken,
+    ) -> Result<Report, AgentError> {
+        self.analyse(&front, back.as_ref(), cancel)
     }
 }

@@ -7,16 +7,17 @@
 //! passes, at least `mismatch_distance` is `face_mismatch`, and in between is
 //! `face_match_uncertain`, for a person to look at.
 
-use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::doc_capture::Captured;
-use super::registry::AgentSettingsCheck;
 use super::selfie::{self, Selfie};
 use super::warm::{Loader, Loading, Warm};
-use super::{Agent, AgentContext, AgentError, Report, Resources, rounded};
+use super::{
+    AgentContext, AgentError, AgentKind, CheckSettings, CpuAgent, Output, Report, Resources,
+    rounded,
+};
 use crate::domain::{ImageData, ImageLimits};
 use crate::models::ModelError;
 use crate::vision::biometrics::{self, Biometrics, Embedding, FaceBox, Prepared};
@@ -50,7 +51,7 @@ impl Default for FaceMatchSettings {
     }
 }
 
-impl AgentSettingsCheck for FaceMatchSettings {
+impl CheckSettings for FaceMatchSettings {
     fn check(&self) -> Result<(), String> {
         if self.match_distance > self.mismatch_distance {
             return Err(format!(
@@ -69,20 +70,28 @@ const PORTRAIT_SIDE: u32 = 400;
 
 #[derive(Clone)]
 pub struct FaceMatch {
-    name: String,
     settings: FaceMatchSettings,
     limits: ImageLimits,
     engine: Warm<Biometrics>,
 }
 
-impl FaceMatch {
+impl AgentKind for FaceMatch {
+    const KIND: &'static str = "face_match";
+    const REASONS: &'static [&'static str] = &[
+        "face_mismatch",
+        "face_match_uncertain",
+        "multiple_faces_in_selfie",
+        "no_face_in_selfie",
+        "no_face_on_document",
+    ];
+    type Settings = FaceMatchSettings;
+
     /// The agent, and the loader of its models (whose files must exist now), with one
     /// detector and one network per CPU slot.
-    pub fn new(
-        name: &str,
+    fn build(
         settings: FaceMatchSettings,
         resources: &Resources,
-    ) -> Result<(Self, Loader), ModelError> {
+    ) -> Result<(Self, Option<Loader>), ModelError> {
         let (limits, models, slots) = (resources.limits, resources.models, resources.slots);
         for file in [biometrics::LANDMARKS_5, biometrics::EMBEDDING_MODEL] {
             crate::models::locate(models, file)?;
@@ -92,15 +101,23 @@ impl FaceMatch {
             Warm::new(move || Biometrics::load(&dir, biometrics::LANDMARKS_5, true, slots));
         Ok((
             Self {
-                name: name.to_owned(),
                 settings,
                 limits,
                 engine,
             },
-            loader,
+            Some(loader),
         ))
     }
 
+    fn reads(&self) -> Vec<(&'static str, &str)> {
+        vec![
+            ("document_from", &self.settings.document_from),
+            ("selfie_from", &self.settings.selfie_from),
+        ]
+    }
+}
+
+impl FaceMatch {
     /// Compares the selfie (frames sent, or liveness's analysis of them) with the document's
     /// portrait, synchronously.
     pub fn compare(
@@ -207,30 +224,29 @@ fn embed(engine: &Biometrics, image: &Prepared, face: FaceBox) -> Result<Embeddi
         .ok_or_else(|| AgentError::Failed("the face embedding model is not loaded".into()))
 }
 
-#[async_trait]
-impl Agent for FaceMatch {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn cpu_bound(&self) -> bool {
-        true
-    }
+impl CpuAgent for FaceMatch {
+    /// The document, liveness's analysis of the selfie when it ran, and the frames.
+    type Input = (Captured, Option<Output>, Vec<ImageData>);
 
     fn models(&self) -> Option<&dyn Loading> {
         Some(&self.engine)
     }
 
-    async fn run(&self, ctx: AgentContext) -> Result<Report, AgentError> {
-        let captured = Captured::upstream(&ctx, &self.settings.document_from)?;
-        let analysed = ctx.upstream_output(&self.settings.selfie_from).cloned();
-        let frames = ctx.input().selfie.frames().to_vec();
-        let this = self.clone();
-        ctx.blocking(move |cancel| {
-            let selfie = analysed.as_ref().and_then(|o| o.downcast_ref::<Selfie>());
-            this.compare(selfie, &frames, &captured, cancel)
-        })
-        .await?
+    fn gather(&self, ctx: &AgentContext) -> Result<Self::Input, AgentError> {
+        Ok((
+            Captured::upstream(ctx, &self.settings.document_from)?,
+            ctx.upstream_output(&self.settings.selfie_from).cloned(),
+            ctx.input().selfie.frames().to_vec(),
+        ))
+    }
+
+    fn compute(
+        &self,
+        (captured, analysed, frames): Self::Input,
+        cancel: &CancellationToken,
+    ) -> Result<Report, AgentError> {
+        let selfie = analysed.as_ref().and_then(|o| o.downcast_ref::<Selfie>());
+        self.compare(selfie, &frames, &captured, cancel)
     }
 }
 

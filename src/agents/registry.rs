@@ -1,24 +1,27 @@
-//! Builds the configured agents and the plan they run in.
+//! Builds the configured agents: each `[agents.NAME]` entry's `kind` names an [`AgentKind`],
+//! whose settings table is parsed and checked here, so a mistake stops start-up with a message
+//! that names the agent and the setting.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::config::{AgentKind, AgentSettings, Settings};
-use crate::models::ModelError;
-use crate::orchestrator::{Plan, PlanError};
-
-use super::doc_capture::DocCapture;
-use super::face_match::FaceMatch;
-use super::liveness::Liveness;
-use super::ocr::Ocr;
-use super::sandbox::SandboxAgent;
 use super::warm::Loader;
-use super::{Agent, Resources};
+use super::{Agent, AgentKind, CheckSettings, Resources};
+use super::{doc_capture, face_match, liveness, ocr, sandbox};
+use crate::config::{AgentSettings, Settings};
+use crate::models::ModelError;
 
 /// Why the configured agents could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error(transparent)]
-    Plan(#[from] PlanError),
+    #[error("agent `{agent}`: unknown kind `{kind}` (known kinds: {known})")]
+    UnknownKind {
+        agent: String,
+        kind: String,
+        known: String,
+    },
     #[error(
         "agent `{0}` is a sandbox agent, and orchestrator.allow_sandbox_agents is off: \
          configure a real agent for it"
@@ -26,7 +29,21 @@ pub enum RegistryError {
     SandboxNotAllowed(String),
     #[error("agent `{agent}`: invalid settings: {reason}")]
     Settings { agent: String, reason: String },
-    #[error("agent `{agent}`: {source}")]
+    #[error(
+        "agent `{agent}`: unknown key `{key}` (an agent takes kind, timeout_ms, depends_on and its kind's settings table)"
+    )]
+    UnknownKey { agent: String, key: String },
+    #[error(
+        "agent `{agent}`: settings.{setting} names `{dependency}`, which is not in its \
+         depends_on: add `{dependency}` to agents.{agent}.depends_on, or name one of its \
+         dependencies in settings.{setting}"
+    )]
+    Undeclared {
+        agent: String,
+        setting: &'static str,
+        dependency: String,
+    },
+    #[error("agent `{agent}`")]
     Model {
         agent: String,
         #[source]
@@ -34,211 +51,118 @@ pub enum RegistryError {
     },
 }
 
-/// The configured agents, in the plan's order, with the plan itself.
-pub struct AgentRegistry {
-    plan: Plan,
-    agents: Vec<Arc<dyn Agent>>,
-    sandbox: Vec<String>,
-    loaders: Vec<Loader>,
+/// One agent of the plan: what it is, what it waits for, how long it may take.
+pub struct Entry {
+    /// The name the plan, the API and the events know it by.
+    pub name: String,
+    pub agent: Arc<dyn Agent>,
+    /// The agents whose results it waits for.
+    pub depends_on: Vec<String>,
+    /// Its own time limit; it also never runs past the session's deadline.
+    pub timeout: Duration,
 }
 
-impl AgentRegistry {
-    /// Builds every configured agent; refuses a plan with a cycle or an unknown dependency,
-    /// unknown agent settings, and a model file that is not there. Models are not loaded yet:
-    /// see [`AgentRegistry::take_loaders`].
-    pub fn from_settings(settings: &Settings) -> Result<Self, RegistryError> {
-        let configured: Vec<(&String, &AgentSettings)> = settings.agents.iter().collect();
-        let plan =
-            Plan::new(configured.iter().map(|(name, agent)| {
-                (name.as_str(), agent.depends_on.as_slice(), agent.timeout())
-            }))?;
-        let mut agents = Vec::with_capacity(plan.len());
-        let mut sandbox = Vec::new();
-        let mut loaders = Vec::new();
-        let resources = Resources {
-            limits: settings.limits.images(),
-            models: &settings.models.dir,
-            slots: settings.orchestrator.cpu_slots(),
-        };
-        for node in plan.nodes() {
-            let (name, agent) = configured
-                .iter()
-                .find(|(name, _)| name.as_str() == node.name)
-                .expect("every plan node comes from the settings");
-            let built: Arc<dyn Agent> = match agent.kind {
-                AgentKind::Sandbox if !settings.orchestrator.allow_sandbox_agents => {
-                    return Err(RegistryError::SandboxNotAllowed(name.to_string()));
-                }
-                AgentKind::Sandbox => {
-                    sandbox.push(name.to_string());
-                    Arc::new(SandboxAgent::new(
-                        name,
-                        agent.sandbox.clone(),
-                        agent.fail_reason.clone(),
-                    ))
-                }
-                AgentKind::DocCapture => model_agent(
-                    name,
-                    &agent.settings,
-                    &resources,
-                    DocCapture::new,
-                    &mut loaders,
-                )?,
-                AgentKind::Ocr => {
-                    model_agent(name, &agent.settings, &resources, Ocr::new, &mut loaders)?
-                }
-                AgentKind::Liveness => model_agent(
-                    name,
-                    &agent.settings,
-                    &resources,
-                    Liveness::new,
-                    &mut loaders,
-                )?,
-                AgentKind::FaceMatch => model_agent(
-                    name,
-                    &agent.settings,
-                    &resources,
-                    FaceMatch::new,
-                    &mut loaders,
-                )?,
-            };
-            agents.push(built);
+/// The agent kinds a configuration may name.
+pub struct Kinds {
+    builders: BTreeMap<&'static str, Builder>,
+    /// Every kind's settings table key.
+    tables: BTreeSet<&'static str>,
+}
+
+/// Builds one configured agent of a kind from its entry.
+type Builder = fn(&AgentSettings, &Resources) -> Result<Built, RegistryError>;
+
+/// A configured agent, built.
+struct Built {
+    agent: Arc<dyn Agent>,
+    loader: Option<Loader>,
+    /// The agents it reads, each with the setting that names it.
+    reads: Vec<(&'static str, String)>,
+    reasons: Vec<String>,
+}
+
+impl Kinds {
+    /// No kinds at all: start from [`Kinds::builtin`] unless every kind is your own.
+    pub fn empty() -> Self {
+        Self {
+            builders: BTreeMap::new(),
+            tables: BTreeSet::new(),
         }
-        Ok(Self {
-            plan,
-            agents,
-            sandbox,
-            loaders,
-        })
     }
 
-    /// A registry of agents built elsewhere (a library user's own, or a test's), each with its
-    /// dependencies and timeout. The plan is checked as for configured agents.
-    pub fn custom(
-        agents: Vec<(Arc<dyn Agent>, Vec<String>, std::time::Duration)>,
-    ) -> Result<Self, RegistryError> {
-        let plan = Plan::new(
-            agents
-                .iter()
-                .map(|(agent, deps, timeout)| (agent.name(), deps.as_slice(), *timeout)),
-        )?;
-        let agents = plan
-            .nodes()
-            .iter()
-            .map(|node| {
-                let (agent, _, _) = agents
-                    .iter()
-                    .find(|(agent, _, _)| agent.name() == node.name)
-                    .expect("every plan node comes from the list");
-                Arc::clone(agent)
+    /// The kinds this crate ships: one line each.
+    pub fn builtin() -> Self {
+        Self::empty()
+            .with::<sandbox::SandboxAgent>()
+            .with::<doc_capture::DocCapture>()
+            .with::<ocr::Ocr>()
+            .with::<liveness::Liveness>()
+            .with::<face_match::FaceMatch>()
+    }
+
+    /// Adds the kind `K` under its [`AgentKind::KIND`].
+    ///
+    /// # Panics
+    /// If a kind of that name is already registered: two kinds cannot share a name.
+    pub fn with<K: AgentKind>(mut self) -> Self {
+        let added = self.builders.insert(K::KIND, build::<K>);
+        assert!(added.is_none(), "agent kind `{}` registered twice", K::KIND);
+        self.tables.insert(K::TABLE);
+        self
+    }
+
+    fn builder(&self, agent: &str, kind: &str) -> Result<Builder, RegistryError> {
+        self.builders
+            .get(kind)
+            .copied()
+            .ok_or_else(|| RegistryError::UnknownKind {
+                agent: agent.to_owned(),
+                kind: kind.to_owned(),
+                known: self.builders.keys().copied().collect::<Vec<_>>().join(", "),
             })
-            .collect();
-        Ok(Self {
-            plan,
-            agents,
-            sandbox: Vec::new(),
-            loaders: Vec::new(),
-        })
-    }
-
-    pub fn plan(&self) -> &Plan {
-        &self.plan
-    }
-
-    /// The agents, indexed like the plan's nodes.
-    pub fn agents(&self) -> &[Arc<dyn Agent>] {
-        &self.agents
-    }
-
-    /// Names of the sandbox agents: the only ones a request's `sandbox` object may script.
-    pub fn sandbox_agents(&self) -> &[String] {
-        &self.sandbox
-    }
-
-    /// The jobs that load the agents' models; each agent is ready once its job has run.
-    pub fn take_loaders(&mut self) -> Vec<Loader> {
-        std::mem::take(&mut self.loaders)
     }
 }
 
-/// doc_capture and ocr as `settings` configures them (under those names), their models loaded
-/// from `models` now, with one engine each: for callers outside the service, such as the
-/// evaluation command and the tests.
-pub fn document_agents(
-    settings: &Settings,
-    models: &std::path::Path,
-) -> Result<(DocCapture, Ocr), RegistryError> {
-    let resources = standalone(settings, models);
-    Ok((
-        loaded_now("doc_capture", settings, &resources, DocCapture::new)?,
-        loaded_now("ocr", settings, &resources, Ocr::new)?,
-    ))
-}
-
-/// liveness and face_match, likewise.
-pub fn person_agents(
-    settings: &Settings,
-    models: &std::path::Path,
-) -> Result<(Liveness, FaceMatch), RegistryError> {
-    let resources = standalone(settings, models);
-    Ok((
-        loaded_now("liveness", settings, &resources, Liveness::new)?,
-        loaded_now("face_match", settings, &resources, FaceMatch::new)?,
-    ))
-}
-
-/// How an agent's constructor looks: its name, its settings, what it is built with.
-type Constructor<A, S> = fn(&str, S, &Resources) -> Result<(A, Loader), ModelError>;
-
-fn standalone<'a>(settings: &Settings, models: &'a std::path::Path) -> Resources<'a> {
-    Resources {
-        limits: settings.limits.images(),
-        models,
-        slots: 1,
+impl Default for Kinds {
+    fn default() -> Self {
+        Self::builtin()
     }
 }
 
-/// A configured model-backed agent, its loader queued in `loaders`.
-fn model_agent<A: Agent, S: serde::de::DeserializeOwned + Default + AgentSettingsCheck>(
-    name: &str,
-    table: &serde_json::Value,
+/// Builds one agent of kind `K`: its settings parsed and checked.
+fn build<K: AgentKind>(
+    configured: &AgentSettings,
     resources: &Resources,
-    new: Constructor<A, S>,
-    loaders: &mut Vec<Loader>,
-) -> Result<Arc<dyn Agent>, RegistryError> {
-    let (built, loader) = new(name, agent_settings(name, table)?, resources).map_err(|source| {
-        RegistryError::Model {
-            agent: name.to_owned(),
-            source,
-        }
-    })?;
-    loaders.push(loader);
-    Ok(Arc::new(built))
-}
-
-/// The agent `name` as `settings` configures it, its models loaded on this thread.
-fn loaded_now<A, S: serde::de::DeserializeOwned + Default + AgentSettingsCheck>(
-    name: &str,
-    settings: &Settings,
-    resources: &Resources,
-    new: Constructor<A, S>,
-) -> Result<A, RegistryError> {
-    let model_error = |source| RegistryError::Model {
-        agent: name.to_owned(),
+) -> Result<Built, RegistryError> {
+    let agent = resources.agent;
+    let settings = parse::<K::Settings>(agent, table::<K>(configured))?;
+    let (built, loader) = K::build(settings, resources).map_err(|source| RegistryError::Model {
+        agent: agent.to_owned(),
         source,
-    };
-    let table = settings
-        .agents
-        .get(name)
-        .map_or(serde_json::Value::Null, |agent| agent.settings.clone());
-    let (built, loader) =
-        new(name, agent_settings(name, &table)?, resources).map_err(model_error)?;
-    loader.load().map_err(model_error)?;
-    Ok(built)
+    })?;
+    Ok(Built {
+        reads: built
+            .reads()
+            .into_iter()
+            .map(|(setting, dependency)| (setting, dependency.to_owned()))
+            .collect(),
+        reasons: built.reasons(),
+        agent: Arc::new(built),
+        loader,
+    })
+}
+
+/// The table of `configured` that kind `K` reads; `Null` when there is none.
+fn table<K: AgentKind>(configured: &AgentSettings) -> &serde_json::Value {
+    const NONE: &serde_json::Value = &serde_json::Value::Null;
+    match K::TABLE {
+        "settings" => &configured.settings,
+        other => configured.tables.get(other).unwrap_or(NONE),
+    }
 }
 
 /// An agent's `settings` table as its own type; an absent table is all defaults.
-fn agent_settings<T: serde::de::DeserializeOwned + Default + AgentSettingsCheck>(
+fn parse<T: serde::de::DeserializeOwned + Default + CheckSettings>(
     agent: &str,
     value: &serde_json::Value,
 ) -> Result<T, RegistryError> {
@@ -255,13 +179,138 @@ fn agent_settings<T: serde::de::DeserializeOwned + Default + AgentSettingsCheck>
     Ok(settings)
 }
 
-/// What an agent's settings must satisfy beyond their types: thresholds in the order their
-/// meaning needs.
-pub trait AgentSettingsCheck {
-    fn check(&self) -> Result<(), String> {
-        Ok(())
+/// The configured agents, in the configuration's order, and their models' loaders.
+pub struct AgentRegistry {
+    entries: Vec<Entry>,
+    sandbox: Vec<String>,
+    reasons: BTreeSet<String>,
+    loaders: Vec<Loader>,
+}
+
+impl AgentRegistry {
+    /// Builds every configured agent of the built-in kinds: see [`AgentRegistry::build`].
+    pub fn from_settings(settings: &Settings) -> Result<Self, RegistryError> {
+        Self::build(settings, &Kinds::builtin())
+    }
+
+    /// Builds every configured agent from `kinds`; refuses an unknown kind, a sandbox agent
+    /// where they are not allowed, settings that do not parse or check, a setting that names an
+    /// agent outside `depends_on`, and a model file that is not there. Models are not loaded
+    /// yet: see [`AgentRegistry::take_loaders`]. The plan itself (cycles, unknown dependencies)
+    /// is the orchestrator's to check.
+    pub fn build(settings: &Settings, kinds: &Kinds) -> Result<Self, RegistryError> {
+        let mut registry = Self::custom(Vec::new());
+        for (name, configured) in &settings.agents {
+            let builder = kinds.builder(name, &configured.kind)?;
+            if let Some(key) = configured
+                .tables
+                .keys()
+                .find(|key| !kinds.tables.contains(key.as_str()))
+            {
+                return Err(RegistryError::UnknownKey {
+                    agent: name.clone(),
+                    key: key.clone(),
+                });
+            }
+            let sandbox = configured.kind == <sandbox::SandboxAgent as AgentKind>::KIND;
+            if sandbox && !settings.orchestrator.allow_sandbox_agents {
+                return Err(RegistryError::SandboxNotAllowed(name.clone()));
+            }
+            let resources = Resources {
+                agent: name,
+                limits: settings.limits.images(),
+                models: &settings.models.dir,
+                slots: settings.orchestrator.cpu_slots(),
+            };
+            let built = builder(configured, &resources)?;
+            if let Some((setting, dependency)) = built
+                .reads
+                .into_iter()
+                .find(|(_, dependency)| !configured.depends_on.contains(dependency))
+            {
+                return Err(RegistryError::Undeclared {
+                    agent: name.clone(),
+                    setting,
+                    dependency,
+                });
+            }
+            if sandbox {
+                registry.sandbox.push(name.clone());
+            }
+            registry.reasons.extend(built.reasons);
+            registry.loaders.extend(built.loader);
+            registry.entries.push(Entry {
+                name: name.clone(),
+                agent: built.agent,
+                depends_on: configured.depends_on.clone(),
+                timeout: configured.timeout(),
+            });
+        }
+        Ok(registry)
+    }
+
+    /// A registry of agents built elsewhere (a library user's own, or a test's).
+    pub fn custom(entries: Vec<Entry>) -> Self {
+        Self {
+            entries,
+            sandbox: Vec::new(),
+            reasons: BTreeSet::new(),
+            loaders: Vec::new(),
+        }
+    }
+
+    /// The agents, in the configuration's order.
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    /// Takes the agents out, for the orchestrator's plan.
+    pub fn into_entries(self) -> Vec<Entry> {
+        self.entries
+    }
+
+    /// Names of the sandbox agents: the only ones a request's `sandbox` object may script.
+    pub fn sandbox_agents(&self) -> &[String] {
+        &self.sandbox
+    }
+
+    /// Every reason code the configured agents can report.
+    pub fn reasons(&self) -> &BTreeSet<String> {
+        &self.reasons
+    }
+
+    /// The jobs that load the agents' models; each agent is ready once its job has run.
+    pub fn take_loaders(&mut self) -> Vec<Loader> {
+        std::mem::take(&mut self.loaders)
     }
 }
 
-impl AgentSettingsCheck for super::doc_capture::DocCaptureSettings {}
-impl AgentSettingsCheck for super::ocr::OcrSettings {}
+/// The agent `name` of kind `K`, as `settings` configures it (defaults when it has no entry),
+/// its models loaded from `models` now, with one engine: for callers outside the service, such
+/// as the evaluation command and the tests.
+pub fn standalone<K: AgentKind>(
+    settings: &Settings,
+    name: &str,
+    models: &Path,
+) -> Result<K, RegistryError> {
+    let model_error = |source| RegistryError::Model {
+        agent: name.to_owned(),
+        source,
+    };
+    let table = settings
+        .agents
+        .get(name)
+        .map_or(&serde_json::Value::Null, table::<K>);
+    let resources = Resources {
+        agent: name,
+        limits: settings.limits.images(),
+        models,
+        slots: 1,
+    };
+    let parsed = parse::<K::Settings>(name, table)?;
+    let (agent, loader) = K::build(parsed, &resources).map_err(model_error)?;
+    if let Some(loader) = loader {
+        loader.load().map_err(model_error)?;
+    }
+    Ok(agent)
+}

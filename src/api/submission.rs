@@ -13,9 +13,11 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::error::{ApiError, FieldError};
-use crate::agents::sandbox::{SandboxDirective, SandboxScript};
 use crate::config::LimitSettings;
-use crate::domain::{Claimed, Document, DocumentType, ImageData, NewSession, Reference, Selfie};
+use crate::domain::{
+    Claimed, Document, DocumentType, ImageData, NewSession, Reference, SandboxDirective,
+    SandboxScript, Selfie,
+};
 
 /// Standard base64, padding optional: clients differ on it and it carries no meaning.
 const BASE64: GeneralPurpose = GeneralPurpose::new(

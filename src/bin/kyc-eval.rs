@@ -36,7 +36,11 @@ use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use kyc_orchestrator::Settings;
 use kyc_orchestrator::agents::doc_capture::Captured;
-use kyc_orchestrator::agents::{document_agents, person_agents};
+use kyc_orchestrator::agents::doc_capture::DocCapture;
+use kyc_orchestrator::agents::face_match::FaceMatch;
+use kyc_orchestrator::agents::liveness::Liveness;
+use kyc_orchestrator::agents::ocr::Ocr;
+use kyc_orchestrator::agents::standalone;
 use kyc_orchestrator::domain::ImageData;
 
 #[derive(Parser)]
@@ -111,7 +115,8 @@ fn images_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 
 fn ocr(dir: &Path, models: &Path, debug: Option<&Path>) -> Result<(), Box<dyn std::error::Error>> {
     let settings = Settings::defaults();
-    let (capture, reader) = document_agents(&settings, models)?;
+    let capture: DocCapture = standalone(&settings, "doc_capture", models)?;
+    let reader: Ocr = standalone(&settings, "ocr", models)?;
     let today = chrono::Utc::now().date_naive();
 
     let files = images_in(dir)?;
@@ -228,7 +233,7 @@ fn person(path: &Path) -> String {
 fn face(dir: &Path, models: &Path) -> Result<(), Box<dyn std::error::Error>> {
     let settings = Settings::defaults();
     let limits = settings.limits.images();
-    let (_, matcher) = person_agents(&settings, models)?;
+    let matcher: FaceMatch = standalone(&settings, "face_match", models)?;
     let files = images_in(dir)?;
     let images = files
         .iter()
@@ -329,7 +334,7 @@ fn liveness(gif: &Path, window: usize, models: &Path) -> Result<(), Box<dyn std:
 
     let settings = Settings::defaults();
     let limits = settings.limits.images();
-    let (checker, _) = person_agents(&settings, models)?;
+    let checker: Liveness = standalone(&settings, "liveness", models)?;
     let decoder =
         image::codecs::gif::GifDecoder::new(std::io::BufReader::new(std::fs::File::open(gif)?))?;
     let frames = decoder

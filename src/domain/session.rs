@@ -4,8 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Claimed, ImageData};
-use crate::agents::sandbox::SandboxScript;
+use super::{Claimed, ImageData, SandboxScript};
 
 /// Kinds of identity document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,9 +8,8 @@
 //!
 //! The session does not wait for each write: a writer task of its own stores its events one
 //! after another and publishes each once it is stored, while the agents go on. Only the
-//! completion waits, for every event before it. Waiting for each commit put a database's commit
-//! latency on the session's path about a dozen times (SQLite: p99 281 ms for a 100 ms critical
-//! path at 400 clients; see README, Performance).
+//! completion waits, for every event before it. Waiting for each commit would put a database's
+//! commit latency on the session's path once per event (README, Performance, has the figures).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;

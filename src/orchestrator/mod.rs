@@ -5,13 +5,11 @@
 //! - `run` executes one session: each agent starts as soon as its own dependencies are done,
 //!   every agent runs in its own task (a panic is a failed check, not a lost session), and at the
 //!   deadline whatever still runs is cancelled and the session completes with what it has;
-//! - `context` carries the session id into every task and onto the blocking pool;
 //! - `events` and `hub` record and publish the session's history;
 //! - `policy` turns the checks into a decision;
 //! - `durability` keeps sessions alive across crashes: stored inputs, recovery of the sessions of
 //!   a stopped instance, retried completions, erasure and retention.
 
-mod context;
 mod deadline;
 mod durability;
 mod events;
@@ -37,13 +35,13 @@ use tracing::Instrument;
 
 use crate::agents::{Agent, AgentRegistry};
 use crate::config::OrchestratorSettings;
+use crate::cpu::{CpuPool, SessionContext, panic_message};
 use crate::domain::{CheckResult, Decision, NewSession, SessionId};
 use crate::store::{
     BlobError, Completion, EventRecord, IdempotencyKey, Inserted, SessionRecord, SessionStatus,
     SessionStore, StoreError, StoredInputs,
 };
 
-pub use context::{CpuPool, SessionContext, panic_message, spawn_blocking_in_session};
 pub use deadline::{Deadline, SessionClock};
 pub use durability::{Durability, Maintenance, Sweep};
 pub use events::{Event, EventKind, TimeoutCause};
@@ -144,17 +142,31 @@ pub struct Orchestrator {
 }
 
 impl Orchestrator {
+    /// The orchestrator of `registry`'s agents, once their dependencies make a plan: every
+    /// dependency configured, listed once, and no cycle. `durability` says where inputs are
+    /// kept and how long idempotency keys last.
     pub fn new(
         registry: AgentRegistry,
         settings: &OrchestratorSettings,
         policy: Policy,
         store: Arc<dyn SessionStore>,
-    ) -> Self {
-        Self {
+        durability: Durability,
+    ) -> Result<Self, PlanError> {
+        let sandbox = registry.sandbox_agents().to_vec();
+        let (plan, agents) = Plan::of(registry.into_entries())?;
+        // In the plan's order, as errors and readiness list agents.
+        let sandbox_agents = plan
+            .nodes()
+            .iter()
+            .filter(|node| sandbox.contains(&node.name))
+            .map(|node| node.name.clone())
+            .collect();
+        let plan_version = plan.version();
+        Ok(Self {
             inner: Arc::new(Inner {
-                plan: registry.plan().clone(),
-                agents: registry.agents().to_vec(),
-                sandbox_agents: registry.sandbox_agents().to_vec(),
+                plan,
+                agents,
+                sandbox_agents,
                 session_deadline: settings.session_deadline(),
                 fail_fast: settings.fail_fast,
                 policy,
@@ -162,22 +174,13 @@ impl Orchestrator {
                 hub: Hub::default(),
                 cpu: CpuPool::new(settings.cpu_slots()),
                 sessions: TaskTracker::new(),
-                durability: Durability::default(),
+                durability,
                 recovery_window: Duration::from_millis(settings.recovery_window_ms),
-                plan_version: registry.plan().version(),
+                plan_version,
                 pending: Mutex::default(),
                 store_ok: AtomicBool::new(true),
             }),
-        }
-    }
-
-    /// Keeps session inputs (and takes the other durability settings) from `durability`.
-    /// Must be called before the orchestrator is cloned or used.
-    pub fn with_durability(mut self, durability: Durability) -> Self {
-        Arc::get_mut(&mut self.inner)
-            .expect("durability is configured before the orchestrator is shared")
-            .durability = durability;
-        self
+        })
     }
 
     /// Whether the store answered this instance's last heartbeat.

@@ -2,7 +2,10 @@
 //! order so that every node's dependencies come before it.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::agents::{Agent, Entry};
 
 /// One agent in the plan.
 #[derive(Debug, Clone)]
@@ -21,6 +24,8 @@ pub struct PlanNode {
 pub enum PlanError {
     #[error("the plan has no agents")]
     Empty,
+    #[error("two agents are named `{0}`")]
+    DuplicateAgent(String),
     #[error("agent `{agent}` lists `{dependency}` more than once in depends_on")]
     DuplicateDependency { agent: String, dependency: String },
     #[error("agent `{agent}` depends on `{dependency}`, which is not configured")]
@@ -60,6 +65,28 @@ impl Plan {
             .collect()
     }
 
+    /// The plan of the registry's agents, and the agents in its order.
+    pub fn of(entries: Vec<Entry>) -> Result<(Self, Vec<Arc<dyn Agent>>), PlanError> {
+        let plan = Self::new(
+            entries
+                .iter()
+                .map(|e| (e.name.as_str(), e.depends_on.as_slice(), e.timeout)),
+        )?;
+        let mut entries: Vec<Option<Entry>> = entries.into_iter().map(Some).collect();
+        let agents = plan
+            .nodes()
+            .iter()
+            .map(|node| {
+                let at = entries
+                    .iter()
+                    .position(|e| e.as_ref().is_some_and(|e| e.name == node.name))
+                    .expect("every plan node comes from an entry");
+                entries[at].take().expect("each entry is taken once").agent
+            })
+            .collect();
+        Ok((plan, agents))
+    }
+
     /// Checks the graph and orders it; ties keep the order given.
     pub fn new<'a>(
         agents: impl IntoIterator<Item = (&'a str, &'a [String], Duration)>,
@@ -73,6 +100,15 @@ impl Plan {
             .enumerate()
             .map(|(i, (name, _, _))| (*name, i))
             .collect();
+        if index.len() < agents.len() {
+            let duplicate = agents
+                .iter()
+                .enumerate()
+                .find(|(i, (name, _, _))| index[name] != *i)
+                .map(|(_, (name, _, _))| (*name).to_owned())
+                .expect("a shadowed name has an earlier twin");
+            return Err(PlanError::DuplicateAgent(duplicate));
+        }
         let mut deps = vec![Vec::new(); agents.len()];
         for (i, (name, depends_on, _)) in agents.iter().enumerate() {
             for dependency in *depends_on {

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::*;
-use crate::agents::{AgentContext, AgentError, Report};
+use crate::agents::{AgentContext, AgentError, Entry, Report};
 use crate::config::{PolicySettings, Settings};
 use crate::domain::{CheckStatus, Document, ImageData, ImageLimits, Selfie};
 use crate::store::MemoryStore;
@@ -37,14 +37,6 @@ struct TestAgent {
 
 #[async_trait]
 impl Agent for TestAgent {
-    fn name(&self) -> &str {
-        self.name
-    }
-
-    fn cpu_bound(&self) -> bool {
-        false
-    }
-
     fn ready(&self) -> bool {
         match &self.behaviour {
             Behaviour::WarmsUp(warm) => warm.load(std::sync::atomic::Ordering::SeqCst),
@@ -79,16 +71,18 @@ fn orchestrator_on(
 ) -> Orchestrator {
     let agents = agents
         .into_iter()
-        .map(|(agent, deps, timeout)| {
-            let agent: Arc<dyn Agent> = Arc::new(agent);
-            (agent, deps.iter().map(|d| d.to_string()).collect(), timeout)
+        .map(|(agent, deps, timeout)| Entry {
+            name: agent.name.to_owned(),
+            agent: Arc::new(agent),
+            depends_on: deps.iter().map(|d| d.to_string()).collect(),
+            timeout,
         })
         .collect();
-    let registry = AgentRegistry::custom(agents).unwrap();
+    let registry = AgentRegistry::custom(agents);
     let mut settings = Settings::defaults().orchestrator;
     settings.session_deadline_ms = deadline.as_millis() as u64;
     let policy = Policy::new(&PolicySettings { decline_on: vec![] });
-    Orchestrator::new(registry, &settings, policy, store)
+    Orchestrator::new(registry, &settings, policy, store, Durability::default()).unwrap()
 }
 
 fn request() -> NewSession {

@@ -19,9 +19,9 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::agents::sandbox::SandboxScript;
 use crate::domain::{
-    Claimed, Document, DocumentType, ImageData, ImageLimits, NewSession, Reference, SessionId,
+    Claimed, Document, DocumentType, ImageData, ImageLimits, NewSession, Reference, SandboxScript,
+    SessionId,
 };
 
 const MAGIC: &[u8] = b"KYCIN1\n";
@@ -223,7 +223,7 @@ mod tests {
     use std::io::Cursor;
 
     use super::*;
-    use crate::agents::sandbox::SandboxDirective;
+    use crate::domain::SandboxDirective;
     use crate::domain::Selfie;
 
     const LIMITS: ImageLimits = ImageLimits {

@@ -8,7 +8,7 @@ use image::RgbImage;
 use kyc_orchestrator::Settings;
 use kyc_orchestrator::agents::doc_capture::{Captured, DocCapture};
 use kyc_orchestrator::agents::ocr::Ocr;
-use kyc_orchestrator::agents::{Report, document_agents};
+use kyc_orchestrator::agents::{Report, standalone};
 use kyc_orchestrator::domain::{Claimed, ImageData};
 
 use crate::render::{self, ANNA, Page};
@@ -23,9 +23,12 @@ fn agents() -> &'static Agents {
     static AGENTS: OnceLock<Agents> = OnceLock::new();
     AGENTS.get_or_init(|| {
         let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
-        let (capture, ocr) = document_agents(&Settings::defaults(), &models)
-            .expect("scripts/models.sh has fetched the models");
-        Agents { capture, ocr }
+        let settings = Settings::defaults();
+        let fetched = "scripts/models.sh has fetched the models";
+        Agents {
+            capture: standalone(&settings, "doc_capture", &models).expect(fetched),
+            ocr: standalone(&settings, "ocr", &models).expect(fetched),
+        }
     })
 }
 

@@ -11,7 +11,7 @@ use kyc_orchestrator::agents::doc_capture::Captured;
 use kyc_orchestrator::agents::face_match::FaceMatch;
 use kyc_orchestrator::agents::liveness::Liveness;
 use kyc_orchestrator::agents::selfie::Selfie;
-use kyc_orchestrator::agents::{Report, document_agents, person_agents};
+use kyc_orchestrator::agents::{Report, standalone};
 use kyc_orchestrator::domain::ImageData;
 
 use crate::render;
@@ -31,11 +31,11 @@ fn models() -> std::path::PathBuf {
 fn agents() -> &'static Agents {
     static AGENTS: OnceLock<Agents> = OnceLock::new();
     AGENTS.get_or_init(|| {
-        let (liveness, face_match) = person_agents(&Settings::defaults(), &models())
-            .expect("scripts/models.sh has fetched the models");
+        let settings = Settings::defaults();
+        let fetched = "scripts/models.sh has fetched the models";
         Agents {
-            liveness,
-            face_match,
+            liveness: standalone(&settings, "liveness", &models()).expect(fetched),
+            face_match: standalone(&settings, "face_match", &models()).expect(fetched),
         }
     })
 }
@@ -233,9 +233,8 @@ fn frames_without_a_face_fail_liveness_without_declining() {
 fn document(page: &render::Page) -> Captured {
     static CAPTURE: OnceLock<kyc_orchestrator::agents::doc_capture::DocCapture> = OnceLock::new();
     let capture = CAPTURE.get_or_init(|| {
-        document_agents(&Settings::defaults(), &models())
+        standalone(&Settings::defaults(), "doc_capture", &models())
             .expect("scripts/models.sh has fetched the models")
-            .0
     });
     let photo = render::photo(&render::page(page), render::ASKEW);
     let image =

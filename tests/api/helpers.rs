@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use kyc_orchestrator::agents::Kinds;
 use kyc_orchestrator::api::Lifecycle;
 use kyc_orchestrator::config::LogFormat;
 use kyc_orchestrator::orchestrator::Orchestrator;
@@ -106,8 +107,15 @@ fn test_settings(configure: impl FnOnce(&mut Settings)) -> Settings {
 
 /// The default configuration changed by `configure`, on port 0.
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_app_with_kinds(&Kinds::builtin(), configure).await
+}
+
+/// As [`spawn_app_with`], with the agent kinds `kinds` to configure agents from.
+pub async fn spawn_app_with_kinds(kinds: &Kinds, configure: impl FnOnce(&mut Settings)) -> TestApp {
     let settings = test_settings(configure);
-    let app = Application::build(settings).await.expect("the app builds");
+    let app = Application::build_with(settings, kinds)
+        .await
+        .expect("the app builds");
     let address = format!("http://{}", app.local_addr());
     let orchestrator = app.orchestrator().clone();
     let lifecycle = app.lifecycle().clone();

@@ -6,6 +6,7 @@ mod decisions;
 mod documents;
 mod durable;
 mod events;
+mod extending;
 mod faces;
 mod health;
 mod helpers;

@@ -8,11 +8,20 @@ fn settings() -> Settings {
     settings
 }
 
-/// Why the service refuses to start with `settings`.
+/// Why the service refuses to start with `settings`: the error and its causes, as the binary
+/// prints them.
 async fn refusal(settings: Settings) -> String {
     match Application::build(settings).await {
         Ok(_) => panic!("start-up should fail"),
-        Err(error) => error.to_string(),
+        Err(error) => {
+            let mut message = error.to_string();
+            let mut cause = std::error::Error::source(&error);
+            while let Some(error) = cause {
+                message.push_str(&format!(": {error}"));
+                cause = error.source();
+            }
+            message
+        }
     }
 }
 
@@ -99,5 +108,34 @@ async fn unknown_agent_settings_are_refused_at_start_up() {
             "invalid agent configuration: agent `ocr`: invalid settings: unknown field `max_linez`"
         ),
         "{error}"
+    );
+}
+
+#[tokio::test]
+async fn an_agent_reading_an_agent_outside_its_dependencies_is_refused_naming_both_settings() {
+    let mut settings = settings();
+    settings.agents.get_mut("face_match").unwrap().depends_on = vec!["doc_capture".into()];
+
+    let error = refusal(settings).await;
+
+    assert_eq!(
+        error,
+        "invalid agent configuration: agent `face_match`: settings.selfie_from names `liveness`, \
+         which is not in its depends_on: add `liveness` to agents.face_match.depends_on, or name \
+         one of its dependencies in settings.selfie_from"
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_agent_kind_is_refused_naming_the_known_ones() {
+    let mut settings = settings();
+    settings.agents.get_mut("ocr").unwrap().kind = "passport_reader".into();
+
+    let error = refusal(settings).await;
+
+    assert_eq!(
+        error,
+        "invalid agent configuration: agent `ocr`: unknown kind `passport_reader` (known kinds: \
+         doc_capture, face_match, liveness, ocr, sandbox)"
     );
 }

@@ -18,15 +18,16 @@
 pub mod cues;
 pub mod motion;
 
-use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::registry::AgentSettingsCheck;
 use super::selfie::{Frame, Selfie};
 use super::warm::{Loader, Loading, Warm};
-use super::{Agent, AgentContext, AgentError, Output, Report, Resources, rounded};
+use super::{
+    AgentContext, AgentError, AgentKind, CheckSettings, CpuAgent, Output, Report, Resources,
+    rounded,
+};
 use crate::domain::{ImageData, ImageLimits};
 use crate::models::ModelError;
 use crate::vision::biometrics::{self, Biometrics, FaceBox};
@@ -78,7 +79,7 @@ impl Default for LivenessSettings {
     }
 }
 
-impl AgentSettingsCheck for LivenessSettings {
+impl CheckSettings for LivenessSettings {
     fn check(&self) -> Result<(), String> {
         // A cue adds at most 0.5 to the spoof evidence, and must never fail a check alone.
         if !(self.fail_at > 0.5 && self.fail_at <= 1.0) {
@@ -99,20 +100,28 @@ impl AgentSettingsCheck for LivenessSettings {
 
 #[derive(Clone)]
 pub struct Liveness {
-    name: String,
     settings: LivenessSettings,
     limits: ImageLimits,
     engine: Warm<Biometrics>,
 }
 
-impl Liveness {
+impl AgentKind for Liveness {
+    const KIND: &'static str = "liveness";
+    const REASONS: &'static [&'static str] = &[
+        "liveness_failed",
+        "liveness_inconclusive",
+        "no_face_in_selfie",
+        "image_too_large",
+        "corrupt_image",
+    ];
+    type Settings = LivenessSettings;
+
     /// The agent, and the loader of its models (whose files must exist now), with one detector
     /// per CPU slot.
-    pub fn new(
-        name: &str,
+    fn build(
         settings: LivenessSettings,
         resources: &Resources,
-    ) -> Result<(Self, Loader), ModelError> {
+    ) -> Result<(Self, Option<Loader>), ModelError> {
         let (limits, models, slots) = (resources.limits, resources.models, resources.slots);
         crate::models::locate(models, biometrics::LANDMARKS_68)?;
         let dir = models.to_path_buf();
@@ -120,15 +129,16 @@ impl Liveness {
             Warm::new(move || Biometrics::load(&dir, biometrics::LANDMARKS_68, false, slots));
         Ok((
             Self {
-                name: name.to_owned(),
                 settings,
                 limits,
                 engine,
             },
-            loader,
+            Some(loader),
         ))
     }
+}
 
+impl Liveness {
     /// The whole check, synchronous: what `run` does on the blocking pool, and what the
     /// evaluation command calls directly.
     pub fn analyse(
@@ -318,25 +328,24 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-#[async_trait]
-impl Agent for Liveness {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn cpu_bound(&self) -> bool {
-        true
-    }
+impl CpuAgent for Liveness {
+    /// The selfie frames.
+    type Input = Vec<ImageData>;
 
     fn models(&self) -> Option<&dyn Loading> {
         Some(&self.engine)
     }
 
-    async fn run(&self, ctx: AgentContext) -> Result<Report, AgentError> {
-        let frames = ctx.input().selfie.frames().to_vec();
-        let this = self.clone();
-        ctx.blocking(move |cancel| this.analyse(&frames, cancel))
-            .await?
+    fn gather(&self, ctx: &AgentContext) -> Result<Self::Input, AgentError> {
+        Ok(ctx.input().selfie.frames().to_vec())
+    }
+
+    fn compute(
+        &self,
+        frames: Self::Input,
+        cancel: &CancellationToken,
+    ) -> Result<Report, AgentError> {
+        self.analyse(&frames, cancel)
     }
 }
 

@@ -9,7 +9,6 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use chrono::Datelike;
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
@@ -20,7 +19,9 @@ mod claims;
 
 use super::doc_capture::Captured;
 use super::warm::{Loader, Loading, Warm};
-use super::{Agent, AgentContext, AgentError, Report, Resources, rounded};
+use super::{
+    AgentContext, AgentError, AgentKind, CheckSettings, CpuAgent, Report, Resources, rounded,
+};
 use crate::domain::Claimed;
 use crate::models::ModelError;
 use crate::vision::text::{self, DetectSettings, TextEngine};
@@ -55,7 +56,6 @@ impl Default for OcrSettings {
 
 #[derive(Clone)]
 pub struct Ocr {
-    name: String,
     settings: OcrSettings,
     engine: Warm<TextEngine>,
 }
@@ -73,14 +73,27 @@ pub struct Reading {
     pub source: &'static str,
 }
 
-impl Ocr {
-    /// The agent, and the loader of its models (whose files must exist now). `sessions` is the
-    /// number of inferences that may run at once: the CPU slots.
-    pub fn new(
-        name: &str,
+impl CheckSettings for OcrSettings {}
+
+impl AgentKind for Ocr {
+    const KIND: &'static str = "ocr";
+    const REASONS: &'static [&'static str] = &[
+        "mrz_not_found",
+        "mrz_invalid",
+        "document_expired",
+        "data_mismatch:surname",
+        "data_mismatch:given_names",
+        "data_mismatch:date_of_birth",
+        "data_mismatch:document_number",
+    ];
+    type Settings = OcrSettings;
+
+    /// The agent, and the loader of its models (whose files must exist now), with one
+    /// inference session per CPU slot.
+    fn build(
         settings: OcrSettings,
         resources: &Resources,
-    ) -> Result<(Self, Loader), ModelError> {
+    ) -> Result<(Self, Option<Loader>), ModelError> {
         let (models, sessions) = (resources.models, resources.slots);
         for file in [
             text::DETECTION_MODEL,
@@ -91,16 +104,15 @@ impl Ocr {
         }
         let dir = models.to_path_buf();
         let (engine, loader) = Warm::new(move || TextEngine::load(&dir, sessions));
-        Ok((
-            Self {
-                name: name.to_owned(),
-                settings,
-                engine,
-            },
-            loader,
-        ))
+        Ok((Self { settings, engine }, Some(loader)))
     }
 
+    fn reads(&self) -> Vec<(&'static str, &str)> {
+        vec![("document_from", &self.settings.document_from)]
+    }
+}
+
+impl Ocr {
     /// Finds and reads the zone: on the rectified front, then the photo as taken (in case the
     /// outline was wrong), then the back; each upright, then upside down. Stops at the first
     /// zone whose check digits all verify, and between images once `cancel` is cancelled.
@@ -377,29 +389,28 @@ fn extracted(zone: &mrz::MrzData) -> Value {
     })
 }
 
-#[async_trait]
-impl Agent for Ocr {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn cpu_bound(&self) -> bool {
-        true
-    }
+impl CpuAgent for Ocr {
+    /// The document, the applicant's claim, and the day expiry is judged against.
+    type Input = (Captured, Option<Claimed>, chrono::NaiveDate);
 
     fn models(&self) -> Option<&dyn Loading> {
         Some(&self.engine)
     }
 
-    async fn run(&self, ctx: AgentContext) -> Result<Report, AgentError> {
-        let captured = Captured::upstream(&ctx, &self.settings.document_from)?;
-        let claimed = ctx.input().claimed.clone();
-        let this = self.clone();
-        let today = chrono::Utc::now().date_naive();
-        ctx.blocking(move |cancel| {
-            let reading = this.read(&captured, cancel)?;
-            this.judge(&reading, claimed.as_ref(), today)
-        })
-        .await?
+    fn gather(&self, ctx: &AgentContext) -> Result<Self::Input, AgentError> {
+        Ok((
+            Captured::upstream(ctx, &self.settings.document_from)?,
+            ctx.input().claimed.clone(),
+            chrono::Utc::now().date_naive(),
+        ))
+    }
+
+    fn compute(
+        &self,
+        (captured, claimed, today): Self::Input,
+        cancel: &CancellationToken,
+    ) -> Result<Report, AgentError> {
+        let reading = self.read(&captured, cancel)?;
+        self.judge(&reading, claimed.as_ref(), today)
     }
 }

@@ -4,6 +4,12 @@
 //! Each agent runs in its own task on a `JoinSet`, so a panic comes back as a `JoinError` for
 //! that agent alone and aborting the set cancels whatever still runs. The loop itself waits on
 //! the deadline, so the session completes on time even if an agent ignores its cancellation.
+//!
+//! Here: the schedule (what starts, what is skipped, what is stopped). `checks`: how an agent's
+//! end becomes its check. `complete`: the decision and its storage.
+
+mod checks;
+mod complete;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -15,12 +21,14 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use checks::millis;
+
 use super::deadline::{Deadline, SessionClock};
 use super::events::{Emitter, EventKind, TimeoutCause};
-use super::{Inner, PendingCompletion, SessionContext, SessionOutcome, panic_message};
-use crate::agents::{AgentContext, AgentError, Output, Report, Verdict};
-use crate::domain::{CheckResult, CheckStatus, NewSession, SessionId};
-use crate::store::{Completion, EventRecord};
+use super::{Inner, SessionContext, SessionOutcome};
+use crate::agents::{AgentContext, AgentError, Output, Report};
+use crate::domain::{CheckResult, NewSession, SessionId};
+use crate::store::EventRecord;
 
 /// Why a session stopped before every agent had finished.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +50,21 @@ enum RunOutcome {
     TimedOut(TimeoutCause),
 }
 
+/// Where one agent of the session stands.
+#[derive(Default)]
+struct Slot {
+    /// Dependencies it still waits for.
+    waiting: usize,
+    /// When its task started, once it has.
+    started: Option<Instant>,
+    /// How long it ran, once it ended.
+    duration: Duration,
+    /// Its check, once it is settled: its own result, or why it has none.
+    check: Option<CheckResult>,
+    /// What it handed its dependents.
+    output: Option<Output>,
+}
+
 /// A session run again after its instance stopped.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Resume {
@@ -60,12 +83,8 @@ pub(super) struct SessionRun {
     events: Emitter,
     /// Parent of every agent's token: cancelled when the session stops.
     cancel: CancellationToken,
-    checks: Vec<Option<CheckResult>>,
-    outputs: Vec<Option<Output>>,
-    /// Dependencies each agent still waits for.
-    waiting: Vec<usize>,
-    started: Vec<Option<Instant>>,
-    durations: Vec<Duration>,
+    /// Each agent's state, indexed like the plan's nodes.
+    slots: Vec<Slot>,
     tasks: JoinSet<AgentRun>,
     running: HashMap<task::Id, usize>,
     /// Some agent was stopped by the session deadline (rather than its own timeout).
@@ -88,8 +107,15 @@ impl SessionRun {
         permit: Option<OwnedSemaphorePermit>,
         resume: Option<Resume>,
     ) -> Self {
-        let n = inner.plan.len();
-        let waiting = inner.plan.nodes().iter().map(|n| n.deps.len()).collect();
+        let slots = inner
+            .plan
+            .nodes()
+            .iter()
+            .map(|node| Slot {
+                waiting: node.deps.len(),
+                ..Slot::default()
+            })
+            .collect();
         let after = resume.map_or(0, |r| r.after);
         let events = Emitter::new(id, clock, Arc::clone(&inner.store), live, after);
         Self {
@@ -101,11 +127,7 @@ impl SessionRun {
             deadline,
             events,
             cancel: CancellationToken::new(),
-            checks: vec![None; n],
-            outputs: vec![None; n],
-            waiting,
-            started: vec![None; n],
-            durations: vec![Duration::ZERO; n],
+            slots,
             tasks: JoinSet::new(),
             running: HashMap::new(),
             deadline_hit: false,
@@ -137,7 +159,7 @@ impl SessionRun {
         };
         self.events.emit(first);
         for i in 0..self.inner.plan.len() {
-            if self.waiting[i] == 0 {
+            if self.slots[i].waiting == 0 {
                 self.start_agent(i);
             }
         }
@@ -181,26 +203,26 @@ impl SessionRun {
             .deps
             .iter()
             .filter_map(|&d| {
-                let output = self.outputs[d].clone()?;
+                let output = self.slots[d].output.clone()?;
                 Some((self.inner.plan.nodes()[d].name.clone(), output))
             })
             .collect();
         let cancel = self.cancel.child_token();
-        let ctx = AgentContext {
-            session_id: self.id,
-            input: Arc::clone(&self.input),
+        let ctx = AgentContext::new(
+            self.id,
+            Arc::clone(&self.input),
             upstream,
-            cancel: cancel.clone(),
-            cpu: self.inner.cpu.clone(),
-            deadline: agent_deadline,
-        };
+            cancel.clone(),
+            self.inner.cpu.clone(),
+            agent_deadline,
+        );
         let agent = Arc::clone(&self.inner.agents[index]);
 
         self.events.emit(EventKind::AgentStarted {
             agent: name.clone(),
         });
         let started = Instant::now();
-        self.started[index] = Some(started);
+        self.slots[index].started = Some(started);
         let work = async move {
             // However the task ends (result, timeout, abort), blocking work is told to stop.
             let _cancel_on_exit = cancel.drop_guard();
@@ -255,7 +277,7 @@ impl SessionRun {
         let past_deadline = self.deadline.is_past();
         let name = self.inner.plan.nodes()[index].name.clone();
         for j in self.inner.plan.nodes()[index].dependents.clone() {
-            if past_deadline && self.checks[j].is_none() {
+            if past_deadline && self.slots[j].check.is_none() {
                 self.deadline_hit = true;
                 self.skip(j, "not started before the session deadline".to_owned());
                 continue;
@@ -264,135 +286,19 @@ impl SessionRun {
                 self.skip(j, format!("dependency `{name}` produced no output"));
                 continue;
             }
-            self.waiting[j] -= 1;
-            if self.waiting[j] == 0 && self.checks[j].is_none() {
+            self.slots[j].waiting -= 1;
+            if self.slots[j].waiting == 0 && self.slots[j].check.is_none() {
                 self.start_agent(j);
             }
         }
         None
     }
 
-    fn record(&mut self, run: AgentRun) -> CheckResult {
-        let agent = self.inner.plan.nodes()[run.index].name.clone();
-        self.durations[run.index] = run.elapsed;
-        let duration_ms = millis(run.elapsed);
-        let outcome = match run.outcome {
-            RunOutcome::Finished(result) => Ok(*result),
-            RunOutcome::TimedOut(cause) => Err(cause),
-        };
-        match outcome {
-            Ok(Ok(report)) => {
-                self.outputs[run.index] = report.output;
-                let status = match report.verdict {
-                    Verdict::Passed => CheckStatus::Passed,
-                    Verdict::Failed => CheckStatus::Failed,
-                };
-                self.events.emit(EventKind::AgentCompleted {
-                    agent: agent.clone(),
-                    status,
-                    score: report.score,
-                    reasons: report.reasons.clone(),
-                    duration_ms,
-                });
-                CheckResult {
-                    status,
-                    score: report.score,
-                    reasons: report.reasons,
-                    detail: None,
-                    duration_ms: Some(duration_ms),
-                    details: report.details,
-                    extracted: report.extracted,
-                }
-            }
-            Ok(Err(error)) => {
-                let detail = match &error {
-                    AgentError::Panicked(message) => {
-                        tracing::error!(panic = %message, "agent panicked");
-                        "the agent panicked".to_owned()
-                    }
-                    other => {
-                        tracing::warn!(error = %other, "agent failed");
-                        other.to_string()
-                    }
-                };
-                self.failed(&agent, detail, Some(duration_ms))
-            }
-            Err(cause) => {
-                self.deadline_hit |= cause == TimeoutCause::SessionDeadline;
-                self.timed_out(&agent, cause, duration_ms)
-            }
-        }
-    }
-
-    /// Records an agent's final check: the one place every check (and its metrics) lands.
-    fn settle(&mut self, index: usize, check: CheckResult) {
-        let agent = self.inner.plan.nodes()[index].name.clone();
-        if let Some(ms) = check.duration_ms {
-            metrics::histogram!("kyc_agent_duration_seconds", "agent" => agent.clone())
-                .record(ms / 1000.0);
-        }
-        metrics::counter!(
-            "kyc_agent_checks_total",
-            "agent" => agent,
-            "status" => status_label(check.status)
-        )
-        .increment(1);
-        self.checks[index] = Some(check);
-    }
-
-    /// An agent's task ended without returning: it panicked outside any blocking job.
-    fn record_crash(&mut self, index: usize, error: JoinError) -> CheckResult {
-        let agent = self.inner.plan.nodes()[index].name.clone();
-        let elapsed = self.started[index].map(|s| s.elapsed()).unwrap_or_default();
-        self.durations[index] = elapsed;
-        let detail = if error.is_panic() {
-            let message = panic_message(error.into_panic());
-            tracing::error!(agent = %agent, panic = %message, "agent panicked");
-            "the agent panicked"
-        } else {
-            "the agent's task was cancelled"
-        };
-        self.failed(&agent, detail.to_owned(), Some(millis(elapsed)))
-    }
-
-    fn failed(&mut self, agent: &str, detail: String, duration_ms: Option<f64>) -> CheckResult {
-        self.events.emit(EventKind::AgentFailed {
-            agent: agent.to_owned(),
-            error: detail.clone(),
-            duration_ms: duration_ms.unwrap_or_default(),
-        });
-        CheckResult {
-            status: CheckStatus::Error,
-            detail: Some(detail),
-            duration_ms,
-            ..CheckResult::skipped("")
-        }
-    }
-
-    fn timed_out(&mut self, agent: &str, cause: TimeoutCause, duration_ms: f64) -> CheckResult {
-        tracing::warn!(agent = %agent, ?cause, "agent timed out");
-        self.events.emit(EventKind::AgentTimedOut {
-            agent: agent.to_owned(),
-            cause,
-            duration_ms,
-        });
-        let detail = match cause {
-            TimeoutCause::AgentTimeout => "the agent's own timeout passed",
-            TimeoutCause::SessionDeadline => "the session deadline passed",
-        };
-        CheckResult {
-            status: CheckStatus::Timeout,
-            detail: Some(detail.to_owned()),
-            duration_ms: Some(duration_ms),
-            ..CheckResult::skipped("")
-        }
-    }
-
     /// Skips an agent that has not started, and everything downstream of it.
     fn skip(&mut self, index: usize, reason: String) {
         let mut pending = vec![(index, reason)];
         while let Some((i, reason)) = pending.pop() {
-            if self.checks[i].is_some() || self.started[i].is_some() {
+            if self.slots[i].check.is_some() || self.slots[i].started.is_some() {
                 continue;
             }
             let name = self.inner.plan.nodes()[i].name.clone();
@@ -419,11 +325,14 @@ impl SessionRun {
         };
         for i in running {
             let agent = self.inner.plan.nodes()[i].name.clone();
-            let elapsed = self.started[i].map(|s| s.elapsed()).unwrap_or_default();
+            let elapsed = self.slots[i]
+                .started
+                .map(|s| s.elapsed())
+                .unwrap_or_default();
             let check = match stop.and_then(|s| stopper(s, &self.inner.plan)) {
                 None => {
                     self.deadline_hit = true;
-                    self.durations[i] = elapsed;
+                    self.slots[i].duration = elapsed;
                     self.timed_out(&agent, TimeoutCause::SessionDeadline, millis(elapsed))
                 }
                 Some(by) => {
@@ -441,89 +350,10 @@ impl SessionRun {
             Some(by) => format!("not started: `{by}` already declined the session"),
             None => "not started before the session deadline".to_owned(),
         };
-        for i in 0..self.checks.len() {
-            if self.checks[i].is_none() {
+        for i in 0..self.slots.len() {
+            if self.slots[i].check.is_none() {
                 self.skip(i, reason.clone());
             }
-        }
-    }
-
-    async fn complete(mut self) -> SessionOutcome {
-        let plan = &self.inner.plan;
-        let checks: Vec<(String, CheckResult)> = plan
-            .nodes()
-            .iter()
-            .zip(self.checks.drain(..))
-            .map(|(node, check)| {
-                (
-                    node.name.clone(),
-                    check.expect("every agent is accounted for"),
-                )
-            })
-            .collect();
-        let verdict = self.inner.policy.decide(
-            checks.iter().map(|(name, check)| (name.as_str(), check)),
-            self.deadline_hit,
-        );
-        let elapsed = self.clock.elapsed();
-        let completion = Completion {
-            completed_at: self.clock.now(),
-            decision: verdict.decision,
-            reasons: verdict.reasons.clone(),
-            checks: checks.iter().cloned().collect(),
-            duration_ms: millis(elapsed),
-        };
-        let terminal = self.events.next(EventKind::SessionCompleted {
-            decision: completion.decision,
-            reasons: completion.reasons.clone(),
-            checks: completion.checks.clone(),
-            duration_ms: completion.duration_ms,
-        });
-        let stored = self.events.close().await
-            && match self
-                .inner
-                .store
-                .complete(self.id, &completion, &terminal)
-                .await
-            {
-                Ok(()) => true,
-                Err(error) => {
-                    tracing::error!(%error, "could not store the session's completion");
-                    false
-                }
-            };
-        drop(self.permit.take());
-        if stored {
-            self.events.publish(terminal);
-        } else {
-            // Followers see the completion once it is stored: the retry loop writes it (and
-            // any events before it) as soon as the store answers.
-            self.inner.pending_completion(PendingCompletion {
-                id: self.id,
-                events: self.events.take_unstored(),
-                completion: completion.clone(),
-                terminal,
-            });
-        }
-        self.inner.hub.close(self.id);
-        let elapsed = self.clock.elapsed();
-
-        let decision = verdict.decision.as_str();
-        metrics::counter!("kyc_sessions_completed_total", "decision" => decision).increment(1);
-        metrics::histogram!("kyc_session_duration_seconds").record(elapsed.as_secs_f64());
-        tracing::info!(
-            decision,
-            reasons = %verdict.reasons.join(","),
-            duration_ms = completion.duration_ms,
-            "session completed"
-        );
-        SessionOutcome {
-            id: self.id,
-            decision: verdict.decision,
-            reasons: verdict.reasons,
-            critical_path: plan.critical_path(&self.durations),
-            checks,
-            elapsed,
         }
     }
 }
@@ -541,20 +371,5 @@ impl RunningGauge {
 impl Drop for RunningGauge {
     fn drop(&mut self) {
         metrics::gauge!("kyc_sessions_running").decrement(1.0);
-    }
-}
-
-/// Milliseconds with microsecond precision.
-fn millis(duration: Duration) -> f64 {
-    duration.as_micros() as f64 / 1000.0
-}
-
-fn status_label(status: CheckStatus) -> &'static str {
-    match status {
-        CheckStatus::Passed => "passed",
-        CheckStatus::Failed => "failed",
-        CheckStatus::Error => "error",
-        CheckStatus::Timeout => "timeout",
-        CheckStatus::Skipped => "skipped",
     }
 }

@@ -1,9 +1,10 @@
-//! The session context every task of a session runs in, and the CPU pool that carries it onto
-//! blocking threads.
+//! CPU-bound work off the async runtime: the pool that bounds it to the cores, and the session
+//! context it carries onto blocking threads.
 //!
 //! `SESSION` is a task-local scoped around each task a session spawns; `spawn_blocking` would
 //! lose it (and the tracing span), so CPU work goes through [`CpuPool::run`], which re-enters
-//! both on the blocking thread.
+//! both on the blocking thread. A leaf: it knows sessions by id and nothing of agents or the
+//! orchestrator, which both use it.
 
 use std::any::Any;
 use std::sync::Arc;
@@ -12,8 +13,18 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::agents::AgentError;
 use crate::domain::SessionId;
+
+/// Why CPU work produced no result.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CpuError {
+    /// The work panicked; the payload's message is kept for the log.
+    #[error("the work panicked: {0}")]
+    Panicked(String),
+    /// Its token was cancelled before it started, or the runtime shut down under it.
+    #[error("cancelled")]
+    Cancelled,
+}
 
 /// Identity of the session a piece of work belongs to.
 #[derive(Debug, Clone, Copy)]
@@ -39,7 +50,7 @@ impl SessionContext {
 
 /// Runs blocking work on tokio's blocking pool inside the caller's session context and span.
 /// A panic in `work` comes back as `Err` with the panic's message, never as a lost task.
-pub async fn spawn_blocking_in_session<F, R>(work: F) -> Result<R, AgentError>
+pub async fn spawn_blocking_in_session<F, R>(work: F) -> Result<R, CpuError>
 where
     F: FnOnce() -> R + Send + 'static,
     R: Send + 'static,
@@ -55,8 +66,8 @@ where
     });
     match handle.await {
         Ok(value) => Ok(value),
-        Err(err) if err.is_panic() => Err(AgentError::Panicked(panic_message(err.into_panic()))),
-        Err(_) => Err(AgentError::Cancelled),
+        Err(err) if err.is_panic() => Err(CpuError::Panicked(panic_message(err.into_panic()))),
+        Err(_) => Err(CpuError::Cancelled),
     }
 }
 
@@ -99,7 +110,7 @@ impl CpuPool {
     /// Waits for a slot (the wait counts against the caller's timeout), then runs `work` on a
     /// blocking thread. The slot is held by the job itself: if the caller stops waiting (timeout,
     /// cancellation) the job sees `cancel`, and its late result is dropped along with the slot.
-    pub async fn run<F, R>(&self, cancel: CancellationToken, work: F) -> Result<R, AgentError>
+    pub async fn run<F, R>(&self, cancel: CancellationToken, work: F) -> Result<R, CpuError>
     where
         F: FnOnce(&CancellationToken) -> R + Send + 'static,
         R: Send + 'static,
@@ -112,7 +123,7 @@ impl CpuPool {
             .expect("the CPU pool's semaphore is never closed");
         metrics::histogram!("kyc_cpu_slot_wait_seconds").record(queued.elapsed().as_secs_f64());
         if cancel.is_cancelled() {
-            return Err(AgentError::Cancelled);
+            return Err(CpuError::Cancelled);
         }
         spawn_blocking_in_session(move || {
             let _slot = permit;
@@ -131,8 +142,8 @@ impl CpuPool {
 /// shares the cores evenly between them, and a worker that wakes for a request can wait a
 /// scheduling slice behind a CPU job; at nice 10 a job weighs about a tenth of a worker, so the
 /// workers run almost as soon as they wake, and the jobs still get every cycle the workers leave.
-/// (Measured: README, Performance. Nice 19 did no better; `SCHED_IDLE` did a little, but a job
-/// under it gets next to no CPU whenever the runtime is busy.)
+/// (README, Performance, has the measurements; `SCHED_IDLE` was rejected because a job under it
+/// gets next to no CPU whenever the runtime is busy.)
 pub const CPU_JOB_NICE: i32 = 10;
 
 thread_local! {
@@ -189,7 +200,7 @@ mod tests {
             .run(CancellationToken::new(), |_| -> () { panic!("boom") })
             .await
             .unwrap_err();
-        assert_eq!(err, AgentError::Panicked("boom".into()));
+        assert_eq!(err, CpuError::Panicked("boom".into()));
         assert_eq!(pool.busy(), 0, "the slot is released after a panic");
     }
 

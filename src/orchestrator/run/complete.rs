@@ -1,0 +1,93 @@
+//! The session's end: the decision from its checks, the completion stored with its terminal
+//! event (or queued for retry when the store does not take it), and the outcome returned.
+
+use std::time::Duration;
+
+use super::SessionRun;
+use super::checks::millis;
+use crate::domain::CheckResult;
+use crate::orchestrator::events::EventKind;
+use crate::orchestrator::{PendingCompletion, SessionOutcome};
+use crate::store::Completion;
+
+impl SessionRun {
+    pub(super) async fn complete(mut self) -> SessionOutcome {
+        let durations: Vec<Duration> = self.slots.iter().map(|slot| slot.duration).collect();
+        let plan = &self.inner.plan;
+        let checks: Vec<(String, CheckResult)> = plan
+            .nodes()
+            .iter()
+            .zip(self.slots.iter_mut())
+            .map(|(node, slot)| {
+                (
+                    node.name.clone(),
+                    slot.check.take().expect("every agent is accounted for"),
+                )
+            })
+            .collect();
+        let verdict = self.inner.policy.decide(
+            checks.iter().map(|(name, check)| (name.as_str(), check)),
+            self.deadline_hit,
+        );
+        let elapsed = self.clock.elapsed();
+        let completion = Completion {
+            completed_at: self.clock.now(),
+            decision: verdict.decision,
+            reasons: verdict.reasons.clone(),
+            checks: checks.iter().cloned().collect(),
+            duration_ms: millis(elapsed),
+        };
+        let terminal = self.events.next(EventKind::SessionCompleted {
+            decision: completion.decision,
+            reasons: completion.reasons.clone(),
+            checks: completion.checks.clone(),
+            duration_ms: completion.duration_ms,
+        });
+        let stored = self.events.close().await
+            && match self
+                .inner
+                .store
+                .complete(self.id, &completion, &terminal)
+                .await
+            {
+                Ok(()) => true,
+                Err(error) => {
+                    tracing::error!(%error, "could not store the session's completion");
+                    false
+                }
+            };
+        drop(self.permit.take());
+        if stored {
+            self.events.publish(terminal);
+        } else {
+            // Followers see the completion once it is stored: the retry loop writes it (and
+            // any events before it) as soon as the store answers.
+            self.inner.pending_completion(PendingCompletion {
+                id: self.id,
+                events: self.events.take_unstored(),
+                completion: completion.clone(),
+                terminal,
+            });
+        }
+        self.inner.hub.close(self.id);
+        let elapsed = self.clock.elapsed();
+
+        let decision = verdict.decision.as_str();
+        metrics::counter!("kyc_sessions_completed_total", "decision" => decision).increment(1);
+        metrics::histogram!("kyc_session_duration_seconds").record(elapsed.as_secs_f64());
+        tracing::info!(
+            decision,
+            reasons = %verdict.reasons.join(","),
+            duration_ms = completion.duration_ms,
+            "session completed"
+        );
+        SessionOutcome {
+            id: self.id,
+            decision: verdict.decision,
+            reasons: verdict.reasons,
+            critical_path: plan.critical_path(&durations),
+            checks,
+            elapsed,
+        }
+    }
+}
