@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::orchestrator::OrchestratorError;
-use crate::store::StoreError;
+use crate::telemetry::ErrorChain;
 
 /// Seconds a client should wait before retrying when the store is unavailable.
 const STORE_RETRY_AFTER_S: u64 = 2;
@@ -85,12 +85,12 @@ impl From<OrchestratorError> for ApiError {
         match error {
             OrchestratorError::Drained => Self::ShuttingDown,
             OrchestratorError::NotReady => Self::Starting,
-            OrchestratorError::Store(StoreError::Unavailable(reason)) => {
-                tracing::error!(%reason, "the session store is unavailable");
+            OrchestratorError::Store(error) if error.is_unavailable() => {
+                tracing::error!(error = %ErrorChain(&error), "the session store is unavailable");
                 Self::StoreUnavailable
             }
-            OrchestratorError::Inputs(error) => {
-                tracing::error!(%error, "cannot store session inputs");
+            error @ OrchestratorError::Inputs(_) => {
+                tracing::error!(error = %ErrorChain(&error), "cannot store session inputs");
                 Self::StoreUnavailable
             }
             other => Self::Internal(Box::new(other)),

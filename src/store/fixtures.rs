@@ -80,7 +80,10 @@ impl TestStore {
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
             + 1;
         if result.is_ok() && write == self.lose_answer_to {
-            return Err(StoreError::Unavailable("the connection dropped".into()));
+            return Err(StoreError::Unavailable {
+                what: "committing",
+                source: sqlx::Error::Io(std::io::ErrorKind::ConnectionAborted.into()),
+            });
         }
         result
     }

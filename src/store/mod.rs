@@ -7,6 +7,7 @@
 
 mod blobs;
 mod erasure;
+mod error;
 #[cfg(test)]
 pub(crate) mod fixtures;
 mod group_commit;
@@ -26,6 +27,8 @@ use crate::domain::{CheckResult, Decision, SessionId};
 
 pub use blobs::{BlobError, Blobs, StoredInputs};
 pub use erasure::scrub_checks;
+pub use error::StoreError;
+pub(crate) use error::UnreadableJson;
 pub use memory::MemoryStore;
 pub use sql::SqlStore;
 
@@ -139,41 +142,17 @@ pub enum Expiry {
     PersonalData,
 }
 
-/// Why the store could not do what was asked.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("session {0} is not in the store")]
-    NotFound(SessionId),
-    #[error("session {0} is already in the store")]
-    Duplicate(SessionId),
-    /// An append whose first event's number the session already has.
-    #[error("session {0} already has events with these numbers")]
-    Conflict(SessionId),
-    #[error("unsupported store url `{0}`: use sqlite://PATH, postgres://USER@HOST/DB or memory://")]
-    UnsupportedUrl(String),
-    /// The database cannot be reached or refused the write: retry later.
-    #[error("the session store is unavailable: {0}")]
-    Unavailable(String),
-    #[error("a stored row is unreadable: {0}")]
-    Corrupt(String),
-    #[error("the schema migration failed: {0}")]
-    Migration(String),
-}
-
-/// `call`'s answer, or `Unavailable` if there is none within `limit`: on a connection the
-/// network left half-open, a call would otherwise wait until TCP gives up, minutes later.
-/// `what` names the call in the error.
+/// `call`'s answer, or [`StoreError::TimedOut`] if there is none within `limit`: on a
+/// connection the network left half-open, a call would otherwise wait until TCP gives up,
+/// minutes later. `what` names the call in the error.
 pub(crate) async fn answered_within<T>(
     limit: std::time::Duration,
-    what: &str,
+    what: &'static str,
     call: impl Future<Output = Result<T, StoreError>>,
 ) -> Result<T, StoreError> {
-    tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
-        Err(StoreError::Unavailable(format!(
-            "{what} had no answer within {} ms",
-            limit.as_millis()
-        )))
-    })
+    tokio::time::timeout(limit, call)
+        .await
+        .unwrap_or(Err(StoreError::TimedOut { what, limit }))
 }
 
 /// The last event the store holds of session `id`, counting from `from` (`from - 1` if it holds
