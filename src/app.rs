@@ -13,18 +13,18 @@ use crate::api::{self, Admission, AppState, Lifecycle};
 use crate::config::Settings;
 use crate::orchestrator::{Durability, Maintenance, Orchestrator, Policy};
 use crate::store::{self, BlobError, Blobs, StoreError};
-use crate::telemetry;
+use crate::telemetry::{self, ErrorChain};
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    #[error("invalid agent configuration: {0}")]
+    #[error("invalid agent configuration")]
     Agents(#[from] RegistryError),
-    #[error("cannot open the session store: {0}")]
+    #[error("cannot open the session store")]
     Store(#[from] StoreError),
-    #[error("cannot open the blob directory: {0}")]
+    #[error("cannot open the blob directory")]
     Blobs(#[from] BlobError),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         addr: String,
         #[source]
@@ -180,7 +180,7 @@ pub async fn build_orchestrator(settings: &Settings) -> Result<Orchestrator, Sta
             for loader in loaders {
                 if let Err(error) = loader.load() {
                     tracing::error!(
-                        %error,
+                        error = %ErrorChain(&error),
                         "a model failed to load; this instance stays unready (models_failed)"
                     );
                     return;

@@ -26,7 +26,7 @@ pub enum RegistryError {
     SandboxNotAllowed(String),
     #[error("agent `{agent}`: invalid settings: {reason}")]
     Settings { agent: String, reason: String },
-    #[error("agent `{agent}`: {source}")]
+    #[error("agent `{agent}`")]
     Model {
         agent: String,
         #[source]
