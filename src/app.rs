@@ -13,7 +13,7 @@ use crate::api::{self, Admission, AppState, Lifecycle};
 use crate::config::Settings;
 use crate::orchestrator::{Durability, Maintenance, Orchestrator, PlanError, Policy};
 use crate::store::{self, BlobError, Blobs, StoreError};
-use crate::telemetry;
+use crate::telemetry::{self, ErrorChain};
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -22,11 +22,11 @@ pub enum StartupError {
     Agents(#[from] RegistryError),
     #[error("invalid agent configuration")]
     Plan(#[from] PlanError),
-    #[error("cannot open the session store: {0}")]
+    #[error("cannot open the session store")]
     Store(#[from] StoreError),
-    #[error("cannot open the blob directory: {0}")]
+    #[error("cannot open the blob directory")]
     Blobs(#[from] BlobError),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         addr: String,
         #[source]
@@ -204,24 +204,6 @@ pub async fn build_orchestrator_with(
         );
     }
     let loaders = registry.take_loaders();
-    if !loaders.is_empty() {
-        tokio::task::spawn_blocking(move || {
-            let started = std::time::Instant::now();
-            for loader in loaders {
-                if let Err(error) = loader.load() {
-                    tracing::error!(
-                        %error,
-                        "a model failed to load; this instance stays unready (models_failed)"
-                    );
-                    return;
-                }
-            }
-            tracing::info!(
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "models loaded; ready for sessions"
-            );
-        });
-    }
     let store = store::open(&settings.store).await?;
     // A memory store dies with the process, so there is nothing to re-run inputs for.
     let blobs = if settings.store.url.starts_with("memory:") {
@@ -255,6 +237,25 @@ pub async fn build_orchestrator_with(
             timeout_ms = node.timeout.as_millis() as u64,
             "agent configured"
         );
+    }
+    // Only once everything else has been checked: a start-up that fails loads no model.
+    if !loaders.is_empty() {
+        tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            for loader in loaders {
+                if let Err(error) = loader.load() {
+                    tracing::error!(
+                        error = %ErrorChain(&error),
+                        "a model failed to load; this instance stays unready (models_failed)"
+                    );
+                    return;
+                }
+            }
+            tracing::info!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "models loaded; ready for sessions"
+            );
+        });
     }
     Ok(orchestrator)
 }

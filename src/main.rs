@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use kyc_orchestrator::{Application, Settings, telemetry};
+use kyc_orchestrator::telemetry::{self, ErrorChain};
+use kyc_orchestrator::{Application, Settings};
 
 // Many small, short-lived allocations on two or more threads: mimalloc's per-thread heaps avoid
 // the arena-lock contention glibc's malloc showed under load (see README, Performance).
@@ -41,7 +42,7 @@ async fn main() -> ExitCode {
     let app = match Application::build(settings).await {
         Ok(app) => app,
         Err(error) => {
-            tracing::error!(%error, "cannot start");
+            tracing::error!(error = %ErrorChain(&error), "cannot start");
             return ExitCode::FAILURE;
         }
     };
@@ -49,7 +50,7 @@ async fn main() -> ExitCode {
     match app.run_until_stopped(shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!(%error, "server failed");
+            tracing::error!(error = %ErrorChain(&error), "server failed");
             ExitCode::FAILURE
         }
     }

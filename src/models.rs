@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 pub enum ModelError {
     #[error("model file {0} is missing: run scripts/models.sh, or set models.dir")]
     Missing(PathBuf),
-    #[error("cannot read model file {path}: {source}")]
+    #[error("cannot read model file {path}")]
     Read {
         path: PathBuf,
         #[source]

@@ -1,7 +1,9 @@
 //! API errors as RFC 9457 problem details. The only place that knows status codes.
 //!
 //! 4xx bodies say exactly what was wrong, field by field, without echoing the input. 5xx bodies
-//! are opaque; their cause chain goes to the log inside the request's span.
+//! are opaque; their cause chain goes to the log inside the request's span, once, as the line's
+//! `error` field. The errors below the API carry ids, codes and positions, never request data,
+//! so the chain is fit for the log.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -9,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::orchestrator::OrchestratorError;
-use crate::store::StoreError;
+use crate::telemetry::ErrorChain;
 
 /// Seconds a client should wait before retrying when the store is unavailable.
 const STORE_RETRY_AFTER_S: u64 = 2;
@@ -85,12 +87,12 @@ impl From<OrchestratorError> for ApiError {
         match error {
             OrchestratorError::Drained => Self::ShuttingDown,
             OrchestratorError::NotReady => Self::Starting,
-            OrchestratorError::Store(StoreError::Unavailable(reason)) => {
-                tracing::error!(%reason, "the session store is unavailable");
+            OrchestratorError::Store(error) if error.is_unavailable() => {
+                tracing::error!(error = %ErrorChain(&error), "the session store is unavailable");
                 Self::StoreUnavailable
             }
-            OrchestratorError::Inputs(error) => {
-                tracing::error!(%error, "cannot store session inputs");
+            error @ OrchestratorError::Inputs(_) => {
+                tracing::error!(error = %ErrorChain(&error), "cannot store session inputs");
                 Self::StoreUnavailable
             }
             other => Self::Internal(Box::new(other)),
@@ -153,7 +155,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if let Self::Internal(cause) = &self {
-            tracing::error!(error = %cause, "request failed");
+            tracing::error!(error = %ErrorChain(&**cause), "request failed");
         }
         let status = self.status();
         let (slug, title) = self.kind();
@@ -181,5 +183,114 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use serde_json::Value;
+    use tracing_subscriber::fmt::MakeWriter;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    use super::*;
+    use crate::store::StoreError;
+    use crate::telemetry::JsonLines;
+
+    /// Log lines written while a test runs.
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Capture {
+        type Writer = Capture;
+        fn make_writer(&'a self) -> Self::Writer {
+            self.clone()
+        }
+    }
+
+    impl Capture {
+        fn lines(&self) -> Vec<Value> {
+            let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+            text.lines()
+                .map(|line| serde_json::from_str(line).unwrap())
+                .collect()
+        }
+    }
+
+    /// Runs `respond` inside a request span and returns the response with the log lines.
+    fn logged(respond: impl FnOnce() -> Response) -> (Response, Vec<Value>) {
+        let capture = Capture::default();
+        let subscriber = tracing_subscriber::registry().with(JsonLines::new(capture.clone()));
+        let response = tracing::subscriber::with_default(subscriber, || {
+            tracing::info_span!("request", request_id = "r-1").in_scope(respond)
+        });
+        (response, capture.lines())
+    }
+
+    fn unreadable_row() -> StoreError {
+        let source = serde_json::from_str::<u32>("\"x\"").unwrap_err();
+        StoreError::Corrupt {
+            what: "checks".into(),
+            source: Some(Box::new(crate::store::UnreadableJson::from(source))),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_internal_error_logs_its_cause_chain_once_and_answers_opaquely() {
+        let error = ApiError::from(OrchestratorError::Store(unreadable_row()));
+
+        let (response, lines) = logged(|| error.into_response());
+
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let [line] = lines.as_slice() else {
+            panic!("one line expected: {lines:?}")
+        };
+        assert_eq!(line["request_id"], "r-1");
+        assert_eq!(
+            line["error"],
+            "a stored row is unreadable: checks: JSON of the wrong shape at line 1 column 3"
+        );
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let problem: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(problem["detail"], "internal error");
+    }
+
+    #[test]
+    fn an_unavailable_store_answers_503_and_logs_why() {
+        let timed_out = StoreError::TimedOut {
+            what: "a commit",
+            limit: std::time::Duration::from_millis(500),
+        };
+        let shared = StoreError::Shared(Arc::new(timed_out));
+
+        let (response, lines) =
+            logged(|| ApiError::from(OrchestratorError::Store(shared)).into_response());
+
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(
+            lines[0]["error"],
+            "a commit had no answer from the session store within 500 ms"
+        );
+    }
+
+    #[test]
+    fn a_store_error_that_is_not_unavailable_is_internal() {
+        let error = ApiError::from(OrchestratorError::Store(unreadable_row()));
+
+        assert!(matches!(error, ApiError::Internal(_)), "{error:?}");
     }
 }

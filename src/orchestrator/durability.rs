@@ -27,6 +27,7 @@ use crate::store::{
     Blobs, Completion, Erasure, Expiry, SessionRecord, StoreError, StoredInputs, answered_within,
     stored_through,
 };
+use crate::telemetry::ErrorChain;
 
 /// What the orchestrator keeps and how it reads it back.
 #[derive(Debug, Clone)]
@@ -239,9 +240,11 @@ impl Orchestrator {
         let limits = self.inner.durability.input_limits;
         let id = record.id;
         tokio::task::spawn_blocking(move || match blobs.load(id) {
-            Ok(Some(bytes)) => StoredInputs::decode(bytes, &limits).map_err(|e| e.to_string()),
+            Ok(Some(bytes)) => {
+                StoredInputs::decode(bytes, &limits).map_err(|e| ErrorChain(&e).to_string())
+            }
             Ok(None) => Err("the session's inputs are gone".into()),
-            Err(error) => Err(error.to_string()),
+            Err(error) => Err(ErrorChain(&error).to_string()),
         })
         .await
         .unwrap_or_else(|_| Err("reading the session's inputs panicked".into()))
@@ -261,7 +264,7 @@ impl Orchestrator {
                 Ok(()) => {
                     tracing::info!(session_id = %completion.id, "stored a delayed completion");
                 }
-                Err(StoreError::Unavailable(_)) => self.inner.pending_completion(completion),
+                Err(error) if error.is_unavailable() => self.inner.pending_completion(completion),
                 Err(error) => tracing::error!(
                     session_id = %completion.id,
                     %error,
@@ -424,7 +427,7 @@ pub(super) async fn conclude(
     };
     match store_completion(&inner, &mut pending).await {
         Ok(()) => {}
-        Err(error @ StoreError::Unavailable(_)) => {
+        Err(error) if error.is_unavailable() => {
             tracing::error!(%error, "could not store the session's completion; will retry");
             inner.pending_completion(pending);
         }

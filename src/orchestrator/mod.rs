@@ -55,7 +55,7 @@ use hub::Hub;
 pub enum OrchestratorError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("cannot store the session's inputs: {0}")]
+    #[error("cannot store the session's inputs")]
     Inputs(#[from] BlobError),
     #[error("the orchestrator has drained for shutdown")]
     Drained,

@@ -19,6 +19,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::UnreadableJson;
 use crate::domain::{
     Claimed, Document, DocumentType, ImageData, ImageLimits, NewSession, Reference, SandboxScript,
     SessionId,
@@ -29,10 +30,31 @@ const MAGIC: &[u8] = b"KYCIN1\n";
 /// Why inputs could not be stored or read back.
 #[derive(Debug, thiserror::Error)]
 pub enum BlobError {
-    #[error("cannot write or read the session inputs: {0}")]
+    #[error("cannot write or read the session inputs")]
     Io(#[from] std::io::Error),
-    #[error("the stored session inputs are unreadable: {0}")]
-    Corrupt(String),
+    /// What is unreadable, and why when another error says so.
+    #[error("the stored session inputs are unreadable: {what}")]
+    Corrupt {
+        what: &'static str,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+}
+
+impl BlobError {
+    fn corrupt(what: &'static str) -> Self {
+        Self::Corrupt { what, source: None }
+    }
+
+    fn corrupt_because(
+        what: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self::Corrupt {
+            what,
+            source: Some(source.into()),
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -105,7 +127,7 @@ impl StoredInputs {
 
     /// Decodes stored inputs, checking every image again under `limits`.
     pub fn decode(bytes: Bytes, limits: &ImageLimits) -> Result<NewSession, BlobError> {
-        let corrupt = |what: &str| BlobError::Corrupt(what.to_owned());
+        let corrupt = BlobError::corrupt;
         let rest = bytes
             .strip_prefix(MAGIC)
             .ok_or_else(|| corrupt("unknown format"))?;
@@ -114,8 +136,9 @@ impl StoredInputs {
             .ok_or_else(|| corrupt("truncated header"))?;
         let len = u32::from_le_bytes(*len) as usize;
         let header = rest.get(..len).ok_or_else(|| corrupt("truncated header"))?;
-        let header: Header =
-            serde_json::from_slice(header).map_err(|e| BlobError::Corrupt(e.to_string()))?;
+        // The header holds the claimed identity: its parse error must not quote it.
+        let header: Header = serde_json::from_slice(header)
+            .map_err(|e| BlobError::corrupt_because("header", UnreadableJson::from(e)))?;
         let mut offset = MAGIC.len() + 4 + len;
         let mut frames = Vec::new();
         let (mut front, mut back) = (None, None);
@@ -125,21 +148,23 @@ impl StoredInputs {
                 .and_then(|len| offset.checked_add(len))
                 .filter(|&end| end <= bytes.len())
                 .ok_or_else(|| corrupt("truncated image"))?;
-            let image = ImageData::parse(bytes.slice(offset..end), limits)
-                .map_err(|e| BlobError::Corrupt(format!("{role}: {e}")))?;
-            offset = end;
+            let image = |part| {
+                ImageData::parse(bytes.slice(offset..end), limits)
+                    .map_err(|e| BlobError::corrupt_because(part, e))
+            };
             match role.as_str() {
-                "selfie" => frames.push(image),
-                "document_front" => front = Some(image),
-                "document_back" => back = Some(image),
+                "selfie" => frames.push(image("selfie")?),
+                "document_front" => front = Some(image("document_front")?),
+                "document_back" => back = Some(image("document_back")?),
                 _ => return Err(corrupt("unknown part")),
             }
+            offset = end;
         }
         let reference = header
             .reference
             .map(|r| Reference::parse(r, usize::MAX))
             .transpose()
-            .map_err(|e| BlobError::Corrupt(e.to_string()))?;
+            .map_err(|e| BlobError::corrupt_because("reference", e))?;
         Ok(NewSession {
             reference,
             selfie: crate::domain::Selfie::new(frames).ok_or_else(|| corrupt("no selfie"))?,
@@ -317,7 +342,7 @@ mod tests {
         ] {
             assert!(matches!(
                 StoredInputs::decode(bad, &LIMITS),
-                Err(BlobError::Corrupt(_))
+                Err(BlobError::Corrupt { .. })
             ));
         }
     }

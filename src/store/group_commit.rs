@@ -13,12 +13,14 @@
 //! behind it until TCP gives up, minutes later. Whether such a write landed is unknown; the
 //! orchestrator's retry reads the store before it writes again.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{StoreError, answered_within};
+use crate::telemetry::ErrorChain;
 
 /// Writes one batch in one transaction.
 #[async_trait]
@@ -66,12 +68,11 @@ impl<W: Send + Sync + 'static> GroupCommit<W> {
     /// Queues a write and waits until it is committed.
     pub(crate) async fn submit(&self, write: W) -> Result<(), StoreError> {
         let (done, committed) = oneshot::channel();
-        let stopped = || StoreError::Unavailable("the store writer has stopped".into());
         self.queue
             .send(Queued { write, done })
             .await
-            .map_err(|_| stopped())?;
-        committed.await.map_err(|_| stopped())?
+            .map_err(|_| StoreError::WriterStopped)?;
+        committed.await.map_err(|_| StoreError::WriterStopped)?
     }
 }
 
@@ -81,7 +82,7 @@ struct Limits {
     timeout: Duration,
 }
 
-/// One write of `batch`, or `Unavailable` once it has taken longer than `timeout`.
+/// One write of `batch`, or `TimedOut` once it has taken longer than `timeout`.
 async fn write_within<W>(
     writer: &mut impl BatchWriter<W>,
     batch: &[W],
@@ -129,10 +130,15 @@ async fn run<W: Send + Sync>(
                     let _ = ack.send(Ok(()));
                 }
             }
-            Err(StoreError::Unavailable(reason)) => {
-                tracing::warn!(%reason, writes = writes.len(), "store batch failed");
+            Err(error) if error.is_unavailable() => {
+                tracing::warn!(
+                    error = %ErrorChain(&error),
+                    writes = writes.len(),
+                    "store batch failed"
+                );
+                let error = Arc::new(error);
                 for ack in acks {
-                    let _ = ack.send(Err(StoreError::Unavailable(reason.clone())));
+                    let _ = ack.send(Err(StoreError::Shared(Arc::clone(&error))));
                 }
             }
             Err(error) if writes.len() == 1 => {
@@ -141,20 +147,29 @@ async fn run<W: Send + Sync>(
                 }
             }
             Err(error) => {
-                tracing::debug!(%error, "store batch failed; writing its writes one by one");
+                tracing::debug!(
+                    error = %ErrorChain(&error),
+                    "store batch failed; writing its writes one by one"
+                );
                 // Once the store stops answering, the rest fail at once rather than each
                 // waiting out its own timeout.
-                let mut gone: Option<String> = None;
+                let mut gone: Option<Arc<StoreError>> = None;
                 for (write, ack) in writes.iter().zip(acks) {
                     let result = match &gone {
-                        Some(reason) => Err(StoreError::Unavailable(reason.clone())),
+                        Some(error) => Err(StoreError::Shared(Arc::clone(error))),
                         None => {
-                            write_within(&mut writer, std::slice::from_ref(write), timeout).await
+                            match write_within(&mut writer, std::slice::from_ref(write), timeout)
+                                .await
+                            {
+                                Err(error) if error.is_unavailable() => {
+                                    let error = Arc::new(error);
+                                    gone = Some(Arc::clone(&error));
+                                    Err(StoreError::Shared(error))
+                                }
+                                result => result,
+                            }
                         }
                     };
-                    if let Err(StoreError::Unavailable(reason)) = &result {
-                        gone = Some(reason.clone());
-                    }
                     let _ = ack.send(result);
                 }
             }
@@ -175,7 +190,7 @@ mod tests {
     impl BatchWriter<u32> for Recorder {
         async fn write_batch(&mut self, batch: &[u32]) -> Result<(), StoreError> {
             if batch.contains(&13) {
-                return Err(StoreError::Corrupt("13".into()));
+                return Err(StoreError::corrupt("13"));
             }
             self.0.lock().unwrap().push(batch.to_vec());
             Ok(())
@@ -205,7 +220,7 @@ mod tests {
         assert!(first.iter().all(Result::is_ok), "{first:?}");
         let second = submit_all(vec![12, 13, 14]).await;
         assert!(second[0].is_ok() && second[2].is_ok(), "{second:?}");
-        assert!(matches!(second[1], Err(StoreError::Corrupt(_))));
+        assert!(matches!(second[1], Err(StoreError::Corrupt { .. })));
 
         let batches = batches.lock().unwrap().clone();
         assert_eq!(batches, [vec![1, 2, 3, 4, 5], vec![12], vec![14]]);
@@ -228,7 +243,7 @@ mod tests {
     impl BatchWriter<u32> for RefusesThenHangs {
         async fn write_batch(&mut self, batch: &[u32]) -> Result<(), StoreError> {
             if batch.len() > 1 {
-                return Err(StoreError::Corrupt("refused".into()));
+                return Err(StoreError::corrupt("refused"));
             }
             std::future::pending().await
         }
@@ -249,10 +264,18 @@ mod tests {
         assert!(
             results
                 .iter()
-                .all(|result| matches!(result, Err(StoreError::Unavailable(_)))),
+                .all(|result| result.as_ref().is_err_and(StoreError::is_unavailable)),
             "{results:?}"
         );
         assert_eq!(started.elapsed(), timeout, "one timeout, not one per write");
+    }
+
+    /// A write failed by its time limit, which the writer hands out shared.
+    fn timed_out(result: &Result<(), StoreError>) -> bool {
+        match result {
+            Err(StoreError::Shared(error)) => matches!(**error, StoreError::TimedOut { .. }),
+            _ => false,
+        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -262,17 +285,11 @@ mod tests {
         let started = tokio::time::Instant::now();
 
         let first = commit.submit(1).await;
-        assert!(
-            matches!(first, Err(StoreError::Unavailable(_))),
-            "{first:?}"
-        );
+        assert!(timed_out(&first), "{first:?}");
         assert_eq!(started.elapsed(), timeout);
         // The writer is not stuck behind it: the next write gets its own answer.
         let second = commit.submit(2).await;
-        assert!(
-            matches!(second, Err(StoreError::Unavailable(_))),
-            "{second:?}"
-        );
+        assert!(timed_out(&second), "{second:?}");
         assert_eq!(started.elapsed(), timeout * 2);
     }
 }

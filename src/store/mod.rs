@@ -7,6 +7,9 @@
 
 mod blobs;
 mod erasure;
+mod error;
+#[cfg(test)]
+pub(crate) mod fixtures;
 mod group_commit;
 mod memory;
 mod sql;
@@ -24,6 +27,8 @@ use crate::domain::{CheckResult, Decision, SessionId};
 
 pub use blobs::{BlobError, Blobs, StoredInputs};
 pub use erasure::scrub_checks;
+pub use error::StoreError;
+pub(crate) use error::UnreadableJson;
 pub use memory::MemoryStore;
 pub use sql::SqlStore;
 
@@ -137,41 +142,17 @@ pub enum Expiry {
     PersonalData,
 }
 
-/// Why the store could not do what was asked.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("session {0} is not in the store")]
-    NotFound(SessionId),
-    #[error("session {0} is already in the store")]
-    Duplicate(SessionId),
-    /// An append whose first event's number the session already has.
-    #[error("session {0} already has events with these numbers")]
-    Conflict(SessionId),
-    #[error("unsupported store url `{0}`: use sqlite://PATH, postgres://USER@HOST/DB or memory://")]
-    UnsupportedUrl(String),
-    /// The database cannot be reached or refused the write: retry later.
-    #[error("the session store is unavailable: {0}")]
-    Unavailable(String),
-    #[error("a stored row is unreadable: {0}")]
-    Corrupt(String),
-    #[error("the schema migration failed: {0}")]
-    Migration(String),
-}
-
-/// `call`'s answer, or `Unavailable` if there is none within `limit`: on a connection the
-/// network left half-open, a call would otherwise wait until TCP gives up, minutes later.
-/// `what` names the call in the error.
+/// `call`'s answer, or [`StoreError::TimedOut`] if there is none within `limit`: on a
+/// connection the network left half-open, a call would otherwise wait until TCP gives up,
+/// minutes later. `what` names the call in the error.
 pub(crate) async fn answered_within<T>(
     limit: std::time::Duration,
-    what: &str,
+    what: &'static str,
     call: impl Future<Output = Result<T, StoreError>>,
 ) -> Result<T, StoreError> {
-    tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
-        Err(StoreError::Unavailable(format!(
-            "{what} had no answer within {} ms",
-            limit.as_millis()
-        )))
-    })
+    tokio::time::timeout(limit, call)
+        .await
+        .unwrap_or(Err(StoreError::TimedOut { what, limit }))
 }
 
 /// The last event the store holds of session `id`, counting from `from` (`from - 1` if it holds
@@ -307,193 +288,5 @@ pub fn redact_url(url: &str) -> String {
             }
         }
         None => url.to_owned(),
-    }
-}
-
-/// Records for tests of the store and of what reads it.
-#[cfg(test)]
-pub(crate) mod fixtures {
-    use super::*;
-
-    pub(crate) fn running(id: SessionId) -> SessionRecord {
-        SessionRecord {
-            id,
-            owner: None,
-            reference: None,
-            status: SessionStatus::Running,
-            created_at: Utc::now(),
-            deadline_at: Utc::now(),
-            plan_version: "test".into(),
-            instance: "memory".into(),
-            attempts: 0,
-            completion: None,
-            images_erased_at: None,
-            erased_at: None,
-        }
-    }
-
-    pub(crate) fn approved() -> Completion {
-        Completion {
-            completed_at: Utc::now(),
-            decision: Decision::Approved,
-            reasons: vec![],
-            checks: Default::default(),
-            duration_ms: 1.0,
-        }
-    }
-
-    /// A memory store that can be slowed or held at chosen points, to open the windows that a
-    /// real backend's latency opens.
-    pub(crate) struct TestStore {
-        pub(crate) inner: MemoryStore,
-        /// How long every event write takes (tokio time).
-        pub(crate) append_delay: std::time::Duration,
-        /// If set, the first replay reads its snapshot, notifies `reached`, then waits for `gate`.
-        pub(crate) replay_gate: Option<ReplayGate>,
-        /// The write (event batches and completions, counted from 1) whose answer is lost: it is
-        /// applied, then reported `Unavailable`, as when the connection drops while the commit's
-        /// answer is on its way. 0 loses none.
-        pub(crate) lose_answer_to: usize,
-        /// Event batches and completions written so far.
-        pub(crate) writes: std::sync::atomic::AtomicUsize,
-        /// Heartbeats never answer, as on a connection the network left half-open.
-        pub(crate) heartbeat_hangs: bool,
-    }
-
-    #[derive(Default)]
-    pub(crate) struct ReplayGate {
-        pub(crate) reached: tokio::sync::Notify,
-        pub(crate) gate: tokio::sync::Notify,
-        used: std::sync::atomic::AtomicBool,
-    }
-
-    impl TestStore {
-        pub(crate) fn new() -> Self {
-            Self {
-                inner: MemoryStore::new(100),
-                append_delay: std::time::Duration::ZERO,
-                replay_gate: None,
-                lose_answer_to: 0,
-                writes: Default::default(),
-                heartbeat_hangs: false,
-            }
-        }
-
-        /// `result`, or `Unavailable` in its place if this is the write whose answer is lost.
-        fn answer(&self, result: Result<(), StoreError>) -> Result<(), StoreError> {
-            let write = self
-                .writes
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-                + 1;
-            if result.is_ok() && write == self.lose_answer_to {
-                return Err(StoreError::Unavailable("the connection dropped".into()));
-            }
-            result
-        }
-    }
-
-    #[async_trait]
-    impl SessionStore for TestStore {
-        fn instance(&self) -> &str {
-            self.inner.instance()
-        }
-        async fn insert(
-            &self,
-            session: &SessionRecord,
-            key: Option<&IdempotencyKey>,
-        ) -> Result<Inserted, StoreError> {
-            self.inner.insert(session, key).await
-        }
-        async fn find_key(
-            &self,
-            key: &str,
-            now: DateTime<Utc>,
-        ) -> Result<Option<(SessionId, String)>, StoreError> {
-            self.inner.find_key(key, now).await
-        }
-        async fn append_events(
-            &self,
-            id: SessionId,
-            events: &[EventRecord],
-        ) -> Result<(), StoreError> {
-            tokio::time::sleep(self.append_delay).await;
-            self.answer(self.inner.append_events(id, events).await)
-        }
-        async fn complete(
-            &self,
-            id: SessionId,
-            completion: &Completion,
-            terminal: &EventRecord,
-        ) -> Result<(), StoreError> {
-            self.answer(self.inner.complete(id, completion, terminal).await)
-        }
-        async fn get(&self, id: SessionId) -> Result<Option<SessionRecord>, StoreError> {
-            self.inner.get(id).await
-        }
-        async fn events_after(
-            &self,
-            id: SessionId,
-            after: u64,
-        ) -> Result<Option<Vec<EventRecord>>, StoreError> {
-            let snapshot = self.inner.events_after(id, after).await;
-            if let Some(gate) = &self.replay_gate
-                && !gate.used.swap(true, std::sync::atomic::Ordering::SeqCst)
-            {
-                gate.reached.notify_one();
-                gate.gate.notified().await;
-            }
-            snapshot
-        }
-        async fn heartbeat(&self, now: DateTime<Utc>) -> Result<(), StoreError> {
-            if self.heartbeat_hangs {
-                std::future::pending::<()>().await;
-            }
-            self.inner.heartbeat(now).await
-        }
-        async fn orphans(
-            &self,
-            silent_since: DateTime<Utc>,
-            limit: usize,
-        ) -> Result<Vec<SessionRecord>, StoreError> {
-            self.inner.orphans(silent_since, limit).await
-        }
-        async fn claim(
-            &self,
-            id: SessionId,
-            from: &str,
-            deadline_at: DateTime<Utc>,
-        ) -> Result<bool, StoreError> {
-            self.inner.claim(id, from, deadline_at).await
-        }
-        async fn erase(&self, id: SessionId, now: DateTime<Utc>) -> Result<Erasure, StoreError> {
-            self.inner.erase(id, now).await
-        }
-        async fn expired(
-            &self,
-            what: Expiry,
-            created_before: DateTime<Utc>,
-            limit: usize,
-        ) -> Result<Vec<SessionId>, StoreError> {
-            self.inner.expired(what, created_before, limit).await
-        }
-        async fn images_erased(
-            &self,
-            ids: &[SessionId],
-            now: DateTime<Utc>,
-        ) -> Result<(), StoreError> {
-            self.inner.images_erased(ids, now).await
-        }
-        async fn purge_keys(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
-            self.inner.purge_keys(now).await
-        }
-    }
-
-    /// An event whose line is its number.
-    pub(crate) fn event(seq: u64, terminal: bool) -> EventRecord {
-        EventRecord {
-            seq,
-            terminal,
-            line: format!("{seq}\n").into(),
-        }
     }
 }

@@ -20,13 +20,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::error::{DatabaseError, ErrorKind};
 use sqlx::{Any, AnyPool, AssertSqlSafe, Executor, Row, Transaction};
 
 use super::erasure::{scrub_checks, scrub_line};
 use super::group_commit::{BatchWriter, GroupCommit};
 use super::{
     Completion, Erasure, EventRecord, Expiry, IdempotencyKey, Inserted, SessionRecord,
-    SessionStatus, SessionStore, StoreError, redact_url,
+    SessionStatus, SessionStore, StoreError, UnreadableJson, redact_url,
 };
 use crate::config::StoreSettings;
 use crate::domain::{Decision, SessionId};
@@ -81,16 +82,14 @@ impl SqlStore {
                 })
             });
         }
-        let pool = options.connect(&url).await.map_err(|error| {
-            StoreError::Unavailable(format!(
-                "cannot connect to {}: {error}",
-                redact_url(&settings.url)
-            ))
-        })?;
-        MIGRATOR
-            .run(&pool)
+        let pool = options
+            .connect(&url)
             .await
-            .map_err(|e| StoreError::Migration(e.to_string()))?;
+            .map_err(|source| StoreError::Connect {
+                url: redact_url(&settings.url),
+                source,
+            })?;
+        MIGRATOR.run(&pool).await.map_err(StoreError::Migration)?;
         let writer = GroupCommit::spawn(
             Writer { pool: pool.clone() },
             settings.max_batch,
@@ -116,8 +115,8 @@ impl SqlStore {
         Ok(store)
     }
 
-    async fn begin(&self) -> Result<Transaction<'static, Any>, StoreError> {
-        self.pool.begin().await.map_err(db_error)
+    async fn begin(&self, what: &'static str) -> Result<Transaction<'static, Any>, StoreError> {
+        self.pool.begin().await.map_err(db_error(what))
     }
 }
 
@@ -135,8 +134,9 @@ fn sqlite_url(url: &str) -> Result<String, StoreError> {
     if let Some(dir) = std::path::Path::new(path).parent()
         && !dir.as_os_str().is_empty()
     {
-        std::fs::create_dir_all(dir).map_err(|error| {
-            StoreError::Unavailable(format!("cannot create {}: {error}", dir.display()))
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory {
+            path: dir.to_owned(),
+            source,
         })?;
     }
     Ok(if rest.contains("mode=") {
@@ -148,15 +148,17 @@ fn sqlite_url(url: &str) -> Result<String, StoreError> {
     })
 }
 
-/// Database errors: the ones that mean "not reachable now" become `Unavailable`.
-fn db_error(error: sqlx::Error) -> StoreError {
-    match error {
+/// What a database error means to the caller, with `what` the store was doing: `Unavailable`
+/// when the database cannot be reached now, `Constraint` when a write breaks the schema,
+/// `Database` otherwise.
+fn db_error(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |source| match &source {
         sqlx::Error::Io(_)
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed
         | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_) => StoreError::Unavailable(error.to_string()),
+        | sqlx::Error::Protocol(_) => StoreError::Unavailable { what, source },
         sqlx::Error::Database(db)
             if db.code().is_some_and(|code| {
                 // PostgreSQL: connection exceptions, insufficient resources, operator
@@ -168,10 +170,23 @@ fn db_error(error: sqlx::Error) -> StoreError {
                     || code == "6"
             }) =>
         {
-            StoreError::Unavailable(db.to_string())
+            StoreError::Unavailable { what, source }
         }
-        other => StoreError::Corrupt(other.to_string()),
+        sqlx::Error::Database(db) if breaks_constraint(&**db) => {
+            StoreError::Constraint { what, source }
+        }
+        _ => StoreError::Database { what, source },
     }
+}
+
+/// sqlx names the common constraint kinds; the rest are PostgreSQL's class 23 (five-character
+/// codes) and SQLite's `SQLITE_CONSTRAINT` family (extended codes whose low byte is 19).
+fn breaks_constraint(db: &dyn DatabaseError) -> bool {
+    db.kind() != ErrorKind::Other
+        || db.code().is_some_and(|code| {
+            (code.len() == 5 && code.starts_with("23"))
+                || code.parse::<u32>().is_ok_and(|code| code & 0xff == 19)
+        })
 }
 
 /// RFC 3339 UTC with microseconds: fixed width, so text order is time order.
@@ -182,7 +197,7 @@ pub(crate) fn timestamp(at: DateTime<Utc>) -> String {
 fn parse_timestamp(text: &str) -> Result<DateTime<Utc>, StoreError> {
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.to_utc())
-        .map_err(|e| StoreError::Corrupt(format!("timestamp `{text}`: {e}")))
+        .map_err(|e| StoreError::corrupt_because(format!("timestamp `{text}`"), e))
 }
 
 fn get<'r, T>(row: &'r AnyRow, column: &str) -> Result<T, StoreError>
@@ -190,7 +205,7 @@ where
     T: sqlx::Decode<'r, Any> + sqlx::Type<Any>,
 {
     row.try_get(column)
-        .map_err(|e| StoreError::Corrupt(format!("column {column}: {e}")))
+        .map_err(|e| StoreError::corrupt_because(format!("column {column}"), e))
 }
 
 fn optional_timestamp(row: &AnyRow, column: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
@@ -199,31 +214,40 @@ fn optional_timestamp(row: &AnyRow, column: &str) -> Result<Option<DateTime<Utc>
         .transpose()
 }
 
+/// The session id in `column`.
+fn session_id(row: &AnyRow, column: &str) -> Result<SessionId, StoreError> {
+    let id: String = get(row, column)?;
+    SessionId::from_str(&id).map_err(|e| StoreError::corrupt_because(format!("{column} `{id}`"), e))
+}
+
+/// The JSON in `column`, its value left out of any error.
+fn json<T: serde::de::DeserializeOwned>(column: &str, text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text)
+        .map_err(|e| StoreError::corrupt_because(column, UnreadableJson::from(e)))
+}
+
 fn session_from_row(row: &AnyRow) -> Result<SessionRecord, StoreError> {
-    let id: String = get(row, "id")?;
-    let id = SessionId::from_str(&id).map_err(|_| StoreError::Corrupt(format!("id `{id}`")))?;
+    let id = session_id(row, "id")?;
     let status = match get::<String>(row, "status")?.as_str() {
         "running" => SessionStatus::Running,
         "completed" => SessionStatus::Completed,
-        other => return Err(StoreError::Corrupt(format!("status `{other}`"))),
+        other => return Err(StoreError::corrupt(format!("status `{other}`"))),
     };
     let completion = match optional_timestamp(row, "completed_at")? {
         None => None,
         Some(completed_at) => {
-            let json = |column: &str| -> Result<String, StoreError> {
+            let text = |column: &str| -> Result<String, StoreError> {
                 get::<Option<String>>(row, column)?
-                    .ok_or_else(|| StoreError::Corrupt(format!("{column} is missing")))
+                    .ok_or_else(|| StoreError::corrupt(format!("{column} is missing")))
             };
-            let decision: Decision =
-                serde_json::from_value(serde_json::Value::String(json("decision")?))
-                    .map_err(|e| StoreError::Corrupt(format!("decision: {e}")))?;
+            let decision = text("decision")?;
+            let decision: Decision = serde_json::from_value(serde_json::Value::String(decision))
+                .map_err(|e| StoreError::corrupt_because("decision", UnreadableJson::from(e)))?;
             Some(Completion {
                 completed_at,
                 decision,
-                reasons: serde_json::from_str(&json("reasons")?)
-                    .map_err(|e| StoreError::Corrupt(format!("reasons: {e}")))?,
-                checks: serde_json::from_str(&json("checks")?)
-                    .map_err(|e| StoreError::Corrupt(format!("checks: {e}")))?,
+                reasons: json("reasons", &text("reasons")?)?,
+                checks: json("checks", &text("checks")?)?,
                 duration_ms: get::<Option<f64>>(row, "duration_ms")?.unwrap_or_default(),
             })
         }
@@ -247,7 +271,7 @@ fn session_from_row(row: &AnyRow) -> Result<SessionRecord, StoreError> {
 fn event_from_row(row: &AnyRow) -> Result<EventRecord, StoreError> {
     Ok(EventRecord {
         seq: u64::try_from(get::<i64>(row, "seq")?)
-            .map_err(|_| StoreError::Corrupt("negative seq".into()))?,
+            .map_err(|_| StoreError::corrupt("a negative seq"))?,
         terminal: get::<i64>(row, "terminal")? != 0,
         line: get::<String>(row, "line")?.into(),
     })
@@ -255,7 +279,7 @@ fn event_from_row(row: &AnyRow) -> Result<EventRecord, StoreError> {
 
 fn line_text(event: &EventRecord) -> Result<String, StoreError> {
     String::from_utf8(event.line.to_vec())
-        .map_err(|_| StoreError::Corrupt("an event line is not UTF-8".into()))
+        .map_err(|e| StoreError::corrupt_because("an event line", e))
 }
 
 /// `($1, $2, $3), ($4, $5, $6), ...`: `rows` tuples of `columns` parameters.
@@ -303,7 +327,10 @@ async fn insert_sessions(
                 .bind(s.plan_version.clone())
                 .bind(s.instance.clone());
         }
-        query.execute(&mut **tx).await.map_err(db_error)?;
+        query
+            .execute(&mut **tx)
+            .await
+            .map_err(db_error("inserting sessions"))?;
     }
     Ok(())
 }
@@ -325,7 +352,10 @@ async fn insert_events(
                 .bind(i64::from(event.terminal))
                 .bind(line_text(event)?);
         }
-        query.execute(&mut **tx).await.map_err(db_error)?;
+        query
+            .execute(&mut **tx)
+            .await
+            .map_err(db_error("appending events"))?;
     }
     Ok(())
 }
@@ -350,7 +380,7 @@ async fn complete_session(
     .bind(instance.map(str::to_owned))
     .execute(&mut **tx)
     .await
-    .map_err(db_error)?;
+    .map_err(db_error("completing a session"))?;
     if done.rows_affected() == 0 {
         // Unknown, already completed, or taken over by another instance.
         return Err(StoreError::NotFound(id));
@@ -366,7 +396,11 @@ struct Writer {
 #[async_trait]
 impl BatchWriter<Write> for Writer {
     async fn write_batch(&mut self, batch: &[Write]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(db_error("committing a batch"))?;
         let mut sessions = Vec::new();
         let mut events = Vec::new();
         let mut completions = Vec::new();
@@ -387,7 +421,7 @@ impl BatchWriter<Write> for Writer {
         for (id, completion) in completions {
             complete_session(&mut tx, id, completion, None).await?;
         }
-        tx.commit().await.map_err(db_error)
+        tx.commit().await.map_err(db_error("committing a batch"))
     }
 }
 
@@ -409,7 +443,7 @@ impl SessionStore for SqlStore {
             return Ok(Inserted::New);
         };
         let now = Utc::now();
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin("inserting a session").await?;
         // Takes the key if it is new or expired; a live key is left alone.
         let taken = sqlx::query(
             "INSERT INTO idempotency_keys (key, fingerprint, session_id, created_at, expires_at) \
@@ -426,17 +460,15 @@ impl SessionStore for SqlStore {
         .bind(timestamp(key.expires_at))
         .execute(&mut *tx)
         .await
-        .map_err(db_error)?;
+        .map_err(db_error("claiming an idempotency key"))?;
         if taken.rows_affected() == 0 {
             let row =
                 sqlx::query("SELECT session_id, fingerprint FROM idempotency_keys WHERE key = $1")
                     .bind(key.key.clone())
                     .fetch_one(&mut *tx)
                     .await
-                    .map_err(db_error)?;
-            let id: String = get(&row, "session_id")?;
-            let id = SessionId::from_str(&id)
-                .map_err(|_| StoreError::Corrupt(format!("session id `{id}`")))?;
+                    .map_err(db_error("reading an idempotency key"))?;
+            let id = session_id(&row, "session_id")?;
             let fingerprint: String = get(&row, "fingerprint")?;
             return Ok(Inserted::Existing {
                 id,
@@ -444,7 +476,7 @@ impl SessionStore for SqlStore {
             });
         }
         insert_sessions(&mut tx, &[session]).await?;
-        tx.commit().await.map_err(db_error)?;
+        tx.commit().await.map_err(db_error("inserting a session"))?;
         Ok(Inserted::New)
     }
 
@@ -461,14 +493,9 @@ impl SessionStore for SqlStore {
         .bind(timestamp(now))
         .fetch_optional(&self.pool)
         .await
-        .map_err(db_error)?;
-        row.map(|row| {
-            let id: String = get(&row, "session_id")?;
-            let id = SessionId::from_str(&id)
-                .map_err(|_| StoreError::Corrupt(format!("session id `{id}`")))?;
-            Ok((id, get(&row, "fingerprint")?))
-        })
-        .transpose()
+        .map_err(db_error("reading an idempotency key"))?;
+        row.map(|row| Ok((session_id(&row, "session_id")?, get(&row, "fingerprint")?)))
+            .transpose()
     }
 
     async fn append_events(&self, id: SessionId, events: &[EventRecord]) -> Result<(), StoreError> {
@@ -496,7 +523,7 @@ impl SessionStore for SqlStore {
             .bind(id.to_string())
             .fetch_optional(&self.pool)
             .await
-            .map_err(db_error)?;
+            .map_err(db_error("reading a session"))?;
         row.as_ref().map(session_from_row).transpose()
     }
 
@@ -513,13 +540,13 @@ impl SessionStore for SqlStore {
         .bind(seq_param(after))
         .fetch_all(&self.pool)
         .await
-        .map_err(db_error)?;
+        .map_err(db_error("reading events"))?;
         if rows.is_empty() {
             let known = sqlx::query("SELECT 1 FROM sessions WHERE id = $1")
                 .bind(id.to_string())
                 .fetch_optional(&self.pool)
                 .await
-                .map_err(db_error)?;
+                .map_err(db_error("reading events"))?;
             if known.is_none() {
                 return Ok(None);
             }
@@ -539,7 +566,7 @@ impl SessionStore for SqlStore {
         .bind(timestamp(now))
         .execute(&self.pool)
         .await
-        .map_err(db_error)?;
+        .map_err(db_error("sending the heartbeat"))?;
         Ok(())
     }
 
@@ -560,7 +587,7 @@ impl SessionStore for SqlStore {
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .fetch_all(&self.pool)
             .await
-            .map_err(db_error)?;
+            .map_err(db_error("looking for orphaned sessions"))?;
         rows.iter().map(session_from_row).collect()
     }
 
@@ -580,12 +607,12 @@ impl SessionStore for SqlStore {
         .bind(timestamp(deadline_at))
         .execute(&self.pool)
         .await
-        .map_err(db_error)?;
+        .map_err(db_error("claiming a session"))?;
         Ok(claimed.rows_affected() == 1)
     }
 
     async fn erase(&self, id: SessionId, now: DateTime<Utc>) -> Result<Erasure, StoreError> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin("erasing a session").await?;
         // Writes first, so a SQLite transaction holds the write lock from its first statement.
         let stamped = sqlx::query(
             "UPDATE sessions SET erased_at = COALESCE(erased_at, $2), \
@@ -596,13 +623,13 @@ impl SessionStore for SqlStore {
         .bind(timestamp(now))
         .execute(&mut *tx)
         .await
-        .map_err(db_error)?;
+        .map_err(db_error("erasing a session"))?;
         if stamped.rows_affected() == 0 {
             let running = sqlx::query("SELECT status FROM sessions WHERE id = $1")
                 .bind(id.to_string())
                 .fetch_optional(&mut *tx)
                 .await
-                .map_err(db_error)?;
+                .map_err(db_error("erasing a session"))?;
             return Ok(if running.is_some() {
                 Erasure::Running
             } else {
@@ -613,18 +640,17 @@ impl SessionStore for SqlStore {
             .bind(id.to_string())
             .fetch_one(&mut *tx)
             .await
-            .map_err(db_error)?;
+            .map_err(db_error("erasing a session"))?;
         if let Some(checks) = get::<Option<String>>(&row, "checks")? {
             let mut checks: std::collections::BTreeMap<String, crate::domain::CheckResult> =
-                serde_json::from_str(&checks)
-                    .map_err(|e| StoreError::Corrupt(format!("checks: {e}")))?;
+                json("checks", &checks)?;
             scrub_checks(&mut checks);
             sqlx::query("UPDATE sessions SET checks = $2 WHERE id = $1")
                 .bind(id.to_string())
                 .bind(serde_json::to_string(&checks).expect("checks serialise"))
                 .execute(&mut *tx)
                 .await
-                .map_err(db_error)?;
+                .map_err(db_error("erasing a session"))?;
         }
         let terminal = sqlx::query(
             "SELECT seq, terminal, line FROM events WHERE session_id = $1 AND terminal = 1",
@@ -632,7 +658,7 @@ impl SessionStore for SqlStore {
         .bind(id.to_string())
         .fetch_all(&mut *tx)
         .await
-        .map_err(db_error)?;
+        .map_err(db_error("erasing a session"))?;
         for row in &terminal {
             let event = event_from_row(row)?;
             let scrubbed = scrub_line(&event.line);
@@ -643,10 +669,10 @@ impl SessionStore for SqlStore {
                     .bind(String::from_utf8_lossy(&scrubbed).into_owned())
                     .execute(&mut *tx)
                     .await
-                    .map_err(db_error)?;
+                    .map_err(db_error("erasing a session"))?;
             }
         }
-        tx.commit().await.map_err(db_error)?;
+        tx.commit().await.map_err(db_error("erasing a session"))?;
         Ok(Erasure::Erased)
     }
 
@@ -669,13 +695,8 @@ impl SessionStore for SqlStore {
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .fetch_all(&self.pool)
             .await
-            .map_err(db_error)?;
-        rows.iter()
-            .map(|row| {
-                let id: String = get(row, "id")?;
-                SessionId::from_str(&id).map_err(|_| StoreError::Corrupt(format!("id `{id}`")))
-            })
-            .collect()
+            .map_err(db_error("looking for expired sessions"))?;
+        rows.iter().map(|row| session_id(row, "id")).collect()
     }
 
     async fn images_erased(&self, ids: &[SessionId], now: DateTime<Utc>) -> Result<(), StoreError> {
@@ -690,7 +711,10 @@ impl SessionStore for SqlStore {
             for id in chunk {
                 query = query.bind(id.to_string());
             }
-            query.execute(&self.pool).await.map_err(db_error)?;
+            query
+                .execute(&self.pool)
+                .await
+                .map_err(db_error("stamping erased images"))?;
         }
         Ok(())
     }
@@ -700,7 +724,7 @@ impl SessionStore for SqlStore {
             .bind(timestamp(now))
             .execute(&self.pool)
             .await
-            .map_err(db_error)?;
+            .map_err(db_error("purging idempotency keys"))?;
         Ok(purged.rows_affected())
     }
 }
@@ -708,6 +732,7 @@ impl SessionStore for SqlStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::fixtures;
 
     #[test]
     fn placeholders_number_every_row() {
@@ -723,6 +748,47 @@ mod tests {
         assert_eq!(timestamp(early), "2026-01-02T03:04:05.000000Z");
         assert_eq!(timestamp(late), "2026-01-02T03:04:06.500001Z");
         assert_eq!(parse_timestamp(&timestamp(late)).unwrap(), late);
+    }
+
+    #[test]
+    fn only_errors_of_reaching_the_database_count_as_unavailable() {
+        let unavailable = db_error("reading a session")(sqlx::Error::PoolTimedOut);
+        assert!(
+            matches!(unavailable, StoreError::Unavailable { .. }),
+            "{unavailable:?}"
+        );
+        assert!(unavailable.is_unavailable());
+
+        let other = db_error("reading a session")(sqlx::Error::RowNotFound);
+        assert!(matches!(other, StoreError::Database { .. }), "{other:?}");
+        assert!(!other.is_unavailable());
+    }
+
+    #[tokio::test]
+    async fn a_write_that_breaks_a_key_is_refused_and_a_row_out_of_shape_is_unreadable() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = crate::config::Settings::defaults().store;
+        settings.url = format!("sqlite://{}", dir.path().join("kyc.db").display());
+        let store = SqlStore::open(&settings).await.unwrap();
+        let id = SessionId::new();
+        store.insert(&fixtures::running(id), None).await.unwrap();
+
+        let again = store.insert(&fixtures::running(id), None).await;
+        sqlx::query("UPDATE sessions SET status = 'paused' WHERE id = $1")
+            .bind(id.to_string())
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        let read = store.get(id).await;
+
+        assert!(
+            matches!(&again, Err(error @ StoreError::Constraint { .. }) if !error.is_unavailable()),
+            "{again:?}"
+        );
+        assert!(
+            matches!(&read, Err(error @ StoreError::Corrupt { .. }) if !error.is_unavailable()),
+            "{read:?}"
+        );
     }
 
     #[test]

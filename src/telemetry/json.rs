@@ -4,7 +4,6 @@
 //! log pipelines key on top-level `session_id` and `request_id`, so this layer flattens the
 //! fields of every enclosing span (outermost first, innermost wins) into the line.
 
-use std::fmt::Write as _;
 use std::io::Write as _;
 
 use serde_json::{Map, Value};
@@ -50,12 +49,7 @@ impl Visit for Visitor<'_> {
         self.0.insert(field.name().to_owned(), Value::from(value));
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        let mut text = value.to_string();
-        let mut source = value.source();
-        while let Some(cause) = source {
-            let _ = write!(text, ": {cause}");
-            source = cause.source();
-        }
+        let text = super::ErrorChain(value).to_string();
         self.0.insert(field.name().to_owned(), Value::from(text));
     }
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {

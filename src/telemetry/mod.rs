@@ -7,6 +7,7 @@
 //! Nothing personal is ever logged: spans carry ids, agents log signals and reason codes, and
 //! request bodies are never formatted.
 
+mod chain;
 mod json;
 
 use std::sync::OnceLock;
@@ -19,6 +20,7 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::{LogFormat, TelemetrySettings};
 
+pub use chain::ErrorChain;
 pub use json::JsonLines;
 
 /// Installs the global subscriber writing to `writer`; a second call is a no-op (tests build

@@ -1,5 +1,6 @@
 //! What the service refuses to start with.
 
+use kyc_orchestrator::telemetry::ErrorChain;
 use kyc_orchestrator::{Application, Settings};
 
 fn settings() -> Settings {
@@ -8,20 +9,11 @@ fn settings() -> Settings {
     settings
 }
 
-/// Why the service refuses to start with `settings`: the error and its causes, as the binary
-/// prints them.
+/// Why the service refuses to start with `settings`, with every cause, as the log shows it.
 async fn refusal(settings: Settings) -> String {
     match Application::build(settings).await {
         Ok(_) => panic!("start-up should fail"),
-        Err(error) => {
-            let mut message = error.to_string();
-            let mut cause = std::error::Error::source(&error);
-            while let Some(error) = cause {
-                message.push_str(&format!(": {error}"));
-                cause = error.source();
-            }
-            message
-        }
+        Err(error) => ErrorChain(&error).to_string(),
     }
 }
 
