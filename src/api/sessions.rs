@@ -21,9 +21,8 @@ use super::AppState;
 use super::admission::AdmissionPermit;
 use super::error::ApiError;
 use super::submission::Submission;
-use crate::domain::{CheckResult, Decision, SessionId};
+use crate::domain::{CheckResult, Decision, Erasure, SessionId, SessionRecord, SessionStatus};
 use crate::orchestrator::{Start, Started};
-use crate::store::{Erasure, SessionRecord, SessionStatus};
 
 /// Longest `Idempotency-Key` accepted.
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
