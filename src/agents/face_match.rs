@@ -165,7 +165,7 @@ impl FaceMatch {
         let portrait_embedding = embed(engine, &portrait, portrait_face)?;
         let distance = f64::from(selfie_embedding.distance(&portrait_embedding));
         // The similarity a reviewer reads: 1 for identical embeddings, 0 at distance 1 and
-        // beyond (unrelated faces measure 0.7-0.9).
+        // beyond (README, Faces, has the distances of unrelated faces).
         let similarity = rounded((1.0 - distance).max(0.0), 3);
         details["distance"] = json!(rounded(distance, 3));
         details["similarity"] = json!(similarity);

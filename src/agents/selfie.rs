@@ -17,7 +17,7 @@ use crate::vision::{decode, quality};
 
 /// Frames are scaled so that their longer side is this long before faces are searched for:
 /// detection dominates the cost and grows with the pixels, while a selfie's face stays well
-/// above the detector's 80 px minimum. Smaller frames are enlarged, up to [`MAX_ENLARGE`].
+/// above the detector's 80 px minimum. Smaller frames are enlarged, up to `MAX_ENLARGE` times.
 pub const DETECTION_SIDE: u32 = 640;
 const MAX_ENLARGE: f32 = 2.5;
 

@@ -3,8 +3,8 @@
 //! It stands in for `axum::serve` to set what that leaves at hyper's defaults:
 //! - **Read buffer of 8 KiB** (`max_buf_size`, `server.max_head_bytes`). Before each read hyper
 //!   makes room for 8 KiB more, so a request that arrives in two reads leaves a 16 KiB buffer
-//!   behind, kept for as long as the connection streams. At 1,000 open session streams that
-//!   was 16 MiB of the server's memory, measured with heaptrack. The cost is a limit on a
+//!   behind, kept for as long as the connection streams: with many open session streams that
+//!   is most of the server's memory per connection (README, Performance). The cost is a limit on a
 //!   request's head (status line and headers; larger heads get `431`), which a proxy adding
 //!   large headers may need raised, and bodies read that much at a time.
 //! - **A time limit on a request's head** (`server.header_timeout_ms`): a client that opens a
@@ -38,14 +38,13 @@ pub struct Connections {
 }
 
 /// Connections the kernel holds for `accept` (it caps this at `net.core.somaxconn`, 4096 by
-/// default). With tokio's 1,024, open-loop bursts of 8,000-10,000 new sessions a second on two
-/// cores overflowed the queue (the kernel's `ListenOverflows` counter rose by 1,895): the
-/// clients' SYNs were dropped and retried seconds later. At 4,096 the same runs overflowed
-/// nothing.
+/// default). With tokio's 1,024, open-loop bursts of new sessions overflowed the queue (the
+/// kernel's `ListenOverflows` counter rose): the clients' SYNs were dropped and retried seconds
+/// later. At 4,096 the same runs overflowed nothing (README, Performance).
 const ACCEPT_QUEUE: u32 = 4096;
 
 /// A listener on `addr` (`host:port`; port 0 picks a free one) with an accept queue of
-/// [`ACCEPT_QUEUE`]. Each address the host resolves to is tried in turn, as `bind` does (so
+/// `ACCEPT_QUEUE`. Each address the host resolves to is tried in turn, as `bind` does (so
 /// `localhost` still works where IPv6 is off).
 pub async fn listen(addr: &str) -> std::io::Result<TcpListener> {
     let listen_on = |addr: std::net::SocketAddr| {

@@ -288,15 +288,15 @@ async fn a_model_file_that_does_not_load_keeps_the_instance_unready_and_says_why
     })
     .await;
 
-    let mut reason = serde_json::Value::Null;
-    for _ in 0..200 {
-        let ready: serde_json::Value = app.get("/health/ready").await.json().await.unwrap();
-        reason = ready["reason"].clone();
-        if reason != "models_loading" {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let reason = crate::helpers::eventually(
+        "readiness to stop saying models_loading",
+        std::time::Duration::from_secs(20),
+        || async {
+            let ready: serde_json::Value = app.get("/health/ready").await.json().await.unwrap();
+            (ready["reason"] != "models_loading").then(|| ready["reason"].clone())
+        },
+    )
+    .await;
 
     assert_eq!(reason, "models_failed");
     let mut body = crate::helpers::session_body(serde_json::json!({}));

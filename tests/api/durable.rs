@@ -12,7 +12,9 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::{AssertSqlSafe, Connection, Executor};
 
-use crate::helpers::{TestApp, completion, session_body, spawn_app_with, spawn_crashable_app};
+use crate::helpers::{
+    TestApp, completion, eventually, session_body, spawn_app_with, spawn_crashable_app,
+};
 
 /// Longest any test waits for a state it expects.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -67,22 +69,6 @@ impl TestStore {
 
 async fn app_on(store: &TestStore) -> TestApp {
     spawn_app_with(|s| store.configure(s)).await
-}
-
-/// Polls `check` until it gives a value.
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let started = tokio::time::Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(started.elapsed() < PATIENCE, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 fn seqs(events: &[Value]) -> Vec<u64> {
@@ -389,7 +375,7 @@ async fn postgres_going_away_gives_503_and_loses_nothing() {
         .await;
 
     proxy.cut();
-    let refused = eventually("a 503 for a new session", || async {
+    let refused = eventually("a 503 for a new session", PATIENCE, || async {
         let response = app.post_session(&session_body(json!({}))).await;
         (response.status() == StatusCode::SERVICE_UNAVAILABLE).then_some(response)
     })
@@ -400,7 +386,7 @@ async fn postgres_going_away_gives_503_and_loses_nothing() {
         problem["type"],
         "urn:kyc-orchestrator:problem:store-unavailable"
     );
-    let ready = eventually("readiness 503", || async {
+    let ready = eventually("readiness 503", PATIENCE, || async {
         let response = app.get("/health/ready").await;
         (response.status() == StatusCode::SERVICE_UNAVAILABLE).then_some(response)
     })
@@ -410,11 +396,11 @@ async fn postgres_going_away_gives_503_and_loses_nothing() {
     assert_eq!(app.get("/health").await.status(), StatusCode::OK);
 
     proxy.restore();
-    eventually("readiness 200", || async {
+    eventually("readiness 200", PATIENCE, || async {
         (app.get("/health/ready").await.status() == StatusCode::OK).then_some(())
     })
     .await;
-    let session: Value = eventually("the running session's completion", || async {
+    let session: Value = eventually("the running session's completion", PATIENCE, || async {
         let session: Value = app.get_session(&running).await.json().await.ok()?;
         (session["status"] == "completed").then_some(session)
     })

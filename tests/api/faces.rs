@@ -360,16 +360,13 @@ async fn a_session_on_the_default_plan_approves_a_live_person_matching_her_docum
         settings.models.dir = models();
     })
     .await;
-    // Readiness turns 200 once the models have loaded; a bounded wait on a real clock.
-    let mut ready = false;
-    for _ in 0..400 {
-        if app.get("/health/ready").await.status() == 200 {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(ready, "the models load within 20 s");
+    // Readiness turns 200 once the models have loaded.
+    crate::helpers::eventually(
+        "readiness 200 (the models loaded)",
+        std::time::Duration::from_secs(20),
+        || async { (app.get("/health/ready").await.status() == 200).then_some(()) },
+    )
+    .await;
     let photo = render::photo(&render::page(&render::portrait_page()), render::ASKEW);
     let selfie: Vec<String> = head_turning()
         .iter()

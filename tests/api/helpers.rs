@@ -4,6 +4,7 @@
 
 use std::io::{Cursor, Write};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -225,6 +226,38 @@ impl TestApp {
             .unwrap()
             .await
             .expect("the server task ends")
+    }
+}
+
+/// Asks `check` again and again until it gives `Some`, and returns what it gave: how a test waits
+/// for a state that comes in its own time (models loading, a database coming back). Panics,
+/// naming `what` and the caller's line, when `patience` runs out first, even if one `check` is
+/// itself what hangs. Counts time on the runtime's clock, so under paused time `patience` is
+/// virtual.
+#[track_caller]
+pub fn eventually<T, F, Fut>(
+    what: &str,
+    patience: Duration,
+    mut check: F,
+) -> impl Future<Output = T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    const BETWEEN_CHECKS: Duration = Duration::from_millis(20);
+    let caller = std::panic::Location::caller();
+    async move {
+        let poll = async {
+            loop {
+                if let Some(value) = check().await {
+                    return value;
+                }
+                tokio::time::sleep(BETWEEN_CHECKS).await;
+            }
+        };
+        tokio::time::timeout(patience, poll)
+            .await
+            .unwrap_or_else(|_| panic!("{caller}: waited {patience:?} for {what}, in vain"))
     }
 }
 

@@ -5,7 +5,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::helpers::{
-    agent_event, completion, millis_between, position, session_body, spawn_app, spawn_app_with,
+    agent_event, completion, eventually, millis_between, position, session_body, spawn_app,
+    spawn_app_with,
 };
 
 #[tokio::test(start_paused = true)]
@@ -143,13 +144,12 @@ async fn cpu_bound_work_runs_off_the_runtime_so_health_answers_meanwhile() {
         })))
         .await;
     // Wait until the CPU job holds its slot, so health is asked while it burns.
-    tokio::time::timeout(Duration::from_secs(60), async {
-        while app.orchestrator.cpu_pool().busy() == 0 {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .expect("the CPU job starts");
+    eventually(
+        "the CPU job to hold its slot",
+        Duration::from_secs(60),
+        || async { (app.orchestrator.cpu_pool().busy() > 0).then_some(()) },
+    )
+    .await;
 
     let health = app.get("/health").await;
 

@@ -77,7 +77,8 @@ struct Args {
     #[arg(long)]
     json: bool,
     /// Runtime threads driving the sessions. One keeps the generator off the server's second
-    /// core: it drives 4,000 sessions/s at about 40 % of one core.
+    /// core, and drives the rates README's Performance section reports (which also says where
+    /// one thread falls behind).
     #[arg(long, default_value_t = 1)]
     threads: usize,
 }
@@ -125,8 +126,8 @@ impl Args {
 /// the probe's latency is the server's and not the load generator's queue.
 ///
 /// The thread sleeps to each scheduled time itself: tokio's timer fires on whole milliseconds,
-/// which would add up to a millisecond of the generator's own lateness to every probe (a
-/// probe's median at idle was 1.3 ms that way, against 0.3 ms of request).
+/// which would add up to a millisecond of the generator's own lateness to every probe, more
+/// than an idle server takes to answer it (README, Performance, CPU isolation).
 fn probe_health(
     base: &str,
     rate: f64,

@@ -2,8 +2,8 @@
 //!
 //! ONNX Runtime is loaded at run time from `libonnxruntime.so` (from the PyPI `onnxruntime`
 //! wheel) through `ort`'s `load-dynamic`: the build compiles no C++ and downloads nothing, and
-//! ONNX Runtime is reported at about 50 ms per 44-character line on this class of machine
-//! against about 130 ms for the pure-Rust `tract` (see README, Agents).
+//! ONNX Runtime reads a line faster than the pure-Rust `tract`, which also loads these models
+//! (README, Agents, has the figures).
 //!
 //! An `ort` session runs one inference at a time (`run` takes `&mut self`), so the engine keeps
 //! one session per CPU slot and each uses one intra-op thread: parallelism comes from sessions,
@@ -95,8 +95,9 @@ impl TextEngine {
     /// Reads each line image (one text line, any width).
     pub fn recognize(&self, lines: &[RgbImage]) -> Result<Vec<Line>, InferenceError> {
         let mut session = self.recognition.lease();
-        // One line per run: the model scores ~18,000 classes per step, so a batch of six
-        // full-width lines is ~90 MB of output, and batching saved nothing measurable on CPU.
+        // One line per run: the model scores ~18,000 classes per step, so a batch's output is
+        // that for every step of its widest line times its lines, and batching saved nothing
+        // measurable on CPU.
         let mut read = Vec::with_capacity(lines.len());
         for line in lines.chunks(1) {
             read.extend(recognize::recognize(&mut session, line, &self.charset)?);
@@ -166,8 +167,8 @@ fn sessions(
                         .map_err(Into::into)
                 })
                 // Input shapes change with every image, so a memory pattern planned for one
-                // run is wrong for the next. The arena is kept: ocr p50 on the ICAO specimen
-                // was 266 ms with it and 319 ms without (`kyc-load --document`).
+                // run is wrong for the next. The arena is kept: reusing its buffers from run to
+                // run made ocr on the ICAO specimen faster (`kyc-load --document`).
                 .and_then(|b| b.with_memory_pattern(false).map_err(Into::into))
                 .and_then(|mut b| b.commit_from_memory(&model.bytes))
                 .map_err(|e| model.invalid(e))

@@ -1,0 +1,81 @@
+//! A session as it is kept and shown: its status, its completion, and what an erasure found.
+//! The store keeps these and the API shows them; neither owns them.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::{CheckResult, Decision, SessionId};
+
+/// Whether a session is still being decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionStatus {
+    Running,
+    Completed,
+}
+
+impl SessionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Completed => "completed",
+        }
+    }
+}
+
+/// A session as stored. Its `Debug` leaves out the client's reference.
+#[derive(Clone, PartialEq)]
+pub struct SessionRecord {
+    pub id: SessionId,
+    /// The API key's name once authentication exists.
+    pub owner: Option<String>,
+    pub reference: Option<String>,
+    pub status: SessionStatus,
+    pub created_at: DateTime<Utc>,
+    pub deadline_at: DateTime<Utc>,
+    /// Fingerprint of the agent plan that runs (or ran) the session.
+    pub plan_version: String,
+    /// The instance running the session.
+    pub instance: String,
+    /// How often the session was resumed after its instance stopped.
+    pub attempts: u32,
+    pub completion: Option<Completion>,
+    pub images_erased_at: Option<DateTime<Utc>>,
+    /// Set once the images and every extracted personal field are gone.
+    pub erased_at: Option<DateTime<Utc>>,
+}
+
+impl std::fmt::Debug for SessionRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionRecord")
+            .field("id", &self.id)
+            .field("status", &self.status)
+            .field("created_at", &self.created_at)
+            .field("instance", &self.instance)
+            .field("attempts", &self.attempts)
+            .field("completion", &self.completion)
+            .field("erased_at", &self.erased_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a session ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    pub completed_at: DateTime<Utc>,
+    pub decision: Decision,
+    pub reasons: Vec<String>,
+    pub checks: BTreeMap<String, CheckResult>,
+    pub duration_ms: f64,
+}
+
+/// What an erasure found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Erasure {
+    Erased,
+    /// A running session keeps its data until it completes.
+    Running,
+    NotFound,
+}
