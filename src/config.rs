@@ -217,7 +217,7 @@ impl AgentSettings {
 pub enum SettingsError {
     #[error("configuration file {0} does not exist")]
     MissingFile(PathBuf),
-    #[error("invalid configuration: {0}")]
+    #[error("invalid configuration")]
     Invalid(#[from] config::ConfigError),
 }
 

@@ -31,7 +31,7 @@ async fn main() -> ExitCode {
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(settings) => settings,
         Err(error) => {
-            eprintln!("kyc-orchestrator: {error}");
+            eprintln!("kyc-orchestrator: {}", ErrorChain(&error));
             return ExitCode::from(2);
         }
     };

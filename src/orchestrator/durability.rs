@@ -100,7 +100,7 @@ impl Orchestrator {
             loop {
                 tick.tick().await;
                 if let Err(error) = self.recover(schedule.lease).await {
-                    tracing::warn!(%error, "could not look for sessions to recover");
+                    tracing::warn!(error = %ErrorChain(&error), "could not look for sessions to recover");
                 }
             }
         };
@@ -118,7 +118,9 @@ impl Orchestrator {
                         );
                     }
                     Ok(_) => {}
-                    Err(error) => tracing::warn!(%error, "retention sweep failed"),
+                    Err(error) => {
+                        tracing::warn!(error = %ErrorChain(&error), "retention sweep failed")
+                    }
                 }
             }
         };
@@ -140,7 +142,7 @@ impl Orchestrator {
         metrics::gauge!("kyc_store_up").set(if ok { 1.0 } else { 0.0 });
         match result {
             Err(error) if was => {
-                tracing::error!(%error, "the session store stopped answering; readiness is 503");
+                tracing::error!(error = %ErrorChain(&error), "the session store stopped answering; readiness is 503");
             }
             Ok(()) if !was => tracing::info!("the session store answers again"),
             _ => {}
@@ -184,7 +186,7 @@ impl Orchestrator {
             let after = match inner.store.events_after(id, 0).await {
                 Ok(events) => events.map_or(0, |events| events.len() as u64),
                 Err(error) => {
-                    tracing::warn!(session_id = %id, %error, "cannot read the session's events");
+                    tracing::warn!(session_id = %id, error = %ErrorChain(&error), "cannot read the session's events");
                     continue;
                 }
             };
@@ -267,7 +269,7 @@ impl Orchestrator {
                 Err(error) if error.is_unavailable() => self.inner.pending_completion(completion),
                 Err(error) => tracing::error!(
                     session_id = %completion.id,
-                    %error,
+                    error = %ErrorChain(&error),
                     "giving up on a delayed completion"
                 ),
             }
@@ -391,7 +393,7 @@ pub(super) async fn conclude(
     let mut seq = match inner.store.events_after(id, 0).await {
         Ok(events) => events.map_or(0, |events| events.len() as u64),
         Err(error) => {
-            tracing::error!(%error, "cannot read the session's events to complete it");
+            tracing::error!(error = %ErrorChain(&error), "cannot read the session's events to complete it");
             0
         }
     };
@@ -428,10 +430,12 @@ pub(super) async fn conclude(
     match store_completion(&inner, &mut pending).await {
         Ok(()) => {}
         Err(error) if error.is_unavailable() => {
-            tracing::error!(%error, "could not store the session's completion; will retry");
+            tracing::error!(error = %ErrorChain(&error), "could not store the session's completion; will retry");
             inner.pending_completion(pending);
         }
-        Err(error) => tracing::error!(%error, "could not store the session's completion"),
+        Err(error) => {
+            tracing::error!(error = %ErrorChain(&error), "could not store the session's completion")
+        }
     }
     // Followers end when the hub closes, reading the terminal event from the store.
     inner.hub.close(id);

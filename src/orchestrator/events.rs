@@ -24,6 +24,7 @@ use super::SessionContext;
 use super::deadline::SessionClock;
 use crate::domain::{CheckResult, CheckStatus, Decision, SessionId};
 use crate::store::{EventRecord, SessionStore, StoreError, stored_through};
+use crate::telemetry::ErrorChain;
 
 /// One event of a session's history.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -297,7 +298,7 @@ impl Writer {
     fn failure(&mut self, error: &StoreError) -> bool {
         metrics::counter!("kyc_store_write_failures_total").increment(1);
         let first_seq = self.unstored.front().map(|record| record.seq);
-        tracing::error!(%error, ?first_seq, "could not store session events");
+        tracing::error!(error = %ErrorChain(&error), ?first_seq, "could not store session events");
         self.failed = true;
         false
     }

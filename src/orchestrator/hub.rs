@@ -20,6 +20,7 @@ use tokio::sync::broadcast;
 
 use crate::domain::SessionId;
 use crate::store::{EventRecord, SessionStatus, SessionStore, StoreError};
+use crate::telemetry::ErrorChain;
 
 /// Events buffered per session for live followers. A session of the default plan has about a
 /// dozen, so a follower that keeps up never lags; one that falls further behind catches up from
@@ -113,7 +114,7 @@ impl Follow {
                     Ok(true) => return None,
                     Ok(false) => {}
                     Err(error) => {
-                        tracing::warn!(%error, "could not read session events; retrying");
+                        tracing::warn!(error = %ErrorChain(&error), "could not read session events; retrying");
                         tokio::time::sleep(self.poll_interval).await;
                     }
                 }
@@ -134,7 +135,7 @@ impl Follow {
                 }
             };
             if let Err(error) = caught_up {
-                tracing::error!(%error, "could not read session events; ending the stream");
+                tracing::error!(error = %ErrorChain(&error), "could not read session events; ending the stream");
                 return None;
             }
         }

@@ -41,6 +41,7 @@ use crate::store::{
     BlobError, Completion, EventRecord, IdempotencyKey, Inserted, SessionRecord, SessionStatus,
     SessionStore, StoreError, StoredInputs,
 };
+use crate::telemetry::ErrorChain;
 
 pub use deadline::{Deadline, SessionClock};
 pub use durability::{Durability, Maintenance, Sweep};
@@ -332,7 +333,7 @@ impl Orchestrator {
         };
         let deleted = tokio::task::spawn_blocking(move || blobs.delete(id)).await;
         if let Ok(Err(error)) = deleted {
-            tracing::warn!(session_id = %id, %error, "could not delete unused session inputs");
+            tracing::warn!(session_id = %id, error = %ErrorChain(&error), "could not delete unused session inputs");
         }
     }
 

@@ -7,6 +7,8 @@
 //! Nothing personal is ever logged: spans carry ids, agents log signals and reason codes, and
 //! request bodies are never formatted.
 
+#[cfg(test)]
+pub(crate) mod capture;
 mod chain;
 mod json;
 

@@ -9,6 +9,7 @@ use crate::domain::CheckResult;
 use crate::orchestrator::events::EventKind;
 use crate::orchestrator::{PendingCompletion, SessionOutcome};
 use crate::store::Completion;
+use crate::telemetry::ErrorChain;
 
 impl SessionRun {
     pub(super) async fn complete(mut self) -> SessionOutcome {
@@ -52,7 +53,7 @@ impl SessionRun {
             {
                 Ok(()) => true,
                 Err(error) => {
-                    tracing::error!(%error, "could not store the session's completion");
+                    tracing::error!(error = %ErrorChain(&error), "could not store the session's completion");
                     false
                 }
             };
