@@ -42,11 +42,12 @@ COPY --from=builder /src/models /app/models
 COPY config /app/config
 RUN mkdir -p /app/data && chown kyc:kyc /app/data
 USER 10001
-# Listen on every interface inside the container. KYC_ENV=production reads
-# /app/config/production.toml; other settings through KYC__SECTION__KEY variables.
-ENV KYC__SERVER__HOST=0.0.0.0
+# Listen on every interface inside the container, the API on 8009 and Prometheus metrics on
+# 9009 (publish only 8009 to clients). KYC_ENV=production reads /app/config/production.toml;
+# other settings through KYC__SECTION__KEY variables.
+ENV KYC__SERVER__HOST=0.0.0.0 KYC__METRICS__LISTEN=0.0.0.0:9009
 VOLUME ["/app/data"]
-EXPOSE 8009
+EXPOSE 8009 9009
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
   CMD ["kyc-smoke", "health", "--url", "http://127.0.0.1:8009"]
 ENTRYPOINT ["kyc-orchestrator"]

@@ -12,6 +12,9 @@
 //!    dependency chain: `max(doc_capture + ocr, max(liveness, doc_capture) + face_match)`.
 //!    Memory per in-flight session is the growth of live heap bytes (counted by the allocator
 //!    below) and of RSS while the level runs, divided by the sessions in flight.
+//! 4. **Authentication** (criterion): what `Authorization: Bearer` costs a request once the
+//!    key's record is cached (the SHA-256 of the key, the cache lookup, the scope and the rate
+//!    limiter): the price of API keys on the hot path.
 //! 3. **Deadline accuracy**: 1,000 sessions in flight whose `ocr` never answers; how long after
 //!    its deadline each session completed.
 //!
@@ -32,11 +35,13 @@ use criterion::Criterion;
 use hdrhistogram::Histogram;
 use kyc_orchestrator::Settings;
 use kyc_orchestrator::app::build_orchestrator;
-use kyc_orchestrator::domain::SandboxResult;
+use kyc_orchestrator::auth::{Authenticator, KeyManager, NewKey};
 use kyc_orchestrator::domain::{
     Document, DocumentType, ImageData, ImageLimits, NewSession, Selfie,
 };
+use kyc_orchestrator::domain::{Mode, Owner, Principal, SandboxResult, Scope};
 use kyc_orchestrator::orchestrator::Orchestrator;
+use kyc_orchestrator::store::MemoryStore;
 
 /// The server's allocator (mimalloc), wrapped to count the bytes live on the heap.
 #[global_allocator]
@@ -134,7 +139,10 @@ async fn closed_loop(
             tokio::time::sleep_until(first.into()).await;
             while Instant::now() < end {
                 let began = Instant::now();
-                let started = orchestrator.start(request(), None).await.unwrap();
+                let started = orchestrator
+                    .start(request(), &principal(), None)
+                    .await
+                    .unwrap();
                 let outcome = started.outcome.await.unwrap();
                 if began >= measure_from {
                     let micros = sample(&outcome).as_micros() as u64;
@@ -181,8 +189,39 @@ fn cpu_per_session(c: &mut Criterion, runtime: &tokio::runtime::Runtime) {
     let orchestrator = runtime.block_on(sandbox_orchestrator(0, None));
     c.bench_function("session_cpu", |b| {
         b.to_async(runtime).iter(|| async {
-            let started = orchestrator.start(request(), None).await.unwrap();
+            let started = orchestrator
+                .start(request(), &principal(), None)
+                .await
+                .unwrap();
             started.outcome.await.unwrap()
+        });
+    });
+}
+
+/// The key every benchmark session is started with.
+fn principal() -> Principal {
+    Principal {
+        owner: Owner {
+            tenant: "bench".parse().unwrap(),
+            mode: Mode::Test,
+        },
+        key_id: "key_bench".parse().unwrap(),
+    }
+}
+
+/// Criterion: one request's authentication with its key cached.
+fn authentication(c: &mut Criterion, runtime: &tokio::runtime::Runtime) {
+    let store = Arc::new(MemoryStore::new(1));
+    let auth = Authenticator::new(store.clone(), Duration::from_secs(30), 0, None).unwrap();
+    let (key, _) = runtime
+        .block_on(KeyManager::new(store).create(NewKey::new("bench".parse().unwrap(), Mode::Test)))
+        .unwrap();
+    let header = format!("Bearer {}", key.expose()).into_bytes();
+    c.bench_function("authenticate_cached", |b| {
+        b.to_async(runtime).iter(|| async {
+            auth.authorize(Some(&header), Scope::SessionsWrite)
+                .await
+                .unwrap()
         });
     });
 }
@@ -198,6 +237,7 @@ fn main() {
         .unwrap();
     let mut criterion = Criterion::default().configure_from_args();
     cpu_per_session(&mut criterion, &runtime);
+    authentication(&mut criterion, &runtime);
     criterion.final_summary();
 
     let measure = measure_seconds();

@@ -34,12 +34,26 @@ stop() {
 }
 trap 'stop; rm -rf "$scratch"' EXIT
 
-# serve MAX_INFLIGHT DEADLINE_MS: a fresh server and store.
+# serve MAX_INFLIGHT DEADLINE_MS: a fresh server and store, and KYC_API_KEY, a test key of
+# it, for kyc-load. A stored key (keys create) where the store keeps one, as a user runs it;
+# memory:// keeps nothing between processes, so there the key comes from auth.bootstrap_key.
+# Rate limits are off: the load generator is one key doing what many customers would.
 serve() {
   stop
   rm -rf "$scratch/data"
   mkdir -p "$scratch/data"
-  KYC__STORE__URL="${STORE_URL:-memory://}" \
+  local store_url="${STORE_URL:-memory://}" bootstrap=""
+  if [ "${store_url%%://*}" = memory ]; then
+    bootstrap="kyc_test_$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')"
+    KYC_API_KEY="$bootstrap"
+  else
+    KYC_API_KEY=$(KYC__STORE__URL="$store_url" target/release/kyc-orchestrator \
+      --config config/sandbox.toml keys create --tenant bench --label bench-http 2>/dev/null)
+  fi
+  export KYC_API_KEY
+  KYC__STORE__URL="$store_url" \
+  KYC__AUTH__BOOTSTRAP_KEY="$bootstrap" \
+  KYC__AUTH__RATE_LIMIT_PER_MINUTE=0 \
   KYC__STORE__MEMORY_CAPACITY=100 \
   KYC__STORE__BLOB_DIR="$scratch/data/blobs" \
   KYC__SERVER__PORT="$port" \

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Smoke test of the service binary, as an operator would run it: starts it on port 8009 with
-# each profile (all sandbox agents; the default plan with the real agents) on a fresh SQLite
-# store, runs kyc-smoke against it, and stops it with SIGTERM. The same kyc-smoke runs in
+# Smoke test of the service binary, as an operator would run it: creates a test key with
+# `kyc-orchestrator keys create` in a fresh SQLite store, starts the service on port 8009 with
+# each profile (all sandbox agents; the default plan with the real agents), runs kyc-smoke
+# against it with the key, and stops it with SIGTERM. The same kyc-smoke runs in
 # compose.smoke.yml against the container. Needs the models (scripts/models.sh).
 #
 # It runs the binaries the test suite builds into target/debug (dependencies optimised, see
@@ -20,8 +21,10 @@ for profile in sandbox default; do
   echo "== smoke: $profile profile"
   config=()
   [ "$profile" = sandbox ] && config=(--config config/sandbox.toml)
-  KYC__STORE__URL="sqlite://$scratch/$profile.db" KYC__STORE__BLOB_DIR="$scratch/blobs-$profile" \
-    target/debug/kyc-orchestrator "${config[@]}" >"$scratch/$profile.log" 2>&1 &
+  export KYC__STORE__URL="sqlite://$scratch/$profile.db" KYC__STORE__BLOB_DIR="$scratch/blobs-$profile"
+  KYC_API_KEY=$(target/debug/kyc-orchestrator "${config[@]}" keys create --tenant smoke --label smoke)
+  export KYC_API_KEY
+  target/debug/kyc-orchestrator "${config[@]}" >"$scratch/$profile.log" 2>&1 &
   server=$!
   if ! target/debug/kyc-smoke run --url http://127.0.0.1:8009 --profile "$profile"; then
     echo "== the server's last log lines:" >&2

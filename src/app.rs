@@ -10,9 +10,10 @@ use tokio::net::TcpListener;
 
 use crate::agents::{AgentRegistry, Kinds, RegistryError};
 use crate::api::{self, Admission, AppState, Lifecycle};
+use crate::auth::{Authenticator, KeyManager};
 use crate::config::Settings;
 use crate::orchestrator::{Durability, Maintenance, Orchestrator, PlanError, Policy};
-use crate::store::{self, BlobError, Blobs, StoreError};
+use crate::store::{self, BlobError, Blobs, KeyStore, StoreError};
 use crate::telemetry::{self, ErrorChain};
 
 /// Why the service could not start.
@@ -26,6 +27,8 @@ pub enum StartupError {
     Store(#[from] StoreError),
     #[error("cannot open the blob directory")]
     Blobs(#[from] BlobError),
+    #[error("invalid auth settings")]
+    Auth(#[from] crate::auth::BootstrapError),
     #[error("cannot listen on {addr}")]
     Bind {
         addr: String,
@@ -37,6 +40,9 @@ pub enum StartupError {
 /// A bound, not yet serving, instance.
 pub struct Application {
     listener: TcpListener,
+    /// `GET /metrics`, apart from the API (`metrics.listen`).
+    metrics_listener: Option<TcpListener>,
+    keys: Arc<dyn KeyStore>,
     state: AppState,
     drain_delay: Duration,
     connections: api::Connections,
@@ -52,7 +58,23 @@ impl Application {
 
     /// The service with the agent kinds `kinds` (the built-in ones and a library user's own).
     pub async fn build_with(settings: Settings, kinds: &Kinds) -> Result<Self, StartupError> {
-        let orchestrator = build_orchestrator_with(&settings, kinds).await?;
+        let (orchestrator, keys) = build_with_keys(&settings, kinds).await?;
+        let auth = &settings.auth;
+        let bootstrap = (!auth.bootstrap_key.is_empty())
+            .then_some((auth.bootstrap_key.as_str(), auth.bootstrap_tenant.as_str()));
+        if bootstrap.is_some() {
+            tracing::warn!(
+                tenant = %auth.bootstrap_tenant,
+                "auth.bootstrap_key is set: a key from configuration acts for its tenant with \
+                 every scope, and is revoked only by removing it"
+            );
+        }
+        let authenticator = Authenticator::new(
+            keys.clone(),
+            Duration::from_secs(auth.cache_ttl_s),
+            auth.rate_limit_per_minute,
+            bootstrap,
+        )?;
         let addr = format!("{}:{}", settings.server.host, settings.server.port);
         let listener = api::listen(&addr)
             .await
@@ -60,8 +82,20 @@ impl Application {
                 addr: addr.clone(),
                 source,
             })?;
+        let metrics_listener = match settings.metrics.listen.as_str() {
+            "" => None,
+            addr => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartupError::Bind {
+                        addr: addr.to_owned(),
+                        source,
+                    })?,
+            ),
+        };
         let state = AppState {
             orchestrator,
+            auth: Arc::new(authenticator),
             admission: Admission::new(
                 settings.server.max_inflight_sessions,
                 settings.server.retry_after_s,
@@ -70,10 +104,11 @@ impl Application {
             limits: Arc::new(settings.limits.clone()),
             body_limit: settings.server.body_limit_bytes,
             body_timeout: Duration::from_millis(settings.server.body_timeout_ms),
-            metrics: telemetry::metrics_handle(),
         };
         Ok(Self {
             listener,
+            metrics_listener,
+            keys,
             state,
             drain_delay: Duration::from_millis(settings.server.drain_delay_ms),
             connections: api::Connections {
@@ -99,6 +134,18 @@ impl Application {
         self.local_addr().port()
     }
 
+    /// Where `GET /metrics` answers, if anywhere.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .map(|l| l.local_addr().expect("a bound listener has an address"))
+    }
+
+    /// The API keys of this instance's store, for in-process callers (tests, tools).
+    pub fn keys(&self) -> KeyManager {
+        KeyManager::new(self.keys.clone())
+    }
+
     /// Tells whether (and when) the instance starts draining.
     pub fn lifecycle(&self) -> &Lifecycle {
         &self.state.lifecycle
@@ -119,6 +166,8 @@ impl Application {
     ) -> std::io::Result<()> {
         let Self {
             listener,
+            metrics_listener,
+            keys: _,
             state,
             drain_delay,
             connections,
@@ -127,7 +176,15 @@ impl Application {
         } = self;
         let orchestrator = state.orchestrator.clone();
         let lifecycle = state.lifecycle.clone();
-        let metrics = state.metrics.clone();
+        let metrics = telemetry::metrics_handle();
+        let exporter = metrics_listener.map(|listener| {
+            let router = api::metrics_router(metrics.clone());
+            tokio::spawn(async move {
+                if let Err(error) = axum::serve(listener, router).await {
+                    tracing::error!(error = %ErrorChain(&error), "the metrics listener failed");
+                }
+            })
+        });
         let upkeep = tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_secs(5));
             loop {
@@ -169,6 +226,9 @@ impl Application {
         state.orchestrator.retry_pending().await;
         maintain.abort();
         upkeep.abort();
+        if let Some(exporter) = exporter {
+            exporter.abort();
+        }
         tracing::info!("stopped");
         Ok(())
     }
@@ -188,6 +248,14 @@ pub async fn build_orchestrator_with(
     settings: &Settings,
     kinds: &Kinds,
 ) -> Result<Orchestrator, StartupError> {
+    Ok(build_with_keys(settings, kinds).await?.0)
+}
+
+/// The orchestrator, and the key store of the same backend.
+async fn build_with_keys(
+    settings: &Settings,
+    kinds: &Kinds,
+) -> Result<(Orchestrator, Arc<dyn KeyStore>), StartupError> {
     let mut registry = AgentRegistry::build(settings, kinds)?;
     let unreported: Vec<&str> = settings
         .policy
@@ -204,7 +272,7 @@ pub async fn build_orchestrator_with(
         );
     }
     let loaders = registry.take_loaders();
-    let store = store::open(&settings.store).await?;
+    let stores = store::open(&settings.store).await?;
     // A memory store dies with the process, so there is nothing to re-run inputs for.
     let blobs = if settings.store.url.starts_with("memory:") {
         None
@@ -226,7 +294,7 @@ pub async fn build_orchestrator_with(
         registry,
         &settings.orchestrator,
         Policy::new(&settings.policy),
-        store,
+        stores.sessions,
         durability,
     )?;
     let plan = orchestrator.plan();
@@ -257,5 +325,5 @@ pub async fn build_orchestrator_with(
             );
         });
     }
-    Ok(orchestrator)
+    Ok((orchestrator, stores.keys))
 }

@@ -29,6 +29,8 @@ pub struct Settings {
     pub policy: PolicySettings,
     pub store: StoreSettings,
     pub idempotency: IdempotencySettings,
+    pub auth: AuthSettings,
+    pub metrics: MetricsSettings,
     pub retention: RetentionSettings,
     pub telemetry: TelemetrySettings,
     pub models: ModelSettings,
@@ -148,6 +150,41 @@ impl SqliteSynchronous {
             Self::Full => "FULL",
         }
     }
+}
+
+/// API keys on every `/v1` route.
+#[derive(Clone, Deserialize)]
+pub struct AuthSettings {
+    /// Requests per minute per key, per instance (a token bucket); 0: unlimited.
+    pub rate_limit_per_minute: u32,
+    /// How long a key's record is cached; at most 60 (the bound on how late a revocation made
+    /// elsewhere reaches this instance).
+    pub cache_ttl_s: u64,
+    /// A key accepted without being stored, for `bootstrap_tenant` with every scope; empty:
+    /// none. For `memory://` and for containers where nobody runs `keys create` first.
+    pub bootstrap_key: String,
+    pub bootstrap_tenant: String,
+}
+
+impl std::fmt::Debug for AuthSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthSettings")
+            .field("rate_limit_per_minute", &self.rate_limit_per_minute)
+            .field("cache_ttl_s", &self.cache_ttl_s)
+            .field(
+                "bootstrap_key",
+                &(!self.bootstrap_key.is_empty()).then_some("<redacted>"),
+            )
+            .field("bootstrap_tenant", &self.bootstrap_tenant)
+            .finish()
+    }
+}
+
+/// The Prometheus endpoint's own listener, apart from the API's.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MetricsSettings {
+    /// `HOST:PORT` of `GET /metrics`; empty: no metrics endpoint.
+    pub listen: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -9,9 +9,11 @@
 //! model files through [`models`]. [`app`] wires it all to a listener; [`config`] and
 //! [`telemetry`] are what an operator touches.
 
+pub mod admin;
 pub mod agents;
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod cpu;
 pub mod domain;

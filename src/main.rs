@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use kyc_orchestrator::admin::{self, KeysCommand};
 use kyc_orchestrator::telemetry::{self, ErrorChain};
 use kyc_orchestrator::{Application, Settings};
 
@@ -18,8 +19,21 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(version, about)]
 struct Cli {
     /// A TOML file layered over the defaults (and under KYC__SECTION__KEY variables).
-    #[arg(long, env = "KYC_CONFIG")]
+    #[arg(long, env = "KYC_CONFIG", global = true)]
     config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serves the API (what no command does too).
+    Serve,
+    /// Manages API keys in the configured store.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
 }
 
 #[tokio::main]
@@ -35,6 +49,15 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(Command::Keys { command }) = cli.command {
+        return match admin::keys(&settings, command).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("kyc-orchestrator keys: {}", ErrorChain(&error));
+                ExitCode::FAILURE
+            }
+        };
+    }
     // Log lines go through a buffer drained by its own thread: a slow log pipe must never stall
     // the runtime (it drops lines rather than block). The guard flushes it on exit.
     let (writer, _flush_on_exit) = tracing_appender::non_blocking(std::io::stdout());

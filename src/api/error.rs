@@ -58,6 +58,12 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("the request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    #[error("a valid API key is required: `Authorization: Bearer <key>` ({0})")]
+    Unauthorized(&'static str),
+    #[error("this API key lacks the scope `{0}`")]
+    Forbidden(crate::domain::Scope),
+    #[error("this API key is over its rate limit")]
+    RateLimited { retry_after_s: u64 },
     #[error("no such session")]
     NotFound,
     #[error("this Idempotency-Key was used for a different request")]
@@ -118,6 +124,9 @@ impl ApiError {
             Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::IdempotencyConflict | Self::SessionRunning => StatusCode::CONFLICT,
             Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -138,6 +147,9 @@ impl ApiError {
             Self::Invalid(_) => ("invalid-request", "Invalid request"),
             Self::UnsupportedMediaType(_) => ("unsupported-media-type", "Unsupported media type"),
             Self::PayloadTooLarge { .. } => ("payload-too-large", "Payload too large"),
+            Self::Unauthorized(_) => ("unauthorized", "Unauthorized"),
+            Self::Forbidden(_) => ("forbidden", "Forbidden"),
+            Self::RateLimited { .. } => ("rate-limited", "Rate limited"),
             Self::NotFound => ("not-found", "Not found"),
             Self::IdempotencyConflict => ("idempotency-key-reused", "Idempotency key reused"),
             Self::SessionRunning => ("session-running", "Session still running"),
@@ -174,8 +186,18 @@ impl IntoResponse for ApiError {
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         match self {
-            Self::Overloaded { retry_after_s } => {
+            Self::Overloaded { retry_after_s } | Self::RateLimited { retry_after_s } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
+            }
+            Self::Unauthorized(reason) => {
+                // RFC 6750: a request without credentials gets the challenge alone; one with
+                // a bad key also learns that the key was the problem.
+                let challenge = if reason == "missing" {
+                    HeaderValue::from_static("Bearer realm=\"kyc\"")
+                } else {
+                    HeaderValue::from_static("Bearer realm=\"kyc\", error=\"invalid_token\"")
+                };
+                headers.insert(header::WWW_AUTHENTICATE, challenge);
             }
             Self::StoreUnavailable | Self::Starting => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(STORE_RETRY_AFTER_S));

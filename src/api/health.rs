@@ -1,6 +1,7 @@
 //! Health for load balancers and metrics for operators. These routes sit outside admission
-//! control and body limits, and never touch the store, so they answer while the instance is
-//! saturated.
+//! control, body limits and API keys, and never touch the store, so they answer while the
+//! instance is saturated. Metrics have a listener of their own (`metrics.listen`, loopback by
+//! default): the API's port, which the world reaches, never shows them.
 
 use axum::Json;
 use axum::Router;
@@ -8,6 +9,7 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 use serde_json::json;
 
@@ -17,7 +19,13 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/health", get(health))
         .route("/health/ready", get(ready))
+}
+
+/// `GET /metrics` alone, for the metrics listener.
+pub fn metrics_router(handle: PrometheusHandle) -> Router {
+    Router::new()
         .route("/metrics", get(metrics))
+        .with_state(handle)
 }
 
 /// Liveness: the process serves HTTP. The contract load balancers already use.
@@ -68,13 +76,13 @@ async fn ready(State(state): State<AppState>) -> Response {
 }
 
 /// Prometheus text exposition.
-async fn metrics(State(state): State<AppState>) -> Response {
+async fn metrics(State(handle): State<PrometheusHandle>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4"),
         )],
-        state.metrics.render(),
+        handle.render(),
     )
         .into_response()
 }

@@ -2,8 +2,10 @@
 //! handler turns the request into domain types, calls the orchestrator once, and maps the result.
 
 mod admission;
+mod auth;
 mod error;
 mod health;
+mod listing;
 mod serve;
 mod sessions;
 mod submission;
@@ -13,17 +15,18 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::http::{Request, Response};
-use metrics_exporter_prometheus::PrometheusHandle;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use tracing::Span;
 
+use crate::auth::Authenticator;
 use crate::config::LimitSettings;
 use crate::orchestrator::Orchestrator;
 
 pub use admission::{Admission, Lifecycle};
 pub use error::{ApiError, FieldError, PROBLEM_JSON};
+pub use health::metrics_router;
 pub use serve::{Connections, listen, serve};
 pub use sessions::NDJSON;
 
@@ -31,13 +34,13 @@ pub use sessions::NDJSON;
 #[derive(Clone)]
 pub struct AppState {
     pub orchestrator: Orchestrator,
+    pub auth: Arc<Authenticator>,
     pub admission: Admission,
     pub lifecycle: Lifecycle,
     pub limits: Arc<LimitSettings>,
     pub body_limit: usize,
     /// How long a session request's body may take to arrive.
     pub body_timeout: Duration,
-    pub metrics: PrometheusHandle,
 }
 
 /// The whole HTTP surface, with request ids and request spans.
@@ -62,7 +65,8 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// One span per request, carrying its id. The query string is left out of it on purpose.
+/// One span per request, carrying its id, and once the request is authenticated the key's
+/// public id and tenant. The query string is left out of it on purpose.
 fn request_span<B>(request: &Request<B>) -> Span {
     let request_id = request
         .headers()
@@ -74,6 +78,8 @@ fn request_span<B>(request: &Request<B>) -> Span {
         request_id,
         method = %request.method(),
         path = %request.uri().path(),
+        key_id = tracing::field::Empty,
+        tenant = tracing::field::Empty,
     )
 }
 

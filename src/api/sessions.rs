@@ -1,4 +1,6 @@
-//! `/v1/sessions`: start a session, read it, follow its events.
+//! `/v1/sessions`: start a session, list them, read one, follow its events, erase it. Each route
+//! needs a key with its scope, and sees only the key's tenant and mode: another tenant's session
+//! is `404`, exactly as an unknown one.
 
 use std::collections::BTreeMap;
 
@@ -19,9 +21,12 @@ use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::admission::AdmissionPermit;
+use super::auth::{Authorized, SessionsErase, SessionsRead, SessionsWrite};
 use super::error::ApiError;
 use super::submission::Submission;
-use crate::domain::{CheckResult, Decision, Erasure, SessionId, SessionRecord, SessionStatus};
+use crate::domain::{
+    CheckResult, Decision, Erasure, KeyId, Mode, SessionId, SessionRecord, SessionStatus,
+};
 use crate::orchestrator::{Start, Started};
 
 /// Longest `Idempotency-Key` accepted.
@@ -33,7 +38,9 @@ pub fn router(body_limit: usize) -> Router<AppState> {
     Router::new()
         .route(
             "/v1/sessions",
-            post(create).layer(DefaultBodyLimit::max(body_limit)),
+            post(create)
+                .layer(DefaultBodyLimit::max(body_limit))
+                .get(super::listing::list),
         )
         .route("/v1/sessions/{id}", get(show).delete(erase))
         .route("/v1/sessions/{id}/events", get(events))
@@ -42,16 +49,26 @@ pub fn router(body_limit: usize) -> Router<AppState> {
 /// Starts a session: `202` with its location, or with `Accept: application/x-ndjson` its events
 /// as they happen. With an `Idempotency-Key` already used for the same request, the same
 /// session instead (`200`, or its events); for a different request, `409`.
+/// A live key's request may not script sandbox agents: `400`.
 async fn create(
+    Authorized(caller, _): Authorized<SessionsWrite>,
     AdmissionPermit(permit): AdmissionPermit,
     State(state): State<AppState>,
     WantsNdjson(stream): WantsNdjson,
     IdempotencyKey(key): IdempotencyKey,
     Submission(session): Submission,
 ) -> Result<Response, ApiError> {
+    if caller.key.owner.mode == Mode::Live && session.sandbox.is_some() {
+        return Err(ApiError::BadRequest(
+            "`sandbox` scripts are for test keys (kyc_test_...); a live key's sessions run as \
+             they are"
+                .into(),
+        ));
+    }
+    let by = caller.principal();
     let (id, response) = match state
         .orchestrator
-        .start_once(session, Some(permit), key)
+        .start_once(session, &by, Some(permit), key)
         .await?
     {
         Start::New(started) => (started.id, accepted(&started)),
@@ -62,7 +79,7 @@ async fn create(
         Start::Existing { id, .. } => {
             let record = state
                 .orchestrator
-                .session(id)
+                .session(&by.owner, id)
                 .await?
                 .ok_or(ApiError::NotFound)?;
             (id, replayed(record))
@@ -71,7 +88,7 @@ async fn create(
     if stream {
         let events = state
             .orchestrator
-            .follow(id, 0)
+            .follow_started(id, 0)
             .await?
             .ok_or(ApiError::NotFound)?;
         return Ok(ndjson(events));
@@ -81,11 +98,12 @@ async fn create(
 
 /// Erases a completed session's images and extracted personal data; its decision stays.
 async fn erase(
+    Authorized(caller, _): Authorized<SessionsErase>,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_id(&id)?;
-    match state.orchestrator.erase(id).await? {
+    match state.orchestrator.erase(&caller.principal(), id).await? {
         Erasure::Erased => Ok(StatusCode::NO_CONTENT),
         Erasure::Running => Err(ApiError::SessionRunning),
         Erasure::NotFound => Err(ApiError::NotFound),
@@ -123,13 +141,14 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 
 /// The session as it stands.
 async fn show(
+    Authorized(caller, _): Authorized<SessionsRead>,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<SessionView>, ApiError> {
     let id = parse_id(&id)?;
     let record = state
         .orchestrator
-        .session(id)
+        .session(&caller.key.owner, id)
         .await?
         .ok_or(ApiError::NotFound)?;
     Ok(Json(SessionView::from(record)))
@@ -143,6 +162,7 @@ struct EventsQuery {
 
 /// The session's events after `?after=<seq>`, then live ones until `session.completed`.
 async fn events(
+    Authorized(caller, _): Authorized<SessionsRead>,
     State(state): State<AppState>,
     Path(id): Path<String>,
     query: Result<Query<EventsQuery>, QueryRejection>,
@@ -151,7 +171,7 @@ async fn events(
     let Query(query) = query.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
     let events = state
         .orchestrator
-        .follow(id, query.after)
+        .follow(&caller.key.owner, id, query.after)
         .await?
         .ok_or(ApiError::NotFound)?;
     Ok(ndjson(events))
@@ -192,14 +212,14 @@ fn ndjson(lines: impl Stream<Item = Bytes> + Send + 'static) -> Response {
 }
 
 #[derive(Serialize)]
-struct Links {
+pub(super) struct Links {
     #[serde(rename = "self")]
     this: String,
     events: String,
 }
 
 impl Links {
-    fn of(id: SessionId) -> Self {
+    pub(super) fn of(id: SessionId) -> Self {
         Self {
             this: format!("/v1/sessions/{id}"),
             events: format!("/v1/sessions/{id}/events"),
@@ -281,6 +301,13 @@ pub struct SessionView {
     /// Set once its images and extracted personal data are erased.
     #[serde(skip_serializing_if = "Option::is_none")]
     erased_at: Option<DateTime<Utc>>,
+    mode: Mode,
+    /// The public id of the key that started it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    created_by: Option<KeyId>,
+    /// The public id of the key that erased it (absent when retention did).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    erased_by: Option<KeyId>,
     links: Links,
 }
 
@@ -303,6 +330,9 @@ impl From<SessionRecord> for SessionView {
             checks: completion.map(|c| c.checks).unwrap_or_default(),
             plan_version: record.plan_version,
             erased_at: record.erased_at,
+            mode: record.owner.mode,
+            created_by: record.created_by,
+            erased_by: record.erased_by,
             links: Links::of(record.id),
         }
     }

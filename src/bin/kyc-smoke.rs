@@ -1,8 +1,8 @@
 //! Smoke test of a running instance, from outside, over HTTP: what CI runs against the release
 //! binary and what compose.smoke.yml runs against the container.
 //!
-//!     kyc-smoke run --url http://127.0.0.1:8009 --profile sandbox
-//!     kyc-smoke run --url http://127.0.0.1:8009 --profile default
+//!     KYC_API_KEY=kyc_test_... kyc-smoke run --url http://127.0.0.1:8009 --profile sandbox
+//!     KYC_API_KEY=kyc_test_... kyc-smoke run --url http://127.0.0.1:8009 --profile default
 //!     kyc-smoke health --url http://127.0.0.1:8009      # the container's HEALTHCHECK
 //!
 //! It prints each check as it passes and stops at the first failure, printing the response it
@@ -41,6 +41,9 @@ enum Command {
         /// Seconds to wait for the instance to become ready.
         #[arg(long, default_value_t = 60)]
         wait: u64,
+        /// A test key of the instance (`kyc-orchestrator keys create --tenant smoke`).
+        #[arg(long, env = "KYC_API_KEY", hide_env_values = true)]
+        key: String,
     },
 }
 
@@ -66,20 +69,33 @@ fn ok(what: &str) {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("a client builds");
+    let client = |key: Option<&str>| {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(key) = key {
+            let mut value = reqwest::header::HeaderValue::try_from(format!("Bearer {key}"))
+                .expect("a key is a valid header value");
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .default_headers(headers)
+            .build()
+            .expect("a client builds")
+    };
     let outcome = match args.command {
-        Command::Health { url } => health(&client, url.trim_end_matches('/')).await,
-        Command::Run { url, profile, wait } => {
-            run(
-                &client,
-                url.trim_end_matches('/'),
-                profile,
-                Duration::from_secs(wait),
-            )
-            .await
+        Command::Health { url } => health(&client(None), url.trim_end_matches('/')).await,
+        Command::Run {
+            url,
+            profile,
+            wait,
+            key,
+        } => {
+            let url = url.trim_end_matches('/');
+            match unauthorized(&client(None), url).await {
+                Ok(()) => run(&client(Some(&key)), url, profile, Duration::from_secs(wait)).await,
+                Err(failure) => Err(failure),
+            }
         }
     };
     match outcome {
@@ -202,6 +218,47 @@ async fn post(
     }
 }
 
+/// Without a key, the API is closed: 401 problem+json with a Bearer challenge.
+async fn unauthorized(client: &reqwest::Client, url: &str) -> Check {
+    let started = Instant::now();
+    let response = loop {
+        match client.get(format!("{url}/v1/sessions")).send().await {
+            Ok(response) => break response,
+            Err(_) if started.elapsed() < Duration::from_secs(60) => {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(error) => return fail("GET /v1/sessions answers", error),
+        }
+    };
+    let status = response.status().as_u16();
+    let challenge = header(&response, "www-authenticate");
+    let content_type = header(&response, "content-type");
+    if status != 401
+        || !challenge.starts_with("Bearer")
+        || content_type != "application/problem+json"
+    {
+        return fail(
+            "GET /v1/sessions without a key is 401 problem+json with WWW-Authenticate: Bearer",
+            format!("{status} {content_type} {challenge:?}"),
+        );
+    }
+    ok("without a key the API is 401 with a Bearer challenge");
+    Ok(())
+}
+
+/// The sessions just made are in the caller's list, newest first.
+async fn listed(client: &reqwest::Client, url: &str, newest: &str) -> Check {
+    let (status, body) = get_json(client, &format!("{url}/v1/sessions?limit=5")).await?;
+    if status != 200 || body["data"][0]["id"] != newest {
+        return fail(
+            "GET /v1/sessions lists the newest session first",
+            format!("{status} {body}"),
+        );
+    }
+    ok("GET /v1/sessions lists the caller's sessions, newest first");
+    Ok(())
+}
+
 async fn bad_request(client: &reqwest::Client, url: &str) -> Check {
     let response = post(client, url, &json!({ "selfie": { "frames": [] } }), false).await?;
     let status = response.status().as_u16();
@@ -300,7 +357,7 @@ async fn accepted_then_replayed(client: &reqwest::Client, url: &str, body: &Valu
         return fail("the replay ends with the session's decision", completed);
     }
     ok("its events replay from seq 1 to session.completed");
-    Ok(())
+    listed(client, url, session["id"].as_str().unwrap_or_default()).await
 }
 
 /// Every outcome, scripted through the sandbox agents.

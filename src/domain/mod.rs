@@ -1,6 +1,7 @@
 //! Checked domain types. Requests become these at the API edge (parse, don't validate), so the
 //! orchestrator and the agents never see an unchecked string or byte blob.
 
+mod api_key;
 mod check;
 mod claimed;
 mod image;
@@ -8,14 +9,17 @@ mod record;
 mod sandbox;
 mod session;
 mod session_id;
+mod tenant;
 
+pub use api_key::{KeyHash, KeyRecord, Scope, Scopes};
 pub use check::{CheckResult, CheckStatus, Decision};
 pub use claimed::{Claimed, MAX_CLAIM_LEN};
 pub use image::{ImageData, ImageError, ImageFormat, ImageLimits};
-pub use record::{Completion, Erasure, SessionRecord, SessionStatus};
+pub use record::{Completion, Erasure, ListPosition, SessionQuery, SessionRecord, SessionStatus};
 pub use sandbox::{
     DirectiveError, MAX_CPU_MS, MAX_EXTRACTED_BYTES, MAX_LATENCY_MS, SandboxDirective,
     SandboxResult, SandboxScript, is_reason_code,
 };
 pub use session::{Document, DocumentType, NewSession, Reference, ReferenceError, Selfie};
 pub use session_id::SessionId;
+pub use tenant::{KeyId, MAX_TENANT_LEN, Mode, Owner, Principal, TenantError, TenantId};

@@ -4,12 +4,12 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::{CheckResult, Decision, SessionId};
+use super::{CheckResult, Decision, KeyId, Owner, SessionId};
 
 /// Whether a session is still being decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SessionStatus {
     Running,
@@ -29,8 +29,10 @@ impl SessionStatus {
 #[derive(Clone, PartialEq)]
 pub struct SessionRecord {
     pub id: SessionId,
-    /// The API key's name once authentication exists.
-    pub owner: Option<String>,
+    /// The tenant and mode whose data it is: every read of it filters by them.
+    pub owner: Owner,
+    /// The key that started it (`None` for a session started in-process, not through the API).
+    pub created_by: Option<KeyId>,
     pub reference: Option<String>,
     pub status: SessionStatus,
     pub created_at: DateTime<Utc>,
@@ -45,12 +47,15 @@ pub struct SessionRecord {
     pub images_erased_at: Option<DateTime<Utc>>,
     /// Set once the images and every extracted personal field are gone.
     pub erased_at: Option<DateTime<Utc>>,
+    /// The key that erased it; `None` when retention did.
+    pub erased_by: Option<KeyId>,
 }
 
 impl std::fmt::Debug for SessionRecord {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SessionRecord")
             .field("id", &self.id)
+            .field("owner", &self.owner)
             .field("status", &self.status)
             .field("created_at", &self.created_at)
             .field("instance", &self.instance)
@@ -78,4 +83,28 @@ pub enum Erasure {
     /// A running session keeps its data until it completes.
     Running,
     NotFound,
+}
+
+/// Which of an owner's sessions a list asks for, newest first.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SessionQuery {
+    pub status: Option<SessionStatus>,
+    pub decision: Option<Decision>,
+    /// Exact match on the client's reference.
+    pub reference: Option<String>,
+    /// Created at or after.
+    pub created_after: Option<DateTime<Utc>>,
+    /// Created before.
+    pub created_before: Option<DateTime<Utc>>,
+    /// Only sessions after this one in the list's order: the previous page's last.
+    pub after: Option<ListPosition>,
+    pub limit: usize,
+}
+
+/// A place in the list (newest first): a session's creation time and id, so that pages neither
+/// repeat nor skip a session however many are inserted meanwhile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListPosition {
+    pub created_at: DateTime<Utc>,
+    pub id: SessionId,
 }

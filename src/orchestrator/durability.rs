@@ -22,7 +22,7 @@ use super::{
     Inner, Orchestrator, OrchestratorError, PendingCompletion, SessionClock, SessionOutcome,
 };
 use crate::config::RetentionSettings;
-use crate::domain::{Decision, ImageLimits, SessionId};
+use crate::domain::{Decision, ImageLimits, Principal, SessionId};
 use crate::store::{
     Blobs, Completion, Erasure, Expiry, SessionRecord, StoreError, StoredInputs, answered_within,
     stored_through,
@@ -276,16 +276,21 @@ impl Orchestrator {
         }
     }
 
-    /// Deletes a completed session's images and extracted personal data.
-    pub async fn erase(&self, id: SessionId) -> Result<Erasure, OrchestratorError> {
-        let Some(record) = self.inner.store.get(id).await? else {
+    /// Deletes the images and extracted personal data of a completed session of `by`'s owner,
+    /// recording `by`'s key as the eraser.
+    pub async fn erase(&self, by: &Principal, id: SessionId) -> Result<Erasure, OrchestratorError> {
+        let Some(record) = self.inner.store.find(&by.owner, id).await? else {
             return Ok(Erasure::NotFound);
         };
         if record.completion.is_none() {
             return Ok(Erasure::Running);
         }
         self.delete_inputs(vec![id]).await?;
-        let erased = self.inner.store.erase(id, Utc::now()).await?;
+        let erased = self
+            .inner
+            .store
+            .erase(id, Some(&by.owner), Some(&by.key_id), Utc::now())
+            .await?;
         if erased == Erasure::Erased {
             metrics::counter!("kyc_sessions_erased_total", "by" => "request").increment(1);
         }
@@ -338,7 +343,7 @@ impl Orchestrator {
                     .await?;
                 self.delete_inputs(ids.clone()).await?;
                 for &id in &ids {
-                    store.erase(id, now).await?;
+                    store.erase(id, None, None, now).await?;
                 }
                 sweep.personal_data += ids.len();
                 if ids.len() < batch {

@@ -36,7 +36,7 @@ use tracing::Instrument;
 use crate::agents::{Agent, AgentRegistry};
 use crate::config::OrchestratorSettings;
 use crate::cpu::{CpuPool, SessionContext, panic_message};
-use crate::domain::{CheckResult, Decision, NewSession, SessionId};
+use crate::domain::{CheckResult, Decision, NewSession, Owner, Principal, SessionId, SessionQuery};
 use crate::store::{
     BlobError, Completion, EventRecord, IdempotencyKey, Inserted, SessionRecord, SessionStatus,
     SessionStore, StoreError, StoredInputs,
@@ -222,19 +222,21 @@ impl Orchestrator {
     pub async fn start(
         &self,
         request: NewSession,
+        by: &Principal,
         permit: Option<OwnedSemaphorePermit>,
     ) -> Result<Started, OrchestratorError> {
-        match self.start_once(request, permit, None).await? {
+        match self.start_once(request, by, permit, None).await? {
             Start::New(started) => Ok(started),
             Start::Existing { .. } => unreachable!("only a keyed start finds an existing session"),
         }
     }
 
-    /// As `start`, but a `key` already used within the idempotency window names its session
-    /// instead of starting another.
+    /// As `start`, but a `key` already used by the same owner within the idempotency window
+    /// names its session instead of starting another.
     pub async fn start_once(
         &self,
         request: NewSession,
+        by: &Principal,
         permit: Option<OwnedSemaphorePermit>,
         key: Option<String>,
     ) -> Result<Start, OrchestratorError> {
@@ -248,7 +250,10 @@ impl Orchestrator {
             return Err(OrchestratorError::NotReady);
         }
         if let Some(key) = &key
-            && let Some((id, fingerprint)) = inner.store.find_key(key, chrono::Utc::now()).await?
+            && let Some((id, fingerprint)) = inner
+                .store
+                .find_key(&by.owner, key, chrono::Utc::now())
+                .await?
         {
             let request = Arc::new(request);
             let ours =
@@ -267,7 +272,8 @@ impl Orchestrator {
         let deadline = clock.deadline(inner.session_deadline);
         let record = SessionRecord {
             id,
-            owner: None,
+            owner: by.owner.clone(),
+            created_by: Some(by.key_id.clone()),
             reference: request.reference.as_ref().map(|r| r.as_str().to_owned()),
             status: SessionStatus::Running,
             created_at: clock.started_at(),
@@ -278,6 +284,7 @@ impl Orchestrator {
             completion: None,
             images_erased_at: None,
             erased_at: None,
+            erased_by: None,
         };
         let key = key
             .zip(fingerprint)
@@ -417,13 +424,42 @@ impl Orchestrator {
         durability::conclude(inner, id, clock, "internal_error", Vec::new()).await
     }
 
-    pub async fn session(&self, id: SessionId) -> Result<Option<SessionRecord>, OrchestratorError> {
-        Ok(self.inner.store.get(id).await?)
+    /// The session, if `owner` owns it.
+    pub async fn session(
+        &self,
+        owner: &Owner,
+        id: SessionId,
+    ) -> Result<Option<SessionRecord>, OrchestratorError> {
+        Ok(self.inner.store.find(owner, id).await?)
     }
 
-    /// The session's events after `after` as NDJSON lines: the history, then live events until
-    /// `session.completed`. `None` when the session is unknown.
+    /// `owner`'s sessions that `query` asks for, newest first.
+    pub async fn sessions(
+        &self,
+        owner: &Owner,
+        query: &SessionQuery,
+    ) -> Result<Vec<SessionRecord>, OrchestratorError> {
+        Ok(self.inner.store.list(owner, query).await?)
+    }
+
+    /// The events after `after` of a session of `owner`, as NDJSON lines: the history, then
+    /// live events until `session.completed`. `None` when `owner` has no such session.
     pub async fn follow(
+        &self,
+        owner: &Owner,
+        id: SessionId,
+        after: u64,
+    ) -> Result<Option<impl Stream<Item = Bytes> + Send + 'static>, OrchestratorError> {
+        if self.inner.store.find(owner, id).await?.is_none() {
+            return Ok(None);
+        }
+        self.follow_started(id, after).await
+    }
+
+    /// As [`Orchestrator::follow`], for the caller of the `start` that returned `id` (its
+    /// session, or the one its own idempotency key named): it is the caller's, so no store
+    /// query asks again whose it is.
+    pub async fn follow_started(
         &self,
         id: SessionId,
         after: u64,

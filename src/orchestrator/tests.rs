@@ -12,7 +12,7 @@ use crate::agents::{AgentContext, AgentError, Entry, Report};
 use crate::config::{PolicySettings, Settings};
 use crate::domain::{CheckStatus, Document, ImageData, ImageLimits, Selfie};
 use crate::store::MemoryStore;
-use crate::store::fixtures::TestStore;
+use crate::store::fixtures::{self, TestStore};
 
 /// What a test agent does when run.
 enum Behaviour {
@@ -111,7 +111,10 @@ fn request() -> NewSession {
 
 /// Runs one session to its end.
 async fn run(orchestrator: &Orchestrator) -> SessionOutcome {
-    let started = orchestrator.start(request(), None).await.unwrap();
+    let started = orchestrator
+        .start(request(), &fixtures::principal(), None)
+        .await
+        .unwrap();
     started.outcome.await.unwrap()
 }
 
@@ -154,7 +157,10 @@ async fn an_agent_that_blocks_its_thread_cannot_hold_the_session_past_the_deadli
         Duration::from_millis(200),
     );
 
-    let started = orchestrator.start(request(), None).await.unwrap();
+    let started = orchestrator
+        .start(request(), &fixtures::principal(), None)
+        .await
+        .unwrap();
     let outcome = tokio::time::timeout(Duration::from_secs(60), started.outcome)
         .await
         .expect("the session completed while the agent was still blocked")
@@ -256,7 +262,10 @@ async fn a_slow_store_holds_back_the_completion_but_not_the_agents() {
     });
     let orchestrator = orchestrator_on(agents, Duration::from_secs(5), store.clone());
 
-    let started = orchestrator.start(request(), None).await.unwrap();
+    let started = orchestrator
+        .start(request(), &fixtures::principal(), None)
+        .await
+        .unwrap();
     let outcome = started.outcome.await.unwrap();
 
     assert_eq!(outcome.decision, Decision::Approved);
@@ -309,7 +318,10 @@ async fn a_write_that_landed_but_reported_failure_is_not_written_twice() {
             ..TestStore::new()
         });
         let orchestrator = orchestrator_on(agents, Duration::from_secs(5), store.clone());
-        let started = orchestrator.start(request(), None).await.unwrap();
+        let started = orchestrator
+            .start(request(), &fixtures::principal(), None)
+            .await
+            .unwrap();
         let outcome = started.outcome.await.unwrap();
         assert_eq!(outcome.decision, Decision::Approved);
         let before_retry = store.get(started.id).await.unwrap().unwrap().status;
@@ -391,7 +403,9 @@ async fn sessions_are_refused_until_every_agent_is_ready() {
 
     assert!(!orchestrator.agents_ready());
     assert!(matches!(
-        orchestrator.start(request(), None).await,
+        orchestrator
+            .start(request(), &fixtures::principal(), None)
+            .await,
         Err(OrchestratorError::NotReady)
     ));
 

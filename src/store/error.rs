@@ -22,6 +22,9 @@ pub enum StoreError {
     NotFound(SessionId),
     #[error("session {0} is already in the store")]
     Duplicate(SessionId),
+    /// A new API key whose id or hash another key has (a 1 in 2^95 chance: try again).
+    #[error("API key {0} is already in the store")]
+    DuplicateKey(crate::domain::KeyId),
     /// An append whose first event's number the session already has.
     #[error("session {0} already has events with these numbers")]
     Conflict(SessionId),
@@ -101,6 +104,7 @@ impl StoreError {
             Self::Shared(error) => error.is_unavailable(),
             Self::NotFound(_)
             | Self::Duplicate(_)
+            | Self::DuplicateKey(_)
             | Self::Conflict(_)
             | Self::UnsupportedUrl(_)
             | Self::Constraint { .. }

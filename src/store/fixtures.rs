@@ -7,12 +7,13 @@ use super::{
     Completion, Erasure, EventRecord, Expiry, IdempotencyKey, Inserted, MemoryStore, SessionRecord,
     SessionStatus, SessionStore, StoreError,
 };
-use crate::domain::{Decision, SessionId};
+use crate::domain::{Decision, KeyId, Mode, Owner, Principal, SessionId, SessionQuery};
 
 pub(crate) fn running(id: SessionId) -> SessionRecord {
     SessionRecord {
         id,
-        owner: None,
+        owner: owner(),
+        created_by: None,
         reference: None,
         status: SessionStatus::Running,
         created_at: Utc::now(),
@@ -23,6 +24,23 @@ pub(crate) fn running(id: SessionId) -> SessionRecord {
         completion: None,
         images_erased_at: None,
         erased_at: None,
+        erased_by: None,
+    }
+}
+
+/// Who starts the fixture sessions.
+pub(crate) fn principal() -> Principal {
+    Principal {
+        owner: owner(),
+        key_id: "key_fixture".parse().unwrap(),
+    }
+}
+
+/// The tenant every fixture session belongs to.
+pub(crate) fn owner() -> Owner {
+    Owner {
+        tenant: "acme".parse().unwrap(),
+        mode: Mode::Test,
     }
 }
 
@@ -103,10 +121,11 @@ impl SessionStore for TestStore {
     }
     async fn find_key(
         &self,
+        owner: &Owner,
         key: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<(SessionId, String)>, StoreError> {
-        self.inner.find_key(key, now).await
+        self.inner.find_key(owner, key, now).await
     }
     async fn append_events(&self, id: SessionId, events: &[EventRecord]) -> Result<(), StoreError> {
         tokio::time::sleep(self.append_delay).await;
@@ -122,6 +141,20 @@ impl SessionStore for TestStore {
     }
     async fn get(&self, id: SessionId) -> Result<Option<SessionRecord>, StoreError> {
         self.inner.get(id).await
+    }
+    async fn find(
+        &self,
+        owner: &Owner,
+        id: SessionId,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        self.inner.find(owner, id).await
+    }
+    async fn list(
+        &self,
+        owner: &Owner,
+        query: &SessionQuery,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        self.inner.list(owner, query).await
     }
     async fn events_after(
         &self,
@@ -158,8 +191,14 @@ impl SessionStore for TestStore {
     ) -> Result<bool, StoreError> {
         self.inner.claim(id, from, deadline_at).await
     }
-    async fn erase(&self, id: SessionId, now: DateTime<Utc>) -> Result<Erasure, StoreError> {
-        self.inner.erase(id, now).await
+    async fn erase(
+        &self,
+        id: SessionId,
+        owner: Option<&Owner>,
+        by: Option<&KeyId>,
+        now: DateTime<Utc>,
+    ) -> Result<Erasure, StoreError> {
+        self.inner.erase(id, owner, by, now).await
     }
     async fn expired(
         &self,

@@ -10,10 +10,10 @@ use chrono::{DateTime, Utc};
 
 use super::erasure::{scrub_checks, scrub_line};
 use super::{
-    Completion, Erasure, EventRecord, Expiry, IdempotencyKey, Inserted, SessionRecord,
+    Completion, Erasure, EventRecord, Expiry, IdempotencyKey, Inserted, KeyStore, SessionRecord,
     SessionStatus, SessionStore, StoreError,
 };
-use crate::domain::SessionId;
+use crate::domain::{KeyHash, KeyId, KeyRecord, Owner, SessionId, SessionQuery, TenantId};
 
 /// The instance id of every memory store: its sessions die with it, so none is ever an orphan.
 const INSTANCE: &str = "memory";
@@ -27,13 +27,16 @@ struct Entry {
 struct Inner {
     sessions: HashMap<SessionId, Entry>,
     completed: VecDeque<SessionId>,
-    keys: HashMap<String, (IdempotencyKey, SessionId)>,
+    /// Idempotency keys, scoped per owner.
+    keys: HashMap<(Owner, String), (IdempotencyKey, SessionId)>,
 }
 
 /// Sessions in memory.
 pub struct MemoryStore {
     // A std Mutex: every critical section is a map operation, never held across an await.
     inner: Mutex<Inner>,
+    /// API keys, apart from the sessions: read rarely (the authenticator caches them).
+    api_keys: Mutex<Vec<KeyRecord>>,
     capacity: usize,
 }
 
@@ -41,6 +44,7 @@ impl MemoryStore {
     pub fn new(capacity: usize) -> Self {
         Self {
             inner: Mutex::default(),
+            api_keys: Mutex::default(),
             capacity: capacity.max(1),
         }
     }
@@ -50,6 +54,36 @@ impl MemoryStore {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+
+    fn api_keys(&self) -> MutexGuard<'_, Vec<KeyRecord>> {
+        self.api_keys
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Whether `record` is one `query` asks for (its position aside).
+fn matches(record: &SessionRecord, query: &SessionQuery) -> bool {
+    query.status.is_none_or(|status| record.status == status)
+        && query.decision.is_none_or(|decision| {
+            record
+                .completion
+                .as_ref()
+                .is_some_and(|c| c.decision == decision)
+        })
+        && query
+            .reference
+            .as_ref()
+            .is_none_or(|reference| record.reference.as_ref() == Some(reference))
+        && query
+            .created_after
+            .is_none_or(|after| record.created_at >= after)
+        && query
+            .created_before
+            .is_none_or(|before| record.created_at < before)
+        && query
+            .after
+            .is_none_or(|p| (record.created_at, record.id) < (p.created_at, p.id))
 }
 
 #[async_trait]
@@ -69,7 +103,8 @@ impl SessionStore for MemoryStore {
         }
         if let Some(key) = key {
             let now = Utc::now();
-            if let Some((taken, id)) = inner.keys.get(&key.key)
+            let scoped = (session.owner.clone(), key.key.clone());
+            if let Some((taken, id)) = inner.keys.get(&scoped)
                 && taken.expires_at >= now
             {
                 return Ok(Inserted::Existing {
@@ -77,9 +112,7 @@ impl SessionStore for MemoryStore {
                     same_request: taken.fingerprint == key.fingerprint,
                 });
             }
-            inner
-                .keys
-                .insert(key.key.clone(), (key.clone(), session.id));
+            inner.keys.insert(scoped, (key.clone(), session.id));
         }
         inner.sessions.insert(
             session.id,
@@ -93,13 +126,14 @@ impl SessionStore for MemoryStore {
 
     async fn find_key(
         &self,
+        owner: &Owner,
         key: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<(SessionId, String)>, StoreError> {
         Ok(self
             .lock()
             .keys
-            .get(key)
+            .get(&(owner.clone(), key.to_owned()))
             .filter(|(taken, _)| taken.expires_at >= now)
             .map(|(taken, id)| (*id, taken.fingerprint.clone())))
     }
@@ -148,6 +182,35 @@ impl SessionStore for MemoryStore {
         Ok(self.lock().sessions.get(&id).map(|e| e.record.clone()))
     }
 
+    async fn find(
+        &self,
+        owner: &Owner,
+        id: SessionId,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        Ok(self
+            .lock()
+            .sessions
+            .get(&id)
+            .filter(|e| &e.record.owner == owner)
+            .map(|e| e.record.clone()))
+    }
+
+    async fn list(
+        &self,
+        owner: &Owner,
+        query: &SessionQuery,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        let inner = self.lock();
+        let mut found: Vec<&SessionRecord> = inner
+            .sessions
+            .values()
+            .map(|entry| &entry.record)
+            .filter(|r| &r.owner == owner && matches(r, query))
+            .collect();
+        found.sort_by_key(|r| std::cmp::Reverse((r.created_at, r.id)));
+        Ok(found.into_iter().take(query.limit).cloned().collect())
+    }
+
     async fn events_after(
         &self,
         id: SessionId,
@@ -175,9 +238,19 @@ impl SessionStore for MemoryStore {
         Ok(false)
     }
 
-    async fn erase(&self, id: SessionId, now: DateTime<Utc>) -> Result<Erasure, StoreError> {
+    async fn erase(
+        &self,
+        id: SessionId,
+        owner: Option<&Owner>,
+        by: Option<&KeyId>,
+        now: DateTime<Utc>,
+    ) -> Result<Erasure, StoreError> {
         let mut inner = self.lock();
-        let Some(entry) = inner.sessions.get_mut(&id) else {
+        let Some(entry) = inner
+            .sessions
+            .get_mut(&id)
+            .filter(|e| owner.is_none_or(|owner| &e.record.owner == owner))
+        else {
             return Ok(Erasure::NotFound);
         };
         let Some(completion) = entry.record.completion.as_mut() else {
@@ -187,7 +260,10 @@ impl SessionStore for MemoryStore {
         for event in entry.events.iter_mut().filter(|e| e.terminal) {
             event.line = scrub_line(&event.line);
         }
-        entry.record.erased_at.get_or_insert(now);
+        if entry.record.erased_at.is_none() {
+            entry.record.erased_at = Some(now);
+            entry.record.erased_by = by.cloned();
+        }
         entry.record.images_erased_at.get_or_insert(now);
         Ok(Erasure::Erased)
     }
@@ -228,6 +304,75 @@ impl SessionStore for MemoryStore {
         let before = inner.keys.len();
         inner.keys.retain(|_, (key, _)| key.expires_at >= now);
         Ok((before - inner.keys.len()) as u64)
+    }
+}
+
+#[async_trait]
+impl KeyStore for MemoryStore {
+    async fn create_key(&self, key: &KeyRecord) -> Result<(), StoreError> {
+        let mut keys = self.api_keys();
+        if keys.iter().any(|k| k.id == key.id || k.hash == key.hash) {
+            return Err(StoreError::DuplicateKey(key.id.clone()));
+        }
+        keys.push(key.clone());
+        Ok(())
+    }
+
+    async fn key_by_hash(&self, hash: &KeyHash) -> Result<Option<KeyRecord>, StoreError> {
+        Ok(self.api_keys().iter().find(|k| &k.hash == hash).cloned())
+    }
+
+    async fn key(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        Ok(self.api_keys().iter().find(|k| &k.id == id).cloned())
+    }
+
+    async fn keys(&self, tenant: Option<&TenantId>) -> Result<Vec<KeyRecord>, StoreError> {
+        Ok(self
+            .api_keys()
+            .iter()
+            .filter(|k| tenant.is_none_or(|t| &k.owner.tenant == t))
+            .cloned()
+            .collect())
+    }
+
+    async fn revoke_key(&self, id: &KeyId, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let mut keys = self.api_keys();
+        let Some(key) = keys.iter_mut().find(|k| &k.id == id) else {
+            return Ok(false);
+        };
+        key.revoked_at.get_or_insert(now);
+        Ok(true)
+    }
+
+    async fn rotate_key(
+        &self,
+        old: &KeyId,
+        old_expires_at: DateTime<Utc>,
+        new: &KeyRecord,
+    ) -> Result<bool, StoreError> {
+        let mut keys = self.api_keys();
+        if keys.iter().any(|k| k.id == new.id || k.hash == new.hash) {
+            return Err(StoreError::DuplicateKey(new.id.clone()));
+        }
+        let Some(key) = keys
+            .iter_mut()
+            .find(|k| &k.id == old && k.revoked_at.is_none())
+        else {
+            return Ok(false);
+        };
+        key.expires_at = Some(
+            key.expires_at
+                .map_or(old_expires_at, |at| at.min(old_expires_at)),
+        );
+        keys.push(new.clone());
+        Ok(true)
+    }
+
+    async fn key_used(&self, id: &KeyId, at: DateTime<Utc>) -> Result<(), StoreError> {
+        if let Some(key) = self.api_keys().iter_mut().find(|k| &k.id == id) {
+            key.last_used_at = Some(at);
+        }
+        Ok(())
     }
 }
 

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use crate::config::StoreSettings;
-use crate::domain::SessionId;
+use crate::domain::{KeyHash, KeyId, KeyRecord, Owner, SessionId, SessionQuery, TenantId};
 
 pub use crate::domain::{Completion, Erasure, SessionRecord, SessionStatus};
 pub use blobs::{BlobError, Blobs, StoredInputs};
@@ -113,17 +113,19 @@ pub trait SessionStore: Send + Sync + 'static {
     /// This process's instance id, recorded on the sessions it runs.
     fn instance(&self) -> &str;
 
-    /// Records a new running session, claiming its idempotency key when it has one. A key that
-    /// is already taken (and not expired) leaves the store unchanged.
+    /// Records a new running session, claiming its idempotency key (scoped to the session's
+    /// owner) when it has one. A key that is already taken (and not expired) leaves the store
+    /// unchanged.
     async fn insert(
         &self,
         session: &SessionRecord,
         key: Option<&IdempotencyKey>,
     ) -> Result<Inserted, StoreError>;
 
-    /// The session and fingerprint an unexpired idempotency key names.
+    /// The session and fingerprint an unexpired idempotency key of `owner` names.
     async fn find_key(
         &self,
+        owner: &Owner,
         key: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<(SessionId, String)>, StoreError>;
@@ -141,7 +143,21 @@ pub trait SessionStore: Send + Sync + 'static {
         terminal: &EventRecord,
     ) -> Result<(), StoreError>;
 
+    /// The session, whoever owns it: for the service's own work (recovery, completion), never
+    /// for a client's request.
     async fn get(&self, id: SessionId) -> Result<Option<SessionRecord>, StoreError>;
+
+    /// The session if `owner` owns it, filtered in the query itself: another tenant's session
+    /// is as absent as an unknown one.
+    async fn find(&self, owner: &Owner, id: SessionId)
+    -> Result<Option<SessionRecord>, StoreError>;
+
+    /// `owner`'s sessions matching `query`, newest first, at most `query.limit`.
+    async fn list(
+        &self,
+        owner: &Owner,
+        query: &SessionQuery,
+    ) -> Result<Vec<SessionRecord>, StoreError>;
 
     /// Events with `seq > after`, in order; `None` when the session is unknown.
     async fn events_after(
@@ -170,9 +186,17 @@ pub trait SessionStore: Send + Sync + 'static {
         deadline_at: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
 
-    /// Removes every extracted personal field of a completed session and stamps `erased_at`;
-    /// the decision, reasons and timings stay. Idempotent.
-    async fn erase(&self, id: SessionId, now: DateTime<Utc>) -> Result<Erasure, StoreError>;
+    /// Removes every extracted personal field of a completed session and stamps `erased_at`
+    /// (and `erased_by`, the key that asked); the decision, reasons and timings stay.
+    /// Idempotent. With an `owner`, only a session of that owner (otherwise `NotFound`);
+    /// without, any (retention).
+    async fn erase(
+        &self,
+        id: SessionId,
+        owner: Option<&Owner>,
+        by: Option<&KeyId>,
+        now: DateTime<Utc>,
+    ) -> Result<Erasure, StoreError>;
 
     /// Sessions a retention sweep should act on.
     async fn expired(
@@ -189,13 +213,78 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn purge_keys(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;
 }
 
-/// Opens the backend that `store.url` names, running migrations for a database.
-pub async fn open(settings: &StoreSettings) -> Result<Arc<dyn SessionStore>, StoreError> {
+/// API keys: created and changed by `kyc-orchestrator keys ...`, read on every request
+/// (through the authenticator's cache).
+#[async_trait]
+pub trait KeyStore: Send + Sync + 'static {
+    /// Stores a new key. Its id and hash are unique.
+    async fn create_key(&self, key: &KeyRecord) -> Result<(), StoreError>;
+
+    /// The key with this hash, usable or not.
+    async fn key_by_hash(&self, hash: &KeyHash) -> Result<Option<KeyRecord>, StoreError>;
+
+    async fn key(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError>;
+
+    /// Every key, or a tenant's, oldest first.
+    async fn keys(&self, tenant: Option<&TenantId>) -> Result<Vec<KeyRecord>, StoreError>;
+
+    /// Stamps `revoked_at` (once); `false` when there is no such key.
+    async fn revoke_key(&self, id: &KeyId, now: DateTime<Utc>) -> Result<bool, StoreError>;
+
+    /// Stores `new` and makes `old` expire at `old_expires_at` at the latest, as one step;
+    /// `false` (and nothing stored) when `old` does not exist or is revoked.
+    async fn rotate_key(
+        &self,
+        old: &KeyId,
+        old_expires_at: DateTime<Utc>,
+        new: &KeyRecord,
+    ) -> Result<bool, StoreError>;
+
+    /// Records when the key was last used.
+    async fn key_used(&self, id: &KeyId, at: DateTime<Utc>) -> Result<(), StoreError>;
+}
+
+/// The stores of one backend.
+#[derive(Clone)]
+pub struct Stores {
+    pub sessions: Arc<dyn SessionStore>,
+    pub keys: Arc<dyn KeyStore>,
+}
+
+/// Opens the backend that `store.url` names, running migrations for a database, and registers
+/// this instance (its heartbeat).
+pub async fn open(settings: &StoreSettings) -> Result<Stores, StoreError> {
     match settings.url.split_once("://") {
-        Some(("memory", _)) => Ok(Arc::new(MemoryStore::new(settings.memory_capacity))),
-        Some(("sqlite" | "postgres" | "postgresql", _)) => {
-            Ok(Arc::new(SqlStore::open(settings).await?))
+        Some(("memory", _)) => {
+            let store = Arc::new(MemoryStore::new(settings.memory_capacity));
+            Ok(Stores {
+                sessions: store.clone(),
+                keys: store,
+            })
         }
+        Some(("sqlite" | "postgres" | "postgresql", _)) => {
+            let store = Arc::new(SqlStore::open(settings).await?);
+            Ok(Stores {
+                sessions: store.clone(),
+                keys: store,
+            })
+        }
+        _ => Err(StoreError::UnsupportedUrl(redact_url(&settings.url))),
+    }
+}
+
+/// The key store alone, for the `keys` commands: migrations run, but no instance registers.
+/// `memory://` keeps nothing between processes, so it has no key store to manage.
+pub async fn open_keys(settings: &StoreSettings) -> Result<Arc<dyn KeyStore>, StoreError> {
+    match settings.url.split_once("://") {
+        Some(("sqlite" | "postgres" | "postgresql", _)) => {
+            Ok(Arc::new(SqlStore::connect(settings).await?))
+        }
+        Some(("memory", _)) => Err(StoreError::UnsupportedUrl(
+            "memory:// (it keeps nothing between processes: keys for it come from \
+             auth.bootstrap_key)"
+                .to_owned(),
+        )),
         _ => Err(StoreError::UnsupportedUrl(redact_url(&settings.url))),
     }
 }

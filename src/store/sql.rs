@@ -26,17 +26,22 @@ use sqlx::{Any, AnyPool, AssertSqlSafe, Executor, Row, Transaction};
 use super::erasure::{scrub_checks, scrub_line};
 use super::group_commit::{BatchWriter, GroupCommit};
 use super::{
-    Completion, Erasure, EventRecord, Expiry, IdempotencyKey, Inserted, SessionRecord,
+    Completion, Erasure, EventRecord, Expiry, IdempotencyKey, Inserted, KeyStore, SessionRecord,
     SessionStatus, SessionStore, StoreError, UnreadableJson, redact_url,
 };
 use crate::config::StoreSettings;
-use crate::domain::{Decision, SessionId};
+use crate::domain::{
+    Decision, KeyHash, KeyId, KeyRecord, Mode, Owner, Scopes, SessionId, SessionQuery, TenantId,
+};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations");
 
-const SESSION_COLUMNS: &str = "id, owner, reference, status, created_at, deadline_at, \
-     completed_at, decision, reasons, checks, duration_ms, plan_version, instance, attempts, \
-     images_erased_at, erased_at";
+const SESSION_COLUMNS: &str = "id, tenant, mode, created_by, reference, status, created_at, \
+     deadline_at, completed_at, decision, reasons, checks, duration_ms, plan_version, instance, \
+     attempts, images_erased_at, erased_at, erased_by";
+
+const KEY_COLUMNS: &str = "id, tenant, mode, scopes, label, hash, created_at, last_used_at, \
+     expires_at, revoked_at, replaces";
 
 /// Rows per multi-row INSERT: far below either database's limit on parameters.
 const ROWS_PER_STATEMENT: usize = 200;
@@ -58,6 +63,20 @@ enum Write {
 impl SqlStore {
     /// Connects, runs the migrations and registers this instance.
     pub async fn open(settings: &StoreSettings) -> Result<Self, StoreError> {
+        let store = Self::connect(settings).await?;
+        // Registered before it runs any session, so nobody takes its sessions for orphans.
+        store.heartbeat(Utc::now()).await?;
+        tracing::info!(
+            url = %redact_url(&settings.url),
+            instance = %store.instance,
+            "session store open"
+        );
+        Ok(store)
+    }
+
+    /// Connects and runs the migrations, without registering an instance: for the commands
+    /// that manage keys.
+    pub async fn connect(settings: &StoreSettings) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         let sqlite = settings.url.starts_with("sqlite:");
         let url = if sqlite {
@@ -100,19 +119,11 @@ impl SqlStore {
             },
             settings.max_batch * 8,
         );
-        let store = Self {
+        Ok(Self {
             pool,
             writer,
             instance: uuid::Uuid::now_v7().to_string(),
-        };
-        // Registered before it runs any session, so nobody takes its sessions for orphans.
-        store.heartbeat(Utc::now()).await?;
-        tracing::info!(
-            url = %redact_url(&settings.url),
-            instance = %store.instance,
-            "session store open"
-        );
-        Ok(store)
+        })
     }
 
     async fn begin(&self, what: &'static str) -> Result<Transaction<'static, Any>, StoreError> {
@@ -254,7 +265,8 @@ fn session_from_row(row: &AnyRow) -> Result<SessionRecord, StoreError> {
     };
     Ok(SessionRecord {
         id,
-        owner: get(row, "owner")?,
+        owner: owner_from_row(row)?,
+        created_by: key_id(row, "created_by")?,
         reference: get(row, "reference")?,
         status,
         created_at: parse_timestamp(&get::<String>(row, "created_at")?)?,
@@ -265,7 +277,116 @@ fn session_from_row(row: &AnyRow) -> Result<SessionRecord, StoreError> {
         completion,
         images_erased_at: optional_timestamp(row, "images_erased_at")?,
         erased_at: optional_timestamp(row, "erased_at")?,
+        erased_by: key_id(row, "erased_by")?,
     })
+}
+
+fn owner_from_row(row: &AnyRow) -> Result<Owner, StoreError> {
+    let tenant: String = get(row, "tenant")?;
+    let mode: String = get(row, "mode")?;
+    Ok(Owner {
+        tenant: tenant
+            .parse()
+            .map_err(|e| StoreError::corrupt_because(format!("tenant `{tenant}`"), e))?,
+        mode: mode
+            .parse::<Mode>()
+            .map_err(|e| StoreError::corrupt(format!("mode: {e}")))?,
+    })
+}
+
+/// The key id in `column`, if any.
+fn key_id(row: &AnyRow, column: &str) -> Result<Option<KeyId>, StoreError> {
+    get::<Option<String>>(row, column)?
+        .map(|id| {
+            id.parse::<KeyId>()
+                .map_err(|e| StoreError::corrupt(format!("{column}: {e}")))
+        })
+        .transpose()
+}
+
+fn key_from_row(row: &AnyRow) -> Result<KeyRecord, StoreError> {
+    let hash: String = get(row, "hash")?;
+    let scopes: String = get(row, "scopes")?;
+    Ok(KeyRecord {
+        id: key_id(row, "id")?.ok_or_else(|| StoreError::corrupt("a key without an id"))?,
+        owner: owner_from_row(row)?,
+        scopes: Scopes::parse(&scopes).map_err(|e| StoreError::corrupt(format!("scopes: {e}")))?,
+        label: get(row, "label")?,
+        hash: KeyHash::from_hex(&hash).ok_or_else(|| StoreError::corrupt("a key's hash"))?,
+        created_at: parse_timestamp(&get::<String>(row, "created_at")?)?,
+        last_used_at: optional_timestamp(row, "last_used_at")?,
+        expires_at: optional_timestamp(row, "expires_at")?,
+        revoked_at: optional_timestamp(row, "revoked_at")?,
+        replaces: key_id(row, "replaces")?,
+    })
+}
+
+async fn insert_key(
+    executor: impl sqlx::Executor<'_, Database = Any>,
+    key: &KeyRecord,
+) -> Result<(), StoreError> {
+    let sql = format!(
+        "INSERT INTO api_keys ({KEY_COLUMNS}) VALUES {}",
+        placeholders(1, 11)
+    );
+    sqlx::query(AssertSqlSafe(sql))
+        .bind(key.id.as_str().to_owned())
+        .bind(key.owner.tenant.as_str().to_owned())
+        .bind(key.owner.mode.as_str())
+        .bind(key.scopes.to_text())
+        .bind(key.label.clone())
+        .bind(key.hash.to_hex())
+        .bind(timestamp(key.created_at))
+        .bind(key.last_used_at.map(timestamp))
+        .bind(key.expires_at.map(timestamp))
+        .bind(key.revoked_at.map(timestamp))
+        .bind(key.replaces.as_ref().map(|id| id.as_str().to_owned()))
+        .execute(executor)
+        .await
+        .map_err(db_error("creating an API key"))
+        .map_err(|error| match error {
+            StoreError::Constraint { .. } => StoreError::DuplicateKey(key.id.clone()),
+            other => other,
+        })?;
+    Ok(())
+}
+
+/// The WHERE clause and parameters of a session list, after `$1` (tenant) and `$2` (mode).
+fn list_filter(query: &SessionQuery) -> (String, Vec<String>) {
+    let mut sql = String::from("tenant = $1 AND mode = $2");
+    let mut params = Vec::new();
+    let mut add = |condition: &str, values: Vec<String>| {
+        let mut condition = condition.to_owned();
+        for value in values {
+            params.push(value);
+            condition = condition.replacen('?', &format!("${}", params.len() + 2), 1);
+        }
+        sql.push_str(" AND ");
+        sql.push_str(&condition);
+    };
+    if let Some(status) = query.status {
+        add("status = ?", vec![status.as_str().to_owned()]);
+    }
+    if let Some(decision) = query.decision {
+        add("decision = ?", vec![decision.as_str().to_owned()]);
+    }
+    if let Some(reference) = &query.reference {
+        add("reference = ?", vec![reference.clone()]);
+    }
+    if let Some(after) = query.created_after {
+        add("created_at >= ?", vec![timestamp(after)]);
+    }
+    if let Some(before) = query.created_before {
+        add("created_at < ?", vec![timestamp(before)]);
+    }
+    if let Some(position) = query.after {
+        // Row values compare in both databases; text timestamps sort as times.
+        add(
+            "(created_at, id) < (?, ?)",
+            vec![timestamp(position.created_at), position.id.to_string()],
+        );
+    }
+    (sql, params)
 }
 
 fn event_from_row(row: &AnyRow) -> Result<EventRecord, StoreError> {
@@ -311,15 +432,17 @@ async fn insert_sessions(
 ) -> Result<(), StoreError> {
     for chunk in sessions.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
-            "INSERT INTO sessions (id, owner, reference, status, created_at, deadline_at, \
-             plan_version, instance) VALUES {}",
-            placeholders(chunk.len(), 8)
+            "INSERT INTO sessions (id, tenant, mode, created_by, reference, status, created_at, \
+             deadline_at, plan_version, instance) VALUES {}",
+            placeholders(chunk.len(), 10)
         );
         let mut query = sqlx::query(AssertSqlSafe(sql));
         for s in chunk {
             query = query
                 .bind(s.id.to_string())
-                .bind(s.owner.clone())
+                .bind(s.owner.tenant.as_str().to_owned())
+                .bind(s.owner.mode.as_str())
+                .bind(s.created_by.as_ref().map(|id| id.as_str().to_owned()))
                 .bind(s.reference.clone())
                 .bind(s.status.as_str())
                 .bind(timestamp(s.created_at))
@@ -445,10 +568,12 @@ impl SessionStore for SqlStore {
         let now = Utc::now();
         let mut tx = self.begin("inserting a session").await?;
         // Takes the key if it is new or expired; a live key is left alone.
+        let owner = &session.owner;
         let taken = sqlx::query(
-            "INSERT INTO idempotency_keys (key, fingerprint, session_id, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (key) DO UPDATE SET fingerprint = excluded.fingerprint, \
+            "INSERT INTO idempotency_keys \
+             (key, fingerprint, session_id, created_at, expires_at, tenant, mode) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (tenant, mode, key) DO UPDATE SET fingerprint = excluded.fingerprint, \
              session_id = excluded.session_id, created_at = excluded.created_at, \
              expires_at = excluded.expires_at \
              WHERE idempotency_keys.expires_at < excluded.created_at",
@@ -458,16 +583,22 @@ impl SessionStore for SqlStore {
         .bind(session.id.to_string())
         .bind(timestamp(now))
         .bind(timestamp(key.expires_at))
+        .bind(owner.tenant.as_str().to_owned())
+        .bind(owner.mode.as_str())
         .execute(&mut *tx)
         .await
         .map_err(db_error("claiming an idempotency key"))?;
         if taken.rows_affected() == 0 {
-            let row =
-                sqlx::query("SELECT session_id, fingerprint FROM idempotency_keys WHERE key = $1")
-                    .bind(key.key.clone())
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(db_error("reading an idempotency key"))?;
+            let row = sqlx::query(
+                "SELECT session_id, fingerprint FROM idempotency_keys \
+                 WHERE tenant = $1 AND mode = $2 AND key = $3",
+            )
+            .bind(owner.tenant.as_str().to_owned())
+            .bind(owner.mode.as_str())
+            .bind(key.key.clone())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_error("reading an idempotency key"))?;
             let id = session_id(&row, "session_id")?;
             let fingerprint: String = get(&row, "fingerprint")?;
             return Ok(Inserted::Existing {
@@ -482,15 +613,18 @@ impl SessionStore for SqlStore {
 
     async fn find_key(
         &self,
+        owner: &Owner,
         key: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<(SessionId, String)>, StoreError> {
         let row = sqlx::query(
             "SELECT session_id, fingerprint FROM idempotency_keys \
-             WHERE key = $1 AND expires_at >= $2",
+             WHERE tenant = $3 AND mode = $4 AND key = $1 AND expires_at >= $2",
         )
         .bind(key.to_owned())
         .bind(timestamp(now))
+        .bind(owner.tenant.as_str().to_owned())
+        .bind(owner.mode.as_str())
         .fetch_optional(&self.pool)
         .await
         .map_err(db_error("reading an idempotency key"))?;
@@ -525,6 +659,48 @@ impl SessionStore for SqlStore {
             .await
             .map_err(db_error("reading a session"))?;
         row.as_ref().map(session_from_row).transpose()
+    }
+
+    async fn find(
+        &self,
+        owner: &Owner,
+        id: SessionId,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1 AND tenant = $2 AND mode = $3"
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(id.to_string())
+            .bind(owner.tenant.as_str().to_owned())
+            .bind(owner.mode.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error("reading a session"))?;
+        row.as_ref().map(session_from_row).transpose()
+    }
+
+    async fn list(
+        &self,
+        owner: &Owner,
+        query: &SessionQuery,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        let (filter, params) = list_filter(query);
+        let sql = format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE {filter} \
+             ORDER BY created_at DESC, id DESC LIMIT {}",
+            query.limit
+        );
+        let mut statement = sqlx::query(AssertSqlSafe(sql))
+            .bind(owner.tenant.as_str().to_owned())
+            .bind(owner.mode.as_str());
+        for param in params {
+            statement = statement.bind(param);
+        }
+        let rows = statement
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error("listing sessions"))?;
+        rows.iter().map(session_from_row).collect()
     }
 
     async fn events_after(
@@ -611,25 +787,44 @@ impl SessionStore for SqlStore {
         Ok(claimed.rows_affected() == 1)
     }
 
-    async fn erase(&self, id: SessionId, now: DateTime<Utc>) -> Result<Erasure, StoreError> {
+    async fn erase(
+        &self,
+        id: SessionId,
+        owner: Option<&Owner>,
+        by: Option<&KeyId>,
+        now: DateTime<Utc>,
+    ) -> Result<Erasure, StoreError> {
+        // Without an owner (retention) `$3 IS NULL` lets any session through.
+        let tenant = owner.map(|o| o.tenant.as_str().to_owned());
+        let mode = owner.map(|o| o.mode.as_str());
         let mut tx = self.begin("erasing a session").await?;
         // Writes first, so a SQLite transaction holds the write lock from its first statement.
         let stamped = sqlx::query(
-            "UPDATE sessions SET erased_at = COALESCE(erased_at, $2), \
+            "UPDATE sessions SET erased_by = CASE WHEN erased_at IS NULL THEN $5 ELSE erased_by END, \
+             erased_at = COALESCE(erased_at, $2), \
              images_erased_at = COALESCE(images_erased_at, $2) \
-             WHERE id = $1 AND status = 'completed'",
+             WHERE id = $1 AND status = 'completed' \
+             AND ($3 IS NULL OR (tenant = $3 AND mode = $4))",
         )
         .bind(id.to_string())
         .bind(timestamp(now))
+        .bind(tenant.clone())
+        .bind(mode)
+        .bind(by.map(|id| id.as_str().to_owned()))
         .execute(&mut *tx)
         .await
         .map_err(db_error("erasing a session"))?;
         if stamped.rows_affected() == 0 {
-            let running = sqlx::query("SELECT status FROM sessions WHERE id = $1")
-                .bind(id.to_string())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db_error("erasing a session"))?;
+            let running = sqlx::query(
+                "SELECT status FROM sessions WHERE id = $1 \
+                 AND ($2 IS NULL OR (tenant = $2 AND mode = $3))",
+            )
+            .bind(id.to_string())
+            .bind(tenant)
+            .bind(mode)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_error("erasing a session"))?;
             return Ok(if running.is_some() {
                 Erasure::Running
             } else {
@@ -726,6 +921,92 @@ impl SessionStore for SqlStore {
             .await
             .map_err(db_error("purging idempotency keys"))?;
         Ok(purged.rows_affected())
+    }
+}
+
+#[async_trait]
+impl KeyStore for SqlStore {
+    async fn create_key(&self, key: &KeyRecord) -> Result<(), StoreError> {
+        insert_key(&self.pool, key).await
+    }
+
+    async fn key_by_hash(&self, hash: &KeyHash) -> Result<Option<KeyRecord>, StoreError> {
+        let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE hash = $1");
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(hash.to_hex())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error("reading an API key"))?;
+        row.as_ref().map(key_from_row).transpose()
+    }
+
+    async fn key(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1");
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(id.as_str().to_owned())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error("reading an API key"))?;
+        row.as_ref().map(key_from_row).transpose()
+    }
+
+    async fn keys(&self, tenant: Option<&TenantId>) -> Result<Vec<KeyRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE ($1 IS NULL OR tenant = $1) \
+             ORDER BY created_at, id"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(tenant.map(|t| t.as_str().to_owned()))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error("listing API keys"))?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    async fn revoke_key(&self, id: &KeyId, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let done =
+            sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1")
+                .bind(id.as_str().to_owned())
+                .bind(timestamp(now))
+                .execute(&self.pool)
+                .await
+                .map_err(db_error("revoking an API key"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn rotate_key(
+        &self,
+        old: &KeyId,
+        old_expires_at: DateTime<Utc>,
+        new: &KeyRecord,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin("rotating an API key").await?;
+        let expired = sqlx::query(
+            "UPDATE api_keys SET expires_at = CASE \
+             WHEN expires_at IS NULL OR expires_at > $2 THEN $2 ELSE expires_at END \
+             WHERE id = $1 AND revoked_at IS NULL",
+        )
+        .bind(old.as_str().to_owned())
+        .bind(timestamp(old_expires_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error("rotating an API key"))?;
+        if expired.rows_affected() == 0 {
+            return Ok(false);
+        }
+        insert_key(&mut *tx, new).await?;
+        tx.commit().await.map_err(db_error("rotating an API key"))?;
+        Ok(true)
+    }
+
+    async fn key_used(&self, id: &KeyId, at: DateTime<Utc>) -> Result<(), StoreError> {
+        sqlx::query("UPDATE api_keys SET last_used_at = $2 WHERE id = $1")
+            .bind(id.as_str().to_owned())
+            .bind(timestamp(at))
+            .execute(&self.pool)
+            .await
+            .map_err(db_error("recording an API key's use"))?;
+        Ok(())
     }
 }
 

@@ -35,7 +35,7 @@ async fn metrics_count_sessions_by_decision() {
     let app = spawn_app().await;
     app.stream_session(&session_body(json!({}))).await;
 
-    let text = app.get("/metrics").await.text().await.unwrap();
+    let text = app.metrics().await;
 
     assert!(
         text.lines()

@@ -10,10 +10,12 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use kyc_orchestrator::agents::Kinds;
 use kyc_orchestrator::api::Lifecycle;
+use kyc_orchestrator::auth::{ApiKey, KeyManager, NewKey};
 use kyc_orchestrator::config::LogFormat;
+use kyc_orchestrator::domain::{Mode, Owner};
 use kyc_orchestrator::orchestrator::Orchestrator;
 use kyc_orchestrator::{Application, Settings, telemetry};
-use reqwest::header::{ACCEPT, CONTENT_TYPE};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -63,10 +65,19 @@ pub fn logs() -> LogBuffer {
     .clone()
 }
 
-/// A running instance on a random port.
+/// The tenant whose test key every [`TestApp`]'s client sends.
+pub const TENANT: &str = "acme";
+
+/// A running instance on a random port, with a client that sends a test key of [`TENANT`].
 pub struct TestApp {
     pub address: String,
+    /// Where `GET /metrics` answers.
+    pub metrics_address: String,
     pub client: reqwest::Client,
+    /// The key the client sends.
+    pub key: ApiKey,
+    /// The keys of the instance's store.
+    pub keys: KeyManager,
     pub orchestrator: Orchestrator,
     pub lifecycle: Lifecycle,
     shutdown: Option<oneshot::Sender<()>>,
@@ -101,7 +112,9 @@ fn test_settings(configure: impl FnOnce(&mut Settings)) -> Settings {
     logs();
     let mut settings = Settings::sandbox();
     settings.server.port = 0;
+    settings.metrics.listen = "127.0.0.1:0".into();
     settings.store.url = "memory://".into();
+    settings.auth.rate_limit_per_minute = 0;
     configure(&mut settings);
     settings
 }
@@ -118,6 +131,9 @@ pub async fn spawn_app_with_kinds(kinds: &Kinds, configure: impl FnOnce(&mut Set
         .await
         .expect("the app builds");
     let address = format!("http://{}", app.local_addr());
+    let metrics_address = format!("http://{}", app.metrics_addr().expect("metrics listen"));
+    let keys = app.keys();
+    let key = test_key(&keys).await;
     let orchestrator = app.orchestrator().clone();
     let lifecycle = app.lifecycle().clone();
     let (shutdown, stop) = oneshot::channel::<()>();
@@ -126,7 +142,10 @@ pub async fn spawn_app_with_kinds(kinds: &Kinds, configure: impl FnOnce(&mut Set
     }));
     TestApp {
         address,
-        client: reqwest::Client::new(),
+        metrics_address,
+        client: client_with(&key),
+        key,
+        keys,
         orchestrator,
         lifecycle,
         shutdown: Some(shutdown),
@@ -134,9 +153,47 @@ pub async fn spawn_app_with_kinds(kinds: &Kinds, configure: impl FnOnce(&mut Set
     }
 }
 
+/// A new test key of [`TENANT`] with every scope.
+pub async fn test_key(keys: &KeyManager) -> ApiKey {
+    keys.create(NewKey::new(TENANT.parse().unwrap(), Mode::Test))
+        .await
+        .expect("a key is created")
+        .0
+}
+
+/// A client that sends `key` with every request.
+pub fn client_with(key: &ApiKey) -> reqwest::Client {
+    let mut headers = HeaderMap::new();
+    let mut value = HeaderValue::try_from(format!("Bearer {}", key.expose())).unwrap();
+    value.set_sensitive(true);
+    headers.insert(AUTHORIZATION, value);
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
+    }
+
+    /// The tenant and mode of the client's key.
+    pub fn owner(&self) -> Owner {
+        Owner {
+            tenant: TENANT.parse().unwrap(),
+            mode: Mode::Test,
+        }
+    }
+
+    /// `GET /metrics` on the metrics listener.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.metrics_address))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     /// POSTs a JSON session without asking for the stream.
@@ -355,16 +412,18 @@ pub fn spawn_crashable_app(configure: impl FnOnce(&mut Settings)) -> CrashableAp
         let app = runtime
             .block_on(Application::build(settings))
             .expect("the app builds");
+        let key = runtime.block_on(test_key(&app.keys()));
         address_tx
-            .send(format!("http://{}", app.local_addr()))
+            .send((format!("http://{}", app.local_addr()), key))
             .unwrap();
         runtime.spawn(app.run_until_stopped(std::future::pending()));
         let _ = crashed.recv();
         runtime.shutdown_background();
     });
+    let (address, key) = address_rx.recv().expect("the app starts");
     CrashableApp {
-        address: address_rx.recv().expect("the app starts"),
-        client: reqwest::Client::new(),
+        address,
+        client: client_with(&key),
         crash: Some(crash),
         thread: Some(thread),
     }

@@ -1,6 +1,7 @@
 //! Black-box tests through the HTTP API, one module per area, one shared binary.
 
 mod admission;
+mod auth;
 mod bad_input;
 mod decisions;
 mod documents;
@@ -10,6 +11,7 @@ mod extending;
 mod faces;
 mod health;
 mod helpers;
+mod keys_cli;
 mod orchestration;
 mod render;
 mod shutdown;

@@ -36,10 +36,11 @@ async fn on_shutdown_readiness_fails_new_sessions_are_refused_and_running_ones_f
     );
 
     let orchestrator = app.orchestrator.clone();
+    let owner = app.owner();
     app.stop().await.expect("the server stops cleanly");
 
     let session = orchestrator
-        .session(id.parse().unwrap())
+        .session(&owner, id.parse().unwrap())
         .await
         .unwrap()
         .expect("the session is kept");

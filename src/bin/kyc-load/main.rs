@@ -33,6 +33,10 @@ struct Args {
     /// Base URL of the service.
     #[arg(long, default_value = "http://127.0.0.1:8009")]
     url: String,
+    /// A test key of the service (`kyc-orchestrator keys create --tenant load`), sent with
+    /// every session.
+    #[arg(long, env = "KYC_API_KEY", hide_env_values = true)]
+    key: String,
     /// Closed loop: clients, each running one session at a time.
     #[arg(long, default_value_t = 100)]
     concurrency: usize,
@@ -201,8 +205,17 @@ async fn drive(args: Args) {
         .hang
         .is_some()
         .then(|| Duration::from_millis(args.deadline_ms));
+    let mut headers = reqwest::header::HeaderMap::new();
+    let mut authorization = reqwest::header::HeaderValue::try_from(format!("Bearer {}", args.key))
+        .unwrap_or_else(|_| {
+            eprintln!("--key is not a valid header value");
+            std::process::exit(2)
+        });
+    authorization.set_sensitive(true);
+    headers.insert(reqwest::header::AUTHORIZATION, authorization);
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(usize::MAX)
+        .default_headers(headers)
         .build()
         .expect("a client builds");
     let sessions = Arc::new(Mutex::new(Sessions::with_deadline(deadline)));
