@@ -347,6 +347,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_expired_key_is_refused_by_its_id() {
+        let store = Arc::new(MemoryStore::new(10));
+        let auth = Authenticator::new(store.clone(), Duration::from_secs(30), 0, None).unwrap();
+        let key = ApiKey::generate(Mode::Live);
+        let expired = KeyRecord {
+            id: "key_expired".parse().unwrap(),
+            owner: crate::domain::Owner {
+                tenant: "acme".parse().unwrap(),
+                mode: Mode::Live,
+            },
+            scopes: Scopes::All,
+            label: None,
+            hash: key.hash(),
+            created_at: Utc::now() - chrono::Duration::days(2),
+            last_used_at: None,
+            expires_at: Some(Utc::now() - chrono::Duration::seconds(1)),
+            revoked_at: None,
+            replaces: None,
+        };
+        store.create_key(&expired).await.unwrap();
+
+        let refused = auth.authenticate(Some(&header(&key))).await;
+
+        assert!(
+            matches!(&refused, Err(AuthError::Expired(id)) if id.as_str() == "key_expired"),
+            "{refused:?}"
+        );
+    }
+
+    #[tokio::test]
     async fn headers_that_are_not_a_bearer_key_are_malformed() {
         let (auth, _) = setup(Duration::from_secs(30)).await;
         let key = ApiKey::generate(Mode::Test);

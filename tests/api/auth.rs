@@ -21,6 +21,17 @@ async fn key(app: &TestApp, tenant: &str, mode: Mode, scopes: Scopes) -> ApiKey 
     app.keys.create(new).await.unwrap().0
 }
 
+/// A key of [`TENANT`], revoked.
+async fn revoked_key(app: &TestApp) -> ApiKey {
+    let (key, record) = app
+        .keys
+        .create(NewKey::new(TENANT.parse().unwrap(), Mode::Test))
+        .await
+        .unwrap();
+    app.keys.revoke(&record.id).await.unwrap();
+    key
+}
+
 /// A well-formed key that no store holds.
 fn unknown_key() -> ApiKey {
     ApiKey::generate(Mode::Test)
@@ -111,18 +122,7 @@ async fn every_route_answers_each_kind_of_caller_as_the_contract_says() {
         .to_owned();
     let other = client_with(&key(&app, "globex", Mode::Test, Scopes::All).await);
     let live = client_with(&key(&app, TENANT, Mode::Live, Scopes::All).await);
-    let revoked_key = key(&app, TENANT, Mode::Test, Scopes::All).await;
-    let revoked_id = app
-        .keys
-        .list(None)
-        .await
-        .unwrap()
-        .last()
-        .unwrap()
-        .id
-        .clone();
-    app.keys.revoke(&revoked_id).await.unwrap();
-    let revoked = client_with(&revoked_key);
+    let revoked = client_with(&revoked_key(&app).await);
     let anonymous = reqwest::Client::new();
     let unknown = client_with(&unknown_key());
     let garbage = reqwest::Client::builder()
@@ -449,17 +449,7 @@ async fn a_revocation_reaches_every_instance_on_the_database() {
 #[tokio::test]
 async fn no_key_reaches_a_log_line() {
     let app = spawn_app().await;
-    let revoked = key(&app, TENANT, Mode::Test, Scopes::All).await;
-    let revoked_id = app
-        .keys
-        .list(None)
-        .await
-        .unwrap()
-        .last()
-        .unwrap()
-        .id
-        .clone();
-    app.keys.revoke(&revoked_id).await.unwrap();
+    let revoked = revoked_key(&app).await;
     let unknown = unknown_key();
     let narrow = key(
         &app,
@@ -495,4 +485,102 @@ async fn no_key_reaches_a_log_line() {
         assert!(!logs.contains(secret), "a key in the logs");
     }
     assert!(!logs.contains(&almost["kyc_test_".len()..]));
+}
+
+/// Isolation and the list on a database, where the filters are SQL: another tenant's session
+/// is unknown to every route, the same idempotency key makes a session per tenant, and the
+/// list pages through filters and cursors.
+async fn a_database_keeps_tenants_apart_in_every_query(backend: Backend) {
+    let store = TestStore::new(backend).await;
+    let app = spawn_app_with(|s| store.configure(s)).await;
+    let other = client_with(&key(&app, "globex", Mode::Test, Scopes::All).await);
+    let keyed = |client: &reqwest::Client, reference: &str| {
+        let mut body = session_body(json!({}));
+        body["reference"] = json!(reference);
+        client
+            .post(app.url("/v1/sessions"))
+            .header("Idempotency-Key", "same-key")
+            .header("accept", "application/x-ndjson")
+            .json(&body)
+            .send()
+    };
+    let ours = keyed(&app.client, "ours").await.unwrap();
+    let ours = crate::helpers::parse_ndjson(&ours.bytes().await.unwrap());
+    let id = ours[0]["session_id"].as_str().unwrap().to_owned();
+    let theirs = keyed(&other, "theirs").await.unwrap();
+    assert_eq!(theirs.status(), StatusCode::OK, "a session of their own");
+    let theirs = crate::helpers::parse_ndjson(&theirs.bytes().await.unwrap());
+    assert_ne!(theirs[0]["session_id"], ours[0]["session_id"]);
+    let mut made = vec![id.clone()];
+    for n in 0..6 {
+        let script = if n % 2 == 0 {
+            json!({})
+        } else {
+            json!({ "liveness": { "result": "fail" } })
+        };
+        let events = app.stream_session(&session_body(script)).await;
+        made.push(events[0]["session_id"].as_str().unwrap().to_owned());
+    }
+
+    for path in [
+        format!("/v1/sessions/{id}"),
+        format!("/v1/sessions/{id}/events"),
+    ] {
+        let status = other.get(app.url(&path)).send().await.unwrap().status();
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path} for another tenant");
+    }
+    let erase = other
+        .delete(app.url(&format!("/v1/sessions/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(erase.status(), StatusCode::NOT_FOUND);
+    let listed = all_pages(&app, &app.client, "limit=2").await;
+    let ids: Vec<&str> = listed.iter().map(|s| s["id"].as_str().unwrap()).collect();
+    let newest_first: Vec<&str> = made.iter().rev().map(String::as_str).collect();
+    assert_eq!(ids, newest_first, "every page, in order, nothing of theirs");
+    let declined = all_pages(&app, &app.client, "decision=declined&limit=2").await;
+    assert_eq!(declined.len(), 3);
+    assert!(declined.iter().all(|s| s["decision"] == "declined"));
+    let referenced = all_pages(&app, &app.client, "reference=ours").await;
+    assert_eq!(referenced.len(), 1);
+    let first_created = listed.last().unwrap()["created_at"].as_str().unwrap();
+    let since = all_pages(
+        &app,
+        &app.client,
+        &format!("created_after={}", first_created.replace('+', "%2B")),
+    )
+    .await;
+    assert_eq!(since.len(), made.len(), "created_after is inclusive");
+    let before = all_pages(
+        &app,
+        &app.client,
+        &format!("created_before={}", first_created.replace('+', "%2B")),
+    )
+    .await;
+    assert!(before.is_empty());
+
+    let erased = app
+        .client
+        .delete(app.url(&format!("/v1/sessions/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(erased.status(), StatusCode::NO_CONTENT);
+    let shown: Value = app.get_session(&id).await.json().await.unwrap();
+    assert_eq!(shown["erased_by"], shown["created_by"]);
+}
+
+mod on_sqlite {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_database_keeps_tenants_apart_in_every_query() {
+        super::a_database_keeps_tenants_apart_in_every_query(super::Backend::Sqlite).await;
+    }
+}
+
+mod on_postgres {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_database_keeps_tenants_apart_in_every_query() {
+        super::a_database_keeps_tenants_apart_in_every_query(super::Backend::Postgres).await;
+    }
 }
