@@ -584,3 +584,20 @@ mod on_postgres {
         super::a_database_keeps_tenants_apart_in_every_query(super::Backend::Postgres).await;
     }
 }
+
+#[tokio::test]
+async fn a_key_records_when_it_was_last_used() {
+    let app = spawn_app().await;
+    let before = app.keys.list(None).await.unwrap();
+    assert!(before[0].last_used_at.is_none());
+
+    assert_eq!(app.get("/v1/sessions").await.status(), StatusCode::OK);
+
+    let used = eventually(
+        "last_used_at is written",
+        Duration::from_secs(10),
+        || async { app.keys.list(None).await.unwrap()[0].last_used_at },
+    )
+    .await;
+    assert!(used > before[0].created_at);
+}
