@@ -2,7 +2,11 @@
 //!
 //! Pages are keyset, not offset: the cursor is the last session's creation time and id, so a
 //! page starts exactly after the previous one however many sessions arrive meanwhile (they are
-//! newer, so before the first page). Items are summaries: no checks, nothing an agent extracted.
+//! newer, so before the first page). A session's creation time is taken when it starts and its
+//! row commits a few milliseconds later (its inputs are synced to disk first, and commits are
+//! grouped), so one started just before a client began paging may appear at the top of the list
+//! after the client's first page: a client polling with `created_after` should overlap its
+//! windows by a few seconds. Items are summaries: no checks, nothing an agent extracted.
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
@@ -122,19 +126,19 @@ fn session_query(query: ListQuery) -> Result<SessionQuery, ApiError> {
     })
 }
 
+/// Nanoseconds, the finest any store keeps, so the position is exact in every store.
 fn encode_cursor(created_at: DateTime<Utc>, id: crate::domain::SessionId) -> String {
-    let micros = created_at.timestamp_micros();
-    URL_SAFE_NO_PAD.encode(format!("{micros}.{id}"))
+    let nanos = created_at.timestamp_nanos_opt().unwrap_or(i64::MAX);
+    URL_SAFE_NO_PAD.encode(format!("{nanos}.{id}"))
 }
 
 fn decode_cursor(cursor: &str) -> Result<ListPosition, ApiError> {
     let bad = || ApiError::BadRequest("cursor is not one this service gave out".into());
     let text = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
     let text = String::from_utf8(text).map_err(|_| bad())?;
-    let (micros, id) = text.split_once('.').ok_or_else(bad)?;
+    let (nanos, id) = text.split_once('.').ok_or_else(bad)?;
     Ok(ListPosition {
-        created_at: DateTime::from_timestamp_micros(micros.parse().map_err(|_| bad())?)
-            .ok_or_else(bad)?,
+        created_at: DateTime::from_timestamp_nanos(nanos.parse().map_err(|_| bad())?),
         id: id.parse().map_err(|_| bad())?,
     })
 }
@@ -145,7 +149,7 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_anything_else_is_refused() {
-        let at = DateTime::parse_from_rfc3339("2026-11-30T12:00:00.123456Z")
+        let at = DateTime::parse_from_rfc3339("2026-11-30T12:00:00.123456789Z")
             .unwrap()
             .to_utc();
         let id = crate::domain::SessionId::new();

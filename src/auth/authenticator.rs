@@ -3,8 +3,15 @@
 //! Key records are cached for `auth.cache_ttl_s` (at most 60 s), so a request costs a SHA-256
 //! and a map lookup rather than a query. That is also how long a revocation or rotation made
 //! elsewhere (the `keys` commands, another instance) may take to reach this instance: the
-//! promise is "within 60 s on every instance sharing the database". Keys the store does not
-//! know are not cached, so a key works the moment it is created.
+//! promise is "within 60 s on every instance sharing the database". A record is read again by
+//! one request while the others keep using it for at most [`REFRESH_PATIENCE`]; a refresh
+//! abandoned halfway (its request dropped) is taken over after that.
+//!
+//! A key the store does not know is remembered as unknown for the same time, so a client
+//! repeating a wrong key costs no query per request. That never delays a new key: nobody can
+//! have presented it before it was made. Distinct random keys still cost a query each: limit
+//! unauthenticated floods in front of the service (load balancer, WAF), where client addresses
+//! are known.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -25,6 +32,12 @@ pub const MAX_CACHE_TTL: Duration = Duration::from_secs(60);
 
 /// How often a key's `last_used_at` is written, at most, by one instance.
 const LAST_USED_EVERY: Duration = Duration::from_secs(60);
+
+/// How long other requests keep using an expired record while one request reads it again.
+pub const REFRESH_PATIENCE: Duration = Duration::from_secs(2);
+
+/// Cache entries at most; past it, the unknown keys are forgotten.
+const MAX_ENTRIES: usize = 10_000;
 
 /// Why a request is refused. None of these carries the presented key.
 #[derive(Debug, thiserror::Error)]
@@ -79,11 +92,17 @@ impl Caller {
     }
 }
 
+enum Entry {
+    Known(Cached),
+    /// The store had no key with this hash, as of then.
+    Unknown(Instant),
+}
+
 struct Cached {
     key: Arc<KeyRecord>,
     fetched: Instant,
-    /// Someone is reading the record again; meanwhile the others use this one.
-    refreshing: bool,
+    /// When a request began reading the record again; meanwhile the others use this one.
+    refresh_started: Option<Instant>,
     /// When this instance last wrote the key's `last_used_at`.
     use_recorded: Option<Instant>,
 }
@@ -93,7 +112,7 @@ pub struct Authenticator {
     keys: Arc<dyn KeyStore>,
     ttl: Duration,
     // A std Mutex: lookups and inserts only, never held across an await.
-    cache: Mutex<HashMap<KeyHash, Cached>>,
+    cache: Mutex<HashMap<KeyHash, Entry>>,
     /// A key from configuration (`auth.bootstrap_key`), never stored.
     bootstrap: Option<Arc<KeyRecord>>,
     limiter: RateLimiter,
@@ -102,8 +121,11 @@ pub struct Authenticator {
 /// Why the bootstrap key cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum BootstrapError {
-    #[error("auth.bootstrap_key is not an API key (kyc_test_... or kyc_live_...)")]
+    #[error("auth.bootstrap_key is not an API key (kyc_test_...)")]
     Malformed,
+    /// A key nobody can revoke must not reach live data.
+    #[error("auth.bootstrap_key must be a test key (kyc_test_...): live keys are stored ones")]
+    Live,
     #[error("auth.bootstrap_tenant is not a tenant name")]
     Tenant(#[source] crate::domain::TenantError),
 }
@@ -120,6 +142,9 @@ impl Authenticator {
         let bootstrap = bootstrap
             .map(|(key, tenant)| {
                 let key = ApiKey::parse(key).map_err(|_| BootstrapError::Malformed)?;
+                if key.mode() != crate::domain::Mode::Test {
+                    return Err(BootstrapError::Live);
+                }
                 let tenant: TenantId = tenant.parse().map_err(BootstrapError::Tenant)?;
                 Ok::<_, BootstrapError>(Arc::new(bootstrap_record(&key, tenant)))
             })
@@ -170,7 +195,8 @@ impl Authenticator {
             return Err(AuthError::Unknown);
         }
         let now = Utc::now();
-        if record.revoked_at.is_some_and(|at| at <= now) {
+        // Revoked is revoked, whatever the clock of the machine that revoked it said.
+        if record.revoked_at.is_some() {
             return Err(AuthError::Revoked(record.id.clone()));
         }
         if record.expires_at.is_some_and(|at| at <= now) {
@@ -185,12 +211,21 @@ impl Authenticator {
         let now = Instant::now();
         {
             let mut cache = self.lock();
-            if let Some(cached) = cache.get_mut(&hash) {
-                let fresh = now.duration_since(cached.fetched) < self.ttl;
-                if fresh || cached.refreshing {
-                    return Ok(Some(cached.key.clone()));
+            match cache.get_mut(&hash) {
+                Some(Entry::Unknown(at)) if now.duration_since(*at) < self.ttl => {
+                    return Ok(None);
                 }
-                cached.refreshing = true;
+                Some(Entry::Known(cached)) => {
+                    let age = now.duration_since(cached.fetched);
+                    let refreshing = cached
+                        .refresh_started
+                        .is_some_and(|at| now.duration_since(at) < REFRESH_PATIENCE);
+                    if age < self.ttl || (refreshing && age < MAX_CACHE_TTL) {
+                        return Ok(Some(cached.key.clone()));
+                    }
+                    cached.refresh_started = Some(now);
+                }
+                _ => {}
             }
         }
         let read = self.keys.key_by_hash(&hash).await;
@@ -198,25 +233,26 @@ impl Authenticator {
         match read {
             Ok(Some(record)) => {
                 let key = Arc::new(record);
-                let use_recorded = cache.get(&hash).and_then(|c| c.use_recorded);
-                cache.insert(
-                    hash,
-                    Cached {
-                        key: key.clone(),
-                        fetched: Instant::now(),
-                        refreshing: false,
-                        use_recorded,
-                    },
-                );
+                let use_recorded = match cache.get(&hash) {
+                    Some(Entry::Known(cached)) => cached.use_recorded,
+                    _ => None,
+                };
+                let entry = Entry::Known(Cached {
+                    key: key.clone(),
+                    fetched: Instant::now(),
+                    refresh_started: None,
+                    use_recorded,
+                });
+                remember(&mut cache, hash, entry);
                 Ok(Some(key))
             }
             Ok(None) => {
-                cache.remove(&hash);
+                remember(&mut cache, hash, Entry::Unknown(Instant::now()));
                 Ok(None)
             }
             Err(error) => {
-                if let Some(cached) = cache.get_mut(&hash) {
-                    cached.refreshing = false;
+                if let Some(Entry::Known(cached)) = cache.get_mut(&hash) {
+                    cached.refresh_started = None;
                 }
                 Err(error)
             }
@@ -231,7 +267,7 @@ impl Authenticator {
         let now = Instant::now();
         {
             let mut cache = self.lock();
-            let Some(cached) = cache.get_mut(&key.hash) else {
+            let Some(Entry::Known(cached)) = cache.get_mut(&key.hash) else {
                 return;
             };
             if cached
@@ -251,11 +287,20 @@ impl Authenticator {
         });
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<KeyHash, Cached>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<KeyHash, Entry>> {
         self.cache
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// Puts `entry` in the cache; a full cache first forgets its unknown keys (a flood of random
+/// keys must not grow it without bound).
+fn remember(cache: &mut HashMap<KeyHash, Entry>, hash: KeyHash, entry: Entry) {
+    if cache.len() >= MAX_ENTRIES {
+        cache.retain(|_, entry| matches!(entry, Entry::Known(_)));
+    }
+    cache.insert(hash, entry);
 }
 
 /// The key in `Bearer <key>` (the scheme's case does not matter, RFC 9110).
@@ -302,6 +347,124 @@ mod tests {
     use crate::auth::{KeyManager, NewKey};
     use crate::domain::Mode;
     use crate::store::MemoryStore;
+
+    /// The memory store, counting its key reads, and hanging them while `hang` is set.
+    struct WatchedStore {
+        inner: MemoryStore,
+        reads: std::sync::atomic::AtomicUsize,
+        hang: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait::async_trait]
+    impl KeyStore for WatchedStore {
+        async fn create_key(&self, key: &KeyRecord) -> Result<(), StoreError> {
+            self.inner.create_key(key).await
+        }
+        async fn key_by_hash(&self, hash: &KeyHash) -> Result<Option<KeyRecord>, StoreError> {
+            use std::sync::atomic::Ordering::SeqCst;
+            self.reads.fetch_add(1, SeqCst);
+            if self.hang.load(SeqCst) {
+                std::future::pending::<()>().await;
+            }
+            self.inner.key_by_hash(hash).await
+        }
+        async fn key(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
+            self.inner.key(id).await
+        }
+        async fn keys(&self, tenant: Option<&TenantId>) -> Result<Vec<KeyRecord>, StoreError> {
+            self.inner.keys(tenant).await
+        }
+        async fn revoke_key(
+            &self,
+            id: &KeyId,
+            now: chrono::DateTime<Utc>,
+        ) -> Result<bool, StoreError> {
+            self.inner.revoke_key(id, now).await
+        }
+        async fn rotate_key(
+            &self,
+            old: &KeyId,
+            old_expires_at: chrono::DateTime<Utc>,
+            new: &KeyRecord,
+        ) -> Result<bool, StoreError> {
+            self.inner.rotate_key(old, old_expires_at, new).await
+        }
+        async fn key_used(&self, id: &KeyId, at: chrono::DateTime<Utc>) -> Result<(), StoreError> {
+            self.inner.key_used(id, at).await
+        }
+    }
+
+    impl Default for WatchedStore {
+        fn default() -> Self {
+            Self {
+                inner: MemoryStore::new(10),
+                reads: Default::default(),
+                hang: Default::default(),
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refresh_abandoned_halfway_is_taken_over_so_a_revocation_still_arrives() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let store = Arc::new(WatchedStore::default());
+        let auth = Authenticator::new(store.clone(), Duration::from_secs(30), 0, None).unwrap();
+        let manager = KeyManager::new(store.clone());
+        let (key, record) = manager
+            .create(NewKey::new("acme".parse().unwrap(), Mode::Test))
+            .await
+            .unwrap();
+        assert!(auth.authenticate(Some(&header(&key))).await.is_ok());
+        manager.revoke(&record.id).await.unwrap();
+        tokio::time::advance(Duration::from_secs(30)).await;
+
+        store.hang.store(true, SeqCst);
+        let abandoned = tokio::time::timeout(
+            Duration::from_millis(100),
+            auth.authenticate(Some(&header(&key))),
+        )
+        .await;
+        assert!(
+            abandoned.is_err(),
+            "the refresh hung and its request was dropped"
+        );
+        store.hang.store(false, SeqCst);
+        let meanwhile = auth.authenticate(Some(&header(&key))).await;
+        tokio::time::advance(REFRESH_PATIENCE).await;
+        let after = auth.authenticate(Some(&header(&key))).await;
+
+        assert!(
+            meanwhile.is_ok(),
+            "others use the record while one refreshes"
+        );
+        assert!(matches!(after, Err(AuthError::Revoked(_))), "{after:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_repeated_unknown_key_costs_one_query_per_cache_lifetime() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let store = Arc::new(WatchedStore::default());
+        let auth = Authenticator::new(store.clone(), Duration::from_secs(30), 0, None).unwrap();
+        let wrong = ApiKey::generate(Mode::Test);
+
+        for _ in 0..100 {
+            let refused = auth.authenticate(Some(&header(&wrong))).await;
+            assert!(matches!(refused, Err(AuthError::Unknown)), "{refused:?}");
+        }
+        assert_eq!(store.reads.load(SeqCst), 1);
+        tokio::time::advance(Duration::from_secs(30)).await;
+        let _ = auth.authenticate(Some(&header(&wrong))).await;
+        assert_eq!(store.reads.load(SeqCst), 2);
+
+        let (new, _) = KeyManager::new(store.clone())
+            .create(NewKey::new("acme".parse().unwrap(), Mode::Test))
+            .await
+            .unwrap();
+        assert!(
+            auth.authenticate(Some(&header(&new))).await.is_ok(),
+            "a new key works at once"
+        );
+    }
 
     fn header(key: &ApiKey) -> Vec<u8> {
         format!("Bearer {}", key.expose()).into_bytes()
@@ -422,14 +585,17 @@ mod tests {
         assert_eq!(caller.key.owner.tenant.as_str(), "ops");
         assert_eq!(caller.key.owner.mode, Mode::Test);
         assert!(caller.key.id.as_str().starts_with("key_boot_"));
-        assert!(
-            Authenticator::new(
+        for (bad, why) in [
+            ("secret".to_owned(), "malformed"),
+            (ApiKey::generate(Mode::Live).expose().to_owned(), "live"),
+        ] {
+            let refused = Authenticator::new(
                 Arc::new(MemoryStore::new(1)),
                 Duration::ZERO,
                 0,
-                Some(("secret", "ops"))
-            )
-            .is_err()
-        );
+                Some((&bad, "ops")),
+            );
+            assert!(refused.is_err(), "{why}");
+        }
     }
 }

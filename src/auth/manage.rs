@@ -82,8 +82,9 @@ impl KeyManager {
         }
     }
 
-    /// A new key with the old one's tenant, mode, scopes and label; the old one keeps working
-    /// for `grace` (0: stops now), or until its own expiry if that comes first.
+    /// A new key with the old one's tenant, mode, scopes, label and lifetime (a 90-day key is
+    /// replaced by a 90-day key); the old one keeps working for `grace` (0: stops now), or
+    /// until its own expiry if that comes first.
     pub async fn rotate(
         &self,
         id: &KeyId,
@@ -102,7 +103,9 @@ impl KeyManager {
             mode: old.owner.mode,
             scopes: old.scopes,
             label: old.label.clone(),
-            expires_in: None,
+            expires_in: old
+                .expires_at
+                .map(|at| (at - old.created_at).to_std().unwrap_or_default()),
         };
         self.make(template, Some((old.id, grace))).await
     }
@@ -175,6 +178,10 @@ mod tests {
         assert_eq!(rotated.replaces.as_ref(), Some(&old.id));
         assert_eq!(rotated.scopes, old.scopes);
         assert_eq!(rotated.label, old.label);
+        assert_eq!(
+            rotated.expires_at, None,
+            "the old key did not expire, nor does this one"
+        );
         let keys = manager.list(None).await.unwrap();
         let old_now = keys.iter().find(|k| k.id == old.id).unwrap();
         let left = old_now.expires_at.unwrap() - Utc::now();

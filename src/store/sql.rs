@@ -570,13 +570,13 @@ impl SessionStore for SqlStore {
         // Takes the key if it is new or expired; a live key is left alone.
         let owner = &session.owner;
         let taken = sqlx::query(
-            "INSERT INTO idempotency_keys \
+            "INSERT INTO scoped_idempotency_keys \
              (key, fingerprint, session_id, created_at, expires_at, tenant, mode) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) \
              ON CONFLICT (tenant, mode, key) DO UPDATE SET fingerprint = excluded.fingerprint, \
              session_id = excluded.session_id, created_at = excluded.created_at, \
              expires_at = excluded.expires_at \
-             WHERE idempotency_keys.expires_at < excluded.created_at",
+             WHERE scoped_idempotency_keys.expires_at < excluded.created_at",
         )
         .bind(key.key.clone())
         .bind(key.fingerprint.clone())
@@ -590,7 +590,7 @@ impl SessionStore for SqlStore {
         .map_err(db_error("claiming an idempotency key"))?;
         if taken.rows_affected() == 0 {
             let row = sqlx::query(
-                "SELECT session_id, fingerprint FROM idempotency_keys \
+                "SELECT session_id, fingerprint FROM scoped_idempotency_keys \
                  WHERE tenant = $1 AND mode = $2 AND key = $3",
             )
             .bind(owner.tenant.as_str().to_owned())
@@ -618,7 +618,7 @@ impl SessionStore for SqlStore {
         now: DateTime<Utc>,
     ) -> Result<Option<(SessionId, String)>, StoreError> {
         let row = sqlx::query(
-            "SELECT session_id, fingerprint FROM idempotency_keys \
+            "SELECT session_id, fingerprint FROM scoped_idempotency_keys \
              WHERE tenant = $3 AND mode = $4 AND key = $1 AND expires_at >= $2",
         )
         .bind(key.to_owned())
@@ -915,12 +915,18 @@ impl SessionStore for SqlStore {
     }
 
     async fn purge_keys(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
-        let purged = sqlx::query("DELETE FROM idempotency_keys WHERE expires_at < $1")
+        let purged = sqlx::query("DELETE FROM scoped_idempotency_keys WHERE expires_at < $1")
             .bind(timestamp(now))
             .execute(&self.pool)
             .await
             .map_err(db_error("purging idempotency keys"))?;
-        Ok(purged.rows_affected())
+        // Keys instances of the previous version take (migration 0002) expire here too.
+        let unscoped = sqlx::query("DELETE FROM idempotency_keys WHERE expires_at < $1")
+            .bind(timestamp(now))
+            .execute(&self.pool)
+            .await
+            .map_err(db_error("purging idempotency keys"))?;
+        Ok(purged.rows_affected() + unscoped.rows_affected())
     }
 }
 
@@ -1070,6 +1076,72 @@ mod tests {
             matches!(&read, Err(error @ StoreError::Corrupt { .. }) if !error.is_unavailable()),
             "{read:?}"
         );
+    }
+
+    /// A database of the version before tenants, with a session and an idempotency key in it:
+    /// the migration keeps both, in tenant `default`, mode `live`, and leaves the old columns
+    /// and table that instances of that version still use.
+    #[tokio::test]
+    async fn a_database_from_before_tenants_migrates_with_its_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = crate::config::Settings::defaults().store;
+        settings.url = format!("sqlite://{}", dir.path().join("kyc.db").display());
+        let mut first = sqlx::migrate!("src/store/migrations");
+        first.migrations = std::borrow::Cow::Owned(
+            first
+                .migrations
+                .iter()
+                .filter(|m| m.version == 1)
+                .cloned()
+                .collect(),
+        );
+        sqlx::any::install_default_drivers();
+        let pool = AnyPoolOptions::new()
+            .connect(&sqlite_url(&settings.url).unwrap())
+            .await
+            .unwrap();
+        first.run(&pool).await.unwrap();
+        let id = SessionId::new();
+        let now = timestamp(Utc::now());
+        sqlx::query(
+            "INSERT INTO sessions (id, owner, status, created_at, deadline_at, plan_version, \
+             instance) VALUES ($1, NULL, 'running', $2, $2, 'v1', 'gone')",
+        )
+        .bind(id.to_string())
+        .bind(now.clone())
+        .execute(&pool)
+        .await
+        .unwrap();
+        let expires = timestamp(Utc::now() + chrono::Duration::hours(1));
+        sqlx::query(
+            "INSERT INTO idempotency_keys (key, fingerprint, session_id, created_at, expires_at) \
+             VALUES ('order-1', 'abc', $1, $2, $3)",
+        )
+        .bind(id.to_string())
+        .bind(now)
+        .bind(expires)
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+
+        let store = SqlStore::open(&settings).await.unwrap();
+
+        let owner = Owner {
+            tenant: "default".parse().unwrap(),
+            mode: Mode::Live,
+        };
+        let session = store.find(&owner, id).await.unwrap().expect("kept");
+        assert_eq!(session.created_by, None);
+        assert_eq!(
+            store.find_key(&owner, "order-1", Utc::now()).await.unwrap(),
+            Some((id, "abc".to_owned()))
+        );
+        let old_columns = sqlx::query("SELECT owner FROM sessions WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_one(&store.pool)
+            .await;
+        assert!(old_columns.is_ok(), "the previous version's columns stay");
     }
 
     #[test]

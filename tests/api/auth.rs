@@ -494,6 +494,7 @@ async fn a_database_keeps_tenants_apart_in_every_query(backend: Backend) {
     let store = TestStore::new(backend).await;
     let app = spawn_app_with(|s| store.configure(s)).await;
     let other = client_with(&key(&app, "globex", Mode::Test, Scopes::All).await);
+    let live = client_with(&key(&app, TENANT, Mode::Live, Scopes::All).await);
     let keyed = |client: &reqwest::Client, reference: &str| {
         let mut body = session_body(json!({}));
         body["reference"] = json!(reference);
@@ -526,9 +527,24 @@ async fn a_database_keeps_tenants_apart_in_every_query(backend: Backend) {
         format!("/v1/sessions/{id}"),
         format!("/v1/sessions/{id}/events"),
     ] {
-        let status = other.get(app.url(&path)).send().await.unwrap().status();
-        assert_eq!(status, StatusCode::NOT_FOUND, "{path} for another tenant");
+        for (who, client) in [("another tenant", &other), ("a live key", &live)] {
+            let status = client.get(app.url(&path)).send().await.unwrap().status();
+            assert_eq!(status, StatusCode::NOT_FOUND, "{path} for {who}");
+        }
     }
+    let live_list: Value = live
+        .get(app.url("/v1/sessions"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        live_list["data"],
+        json!([]),
+        "no test session in the live list"
+    );
     let erase = other
         .delete(app.url(&format!("/v1/sessions/{id}")))
         .send()

@@ -66,11 +66,19 @@ fn keys_are_created_listed_rotated_and_revoked_from_the_command_line() {
     let new_key = stdout(&rotated);
     assert!(new_key.starts_with("kyc_live_") && new_key != key);
     assert_eq!(table.lines().count(), 3, "a header and two keys: {table}");
+    let revoked_at = |line: &str| line.split_whitespace().last().unwrap().to_owned();
+    let old_row = table.lines().find(|l| l.starts_with(&id)).unwrap();
+    let new_row = table
+        .lines()
+        .find(|l| l.starts_with("key_") && !l.starts_with(&id));
     assert!(
-        table
-            .lines()
-            .any(|l| l.starts_with(&id) && !l.ends_with(" -")),
-        "{table}"
+        revoked_at(old_row).ends_with('Z'),
+        "REVOKED filled in: {table}"
+    );
+    assert_eq!(
+        revoked_at(new_row.unwrap()),
+        "-",
+        "the new key is not revoked"
     );
     for secret in [&key, &new_key] {
         assert!(!listed.contains(secret.trim()) && !table.contains(secret.trim()));

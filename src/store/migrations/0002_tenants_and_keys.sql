@@ -1,6 +1,11 @@
 -- Tenants and API keys. Every session belongs to one tenant in one mode (test or live), and
 -- every read filters by both. Sessions stored before keys existed belong to tenant `default`,
 -- mode `live`: a key made with `keys create --tenant default --mode live` reads them.
+--
+-- Additive only, so that instances of the previous version keep working on a shared database
+-- during a rolling deploy: `sessions.owner` and the unscoped `idempotency_keys` table stay
+-- (unused from here on; a later migration drops them). While both versions run, an
+-- `Idempotency-Key` is not shared between an old instance and a new one.
 
 ALTER TABLE sessions ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default';
 ALTER TABLE sessions ADD COLUMN mode TEXT NOT NULL DEFAULT 'live';
@@ -8,14 +13,13 @@ ALTER TABLE sessions ADD COLUMN mode TEXT NOT NULL DEFAULT 'live';
 -- when retention erased it.
 ALTER TABLE sessions ADD COLUMN created_by TEXT;
 ALTER TABLE sessions ADD COLUMN erased_by TEXT;
-ALTER TABLE sessions DROP COLUMN owner;
 
 -- The list, newest first, per tenant and mode (keyset pagination on created_at, id).
 CREATE INDEX sessions_owner_created ON sessions (tenant, mode, created_at, id);
 
 -- Idempotency keys are scoped per tenant and mode: the same key from two tenants names two
--- sessions. Rebuilt with the scope in its primary key; keys already taken stay taken.
-CREATE TABLE idempotency_keys_scoped (
+-- sessions. A new table with the scope in its primary key; keys already taken stay taken.
+CREATE TABLE scoped_idempotency_keys (
     tenant      TEXT NOT NULL,
     mode        TEXT NOT NULL,
     key         TEXT NOT NULL,
@@ -25,11 +29,9 @@ CREATE TABLE idempotency_keys_scoped (
     expires_at  TEXT NOT NULL,
     PRIMARY KEY (tenant, mode, key)
 );
-INSERT INTO idempotency_keys_scoped (tenant, mode, key, fingerprint, session_id, created_at, expires_at)
+INSERT INTO scoped_idempotency_keys (tenant, mode, key, fingerprint, session_id, created_at, expires_at)
     SELECT 'default', 'live', key, fingerprint, session_id, created_at, expires_at FROM idempotency_keys;
-DROP TABLE idempotency_keys;
-ALTER TABLE idempotency_keys_scoped RENAME TO idempotency_keys;
-CREATE INDEX idempotency_keys_expiry_scoped ON idempotency_keys (expires_at);
+CREATE INDEX scoped_idempotency_keys_expiry ON scoped_idempotency_keys (expires_at);
 
 CREATE TABLE api_keys (
     -- Public id (key_...): what lists, logs and audit records show.
