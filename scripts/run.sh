@@ -5,4 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
 scripts/models.sh
+scripts/assets.sh
 exec cargo run --release --locked --bin kyc-orchestrator -- "$@"

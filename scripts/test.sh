@@ -6,6 +6,7 @@ scripts/bootstrap.sh
 scripts/postgres.sh
 scripts/models.sh
 scripts/fixtures.sh
+scripts/assets.sh
 cargo fmt --all -- --check
 # Advisories, licences, duplicate and banned crates, sources (deny.toml).
 scripts/deny.sh

@@ -93,6 +93,7 @@ impl Application {
                     })?,
             ),
         };
+        let docs_script = read_docs_script(&settings.docs.assets_dir);
         let state = AppState {
             orchestrator,
             auth: Arc::new(authenticator),
@@ -104,6 +105,7 @@ impl Application {
             limits: Arc::new(settings.limits.clone()),
             body_limit: settings.server.body_limit_bytes,
             body_timeout: Duration::from_millis(settings.server.body_timeout_ms),
+            docs_script,
         };
         Ok(Self {
             listener,
@@ -231,6 +233,22 @@ impl Application {
         }
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Redoc's script for `GET /docs`, read once; its absence only costs the reference page.
+fn read_docs_script(dir: &std::path::Path) -> Option<bytes::Bytes> {
+    let path = dir.join(api::DOCS_SCRIPT_FILE);
+    match std::fs::read(&path) {
+        Ok(script) => Some(script.into()),
+        Err(error) => {
+            tracing::warn!(
+                path = %path.display(),
+                error = %error,
+                "no script for the API reference page (/docs): run scripts/assets.sh"
+            );
+            None
+        }
     }
 }
 

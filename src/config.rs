@@ -31,6 +31,7 @@ pub struct Settings {
     pub idempotency: IdempotencySettings,
     pub auth: AuthSettings,
     pub metrics: MetricsSettings,
+    pub docs: DocsSettings,
     pub retention: RetentionSettings,
     pub telemetry: TelemetrySettings,
     pub models: ModelSettings,
@@ -178,6 +179,13 @@ impl std::fmt::Debug for AuthSettings {
             .field("bootstrap_tenant", &self.bootstrap_tenant)
             .finish()
     }
+}
+
+/// The API reference page.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DocsSettings {
+    /// Where `scripts/assets.sh` puts Redoc's script; relative to the working directory.
+    pub assets_dir: PathBuf,
 }
 
 /// The Prometheus endpoint's own listener, apart from the API's.

@@ -34,11 +34,21 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Prints the OpenAPI document the service serves at /openapi.json.
+    Openapi,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Openapi) = cli.command {
+        let document = kyc_orchestrator::api::openapi_document();
+        println!(
+            "{}",
+            document.to_pretty_json().expect("the document serialises")
+        );
+        return ExitCode::SUCCESS;
+    }
     // Every session stream is a socket; the common soft limit of 1024 is far below what one
     // instance serves, so take what the hard limit allows.
     let _ = rlimit::increase_nofile_limit(u64::MAX);

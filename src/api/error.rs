@@ -20,7 +20,7 @@ const STORE_RETRY_AFTER_S: u64 = 2;
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
 /// One invalid field of a request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     /// Where in the request, e.g. `selfie.frames[1]` or the multipart part `document_front`.
     pub field: String,
@@ -106,13 +106,18 @@ impl From<OrchestratorError> for ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
+/// An RFC 9457 problem: every error answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct Problem<'a> {
+    /// `urn:kyc-orchestrator:problem:<slug>`.
     #[serde(rename = "type")]
+    #[schema(example = "urn:kyc-orchestrator:problem:invalid-request")]
     kind: String,
     title: &'a str,
     status: u16,
+    /// What was wrong; never the rejected values.
     detail: String,
+    /// For `invalid-request`: each invalid field.
     #[serde(skip_serializing_if = "<[FieldError]>::is_empty")]
     errors: &'a [FieldError],
 }

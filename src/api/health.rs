@@ -11,7 +11,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
-use serde_json::json;
 
 use super::AppState;
 
@@ -28,14 +27,38 @@ pub fn metrics_router(handle: PrometheusHandle) -> Router {
         .with_state(handle)
 }
 
-/// Liveness: the process serves HTTP. The contract load balancers already use.
-async fn health() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok", "ts": chrono::Utc::now().timestamp() }))
+/// `GET /health`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct Health {
+    /// Always `ok`.
+    status: &'static str,
+    /// Unix seconds.
+    ts: i64,
 }
 
-#[derive(Serialize)]
-struct Readiness {
+/// Liveness: the process serves HTTP. The contract load balancers already use.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "health",
+    operation_id = "health",
+    summary = "Liveness",
+    responses((status = 200, description = "The process serves HTTP", body = Health)),
+)]
+pub(super) async fn health() -> Json<Health> {
+    Json(Health {
+        status: "ok",
+        ts: chrono::Utc::now().timestamp(),
+    })
+}
+
+/// `GET /health/ready`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct Readiness {
+    /// `ready` or `unavailable`.
     status: &'static str,
+    /// Why not: `draining`, `models_failed`, `models_loading`, `store_unavailable` or
+    /// `saturated`.
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<&'static str>,
     running_sessions: usize,
@@ -43,7 +66,18 @@ struct Readiness {
 }
 
 /// Readiness: whether to send this instance new sessions.
-async fn ready(State(state): State<AppState>) -> Response {
+#[utoipa::path(
+    get,
+    path = "/health/ready",
+    tag = "health",
+    operation_id = "readiness",
+    summary = "Readiness: whether to send this instance new sessions",
+    responses(
+        (status = 200, description = "Ready", body = Readiness),
+        (status = 503, description = "Not now, and why", body = Readiness),
+    ),
+)]
+pub(super) async fn ready(State(state): State<AppState>) -> Response {
     let reason = if state.lifecycle.is_draining() {
         Some("draining")
     } else if state.orchestrator.agents_failed() {

@@ -27,19 +27,27 @@ const DEFAULT_LIMIT: usize = 20;
 /// The most a page holds.
 pub const MAX_LIMIT: usize = 100;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct ListQuery {
     status: Option<SessionStatus>,
     decision: Option<Decision>,
+    /// Exact match on the client's reference.
     reference: Option<String>,
+    /// Created at or after (RFC 3339).
     created_after: Option<DateTime<Utc>>,
+    /// Created before (RFC 3339).
     created_before: Option<DateTime<Utc>>,
+    /// Sessions per page.
+    #[param(minimum = 1, maximum = 100, default = 20)]
     limit: Option<usize>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
-#[derive(Serialize)]
+/// A page of the list.
+#[derive(Serialize, utoipa::ToSchema)]
 pub(super) struct Page {
     data: Vec<SessionSummary>,
     /// Pass as `cursor` for the next page; absent on the last one.
@@ -47,8 +55,9 @@ pub(super) struct Page {
     next_cursor: Option<String>,
 }
 
-#[derive(Serialize)]
-struct SessionSummary {
+/// A session in the list: no checks, nothing an agent extracted.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct SessionSummary {
     id: crate::domain::SessionId,
     #[serde(skip_serializing_if = "Option::is_none")]
     reference: Option<String>,
@@ -81,6 +90,22 @@ impl From<SessionRecord> for SessionSummary {
 }
 
 /// The caller's sessions matching the filters, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/sessions",
+    tag = "sessions",
+    operation_id = "list_sessions",
+    summary = "List sessions, newest first",
+    description = "The key's tenant's sessions in the key's mode, a page at a time (keyset: \
+        pass `next_cursor` back as `cursor`).",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page", body = Page),
+        (status = 400, description = "A bad parameter or cursor", body = super::openapi::Problem,
+            content_type = "application/problem+json"),
+    ),
+    security(("api_key" = ["sessions:read"])),
+)]
 pub(super) async fn list(
     Authorized(caller, _): Authorized<SessionsRead>,
     State(state): State<AppState>,

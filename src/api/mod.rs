@@ -3,9 +3,11 @@
 
 mod admission;
 mod auth;
+mod docs;
 mod error;
 mod health;
 mod listing;
+mod openapi;
 mod serve;
 mod sessions;
 mod submission;
@@ -25,8 +27,10 @@ use crate::config::LimitSettings;
 use crate::orchestrator::Orchestrator;
 
 pub use admission::{Admission, Lifecycle};
+pub use docs::SCRIPT_FILE as DOCS_SCRIPT_FILE;
 pub use error::{ApiError, FieldError, PROBLEM_JSON};
 pub use health::metrics_router;
+pub use openapi::document as openapi_document;
 pub use serve::{Connections, listen, serve};
 pub use sessions::NDJSON;
 
@@ -41,6 +45,8 @@ pub struct AppState {
     pub body_limit: usize,
     /// How long a session request's body may take to arrive.
     pub body_timeout: Duration,
+    /// Redoc's script for `GET /docs`, when `scripts/assets.sh` has put it in place.
+    pub docs_script: Option<bytes::Bytes>,
 }
 
 /// The whole HTTP surface, with request ids and request spans.
@@ -48,6 +54,8 @@ pub fn router(state: AppState) -> Router {
     let body_limit = state.body_limit;
     Router::new()
         .merge(health::router())
+        .merge(openapi::router())
+        .merge(docs::router())
         .merge(sessions::router(body_limit))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

@@ -50,7 +50,61 @@ pub fn router(body_limit: usize) -> Router<AppState> {
 /// as they happen. With an `Idempotency-Key` already used for the same request, the same
 /// session instead (`200`, or its events); for a different request, `409`.
 /// A live key's request may not script sandbox agents: `400`.
-async fn create(
+#[utoipa::path(
+    post,
+    path = "/v1/sessions",
+    tag = "sessions",
+    operation_id = "create_session",
+    summary = "Start a verification session",
+    description = "Checks the request, stores its inputs and starts the agents. Without \
+        `Accept: application/x-ndjson` the answer is `202` at once; with it, `200` and the \
+        session's events as they happen, one JSON object per line, until `session.completed`. \
+        A repeated `Idempotency-Key` with the same request names the same session (`200`, \
+        `Idempotent-Replayed: true`, or its events); with another request, `409`.",
+    params(
+        ("Idempotency-Key" = Option<String>, Header,
+            description = "1 to 255 visible ASCII characters; scoped to the key's tenant and mode"),
+        ("Accept" = Option<String>, Header,
+            description = "`application/x-ndjson` for the event stream"),
+    ),
+    request_body(
+        description = "Images as base64 in JSON, or as file parts of a multipart form.",
+        content(
+            (super::openapi::SessionRequest = "application/json",
+                example = json!(super::openapi::example_request())),
+            (super::openapi::SessionUpload = "multipart/form-data"),
+        ),
+    ),
+    responses(
+        (status = 202, description = "Accepted: the session runs", body = AcceptedView,
+            headers(("Location" = String, description = "The session's URL"))),
+        (status = 200, description = "The event stream (with `Accept: application/x-ndjson`), \
+            or the session an `Idempotency-Key` already named (`Idempotent-Replayed: true`)",
+            content(
+                (crate::orchestrator::Event = "application/x-ndjson"),
+                (AcceptedView = "application/json"),
+            ),
+            headers(
+                ("Location" = String, description = "The session's URL"),
+                ("Idempotent-Replayed" = String, description = "`true` on a replay"),
+            )),
+        (status = 400, description = "Malformed JSON, a bad `Idempotency-Key`, or a `sandbox` \
+            script with a live key or without sandbox agents", body = super::openapi::Problem,
+            content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive in time",
+            body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The `Idempotency-Key` was used for another request",
+            body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is over `server.body_limit_bytes`",
+            body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Neither JSON nor multipart",
+            body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, each with a code",
+            body = super::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = ["sessions:write"])),
+)]
+pub(super) async fn create(
     Authorized(caller, _): Authorized<SessionsWrite>,
     AdmissionPermit(permit): AdmissionPermit,
     State(state): State<AppState>,
@@ -97,7 +151,25 @@ async fn create(
 }
 
 /// Erases a completed session's images and extracted personal data; its decision stays.
-async fn erase(
+#[utoipa::path(
+    delete,
+    path = "/v1/sessions/{id}",
+    tag = "sessions",
+    operation_id = "erase_session",
+    summary = "Erase a session's images and personal data",
+    description = "Deletes the inputs and every check's `extracted` data, and stamps `erased_at` \
+        and `erased_by`. The decision, reasons and timings stay. Again: `204`.",
+    params(("id" = String, Path, description = "The session's id")),
+    responses(
+        (status = 204, description = "Erased"),
+        (status = 404, description = "No such session for this key's tenant and mode",
+            body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Still running", body = super::openapi::Problem,
+            content_type = "application/problem+json"),
+    ),
+    security(("api_key" = ["sessions:erase"])),
+)]
+pub(super) async fn erase(
     Authorized(caller, _): Authorized<SessionsErase>,
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -111,7 +183,7 @@ async fn erase(
 }
 
 /// The request's `Idempotency-Key`, checked: 1 to 255 visible ASCII characters.
-struct IdempotencyKey(Option<String>);
+pub(super) struct IdempotencyKey(Option<String>);
 
 impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
     type Rejection = ApiError;
@@ -140,7 +212,21 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 }
 
 /// The session as it stands.
-async fn show(
+#[utoipa::path(
+    get,
+    path = "/v1/sessions/{id}",
+    tag = "sessions",
+    operation_id = "get_session",
+    summary = "Read a session",
+    params(("id" = String, Path, description = "The session's id")),
+    responses(
+        (status = 200, description = "The session", body = SessionView),
+        (status = 404, description = "No such session for this key's tenant and mode",
+            body = super::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = ["sessions:read"])),
+)]
+pub(super) async fn show(
     Authorized(caller, _): Authorized<SessionsRead>,
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -154,14 +240,35 @@ async fn show(
     Ok(Json(SessionView::from(record)))
 }
 
-#[derive(Deserialize)]
-struct EventsQuery {
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct EventsQuery {
+    /// Only events with a greater `seq`.
     #[serde(default)]
     after: u64,
 }
 
 /// The session's events after `?after=<seq>`, then live ones until `session.completed`.
-async fn events(
+#[utoipa::path(
+    get,
+    path = "/v1/sessions/{id}/events",
+    tag = "sessions",
+    operation_id = "follow_session",
+    summary = "Follow a session's events",
+    description = "The stored events after `after`, then live ones until `session.completed`, \
+        one JSON object per line; on any instance.",
+    params(("id" = String, Path, description = "The session's id"), EventsQuery),
+    responses(
+        (status = 200, description = "The events", body = crate::orchestrator::Event,
+            content_type = "application/x-ndjson"),
+        (status = 400, description = "A bad `after`", body = super::openapi::Problem,
+            content_type = "application/problem+json"),
+        (status = 404, description = "No such session for this key's tenant and mode",
+            body = super::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = ["sessions:read"])),
+)]
+pub(super) async fn events(
     Authorized(caller, _): Authorized<SessionsRead>,
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -183,7 +290,7 @@ fn parse_id(id: &str) -> Result<SessionId, ApiError> {
 }
 
 /// Whether the client asked for the event stream.
-struct WantsNdjson(bool);
+pub(super) struct WantsNdjson(bool);
 
 impl<S: Send + Sync> FromRequestParts<S> for WantsNdjson {
     type Rejection = std::convert::Infallible;
@@ -211,7 +318,7 @@ fn ndjson(lines: impl Stream<Item = Bytes> + Send + 'static) -> Response {
         .into_response()
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(super) struct Links {
     #[serde(rename = "self")]
     this: String,
@@ -227,8 +334,9 @@ impl Links {
     }
 }
 
-#[derive(Serialize)]
-struct AcceptedView {
+/// A session just accepted (or named by its `Idempotency-Key`).
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct AcceptedView {
     id: SessionId,
     status: SessionStatus,
     created_at: DateTime<Utc>,
@@ -279,8 +387,8 @@ fn replayed(record: SessionRecord) -> Response {
         .into_response()
 }
 
-/// `GET /v1/sessions/{id}`.
-#[derive(Serialize)]
+/// A session: `GET /v1/sessions/{id}`.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct SessionView {
     id: SessionId,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -1,9 +1,10 @@
 //! The result of one agent's check and the session's decision: what a reviewer reads.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// How one check ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CheckStatus {
     Passed,
@@ -14,7 +15,7 @@ pub enum CheckStatus {
 }
 
 /// One agent's check as recorded on the session.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CheckResult {
     pub status: CheckStatus,
     /// The agent's confidence where it has one, 0..=1.
@@ -60,7 +61,7 @@ impl CheckResult {
 }
 
 /// The outcome of a whole session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Decision {
     Approved,

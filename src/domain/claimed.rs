@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 /// Longest claimed name or number, in characters.
 pub const MAX_CLAIM_LEN: usize = 100;
 
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// What the applicant says about themselves: at least one field.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Claimed {
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::{CheckResult, Decision, KeyId, Owner, SessionId};
 
 /// Whether a session is still being decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SessionStatus {
     Running,

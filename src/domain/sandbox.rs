@@ -15,7 +15,7 @@ pub const MAX_CPU_MS: u64 = 30_000;
 pub const MAX_EXTRACTED_BYTES: usize = 4096;
 
 /// How a sandbox agent ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SandboxResult {
     #[default]
@@ -27,16 +27,22 @@ pub enum SandboxResult {
 }
 
 /// One agent's part of a request's script: every field is optional and falls back to config.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SandboxDirective {
+    /// Waited on the runtime before the result.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 60000)]
     pub latency_ms: Option<u64>,
+    /// Burnt on the CPU pool after the latency.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 30000)]
     pub cpu_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub result: Option<SandboxResult>,
+    /// The failure's reason code, instead of the agent's configured one.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[a-z0-9_:]{1,64}$")]
     pub reason: Option<String>,
     /// Stands in for the personal data a real agent reads: reported as the check's `extracted`
     /// on pass or fail, so integrators can exercise erasure.

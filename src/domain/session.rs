@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::{Claimed, ImageData, SandboxScript};
 
 /// Kinds of identity document.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DocumentType {
     Passport,

@@ -7,8 +7,21 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// Identifies one verification session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(transparent)]
+#[schema(value_type = String, format = Uuid, example = "01a1ffba-9973-76c3-9344-15a4a723fd1a")]
 pub struct SessionId(Uuid);
 
 impl SessionId {

@@ -55,7 +55,19 @@ impl fmt::Display for TenantId {
 }
 
 /// Test or live: in a key's prefix, on every session, and in every query.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// May script sandbox agents; its sessions are apart from live ones.
@@ -107,8 +119,9 @@ pub struct Principal {
 
 /// An API key's public id, `key_` and 16 letters or digits: what lists, logs and audit records
 /// show. The secret key itself is never kept.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(transparent)]
+#[schema(value_type = String, example = "key_uaZVCmYi6P63m8D1")]
 pub struct KeyId(String);
 
 impl KeyId {

@@ -26,8 +26,8 @@ use crate::domain::{CheckResult, CheckStatus, Decision, SessionId};
 use crate::store::{EventRecord, SessionStore, StoreError, stored_through};
 use crate::telemetry::ErrorChain;
 
-/// One event of a session's history.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One event of a session's history: one line of the NDJSON stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Event {
     /// 1, 2, 3... within the session, without gaps.
     pub seq: u64,
@@ -38,7 +38,7 @@ pub struct Event {
 }
 
 /// Why an agent was stopped for time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TimeoutCause {
     /// Its own `timeout_ms` passed.
@@ -47,8 +47,8 @@ pub enum TimeoutCause {
     SessionDeadline,
 }
 
-/// What happened.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// What happened, by `type`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type")]
 pub enum EventKind {
     #[serde(rename = "session.started")]

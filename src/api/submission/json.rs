@@ -96,3 +96,14 @@ pub(super) fn parse(body: &[u8]) -> Result<Draft, ApiError> {
     }
     Ok(draft)
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_example_of_the_openapi_document_parses() {
+        let body = serde_json::to_vec(&crate::api::openapi::example_request()).unwrap();
+        let draft = super::parse(&body).unwrap();
+        assert!(draft.errors.is_empty());
+        assert_eq!(draft.frames.map(|f| f.len()), Some(1));
+    }
+}

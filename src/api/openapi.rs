@@ -1,0 +1,272 @@
+//! The OpenAPI 3.1 document, generated from the handlers' annotations and the types they take
+//! and return, served at `GET /openapi.json` without a key. A test compares it with the
+//! committed `openapi.json`, so a change to the API shows in review.
+//!
+//! What every `/v1` operation shares is added here rather than on each handler: the bearer
+//! key, and the `401`, `403`, `429` and `503` answers; every answer carries `x-request-id`.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use axum::Router;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::response::ResponseBuilder;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, HeaderBuilder, OpenApi as Document, Ref, RefOr};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+use super::AppState;
+pub(super) use super::error::{FieldError, Problem};
+use crate::domain::{Claimed, DocumentType, SandboxDirective};
+
+// The request types below describe the wire format for the document; the handler parses the
+// body itself (`submission`), so their fields are read only by the schema.
+
+/// The JSON session request: images as base64 (a `data:image/...;base64,` prefix and missing
+/// padding are accepted). Unknown fields are refused.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub(super) struct SessionRequest {
+    /// The client's own reference (at most `limits.max_reference_len` characters). Never
+    /// logged: it may identify a person.
+    #[schema(example = "customer-42")]
+    reference: Option<String>,
+    selfie: SelfieRequest,
+    document: DocumentRequest,
+    claimed: Option<Claimed>,
+    /// Per sandbox agent, its scripted behaviour. Test keys only, and only where sandbox
+    /// agents are configured.
+    sandbox: Option<BTreeMap<String, SandboxDirective>>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub(super) struct SelfieRequest {
+    /// JPEG, PNG or WebP frames in capture order, base64; 1 to `limits.max_selfie_frames`.
+    #[schema(min_items = 1)]
+    frames: Vec<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub(super) struct DocumentRequest {
+    #[serde(rename = "type")]
+    kind: Option<DocumentType>,
+    /// The document's front, base64.
+    front: String,
+    /// Its back, base64: read for the zone when the front has none (an ID card's).
+    back: Option<String>,
+}
+
+/// An image file part.
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[allow(dead_code)]
+pub(super) struct ImageFile(Vec<u8>);
+
+/// The multipart session request: file parts, and the rest as a JSON `metadata` part.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(super) struct SessionUpload {
+    /// Selfie frames, one part each, in capture order.
+    selfie: Vec<ImageFile>,
+    document_front: ImageFile,
+    document_back: Option<ImageFile>,
+    /// JSON: `reference`, `document` (`{"type": ...}`), `claimed` and `sandbox`, as in the JSON
+    /// request.
+    #[schema(example = r#"{"reference": "customer-42", "document": {"type": "passport"}}"#)]
+    metadata: Option<String>,
+}
+
+/// An 8x8 PNG, standing in for real photos in examples.
+const EXAMPLE_IMAGE: &str = "iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAIAAABLbSncAAAAEUlEQVR42mM4MS0FK2IYWhIADlxwgebZ8zEAAAAASUVORK5CYII=";
+
+/// The JSON request the reference shows.
+pub(super) fn example_request() -> Value {
+    json!({
+        "reference": "customer-42",
+        "selfie": { "frames": [EXAMPLE_IMAGE] },
+        "document": { "type": "passport", "front": EXAMPLE_IMAGE },
+        "claimed": { "surname": "Eriksson", "date_of_birth": "1974-08-12" },
+        "sandbox": { "liveness": { "latency_ms": 300, "result": "fail" } }
+    })
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "kyc-orchestrator",
+        description = "Identity verification: a session of selfie frames and document images \
+            is checked by four agents (liveness, doc_capture, ocr, face_match) under a deadline, \
+            and decided `approved`, `declined` or `review` with reason codes. Every `/v1` route \
+            needs `Authorization: Bearer <key>` (`kyc_test_...` or `kyc_live_...`) and sees only \
+            its key's tenant and mode. Errors are RFC 9457 `application/problem+json` with `type` \
+            `urn:kyc-orchestrator:problem:<slug>`.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0"),
+    ),
+    paths(
+        super::sessions::create,
+        super::listing::list,
+        super::sessions::show,
+        super::sessions::events,
+        super::sessions::erase,
+        super::health::health,
+        super::health::ready,
+    ),
+    components(schemas(crate::orchestrator::EventKind, FieldError)),
+    modifiers(&Conventions),
+    tags(
+        (name = "sessions", description = "Verification sessions"),
+        (name = "health", description = "For load balancers; no key"),
+    ),
+)]
+struct ApiDoc;
+
+/// The document, as served.
+pub fn document() -> Document {
+    ApiDoc::openapi()
+}
+
+/// What every operation shares.
+struct Conventions;
+
+impl Modify for Conventions {
+    fn modify(&self, openapi: &mut Document) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("kyc_test_... or kyc_live_...")
+                    .description(Some(
+                        "An API key (`kyc-orchestrator keys create`); its scopes are named on \
+                         each operation",
+                    ))
+                    .build(),
+            ),
+        );
+        for item in openapi.paths.paths.values_mut() {
+            for operation in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.put,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if operation.security.is_some() {
+                    add_key_answers(operation);
+                }
+                for response in operation.responses.responses.values_mut() {
+                    if let RefOr::T(response) = response {
+                        response.headers.insert(
+                            "x-request-id".into(),
+                            HeaderBuilder::new()
+                                .description(Some(
+                                    "The request's id: the client's own, or one the service made",
+                                ))
+                                .build(),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The answers every keyed operation can give.
+fn add_key_answers(operation: &mut Operation) {
+    let problem = |description: &str, header: Option<(&str, &str)>| {
+        let mut response = ResponseBuilder::new().description(description).content(
+            super::PROBLEM_JSON,
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build(),
+        );
+        if let Some((name, meaning)) = header {
+            response = response.header(
+                name,
+                HeaderBuilder::new().description(Some(meaning)).build(),
+            );
+        }
+        RefOr::T(response.build())
+    };
+    let answers = [
+        (
+            "401",
+            problem(
+                "No key, or a malformed, unknown, revoked or expired one",
+                Some(("WWW-Authenticate", "`Bearer realm=\"kyc\"`")),
+            ),
+        ),
+        ("403", problem("The key lacks the operation's scope", None)),
+        (
+            "429",
+            problem(
+                "The key is over its rate limit",
+                Some(("Retry-After", "Seconds until a request is allowed")),
+            ),
+        ),
+        (
+            "503",
+            problem(
+                "At the limit of running sessions, draining, the store unavailable, or the \
+                 models still loading",
+                Some(("Retry-After", "Seconds to wait, where known")),
+            ),
+        ),
+    ];
+    for (status, answer) in answers {
+        operation
+            .responses
+            .responses
+            .entry(status.to_owned())
+            .or_insert(answer);
+    }
+}
+
+/// `GET /openapi.json`, no key.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/openapi.json", get(serve_document))
+}
+
+async fn serve_document() -> Response {
+    static TEXT: OnceLock<String> = OnceLock::new();
+    let text = TEXT.get_or_init(|| {
+        document()
+            .to_pretty_json()
+            .expect("the document serialises")
+    });
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        text.clone(),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The real parser's side is `submission::json`'s test of the same example.
+    #[test]
+    fn the_example_request_fits_the_documented_schema() {
+        let body = serde_json::to_vec(&example_request()).unwrap();
+        let parsed: SessionRequest = serde_json::from_slice(&body).unwrap();
+        assert_eq!(parsed.selfie.frames.len(), 1);
+    }
+}
