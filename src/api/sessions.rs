@@ -243,8 +243,9 @@ pub(super) async fn show(
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(super) struct EventsQuery {
-    /// Only events with a greater `seq`.
+    /// Only events with a greater `seq`: 0 to 2^63 - 1 (what both databases store).
     #[serde(default)]
+    #[param(minimum = 0, maximum = 9223372036854775807_i64)]
     after: u64,
 }
 
@@ -278,10 +279,21 @@ pub(super) async fn events(
     let Query(query) = query.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
     let events = state
         .orchestrator
-        .follow(&caller.key.owner, id, query.after)
+        .follow(&caller.key.owner, id, checked_after(query.after)?)
         .await?
         .ok_or(ApiError::NotFound)?;
     Ok(ndjson(events))
+}
+
+/// `after` within what a stored `seq` can be.
+fn checked_after(after: u64) -> Result<u64, ApiError> {
+    if i64::try_from(after).is_err() {
+        return Err(ApiError::BadRequest(format!(
+            "after must be 0 to {}",
+            i64::MAX
+        )));
+    }
+    Ok(after)
 }
 
 /// An id that does not parse names no session.

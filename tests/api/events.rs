@@ -56,6 +56,29 @@ async fn after_resumes_from_a_sequence_number() {
     assert!(app.events(id, Some(10)).await.is_empty());
 }
 
+/// Found by the fuzzer (scripts/fuzz.sh): a `seq` no database can store was taken.
+#[tokio::test(start_paused = true)]
+async fn an_after_beyond_any_stored_seq_is_a_400() {
+    let app = spawn_app().await;
+    let streamed = app.stream_session(&session_body(json!({}))).await;
+    let id = streamed[0]["session_id"].as_str().unwrap();
+
+    let largest = app
+        .get(&format!("/v1/sessions/{id}/events?after={}", i64::MAX))
+        .await;
+    let beyond = app
+        .get(&format!(
+            "/v1/sessions/{id}/events?after={}",
+            i64::MAX as u64 + 1
+        ))
+        .await;
+
+    assert_eq!(largest.status(), 200);
+    assert_eq!(beyond.status(), 400);
+    let problem: serde_json::Value = beyond.json().await.unwrap();
+    assert_eq!(problem["type"], "urn:kyc-orchestrator:problem:bad-request");
+}
+
 #[tokio::test(start_paused = true)]
 async fn many_followers_of_a_running_session_see_the_same_complete_history() {
     let app = spawn_patient_app().await;
