@@ -2,7 +2,8 @@
 # Fuzzes the running service from its own OpenAPI document with schemathesis (PyPI, pinned
 # with hashes in scripts/fuzz-requirements.txt): generated requests to every operation, with a
 # test key, and every answer checked against the document (status, content type, schema,
-# headers) and for server errors. Bounded: MAX_EXAMPLES per operation (25).
+# headers) and for server errors. Bounded: MAX_EXAMPLES per operation (25). Then
+# scripts/check_events.py checks every line of the event streams against the document.
 #
 # Two checks are left out, for what the API means on purpose:
 # - positive_data_acceptance: a request the schema allows must succeed. A schema cannot say
@@ -50,6 +51,8 @@ status=0
   --request-timeout 10 \
   --seed "${SEED:-20261130}" \
   --no-color || status=$?
+# The NDJSON streams, line by line, against the document's Event schema.
+"$venv/bin/python" scripts/check_events.py "http://127.0.0.1:$port" "$key" || status=1
 if [ "$status" -ne 0 ]; then
   echo "== the server's last log lines:" >&2
   tail -n 30 "$scratch/server.log" >&2

@@ -12,6 +12,7 @@ mod faces;
 mod health;
 mod helpers;
 mod keys_cli;
+mod kyc_cli;
 mod openapi;
 mod orchestration;
 mod render;

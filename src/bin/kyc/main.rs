@@ -1,0 +1,213 @@
+//! `kyc`: the command-line client of kyc-orchestrator. Verifies an applicant from files on disk
+//! with live progress, and reads, lists, follows and erases sessions.
+//!
+//!     export KYC_API_KEY=kyc_test_...           # and KYC_URL, default http://127.0.0.1:8009
+//!     kyc verify --document passport.jpg --selfie f1.jpg f2.jpg f3.jpg
+//!     kyc sessions list --decision review
+//!
+//! Exit status: 0 approved, 3 review, 4 declined, 1 an error (the service's problem detail on
+//! stderr), 2 bad usage. The key is never printed.
+
+mod client;
+mod verify;
+mod view;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use client::{Client, Failure};
+
+#[derive(Parser)]
+#[command(name = "kyc", version, about = "Identity verification from a terminal")]
+struct Cli {
+    /// The service.
+    #[arg(
+        long,
+        env = "KYC_URL",
+        default_value = "http://127.0.0.1:8009",
+        global = true
+    )]
+    url: String,
+    /// An API key of the service.
+    #[arg(long, env = "KYC_API_KEY", hide_env_values = true, global = true)]
+    key: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Verifies an applicant: posts the images, shows each agent's progress, then the decision.
+    Verify(VerifyArgs),
+    /// Reads, lists, follows and erases sessions.
+    #[command(subcommand)]
+    Sessions(SessionsCommand),
+}
+
+#[derive(Args)]
+pub struct VerifyArgs {
+    /// The document's front.
+    #[arg(long)]
+    pub document: PathBuf,
+    /// The document's back (an ID card's zone is there).
+    #[arg(long)]
+    pub back: Option<PathBuf>,
+    /// Selfie frames, in capture order.
+    #[arg(long, required = true, num_args = 1..)]
+    pub selfie: Vec<PathBuf>,
+    #[arg(long = "type", value_enum)]
+    pub kind: Option<DocumentKind>,
+    /// Your own reference for the session.
+    #[arg(long)]
+    pub reference: Option<String>,
+    #[arg(long)]
+    pub claimed_surname: Option<String>,
+    #[arg(long)]
+    pub claimed_given_names: Option<String>,
+    /// YYYY-MM-DD.
+    #[arg(long)]
+    pub claimed_birth_date: Option<String>,
+    /// A sandbox script (JSON), for a test key on sandbox agents.
+    #[arg(long)]
+    pub sandbox: Option<String>,
+    /// The events as NDJSON on stdout instead of the live view.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum DocumentKind {
+    Passport,
+    IdCard,
+    DrivingLicence,
+}
+
+impl DocumentKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Passport => "passport",
+            Self::IdCard => "id_card",
+            Self::DrivingLicence => "driving_licence",
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum SessionsCommand {
+    /// Your sessions, newest first.
+    List {
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        decision: Option<String>,
+        #[arg(long)]
+        reference: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// One JSON object per session instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A session, as JSON.
+    Get {
+        #[arg(value_parser = session_id)]
+        id: String,
+    },
+    /// A session's events as NDJSON, live until it completes.
+    Events {
+        #[arg(value_parser = session_id)]
+        id: String,
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+    },
+    /// Erases a completed session's images and personal data.
+    Erase {
+        #[arg(value_parser = session_id)]
+        id: String,
+    },
+}
+
+/// A session id as the service makes them (a UUID), checked here so that whatever is typed
+/// cannot turn into another path.
+fn session_id(text: &str) -> Result<String, String> {
+    uuid::Uuid::parse_str(text)
+        .map(|id| id.to_string())
+        .map_err(|_| format!("`{text}` is not a session id (a UUID, as `kyc sessions list` shows)"))
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let Some(key) = cli.key else {
+        eprintln!("kyc: no API key: set KYC_API_KEY or pass --key");
+        return ExitCode::from(2);
+    };
+    let client = match Client::new(&cli.url, &key) {
+        Ok(client) => client,
+        Err(failure) => return fail(failure),
+    };
+    let outcome = match cli.command {
+        Command::Verify(args) => verify::run(&client, args).await,
+        Command::Sessions(command) => sessions(&client, command).await.map(|()| 0),
+    };
+    match outcome {
+        Ok(code) => ExitCode::from(code),
+        Err(failure) => fail(failure),
+    }
+}
+
+fn fail(failure: Failure) -> ExitCode {
+    eprintln!("kyc: {failure}");
+    ExitCode::FAILURE
+}
+
+async fn sessions(client: &Client, command: SessionsCommand) -> Result<(), Failure> {
+    match command {
+        SessionsCommand::List {
+            status,
+            decision,
+            reference,
+            limit,
+            json,
+        } => {
+            let mut query = vec![("limit", limit.to_string())];
+            for (name, value) in [
+                ("status", status),
+                ("decision", decision),
+                ("reference", reference),
+            ] {
+                if let Some(value) = value {
+                    query.push((name, value));
+                }
+            }
+            let page = client.get_json("/v1/sessions", &query).await?;
+            let items = page["data"].as_array().cloned().unwrap_or_default();
+            if json {
+                for item in &items {
+                    view::say(item);
+                }
+            } else {
+                view::session_table(&items);
+            }
+            Ok(())
+        }
+        SessionsCommand::Get { id } => {
+            let session = client.get_json(&format!("/v1/sessions/{id}"), &[]).await?;
+            view::say(serde_json::to_string_pretty(&session).expect("JSON prints"));
+            Ok(())
+        }
+        SessionsCommand::Events { id, after } => {
+            let mut out = view::Raw;
+            verify::follow(client, &id, after, &mut out)
+                .await
+                .map(|_| ())
+        }
+        SessionsCommand::Erase { id } => {
+            client.delete(&format!("/v1/sessions/{id}")).await?;
+            eprintln!("erased {id}: its images and personal data are gone, its decision stays");
+            Ok(())
+        }
+    }
+}
