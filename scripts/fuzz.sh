@@ -19,7 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --locked --no-run --quiet
 
-venv=target/tools/schemathesis
+venv="$PWD/target/tools/schemathesis"
 if [ ! -x "$venv/bin/schemathesis" ]; then
   rm -rf "$venv"
   python3 -m venv "$venv"
@@ -43,14 +43,15 @@ for _ in $(seq 1 100); do
 done
 
 status=0
-"$venv/bin/schemathesis" run "http://127.0.0.1:$port/openapi.json" \
+# From the scratch directory: schemathesis keeps a cache (.schemathesis/) where it runs.
+(cd "$scratch" && "$venv/bin/schemathesis" run "http://127.0.0.1:$port/openapi.json" \
   --header "Authorization: Bearer $key" \
   --checks all \
   --exclude-checks positive_data_acceptance,use_after_free \
   --max-examples "${MAX_EXAMPLES:-25}" \
   --request-timeout 10 \
   --seed "${SEED:-20261130}" \
-  --no-color || status=$?
+  --no-color) || status=$?
 # The NDJSON streams, line by line, against the document's Event schema.
 "$venv/bin/python" scripts/check_events.py "http://127.0.0.1:$port" "$key" || status=1
 if [ "$status" -ne 0 ]; then
