@@ -13,8 +13,9 @@ use crate::api::{self, Admission, AppState, Lifecycle};
 use crate::auth::{Authenticator, KeyManager};
 use crate::config::Settings;
 use crate::orchestrator::{Durability, Maintenance, Orchestrator, PlanError, Policy};
-use crate::store::{self, BlobError, Blobs, KeyStore, StoreError};
+use crate::store::{self, BlobError, Blobs, KeyStore, StoreError, Stores};
 use crate::telemetry::{self, ErrorChain};
+use crate::webhooks::{self, Dispatcher};
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +30,8 @@ pub enum StartupError {
     Blobs(#[from] BlobError),
     #[error("invalid auth settings")]
     Auth(#[from] crate::auth::BootstrapError),
+    #[error("invalid webhook settings")]
+    Webhooks(#[from] webhooks::PolicyError),
     #[error("cannot listen on {addr}")]
     Bind {
         addr: String,
@@ -48,6 +51,9 @@ pub struct Application {
     connections: api::Connections,
     shutdown_timeout: Duration,
     maintenance: Maintenance,
+    dispatcher: Dispatcher,
+    /// How long the dispatcher's attempts in flight may take to finish at shutdown.
+    webhook_timeout: Duration,
 }
 
 impl Application {
@@ -58,7 +64,16 @@ impl Application {
 
     /// The service with the agent kinds `kinds` (the built-in ones and a library user's own).
     pub async fn build_with(settings: Settings, kinds: &Kinds) -> Result<Self, StartupError> {
-        let (orchestrator, keys) = build_with_keys(&settings, kinds).await?;
+        let policy = Arc::new(webhooks::Policy::from_settings(&settings.webhooks)?);
+        let (orchestrator, stores) = build_parts(&settings, kinds).await?;
+        let keys = stores.keys.clone();
+        let clock = webhooks::Clock::start();
+        let dispatcher = Dispatcher::new(
+            stores.webhooks.clone(),
+            stores.sessions.clone(),
+            policy.clone(),
+            clock,
+        );
         let auth = &settings.auth;
         let bootstrap = (!auth.bootstrap_key.is_empty())
             .then_some((auth.bootstrap_key.as_str(), auth.bootstrap_tenant.as_str()));
@@ -103,6 +118,7 @@ impl Application {
             ),
             lifecycle: Lifecycle::default(),
             limits: Arc::new(settings.limits.clone()),
+            webhooks: webhooks::Webhooks::new(stores.webhooks, policy.clone(), clock),
             body_limit: settings.server.body_limit_bytes,
             body_timeout: Duration::from_millis(settings.server.body_timeout_ms),
             docs_script,
@@ -123,6 +139,8 @@ impl Application {
                 lease: Duration::from_millis(settings.store.lease_ms),
                 retention: settings.retention.clone(),
             },
+            dispatcher,
+            webhook_timeout: policy.timeout,
         })
     }
 
@@ -175,6 +193,8 @@ impl Application {
             connections,
             shutdown_timeout,
             maintenance,
+            dispatcher,
+            webhook_timeout,
         } = self;
         let orchestrator = state.orchestrator.clone();
         let lifecycle = state.lifecycle.clone();
@@ -197,6 +217,11 @@ impl Application {
         // Heartbeat, recovery, delayed completions and retention; it runs until every session
         // has drained, so that no other instance takes this one's sessions for orphans.
         let maintain = tokio::spawn(state.orchestrator.clone().maintain(maintenance));
+        // Webhooks, until every session has drained (their completions write messages).
+        let (stop_dispatch, dispatch_stopped) = tokio::sync::oneshot::channel::<()>();
+        let mut dispatch = tokio::spawn(dispatcher.run(async move {
+            let _ = dispatch_stopped.await;
+        }));
 
         let stuck = {
             let lifecycle = lifecycle.clone();
@@ -226,6 +251,12 @@ impl Application {
         };
         state.orchestrator.drain().await;
         state.orchestrator.retry_pending().await;
+        // Attempts in flight finish (each bounded); what is left waits in the store.
+        let _ = stop_dispatch.send(());
+        let finish = webhook_timeout + Duration::from_secs(1);
+        if tokio::time::timeout(finish, &mut dispatch).await.is_err() {
+            dispatch.abort();
+        }
         maintain.abort();
         upkeep.abort();
         if let Some(exporter) = exporter {
@@ -266,14 +297,14 @@ pub async fn build_orchestrator_with(
     settings: &Settings,
     kinds: &Kinds,
 ) -> Result<Orchestrator, StartupError> {
-    Ok(build_with_keys(settings, kinds).await?.0)
+    Ok(build_parts(settings, kinds).await?.0)
 }
 
-/// The orchestrator, and the key store of the same backend.
-async fn build_with_keys(
+/// The orchestrator, and the stores of its backend.
+async fn build_parts(
     settings: &Settings,
     kinds: &Kinds,
-) -> Result<(Orchestrator, Arc<dyn KeyStore>), StartupError> {
+) -> Result<(Orchestrator, Stores), StartupError> {
     let mut registry = AgentRegistry::build(settings, kinds)?;
     let unreported: Vec<&str> = settings
         .policy
@@ -312,7 +343,7 @@ async fn build_with_keys(
         registry,
         &settings.orchestrator,
         Policy::new(&settings.policy),
-        stores.sessions,
+        stores.sessions.clone(),
         durability,
     )?;
     let plan = orchestrator.plan();
@@ -343,5 +374,5 @@ async fn build_with_keys(
             );
         });
     }
-    Ok((orchestrator, stores.keys))
+    Ok((orchestrator, stores))
 }

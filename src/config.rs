@@ -33,6 +33,7 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     pub docs: DocsSettings,
     pub retention: RetentionSettings,
+    pub webhooks: WebhookSettings,
     pub telemetry: TelemetrySettings,
     pub models: ModelSettings,
     /// The plan: agent name to its settings. A BTreeMap so the plan is built in a stable order.
@@ -209,6 +210,23 @@ pub struct RetentionSettings {
     pub sweep_interval_s: u64,
     /// Sessions erased per store call, so a sweep never holds the database for long.
     pub batch_size: usize,
+}
+
+/// Webhook delivery. The durations are humantime text (`15s`, `5d`), checked when the service
+/// starts (`crate::webhooks::Policy`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct WebhookSettings {
+    /// Comma-separated delays, one per attempt: `0s,5s,5m,...`.
+    pub retry_schedule: String,
+    pub timeout: String,
+    pub rotation_grace: String,
+    pub disable_after: String,
+    pub allow_insecure_http: bool,
+    pub allow_private_targets: bool,
+    pub max_in_flight: usize,
+    pub max_per_endpoint: usize,
+    pub poll_interval_ms: u64,
+    pub max_endpoints: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -6,8 +6,9 @@
 //! `doc_capture` at once; `ocr` after `doc_capture`; `face_match` after both), records every
 //! event in the [`store`], streams them to followers, and decides `approved`, `declined` or
 //! `review` with reason codes. The real agents measure images with [`vision`] and load their
-//! model files through [`models`]. [`app`] wires it all to a listener; [`config`] and
-//! [`telemetry`] are what an operator touches.
+//! model files through [`models`]. A decision reaches the tenant's backend through
+//! [`webhooks`]. [`app`] wires it all to a listener; [`config`] and [`telemetry`] are what an
+//! operator touches.
 
 pub mod admin;
 pub mod agents;
@@ -23,6 +24,7 @@ pub mod specimen;
 pub mod store;
 pub mod telemetry;
 pub mod vision;
+pub mod webhooks;
 
 pub use app::{Application, StartupError};
 pub use config::Settings;

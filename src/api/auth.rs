@@ -32,6 +32,7 @@ scopes! {
     SessionsWrite => SessionsWrite,
     SessionsRead => SessionsRead,
     SessionsErase => SessionsErase,
+    WebhooksManage => WebhooksManage,
 }
 
 /// A caller allowed the scope `S`.

@@ -11,6 +11,7 @@ mod openapi;
 mod serve;
 mod sessions;
 mod submission;
+mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +48,8 @@ pub struct AppState {
     pub body_timeout: Duration,
     /// Redoc's script for `GET /docs`, when `scripts/assets.sh` has put it in place.
     pub docs_script: Option<bytes::Bytes>,
+    /// Webhook endpoints and deliveries.
+    pub webhooks: crate::webhooks::Webhooks,
 }
 
 /// The whole HTTP surface, with request ids and request spans.
@@ -57,6 +60,7 @@ pub fn router(state: AppState) -> Router {
         .merge(openapi::router())
         .merge(docs::router())
         .merge(sessions::router(body_limit))
+        .merge(webhooks::router())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(

@@ -5,15 +5,13 @@ use std::fmt;
 
 use sha2::{Digest, Sha256};
 
-use crate::domain::{KeyHash, KeyId, Mode};
+use crate::domain::{KeyHash, KeyId, Mode, random_text};
 
 /// Random characters after the prefix: 32 of 62 letters and digits, 190 bits.
 const SECRET_LEN: usize = 32;
 
 /// Random characters of a key id after `key_`: 16, 95 bits, so ids never collide in practice.
 const ID_LEN: usize = 16;
-
-const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
 /// A secret API key. Printed once, when it is made; its `Debug` and `Display` never show it.
 #[derive(Clone, PartialEq, Eq)]
@@ -91,23 +89,6 @@ pub(crate) fn new_key_id() -> KeyId {
     format!("{}{}", KeyId::PREFIX, random_text(ID_LEN))
         .parse()
         .expect("a generated id is well formed")
-}
-
-/// `len` characters of [`ALPHABET`], uniformly: bytes of 248 and above (the part of the byte
-/// range 62 does not divide) are drawn again rather than folded in, which would bias the first
-/// characters of the alphabet.
-fn random_text(len: usize) -> String {
-    let mut text = String::with_capacity(len);
-    let mut bytes = [0u8; 64];
-    while text.len() < len {
-        getrandom::fill(&mut bytes).expect("the OS's random source works");
-        for &byte in &bytes {
-            if byte < 248 && text.len() < len {
-                text.push(char::from(ALPHABET[usize::from(byte % 62)]));
-            }
-        }
-    }
-    text
 }
 
 #[cfg(test)]

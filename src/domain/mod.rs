@@ -5,16 +5,19 @@ mod api_key;
 mod check;
 mod claimed;
 mod image;
+mod random;
 mod record;
 mod sandbox;
 mod session;
 mod session_id;
 mod tenant;
+mod webhook;
 
 pub use api_key::{KeyHash, KeyRecord, Scope, Scopes};
 pub use check::{CheckResult, CheckStatus, Decision};
 pub use claimed::{Claimed, MAX_CLAIM_LEN};
 pub use image::{ImageData, ImageError, ImageFormat, ImageLimits};
+pub use random::{random_bytes, random_text};
 pub use record::{Completion, Erasure, ListPosition, SessionQuery, SessionRecord, SessionStatus};
 pub use sandbox::{
     DirectiveError, MAX_CPU_MS, MAX_EXTRACTED_BYTES, MAX_LATENCY_MS, SandboxDirective,
@@ -23,3 +26,7 @@ pub use sandbox::{
 pub use session::{Document, DocumentType, NewSession, Reference, ReferenceError, Selfie};
 pub use session_id::SessionId;
 pub use tenant::{KeyId, MAX_TENANT_LEN, Mode, Owner, Principal, TenantError, TenantId};
+pub use webhook::{
+    Attempt, AttemptOutcome, Delivery, DeliveryState, DueDelivery, EVENT_TYPES, Endpoint,
+    EndpointId, MessageId, OutboxMessage, RetiringSecret, SigningSecret,
+};

@@ -21,7 +21,10 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use crate::config::StoreSettings;
-use crate::domain::{KeyHash, KeyId, KeyRecord, Owner, SessionId, SessionQuery, TenantId};
+use crate::domain::{
+    AttemptOutcome, Delivery, DueDelivery, Endpoint, EndpointId, KeyHash, KeyId, KeyRecord,
+    MessageId, OutboxMessage, Owner, SessionId, SessionQuery, TenantId,
+};
 
 pub use crate::domain::{Completion, Erasure, SessionRecord, SessionStatus};
 pub use blobs::{BlobError, Blobs, StoredInputs};
@@ -244,11 +247,122 @@ pub trait KeyStore: Send + Sync + 'static {
     async fn key_used(&self, id: &KeyId, at: DateTime<Utc>) -> Result<(), StoreError>;
 }
 
+/// Webhook messages and deliveries waiting to be sent, across tenants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Backlog {
+    /// Outbox messages not routed to their endpoints yet.
+    pub unrouted: u64,
+    pub pending: u64,
+    /// When the oldest pending delivery's message was created.
+    pub oldest_pending: Option<DateTime<Utc>>,
+}
+
+/// Webhook endpoints, the outbox and deliveries. Messages enter the outbox with the
+/// completion they report ([`SessionStore::complete`] writes them, in the same transaction,
+/// when the session's owner has an enabled endpoint); everything else is here.
+#[async_trait]
+pub trait WebhookStore: Send + Sync + 'static {
+    async fn create_endpoint(&self, endpoint: &Endpoint) -> Result<(), StoreError>;
+
+    /// The endpoint if `owner` owns it.
+    async fn endpoint(
+        &self,
+        owner: &Owner,
+        id: &EndpointId,
+    ) -> Result<Option<Endpoint>, StoreError>;
+
+    /// `owner`'s endpoints, oldest first.
+    async fn endpoints(&self, owner: &Owner) -> Result<Vec<Endpoint>, StoreError>;
+
+    /// Replaces the endpoint's changeable fields (url, events, description, enabled and why
+    /// not, secrets, failing streak, updated); `false` when `owner` has no such endpoint.
+    async fn update_endpoint(&self, endpoint: &Endpoint) -> Result<bool, StoreError>;
+
+    /// Deletes the endpoint and its deliveries; `false` when `owner` has no such endpoint.
+    async fn delete_endpoint(&self, owner: &Owner, id: &EndpointId) -> Result<bool, StoreError>;
+
+    /// Outbox messages not routed yet, oldest first.
+    async fn unrouted(&self, limit: usize) -> Result<Vec<OutboxMessage>, StoreError>;
+
+    /// Stores the message's body and a pending delivery to each of `endpoints`, due at `now`,
+    /// and marks it routed, as one step. Routing a message again creates nothing twice.
+    async fn route(
+        &self,
+        message: &MessageId,
+        payload: &str,
+        endpoints: &[EndpointId],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// Claims up to `limit` pending deliveries due at `now` to enabled endpoints not in
+    /// `skip`, for `claim` until `lease_until`: nobody else claims them meanwhile.
+    async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        claim: &str,
+        lease_until: DateTime<Utc>,
+        skip: &[EndpointId],
+        limit: usize,
+    ) -> Result<Vec<DueDelivery>, StoreError>;
+
+    /// The dispatcher's record of an endpoint's health, by id: with `failing`, the failing
+    /// streak starts then unless it started earlier; without, it ends; with `disable`, the
+    /// endpoint is disabled for that reason (`gone`, `failing`).
+    async fn endpoint_health(
+        &self,
+        id: &EndpointId,
+        failing: Option<DateTime<Utc>>,
+        disable: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// Gives a claimed delivery back untried, due again at once.
+    async fn release(&self, due: &DueDelivery, claim: &str) -> Result<(), StoreError>;
+
+    /// Records an attempt of a delivery claimed by `claim` and what it leads to, and releases
+    /// the claim; `false` (and nothing recorded) when the claim was lost meanwhile.
+    async fn record_attempt(
+        &self,
+        due: &DueDelivery,
+        claim: &str,
+        attempt: &crate::domain::Attempt,
+        outcome: &AttemptOutcome,
+    ) -> Result<bool, StoreError>;
+
+    /// The endpoint's deliveries with their attempts, newest first, at most `limit`.
+    async fn deliveries(
+        &self,
+        endpoint: &EndpointId,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError>;
+
+    /// Makes the delivery pending again, due at `now`; `false` when there is none.
+    async fn resend(
+        &self,
+        endpoint: &EndpointId,
+        message: &MessageId,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+
+    /// Makes every failed delivery to the endpoint created since `since` pending again, due
+    /// at `now`; how many.
+    async fn recover(
+        &self,
+        endpoint: &EndpointId,
+        since: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError>;
+
+    /// What is waiting, for the metrics.
+    async fn backlog(&self) -> Result<Backlog, StoreError>;
+}
+
 /// The stores of one backend.
 #[derive(Clone)]
 pub struct Stores {
     pub sessions: Arc<dyn SessionStore>,
     pub keys: Arc<dyn KeyStore>,
+    pub webhooks: Arc<dyn WebhookStore>,
 }
 
 /// Opens the backend that `store.url` names, running migrations for a database, and registers
@@ -259,14 +373,16 @@ pub async fn open(settings: &StoreSettings) -> Result<Stores, StoreError> {
             let store = Arc::new(MemoryStore::new(settings.memory_capacity));
             Ok(Stores {
                 sessions: store.clone(),
-                keys: store,
+                keys: store.clone(),
+                webhooks: store,
             })
         }
         Some(("sqlite" | "postgres" | "postgresql", _)) => {
             let store = Arc::new(SqlStore::open(settings).await?);
             Ok(Stores {
                 sessions: store.clone(),
-                keys: store,
+                keys: store.clone(),
+                webhooks: store,
             })
         }
         _ => Err(StoreError::UnsupportedUrl(redact_url(&settings.url))),

@@ -5,6 +5,7 @@ mod auth;
 mod bad_input;
 mod decisions;
 mod documents;
+#[macro_use]
 mod durable;
 mod events;
 mod extending;
@@ -19,3 +20,4 @@ mod render;
 mod shutdown;
 mod startup;
 mod telemetry;
+mod webhooks;

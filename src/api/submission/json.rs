@@ -42,29 +42,35 @@ struct JsonDocument<'a> {
     back: Option<Text<'a>>,
 }
 
-/// The body's parts: a body that is not JSON, or JSON of the wrong shape, is refused whole;
-/// a bad image is one field error among the others.
-pub(super) fn parse(body: &[u8]) -> Result<Draft, ApiError> {
+/// A JSON body of type `T`: not JSON (or trailing bytes) is `400 malformed-json`; JSON of the
+/// wrong shape is `422` naming the field, with no value of the request in the message.
+pub(crate) fn from_json<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<T, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let parsed: JsonBody<'_> =
-        serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
-            let path = error.path().to_string();
-            let inner = error.into_inner();
-            match inner.classify() {
-                serde_json::error::Category::Data => {
-                    let field = if path == "." {
-                        "body".to_owned()
-                    } else {
-                        echoable_path(&path)
-                    };
-                    ApiError::Invalid(vec![FieldError::new(field, "invalid", describe(&inner))])
-                }
-                _ => ApiError::MalformedJson(describe(&inner)),
+    let parsed: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Data => {
+                let field = if path == "." {
+                    "body".to_owned()
+                } else {
+                    echoable_path(&path)
+                };
+                ApiError::Invalid(vec![FieldError::new(field, "invalid", describe(&inner))])
             }
-        })?;
+            _ => ApiError::MalformedJson(describe(&inner)),
+        }
+    })?;
     deserializer
         .end()
         .map_err(|error| ApiError::MalformedJson(describe(&error)))?;
+    Ok(parsed)
+}
+
+/// The body's parts: a body that is not JSON, or JSON of the wrong shape, is refused whole;
+/// a bad image is one field error among the others.
+pub(super) fn parse(body: &[u8]) -> Result<Draft, ApiError> {
+    let parsed: JsonBody<'_> = from_json(body)?;
     let mut draft = Draft {
         reference: parsed.reference,
         claimed: parsed.claimed,

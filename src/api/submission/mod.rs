@@ -20,6 +20,7 @@ use super::AppState;
 use super::error::ApiError;
 use crate::domain::NewSession;
 
+pub(crate) use json::from_json;
 use validate::Draft;
 
 /// A checked session request.

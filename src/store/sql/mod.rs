@@ -14,6 +14,8 @@
 //!   went silent is claimed by a compare-and-set on its `instance` column, so exactly one
 //!   survivor resumes it.
 
+mod webhooks;
+
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -31,7 +33,8 @@ use super::{
 };
 use crate::config::StoreSettings;
 use crate::domain::{
-    Decision, KeyHash, KeyId, KeyRecord, Mode, Owner, Scopes, SessionId, SessionQuery, TenantId,
+    Decision, KeyHash, KeyId, KeyRecord, MessageId, Mode, Owner, Scopes, SessionId, SessionQuery,
+    TenantId,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations");
@@ -483,16 +486,19 @@ async fn insert_events(
     Ok(())
 }
 
+/// Marks the session completed and, when its owner has an enabled webhook endpoint, puts a
+/// `session.completed` message reporting event `seq` into the outbox: in the caller's
+/// transaction, so a completion is never without its message, nor a message without it.
 async fn complete_session(
     tx: &mut Transaction<'static, Any>,
     id: SessionId,
     completion: &Completion,
-    instance: Option<&str>,
+    seq: u64,
 ) -> Result<(), StoreError> {
     let done = sqlx::query(
         "UPDATE sessions SET status = 'completed', completed_at = $2, decision = $3, \
          reasons = $4, checks = $5, duration_ms = $6 \
-         WHERE id = $1 AND status = 'running' AND ($7 IS NULL OR instance = $7)",
+         WHERE id = $1 AND status = 'running'",
     )
     .bind(id.to_string())
     .bind(timestamp(completion.completed_at))
@@ -500,14 +506,26 @@ async fn complete_session(
     .bind(serde_json::to_string(&completion.reasons).expect("reasons serialise"))
     .bind(serde_json::to_string(&completion.checks).expect("checks serialise"))
     .bind(completion.duration_ms)
-    .bind(instance.map(str::to_owned))
     .execute(&mut **tx)
     .await
     .map_err(db_error("completing a session"))?;
     if done.rows_affected() == 0 {
-        // Unknown, already completed, or taken over by another instance.
+        // Unknown, or already completed.
         return Err(StoreError::NotFound(id));
     }
+    sqlx::query(
+        "INSERT INTO webhook_messages (id, tenant, mode, type, session_id, seq, created_at) \
+         SELECT $1, s.tenant, s.mode, 'session.completed', s.id, $3, $4 FROM sessions s \
+         WHERE s.id = $2 AND EXISTS (SELECT 1 FROM webhook_endpoints e \
+             WHERE e.tenant = s.tenant AND e.mode = s.mode AND e.enabled = 1)",
+    )
+    .bind(MessageId::generate().as_str().to_owned())
+    .bind(id.to_string())
+    .bind(seq_param(seq))
+    .bind(timestamp(completion.completed_at))
+    .execute(&mut **tx)
+    .await
+    .map_err(db_error("writing a webhook message"))?;
     Ok(())
 }
 
@@ -533,7 +551,7 @@ impl BatchWriter<Write> for Writer {
                 Write::Events(id, list) => events.extend(list.iter().map(|event| (*id, event))),
                 Write::Complete(id, completion, terminal) => {
                     events.push((*id, terminal));
-                    completions.push((*id, &**completion));
+                    completions.push((*id, &**completion, terminal.seq));
                 }
             }
         }
@@ -541,8 +559,8 @@ impl BatchWriter<Write> for Writer {
         // first, then events, then completions respects every session's order.
         insert_sessions(&mut tx, &sessions).await?;
         insert_events(&mut tx, &events).await?;
-        for (id, completion) in completions {
-            complete_session(&mut tx, id, completion, None).await?;
+        for (id, completion, seq) in completions {
+            complete_session(&mut tx, id, completion, seq).await?;
         }
         tx.commit().await.map_err(db_error("committing a batch"))
     }

@@ -2,6 +2,8 @@
 //! session and at most `capacity` completed ones, dropping the oldest completed first, so a
 //! long-running instance does not grow without bound.
 
+mod webhooks;
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 
@@ -13,7 +15,9 @@ use super::{
     Completion, Erasure, EventRecord, Expiry, IdempotencyKey, Inserted, KeyStore, SessionRecord,
     SessionStatus, SessionStore, StoreError,
 };
-use crate::domain::{KeyHash, KeyId, KeyRecord, Owner, SessionId, SessionQuery, TenantId};
+use crate::domain::{
+    KeyHash, KeyId, KeyRecord, MessageId, OutboxMessage, Owner, SessionId, SessionQuery, TenantId,
+};
 
 /// The instance id of every memory store: its sessions die with it, so none is ever an orphan.
 const INSTANCE: &str = "memory";
@@ -37,6 +41,8 @@ pub struct MemoryStore {
     inner: Mutex<Inner>,
     /// API keys, apart from the sessions: read rarely (the authenticator caches them).
     api_keys: Mutex<Vec<KeyRecord>>,
+    /// Locked after `inner` when both are (a completion writes its webhook message).
+    webhooks: Mutex<webhooks::Webhooks>,
     capacity: usize,
 }
 
@@ -45,12 +51,19 @@ impl MemoryStore {
         Self {
             inner: Mutex::default(),
             api_keys: Mutex::default(),
+            webhooks: Mutex::default(),
             capacity: capacity.max(1),
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn webhooks(&self) -> MutexGuard<'_, webhooks::Webhooks> {
+        self.webhooks
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -169,6 +182,19 @@ impl SessionStore for MemoryStore {
         entry.events.push(terminal.clone());
         entry.record.status = SessionStatus::Completed;
         entry.record.completion = Some(completion.clone());
+        let mut webhooks = self.webhooks();
+        if webhooks.listens(&entry.record.owner) {
+            let message = OutboxMessage {
+                id: MessageId::generate(),
+                owner: entry.record.owner.clone(),
+                event_type: "session.completed".to_owned(),
+                session_id: id,
+                seq: terminal.seq,
+                created_at: completion.completed_at,
+            };
+            webhooks.enqueue(message, self.capacity);
+        }
+        drop(webhooks);
         inner.completed.push_back(id);
         while inner.completed.len() > self.capacity {
             if let Some(oldest) = inner.completed.pop_front() {
