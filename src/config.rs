@@ -227,6 +227,9 @@ pub struct WebhookSettings {
     pub max_per_endpoint: usize,
     pub poll_interval_ms: u64,
     pub max_endpoints: usize,
+    /// Days a message with nothing left to send is kept (for the deliveries list, resend and
+    /// recover); 0 keeps messages for ever.
+    pub keep_days: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -369,6 +372,8 @@ mod tests {
             ("KYC__ORCHESTRATOR__SESSION_DEADLINE_MS", "2500"),
             ("KYC__POLICY__DECLINE_ON", "liveness_failed,face_mismatch"),
             ("KYC__AGENTS__OCR__TIMEOUT_MS", "1234"),
+            ("KYC__WEBHOOKS__RETRY_SCHEDULE", "0s,1s,2s"),
+            ("KYC__WEBHOOKS__TIMEOUT", "5s"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -383,6 +388,8 @@ mod tests {
         );
         assert_eq!(settings.agents["ocr"].timeout_ms, 1234);
         assert_eq!(settings.agents["ocr"].depends_on, ["doc_capture"]);
+        assert_eq!(settings.webhooks.retry_schedule, "0s,1s,2s");
+        assert_eq!(settings.webhooks.timeout, "5s");
     }
 
     #[test]

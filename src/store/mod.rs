@@ -13,6 +13,8 @@ pub(crate) mod fixtures;
 mod group_commit;
 mod memory;
 mod sql;
+#[cfg(test)]
+mod webhook_tests;
 
 use std::sync::Arc;
 
@@ -355,6 +357,11 @@ pub trait WebhookStore: Send + Sync + 'static {
 
     /// What is waiting, for the metrics.
     async fn backlog(&self) -> Result<Backlog, StoreError>;
+
+    /// Forgets messages created before `before` that have nothing left to send (every
+    /// delivery delivered or failed, or none), with their deliveries and attempts, at most
+    /// `limit` of them; how many.
+    async fn purge_webhooks(&self, before: DateTime<Utc>, limit: usize) -> Result<u64, StoreError>;
 }
 
 /// The stores of one backend.

@@ -28,6 +28,10 @@ use crate::telemetry::ErrorChain;
 const ROUTE_BATCH: usize = 100;
 /// How often the backlog gauges are measured.
 const MEASURE_EVERY: Duration = Duration::from_secs(5);
+/// How often finished messages past `webhooks.keep_days` are forgotten, and how many per store
+/// call.
+const PURGE_EVERY: Duration = Duration::from_secs(3600);
+const PURGE_BATCH: usize = 500;
 
 /// Delivers webhook messages until stopped.
 pub struct Dispatcher {
@@ -77,6 +81,7 @@ impl Dispatcher {
         let this = Arc::new(self);
         let mut tasks = JoinSet::new();
         let mut measured: Option<tokio::time::Instant> = None;
+        let mut purged: Option<tokio::time::Instant> = None;
         tokio::pin!(stop);
         loop {
             this.route_outbox().await;
@@ -87,6 +92,10 @@ impl Dispatcher {
             if measured.is_none_or(|at| at.elapsed() >= MEASURE_EVERY) {
                 this.measure().await;
                 measured = Some(tokio::time::Instant::now());
+            }
+            if purged.is_none_or(|at| at.elapsed() >= PURGE_EVERY) {
+                this.purge().await;
+                purged = Some(tokio::time::Instant::now());
             }
             tokio::select! {
                 () = &mut stop => break,
@@ -407,6 +416,24 @@ impl Dispatcher {
                 }
             }
             Ok(Ok((status, retry_after))) => classify(status, retry_after),
+        }
+    }
+
+    /// Forgets finished messages older than `webhooks.keep_days`, a batch at a time.
+    async fn purge(&self) {
+        let Some(keep) = self.policy.keep else { return };
+        let before = self.clock.now() - chrono::Duration::from_std(keep).unwrap_or_default();
+        loop {
+            match self.store.purge_webhooks(before, PURGE_BATCH).await {
+                Ok(0) => return,
+                Ok(n) => {
+                    metrics::counter!("kyc_webhook_messages_purged_total").increment(n);
+                    if n < PURGE_BATCH as u64 {
+                        return;
+                    }
+                }
+                Err(error) => return log_store_error(&error, "purging webhook messages"),
+            }
         }
     }
 

@@ -50,6 +50,8 @@ pub struct Policy {
     pub max_per_endpoint: usize,
     pub poll_interval: Duration,
     pub max_endpoints: usize,
+    /// How long a finished message is kept; `None`: for ever.
+    pub keep: Option<Duration>,
 }
 
 /// A setting that cannot be used.
@@ -101,6 +103,8 @@ impl Policy {
             max_per_endpoint: positive("max_per_endpoint", settings.max_per_endpoint)?,
             poll_interval: Duration::from_millis(settings.poll_interval_ms.max(1)),
             max_endpoints: positive("max_endpoints", settings.max_endpoints)?,
+            keep: (settings.keep_days > 0)
+                .then(|| Duration::from_secs(settings.keep_days.saturating_mul(86_400))),
         })
     }
 
@@ -412,5 +416,56 @@ impl Clock {
     pub fn now(&self) -> DateTime<Utc> {
         let elapsed = tokio::time::Instant::now() - self.at;
         self.wall + chrono::Duration::from_std(elapsed).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_settings_make_a_policy_and_bad_ones_name_their_key() {
+        let defaults = crate::config::Settings::defaults().webhooks;
+        let policy = Policy::from_settings(&defaults).unwrap();
+        assert_eq!(policy.schedule.attempts(), 10);
+        assert_eq!(policy.timeout, Duration::from_secs(15));
+        assert_eq!(policy.keep, Some(Duration::from_secs(30 * 86_400)));
+
+        for (change, key) in [
+            (
+                WebhookSettings {
+                    retry_schedule: "0s,later".into(),
+                    ..defaults.clone()
+                },
+                "retry_schedule",
+            ),
+            (
+                WebhookSettings {
+                    timeout: "0s".into(),
+                    ..defaults.clone()
+                },
+                "timeout",
+            ),
+            (
+                WebhookSettings {
+                    disable_after: "5 fortnights".into(),
+                    ..defaults.clone()
+                },
+                "disable_after",
+            ),
+            (
+                WebhookSettings {
+                    max_per_endpoint: 0,
+                    ..defaults.clone()
+                },
+                "max_per_endpoint",
+            ),
+        ] {
+            let error = Policy::from_settings(&change).unwrap_err();
+            assert!(
+                error.to_string().starts_with(&format!("webhooks.{key}: ")),
+                "{error}"
+            );
+        }
     }
 }

@@ -752,3 +752,29 @@ on_every_backend!(
     a_message_survives_a_crash_between_completion_and_delivery,
     two_instances_deliver_every_message_once,
 );
+
+#[tokio::test(start_paused = true)]
+async fn finished_messages_are_forgotten_after_keep_days() {
+    let app = spawn_app_with(|s| {
+        with_schedule("0s")(s);
+        s.webhooks.keep_days = 1;
+    })
+    .await;
+    let receiver = Receiver::start([]).await;
+    let endpoint = register(&app, &app.client, &receiver.url).await;
+
+    app.stream_session(&session_body(json!({}))).await;
+    receiver.wait_for(1, Duration::from_secs(30)).await;
+    eventually("the delivery recorded", Duration::from_secs(30), || async {
+        (deliveries(&app, &endpoint).await.len() == 1).then_some(())
+    })
+    .await;
+    tokio::time::advance(Duration::from_secs(25 * 3600)).await;
+
+    eventually(
+        "the message forgotten",
+        Duration::from_secs(2 * 3600),
+        || async { deliveries(&app, &endpoint).await.is_empty().then_some(()) },
+    )
+    .await;
+}

@@ -349,6 +349,27 @@ impl WebhookStore for MemoryStore {
         Ok(recovered)
     }
 
+    async fn purge_webhooks(&self, before: DateTime<Utc>, limit: usize) -> Result<u64, StoreError> {
+        let mut webhooks = self.webhooks();
+        let done: Vec<MessageId> = webhooks
+            .messages
+            .iter()
+            .filter(|m| m.payload.is_some() && m.message.created_at < before)
+            .map(|m| m.message.id.clone())
+            .filter(|id| {
+                webhooks.deliveries.iter().all(|((message, _), slot)| {
+                    message != id || slot.state != DeliveryState::Pending
+                })
+            })
+            .take(limit)
+            .collect();
+        webhooks.messages.retain(|m| !done.contains(&m.message.id));
+        webhooks
+            .deliveries
+            .retain(|(message, _), _| !done.contains(message));
+        Ok(done.len() as u64)
+    }
+
     async fn backlog(&self) -> Result<Backlog, StoreError> {
         let webhooks = self.webhooks();
         let pending = webhooks

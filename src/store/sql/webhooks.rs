@@ -509,6 +509,49 @@ impl WebhookStore for SqlStore {
         Ok(done.rows_affected())
     }
 
+    async fn purge_webhooks(&self, before: DateTime<Utc>, limit: usize) -> Result<u64, StoreError> {
+        let ids: Vec<String> = sqlx::query(
+            "SELECT id FROM webhook_messages m WHERE m.created_at < $1 \
+             AND m.routed_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d \
+                 WHERE d.message_id = m.id AND d.state = 'pending') \
+             ORDER BY m.created_at LIMIT $2",
+        )
+        .bind(timestamp(before))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error("purging webhook messages"))?
+        .iter()
+        .map(|row| get(row, "id"))
+        .collect::<Result<_, _>>()?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.begin("purging webhook messages").await?;
+        for (table, column) in [
+            ("webhook_attempts", "message_id"),
+            ("webhook_deliveries", "message_id"),
+            ("webhook_messages", "id"),
+        ] {
+            let sql = format!(
+                "DELETE FROM {table} WHERE {column} IN ({})",
+                parameters(1, ids.len())
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for id in &ids {
+                query = query.bind(id.clone());
+            }
+            query
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error("purging webhook messages"))?;
+        }
+        tx.commit()
+            .await
+            .map_err(db_error("purging webhook messages"))?;
+        Ok(ids.len() as u64)
+    }
+
     async fn backlog(&self) -> Result<Backlog, StoreError> {
         let unrouted =
             sqlx::query("SELECT COUNT(*) AS n FROM webhook_messages WHERE routed_at IS NULL")
