@@ -254,14 +254,16 @@ pub trait KeyStore: Send + Sync + 'static {
 pub struct Backlog {
     /// Outbox messages not routed to their endpoints yet.
     pub unrouted: u64,
+    /// Deliveries waiting to go to enabled endpoints.
     pub pending: u64,
-    /// When the oldest pending delivery's message was created.
+    /// When the oldest of them was created.
     pub oldest_pending: Option<DateTime<Utc>>,
 }
 
 /// Webhook endpoints, the outbox and deliveries. Messages enter the outbox with the
 /// completion they report ([`SessionStore::complete`] writes them, in the same transaction,
-/// when the session's owner has an enabled endpoint); everything else is here.
+/// when the session's owner has an endpoint); everything else is here. A paused (disabled)
+/// endpoint's deliveries wait: they are routed, not claimed.
 #[async_trait]
 pub trait WebhookStore: Send + Sync + 'static {
     async fn create_endpoint(&self, endpoint: &Endpoint) -> Result<(), StoreError>;
@@ -358,9 +360,9 @@ pub trait WebhookStore: Send + Sync + 'static {
     /// What is waiting, for the metrics.
     async fn backlog(&self) -> Result<Backlog, StoreError>;
 
-    /// Forgets messages created before `before` that have nothing left to send (every
-    /// delivery delivered or failed, or none), with their deliveries and attempts, at most
-    /// `limit` of them; how many.
+    /// Forgets messages created before `before` that have nothing left to send (no pending
+    /// delivery to an enabled endpoint), with their deliveries and attempts, at most `limit`
+    /// of them; how many.
     async fn purge_webhooks(&self, before: DateTime<Utc>, limit: usize) -> Result<u64, StoreError>;
 }
 

@@ -120,7 +120,8 @@ impl Dispatcher {
                     .endpoints(&message.owner)
                     .await?
                     .into_iter()
-                    .filter(|e| e.enabled && e.wants(&message.event_type))
+                    // A paused endpoint's deliveries wait for it to be enabled again.
+                    .filter(|e| e.wants(&message.event_type))
                     .map(|e| e.id)
                     .collect();
                 let body = match self.sessions.get(message.session_id).await? {

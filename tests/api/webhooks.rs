@@ -778,3 +778,36 @@ async fn finished_messages_are_forgotten_after_keep_days() {
     )
     .await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_paused_endpoints_messages_wait_for_it() {
+    let app = spawn_app_with(with_schedule("0s")).await;
+    let receiver = Receiver::start([]).await;
+    let endpoint = register(&app, &app.client, &receiver.url).await;
+    let url = app.url(&format!(
+        "/v1/webhooks/{}",
+        endpoint["id"].as_str().unwrap()
+    ));
+    let pause = |enabled: bool| {
+        let (client, url) = (app.client.clone(), url.clone());
+        async move {
+            let answer = client.patch(url).json(&json!({ "enabled": enabled }));
+            assert_eq!(answer.send().await.unwrap().status(), StatusCode::OK);
+        }
+    };
+
+    pause(false).await;
+    app.stream_session(&session_body(json!({}))).await;
+    let waiting = eventually("the message routed", Duration::from_secs(30), || async {
+        let listed = deliveries(&app, &endpoint).await;
+        (listed.len() == 1).then_some(listed)
+    })
+    .await;
+    let unsent = receiver.received().len();
+    pause(true).await;
+    let got = receiver.wait_for(1, Duration::from_secs(30)).await;
+
+    assert_eq!(waiting[0]["state"], "pending");
+    assert_eq!(unsent, 0, "nothing sent while paused");
+    assert_eq!(got[0].id(), waiting[0]["message_id"].as_str().unwrap());
+}

@@ -36,11 +36,15 @@ pub(super) struct Webhooks {
 }
 
 impl Webhooks {
-    /// Whether `owner` has an endpoint messages go to.
+    /// Whether `owner` has an endpoint (enabled or paused) messages go to.
     pub(super) fn listens(&self, owner: &Owner) -> bool {
         self.endpoints
             .iter()
-            .any(|endpoint| &endpoint.owner == owner && endpoint.enabled)
+            .any(|endpoint| &endpoint.owner == owner)
+    }
+
+    fn enabled(&self, id: &EndpointId) -> bool {
+        self.endpoints.iter().any(|e| &e.id == id && e.enabled)
     }
 
     pub(super) fn enqueue(&mut self, message: OutboxMessage, capacity: usize) {
@@ -357,9 +361,14 @@ impl WebhookStore for MemoryStore {
             .filter(|m| m.payload.is_some() && m.message.created_at < before)
             .map(|m| m.message.id.clone())
             .filter(|id| {
-                webhooks.deliveries.iter().all(|((message, _), slot)| {
-                    message != id || slot.state != DeliveryState::Pending
-                })
+                webhooks
+                    .deliveries
+                    .iter()
+                    .all(|((message, endpoint), slot)| {
+                        message != id
+                            || slot.state != DeliveryState::Pending
+                            || !webhooks.enabled(endpoint)
+                    })
             })
             .take(limit)
             .collect();
@@ -374,8 +383,11 @@ impl WebhookStore for MemoryStore {
         let webhooks = self.webhooks();
         let pending = webhooks
             .deliveries
-            .values()
-            .filter(|slot| slot.state == DeliveryState::Pending);
+            .iter()
+            .filter(|((_, endpoint), slot)| {
+                slot.state == DeliveryState::Pending && webhooks.enabled(endpoint)
+            })
+            .map(|(_, slot)| slot);
         Ok(Backlog {
             unrouted: webhooks
                 .messages

@@ -486,7 +486,8 @@ async fn insert_events(
     Ok(())
 }
 
-/// Marks the session completed and, when its owner has an enabled webhook endpoint, puts a
+/// Marks the session completed and, when its owner has a webhook endpoint (enabled or paused:
+/// a paused one gets its messages when enabled again), puts a
 /// `session.completed` message reporting event `seq` into the outbox: in the caller's
 /// transaction, so a completion is never without its message, nor a message without it.
 async fn complete_session(
@@ -517,7 +518,7 @@ async fn complete_session(
         "INSERT INTO webhook_messages (id, tenant, mode, type, session_id, seq, created_at) \
          SELECT $1, s.tenant, s.mode, 'session.completed', s.id, $3, $4 FROM sessions s \
          WHERE s.id = $2 AND EXISTS (SELECT 1 FROM webhook_endpoints e \
-             WHERE e.tenant = s.tenant AND e.mode = s.mode AND e.enabled = 1)",
+             WHERE e.tenant = s.tenant AND e.mode = s.mode)",
     )
     .bind(MessageId::generate().as_str().to_owned())
     .bind(id.to_string())

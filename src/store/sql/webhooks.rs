@@ -513,7 +513,8 @@ impl WebhookStore for SqlStore {
         let ids: Vec<String> = sqlx::query(
             "SELECT id FROM webhook_messages m WHERE m.created_at < $1 \
              AND m.routed_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d \
-                 WHERE d.message_id = m.id AND d.state = 'pending') \
+                 JOIN webhook_endpoints e ON e.id = d.endpoint_id \
+                 WHERE d.message_id = m.id AND d.state = 'pending' AND e.enabled = 1) \
              ORDER BY m.created_at LIMIT $2",
         )
         .bind(timestamp(before))
@@ -559,8 +560,9 @@ impl WebhookStore for SqlStore {
                 .await
                 .map_err(db_error("measuring the webhook backlog"))?;
         let pending = sqlx::query(
-            "SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM webhook_deliveries \
-             WHERE state = 'pending'",
+            "SELECT COUNT(*) AS n, MIN(d.created_at) AS oldest FROM webhook_deliveries d \
+             JOIN webhook_endpoints e ON e.id = d.endpoint_id \
+             WHERE d.state = 'pending' AND e.enabled = 1",
         )
         .fetch_one(&self.pool)
         .await
