@@ -12,16 +12,21 @@
 #   health      GET /health at 100/s while CPU-bound agents (cpu_ms) keep every core busy
 #   deadline    DEADLINE_CLIENTS (1000) clients whose ocr hangs; completion time minus the 1 s
 #               deadline, and the server's RSS with that many sessions in flight
+#   webhooks    as throughput, with a webhook endpoint (kyc-load --webhook-sink): every
+#               session's message delivered, and how long after its completion
 #
 # Environment: RUNS of each scenario (1), DURATION seconds per measurement (10), STORE_URL
-# (memory:// keeping 100 completed sessions, so RSS is the sessions in flight; sqlite://... or
-# postgres://... to measure a database), MAX_INFLIGHT (500), RATES, PORT (18009).
+# (memory:// keeping 100 completed sessions, so RSS is the sessions in flight; `sqlite` for a
+# fresh SQLite file per server, the default store; sqlite://... or postgres://... to measure
+# another database), MAX_INFLIGHT (500), RATES, PORT (18009), SERVER_BIN (the server binary,
+# target/release/kyc-orchestrator; another build's, to compare two versions).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
 cargo build --release --locked --bin kyc-orchestrator --bin kyc-load
 
 port="${PORT:-18009}"
+bin="${SERVER_BIN:-target/release/kyc-orchestrator}"
 duration="${DURATION:-10}"
 scratch="$(mktemp -d)"
 server=""
@@ -43,11 +48,14 @@ serve() {
   rm -rf "$scratch/data"
   mkdir -p "$scratch/data"
   local store_url="${STORE_URL:-memory://}" bootstrap=""
+  if [ "$store_url" = sqlite ]; then
+    store_url="sqlite://$scratch/data/kyc.db"
+  fi
   if [ "${store_url%%://*}" = memory ]; then
     bootstrap="kyc_test_$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')"
     KYC_API_KEY="$bootstrap"
   else
-    KYC_API_KEY=$(KYC__STORE__URL="$store_url" target/release/kyc-orchestrator \
+    KYC_API_KEY=$(KYC__STORE__URL="$store_url" "$bin" \
       --config config/sandbox.toml keys create --tenant bench --label bench-http 2>/dev/null)
   fi
   export KYC_API_KEY
@@ -60,7 +68,7 @@ serve() {
   KYC__SERVER__MAX_INFLIGHT_SESSIONS="$1" \
   KYC__ORCHESTRATOR__SESSION_DEADLINE_MS="$2" \
   KYC__TELEMETRY__LEVEL=warn \
-    target/release/kyc-orchestrator --config config/sandbox.toml >"$scratch/server.log" 2>&1 &
+    "$bin" --config config/sandbox.toml >"$scratch/server.log" 2>&1 &
   server=$!
   for _ in $(seq 1 100); do
     curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1 && return 0
@@ -102,8 +110,12 @@ scenario() {
       serve 20000 1000
       load --concurrency "${DEADLINE_CLIENTS:-1000}" --duration "$duration" --warmup 2 \
         --latency-ms 50 --hang ocr --deadline-ms 1000 ;;
+    webhooks)
+      serve 20000 8000 && warm
+      load --concurrency "${CONCURRENCY:-400}" --duration "$duration" \
+        --latency-ms "${LATENCY_MS:-50}" --webhook-sink ;;
     *)
-      echo "unknown scenario: $1 (throughput, overload, open, health, deadline)" >&2
+      echo "unknown scenario: $1 (throughput, overload, open, health, deadline, webhooks)" >&2
       exit 2 ;;
   esac
 }

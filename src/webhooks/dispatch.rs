@@ -508,9 +508,6 @@ fn log_store_error(error: &StoreError, doing: &'static str) {
 /// environment (the address connected to must be the one checked), and a resolver that hands
 /// out only allowed addresses.
 fn client(policy: &Policy) -> reqwest::Client {
-    // rustls with ring: reqwest's rustls backend is built without a provider of its own.
-    // Installing fails only when one is installed already, which is as good.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .user_agent(concat!(
             "kyc-orchestrator-webhooks/",

@@ -13,6 +13,7 @@
 
 mod report;
 mod session;
+mod sink;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -85,6 +86,11 @@ struct Args {
     /// one thread falls behind).
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Registers a webhook receiver of its own and reports how long after each session's
+    /// completion its message arrived (the service must allow http and private targets, as
+    /// its default config does).
+    #[arg(long)]
+    webhook_sink: bool,
 }
 
 impl Args {
@@ -218,6 +224,19 @@ async fn drive(args: Args) {
         .default_headers(headers)
         .build()
         .expect("a client builds");
+    let sink = if args.webhook_sink {
+        match sink::Sink::start(&base, &client).await {
+            Ok(sink) => Some(sink),
+            Err(error) => {
+                eprintln!("{error}");
+                std::process::exit(1)
+            }
+        }
+    } else {
+        None
+    };
+    // Every completed session, the warm-up's too: each sends a webhook message.
+    let all_completed = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let sessions = Arc::new(Mutex::new(Sessions::with_deadline(deadline)));
     let measure = Duration::from_secs_f64(args.duration);
     let start = Instant::now();
@@ -237,6 +256,11 @@ async fn drive(args: Args) {
 
     let mut tasks = tokio::task::JoinSet::new();
     let record = |sessions: &Mutex<Sessions>, outcome| sessions.lock().unwrap().record(outcome);
+    let count = |all: &std::sync::atomic::AtomicU64, outcome: &session::Outcome| {
+        if matches!(outcome, session::Outcome::Completed(_)) {
+            all.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    };
     match args.rate {
         None => {
             // Clients start spread over the warm-up, as independent clients arrive; started
@@ -247,12 +271,14 @@ async fn drive(args: Args) {
                 let first = start + ramp.mul_f64(i as f64 / args.concurrency as f64);
                 let (client, url, body) = (client.clone(), url.clone(), body.clone());
                 let (sessions, workload) = (Arc::clone(&sessions), Arc::clone(&workload));
+                let all = Arc::clone(&all_completed);
                 tasks.spawn(async move {
                     tokio::time::sleep_until(first.into()).await;
                     while Instant::now() < end {
                         let scheduled = Instant::now();
                         let outcome =
                             session::run(&client, &url, body.clone(), scheduled, &workload).await;
+                        count(&all, &outcome);
                         // A refused client waits as told, as a well-behaved one does.
                         let wait = match outcome {
                             session::Outcome::Refused(wait) => wait,
@@ -275,8 +301,10 @@ async fn drive(args: Args) {
                 let (client, url, body) = (client.clone(), url.clone(), body.clone());
                 let (sessions, workload) = (Arc::clone(&sessions), Arc::clone(&workload));
                 let scheduled = next;
+                let all = Arc::clone(&all_completed);
                 tasks.spawn(async move {
                     let outcome = session::run(&client, &url, body, scheduled, &workload).await;
+                    count(&all, &outcome);
                     if scheduled >= measure_from {
                         record(&sessions, outcome);
                     }
@@ -289,29 +317,36 @@ async fn drive(args: Args) {
     let after = args.server_pid.and_then(Usage::of);
     let probes = probes.map(|thread| thread.join().expect("the health prober does not panic"));
     let before = *before.lock().unwrap();
-    let sessions = sessions.lock().unwrap();
-    let run = Run {
-        mode: if args.rate.is_some() {
-            "open"
+    {
+        let sessions = sessions.lock().unwrap();
+        let run = Run {
+            mode: if args.rate.is_some() {
+                "open"
+            } else {
+                "closed"
+            },
+            load: args.describe(),
+            seconds: measure.as_secs_f64(),
+            sessions: &sessions,
+            probes: probes.as_ref(),
+            server: idle
+                .zip(before)
+                .zip(after)
+                .map(|((idle, before), after)| Server {
+                    idle,
+                    before,
+                    after,
+                }),
+        };
+        if args.json {
+            println!("{}", run.json());
         } else {
-            "closed"
-        },
-        load: args.describe(),
-        seconds: measure.as_secs_f64(),
-        sessions: &sessions,
-        probes: probes.as_ref(),
-        server: idle
-            .zip(before)
-            .zip(after)
-            .map(|((idle, before), after)| Server {
-                idle,
-                before,
-                after,
-            }),
-    };
-    if args.json {
-        println!("{}", run.json());
-    } else {
-        run.print();
+            run.print();
+        }
+    }
+    if let Some(sink) = sink {
+        let completed = all_completed.load(std::sync::atomic::Ordering::Relaxed);
+        sink.settle(completed, Duration::from_secs(5)).await;
+        println!("webhooks          {}", sink.report(completed));
     }
 }

@@ -139,8 +139,6 @@ fn session_id(text: &str) -> Result<String, String> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    // https through rustls with ring (reqwest's rustls backend comes without a provider).
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let Some(key) = cli.key else {
         eprintln!("kyc: no API key: set KYC_API_KEY or pass --key");
