@@ -299,13 +299,15 @@ pub trait WebhookStore: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
 
     /// Claims up to `limit` pending deliveries due at `now` to enabled endpoints not in
-    /// `skip`, for `claim` until `lease_until`: nobody else claims them meanwhile.
+    /// `skip`, at most `per_endpoint` to one endpoint, the longest due first, for `claim`
+    /// until `lease_until`: nobody else claims them meanwhile.
     async fn claim_due(
         &self,
         now: DateTime<Utc>,
         claim: &str,
         lease_until: DateTime<Utc>,
         skip: &[EndpointId],
+        per_endpoint: usize,
         limit: usize,
     ) -> Result<Vec<DueDelivery>, StoreError>;
 

@@ -67,14 +67,21 @@ async fn the_outbox_flows(sessions: &dyn SessionStore, webhooks: &dyn WebhookSto
     assert!(webhooks.unrouted(10).await.unwrap().is_empty());
 
     let lease = now + Duration::seconds(60);
-    let claimed = webhooks.claim_due(now, "a", lease, &[], 10).await.unwrap();
-    let again = webhooks.claim_due(now, "b", lease, &[], 10).await.unwrap();
+    let claimed = webhooks
+        .claim_due(now, "a", lease, &[], 4, 10)
+        .await
+        .unwrap();
+    let again = webhooks
+        .claim_due(now, "b", lease, &[], 4, 10)
+        .await
+        .unwrap();
     let skipped = webhooks
         .claim_due(
             now + Duration::seconds(61),
             "c",
             lease,
             std::slice::from_ref(&endpoint.id),
+            4,
             10,
         )
         .await
@@ -134,6 +141,19 @@ async fn the_outbox_flows(sessions: &dyn SessionStore, webhooks: &dyn WebhookSto
         1
     );
     assert_eq!(webhooks.backlog().await.unwrap().pending, 1);
+
+    for _ in 0..3 {
+        complete_one(sessions).await;
+    }
+    for message in webhooks.unrouted(10).await.unwrap() {
+        let to = std::slice::from_ref(&endpoint.id);
+        webhooks.route(&message.id, "{}", to, now).await.unwrap();
+    }
+    let capped = webhooks
+        .claim_due(now, "d", lease, &[], 2, 10)
+        .await
+        .unwrap();
+    assert_eq!(capped.len(), 2, "at most two to one endpoint, of four due");
 }
 
 #[tokio::test]

@@ -163,7 +163,14 @@ impl Dispatcher {
         let lease_until = now + chrono::Duration::from_std(self.policy.lease()).unwrap_or_default();
         let claimed = match self
             .store
-            .claim_due(now, &claim, lease_until, &skip, free)
+            .claim_due(
+                now,
+                &claim,
+                lease_until,
+                &skip,
+                self.policy.max_per_endpoint,
+                free,
+            )
             .await
         {
             Ok(claimed) => claimed,

@@ -186,6 +186,7 @@ impl WebhookStore for MemoryStore {
         claim: &str,
         lease_until: DateTime<Utc>,
         skip: &[EndpointId],
+        per_endpoint: usize,
         limit: usize,
     ) -> Result<Vec<DueDelivery>, StoreError> {
         let mut webhooks = self.webhooks();
@@ -207,6 +208,12 @@ impl WebhookStore for MemoryStore {
             .map(|(key, slot)| (slot.next_attempt_at, key.clone()))
             .collect();
         due.sort();
+        let mut ranks: BTreeMap<EndpointId, usize> = BTreeMap::new();
+        due.retain(|(_, (_, endpoint))| {
+            let rank = ranks.entry(endpoint.clone()).or_default();
+            *rank += 1;
+            *rank <= per_endpoint
+        });
         due.truncate(limit);
         let mut claimed = Vec::with_capacity(due.len());
         for (_, key) in due {

@@ -486,15 +486,11 @@ async fn insert_events(
     Ok(())
 }
 
-/// Marks the session completed and, when its owner has a webhook endpoint (enabled or paused:
-/// a paused one gets its messages when enabled again), puts a
-/// `session.completed` message reporting event `seq` into the outbox: in the caller's
-/// transaction, so a completion is never without its message, nor a message without it.
+/// Marks the session completed.
 async fn complete_session(
     tx: &mut Transaction<'static, Any>,
     id: SessionId,
     completion: &Completion,
-    seq: u64,
 ) -> Result<(), StoreError> {
     let done = sqlx::query(
         "UPDATE sessions SET status = 'completed', completed_at = $2, decision = $3, \
@@ -514,19 +510,40 @@ async fn complete_session(
         // Unknown, or already completed.
         return Err(StoreError::NotFound(id));
     }
-    sqlx::query(
-        "INSERT INTO webhook_messages (id, tenant, mode, type, session_id, seq, created_at) \
-         SELECT $1, s.tenant, s.mode, 'session.completed', s.id, $3, $4 FROM sessions s \
-         WHERE s.id = $2 AND EXISTS (SELECT 1 FROM webhook_endpoints e \
-             WHERE e.tenant = s.tenant AND e.mode = s.mode)",
-    )
-    .bind(MessageId::generate().as_str().to_owned())
-    .bind(id.to_string())
-    .bind(seq_param(seq))
-    .bind(timestamp(completion.completed_at))
-    .execute(&mut **tx)
-    .await
-    .map_err(db_error("writing a webhook message"))?;
+    Ok(())
+}
+
+/// Puts a `session.completed` message for each of `completed` (session, the terminal event's
+/// seq, completion time) whose owner has a webhook endpoint (enabled or paused: a paused one
+/// gets its messages when enabled again) into the outbox: one statement for a whole batch, in
+/// the caller's transaction, so a completion is never without its message nor a message
+/// without it. A VALUES list's columns are `column1`, `column2`, ... in both databases.
+async fn enqueue_completed(
+    tx: &mut Transaction<'static, Any>,
+    completed: &[(SessionId, u64, DateTime<Utc>)],
+) -> Result<(), StoreError> {
+    for chunk in completed.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO webhook_messages (id, tenant, mode, type, session_id, seq, created_at) \
+             SELECT v.column1, s.tenant, s.mode, 'session.completed', s.id, v.column3, \
+             v.column4 FROM (VALUES {}) AS v JOIN sessions s ON s.id = v.column2 \
+             WHERE EXISTS (SELECT 1 FROM webhook_endpoints e \
+                 WHERE e.tenant = s.tenant AND e.mode = s.mode)",
+            placeholders(chunk.len(), 4)
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for (id, seq, at) in chunk {
+            query = query
+                .bind(MessageId::generate().as_str().to_owned())
+                .bind(id.to_string())
+                .bind(seq_param(*seq))
+                .bind(timestamp(*at));
+        }
+        query
+            .execute(&mut **tx)
+            .await
+            .map_err(db_error("writing webhook messages"))?;
+    }
     Ok(())
 }
 
@@ -560,9 +577,12 @@ impl BatchWriter<Write> for Writer {
         // first, then events, then completions respects every session's order.
         insert_sessions(&mut tx, &sessions).await?;
         insert_events(&mut tx, &events).await?;
+        let mut messages = Vec::with_capacity(completions.len());
         for (id, completion, seq) in completions {
-            complete_session(&mut tx, id, completion, seq).await?;
+            complete_session(&mut tx, id, completion).await?;
+            messages.push((id, seq, completion.completed_at));
         }
+        enqueue_completed(&mut tx, &messages).await?;
         tx.commit().await.map_err(db_error("committing a batch"))
     }
 }

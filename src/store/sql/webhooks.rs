@@ -276,30 +276,40 @@ impl WebhookStore for SqlStore {
         claim: &str,
         lease_until: DateTime<Utc>,
         skip: &[EndpointId],
+        per_endpoint: usize,
         limit: usize,
     ) -> Result<Vec<DueDelivery>, StoreError> {
         let skipped = if skip.is_empty() {
             String::new()
         } else {
-            format!("AND d.endpoint_id NOT IN ({})", parameters(5, skip.len()))
+            format!("AND d.endpoint_id NOT IN ({})", parameters(6, skip.len()))
         };
         let free = "d.state = 'pending' AND d.next_attempt_at <= $1 \
              AND (d.lease_until IS NULL OR d.lease_until < $1)";
+        // The longest-due candidates (a bounded read along the due index), ranked within each
+        // endpoint, so one endpoint's backlog cannot fill a claim that others wait in; an
+        // endpoint at its limit is in `skip` and leaves the candidates to the others.
         let sql = format!(
             "UPDATE webhook_deliveries SET lease_until = $2, leased_by = $3 \
              WHERE state = 'pending' AND next_attempt_at <= $1 \
              AND (lease_until IS NULL OR lease_until < $1) \
              AND (message_id, endpoint_id) IN ( \
-                 SELECT d.message_id, d.endpoint_id FROM webhook_deliveries d \
-                 JOIN webhook_endpoints e ON e.id = d.endpoint_id \
-                 WHERE {free} AND e.enabled = 1 {skipped} \
-                 ORDER BY d.next_attempt_at LIMIT $4)"
+                 SELECT message_id, endpoint_id FROM ( \
+                     SELECT c.message_id, c.endpoint_id, c.next_attempt_at, ROW_NUMBER() \
+                         OVER (PARTITION BY c.endpoint_id ORDER BY c.next_attempt_at) AS rank \
+                     FROM (SELECT d.message_id, d.endpoint_id, d.next_attempt_at \
+                         FROM webhook_deliveries d \
+                         JOIN webhook_endpoints e ON e.id = d.endpoint_id \
+                         WHERE {free} AND e.enabled = 1 {skipped} \
+                         ORDER BY d.next_attempt_at LIMIT $4 * 4) c) ranked \
+                 WHERE rank <= $5 ORDER BY next_attempt_at LIMIT $4)"
         );
         let mut query = sqlx::query(AssertSqlSafe(sql))
             .bind(timestamp(now))
             .bind(timestamp(lease_until))
             .bind(claim.to_owned())
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX));
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind(i64::try_from(per_endpoint).unwrap_or(i64::MAX));
         for endpoint in skip {
             query = query.bind(endpoint.as_str().to_owned());
         }
