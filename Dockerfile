@@ -33,9 +33,10 @@ RUN cargo build --release --locked --bin kyc-orchestrator --bin kyc-smoke \
 
 FROM debian:bookworm-slim AS runtime
 # libstdc++ for ONNX Runtime (models/libonnxruntime.so); dlib's shared library with the BLAS
-# and LAPACK it computes with.
+# and LAPACK it computes with; the CA certificates webhook deliveries over https verify against.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libstdc++6 libdlib19.1 libopenblas0 liblapack3 \
+    ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin kyc
 WORKDIR /app
