@@ -218,10 +218,8 @@ impl Application {
         // has drained, so that no other instance takes this one's sessions for orphans.
         let maintain = tokio::spawn(state.orchestrator.clone().maintain(maintenance));
         // Webhooks, until every session has drained (their completions write messages).
-        let (stop_dispatch, dispatch_stopped) = tokio::sync::oneshot::channel::<()>();
-        let mut dispatch = tokio::spawn(dispatcher.run(async move {
-            let _ = dispatch_stopped.await;
-        }));
+        let stop_dispatch = tokio_util::sync::CancellationToken::new();
+        let mut dispatch = tokio::spawn(Arc::new(dispatcher).supervise(stop_dispatch.clone()));
 
         let stuck = {
             let lifecycle = lifecycle.clone();
@@ -252,7 +250,7 @@ impl Application {
         state.orchestrator.drain().await;
         state.orchestrator.retry_pending().await;
         // Attempts in flight finish (each bounded); what is left waits in the store.
-        let _ = stop_dispatch.send(());
+        stop_dispatch.cancel();
         let finish = webhook_timeout + Duration::from_secs(1);
         if tokio::time::timeout(finish, &mut dispatch).await.is_err() {
             dispatch.abort();

@@ -64,12 +64,14 @@ pub enum ApiError {
     Forbidden(crate::domain::Scope),
     #[error("this API key is over its rate limit")]
     RateLimited { retry_after_s: u64 },
-    #[error("no such session")]
+    #[error("nothing here for this API key: no such resource in its tenant and mode")]
     NotFound,
     #[error("this Idempotency-Key was used for a different request")]
     IdempotencyConflict,
     #[error("the session is still running; erase it once it has completed")]
     SessionRunning,
+    #[error("{0}")]
+    EditConflict(String),
     #[error("the session store is unavailable; retry shortly")]
     StoreUnavailable,
     #[error("this path does not accept that method")]
@@ -133,7 +135,9 @@ impl ApiError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::NotFound => StatusCode::NOT_FOUND,
-            Self::IdempotencyConflict | Self::SessionRunning => StatusCode::CONFLICT,
+            Self::IdempotencyConflict | Self::SessionRunning | Self::EditConflict(_) => {
+                StatusCode::CONFLICT
+            }
             Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
@@ -158,6 +162,7 @@ impl ApiError {
             Self::NotFound => ("not-found", "Not found"),
             Self::IdempotencyConflict => ("idempotency-key-reused", "Idempotency key reused"),
             Self::SessionRunning => ("session-running", "Session still running"),
+            Self::EditConflict(_) => ("edit-conflict", "Changed by another request"),
             Self::StoreUnavailable => ("store-unavailable", "Session store unavailable"),
             Self::MethodNotAllowed => ("method-not-allowed", "Method not allowed"),
             Self::RequestTimeout(_) => ("request-timeout", "Request timeout"),

@@ -45,6 +45,7 @@ impl From<WebhookError> for ApiError {
                 detail,
             } => Self::Invalid(vec![FieldError::new(field, code, detail)]),
             WebhookError::NotFound => Self::NotFound,
+            error @ WebhookError::Busy => Self::EditConflict(error.to_string()),
             WebhookError::Store(error) => Self::from(OrchestratorError::Store(error)),
         }
     }

@@ -279,8 +279,14 @@ pub trait WebhookStore: Send + Sync + 'static {
     async fn endpoints(&self, owner: &Owner) -> Result<Vec<Endpoint>, StoreError>;
 
     /// Replaces the endpoint's changeable fields (url, events, description, enabled and why
-    /// not, secrets, failing streak, updated); `false` when `owner` has no such endpoint.
-    async fn update_endpoint(&self, endpoint: &Endpoint) -> Result<bool, StoreError>;
+    /// not, secrets, failing streak, updated) if it was last updated at `read_at` (when it was
+    /// read): `false` when `owner` has no such endpoint or it changed since, so two changes made
+    /// at once never silently undo each other.
+    async fn update_endpoint(
+        &self,
+        endpoint: &Endpoint,
+        read_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
 
     /// Deletes the endpoint and its deliveries; `false` when `owner` has no such endpoint.
     async fn delete_endpoint(&self, owner: &Owner, id: &EndpointId) -> Result<bool, StoreError>;

@@ -12,7 +12,8 @@ use crate::domain::{
 };
 
 fn endpoint() -> Endpoint {
-    let now = Utc::now();
+    // Microseconds, as the SQL store keeps them.
+    let now = Utc::now().trunc_subsecs(6);
     Endpoint {
         id: EndpointId::generate(),
         owner: owner(),
@@ -47,6 +48,28 @@ async fn the_outbox_flows(sessions: &dyn SessionStore, webhooks: &dyn WebhookSto
     );
     let endpoint = endpoint();
     webhooks.create_endpoint(&endpoint).await.unwrap();
+    let read_at = endpoint.updated_at;
+    let first = Endpoint {
+        description: "first".into(),
+        updated_at: read_at + Duration::seconds(1),
+        ..endpoint.clone()
+    };
+    let stale = Endpoint {
+        description: "stale".into(),
+        updated_at: read_at + Duration::seconds(2),
+        ..endpoint.clone()
+    };
+    assert!(webhooks.update_endpoint(&first, read_at).await.unwrap());
+    assert!(
+        !webhooks.update_endpoint(&stale, read_at).await.unwrap(),
+        "a change made on an older read is refused"
+    );
+    let stored = webhooks
+        .endpoint(&owner(), &endpoint.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.description, "first");
     let session = complete_one(sessions).await;
 
     let outbox = webhooks.unrouted(10).await.unwrap();

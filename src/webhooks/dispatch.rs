@@ -9,7 +9,6 @@
 //! `webhooks.disable_after` is disabled. At most [`MAX_ANSWER_BYTES`] of an answer are read.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,6 +17,7 @@ use futures::StreamExt;
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use super::{Clock, GuardedResolver, MAX_ANSWER_BYTES, Policy, payload, signature};
 use crate::domain::{Attempt, AttemptOutcome, DueDelivery, Endpoint, EndpointId, random_text};
@@ -31,6 +31,7 @@ const MEASURE_EVERY: Duration = Duration::from_secs(5);
 /// How often finished messages past `webhooks.keep_days` are forgotten, and how many per store
 /// call.
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
+const PURGE_SOON: Duration = Duration::from_secs(10);
 const PURGE_BATCH: usize = 500;
 
 /// Delivers webhook messages until stopped.
@@ -74,37 +75,57 @@ impl Dispatcher {
         }
     }
 
-    /// Routes and delivers until `stop` resolves, then lets the attempts in flight finish
+    /// Routes and delivers until `stop` is cancelled, then lets the attempts in flight finish
     /// (each bounded by `webhooks.timeout`). What is left waits in the store for the next
-    /// instance that runs.
-    pub async fn run(self, stop: impl Future<Output = ()>) {
-        let this = Arc::new(self);
+    /// instance that runs. Should this panic, [`Dispatcher::supervise`] starts it again.
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
         let mut tasks = JoinSet::new();
         let mut measured: Option<tokio::time::Instant> = None;
-        let mut purged: Option<tokio::time::Instant> = None;
-        tokio::pin!(stop);
+        let mut purge_at = tokio::time::Instant::now();
         loop {
-            this.route_outbox().await;
-            let free = this.policy.max_in_flight.saturating_sub(tasks.len());
+            self.route_outbox().await;
+            let free = self.policy.max_in_flight.saturating_sub(tasks.len());
             if free > 0 {
-                this.start_due(free, &mut tasks).await;
+                self.start_due(free, &mut tasks).await;
             }
             if measured.is_none_or(|at| at.elapsed() >= MEASURE_EVERY) {
-                this.measure().await;
+                self.measure().await;
                 measured = Some(tokio::time::Instant::now());
             }
-            if purged.is_none_or(|at| at.elapsed() >= PURGE_EVERY) {
-                this.purge().await;
-                purged = Some(tokio::time::Instant::now());
+            if tokio::time::Instant::now() >= purge_at {
+                // Soon again while there is more to forget, so a large backlog goes a batch
+                // at a time without holding up deliveries.
+                let more = self.purge().await;
+                purge_at =
+                    tokio::time::Instant::now() + if more { PURGE_SOON } else { PURGE_EVERY };
             }
             tokio::select! {
-                () = &mut stop => break,
-                () = tokio::time::sleep(this.policy.poll_interval) => {}
+                () = stop.cancelled() => break,
+                () = tokio::time::sleep(self.policy.poll_interval) => {}
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             }
             while tasks.try_join_next().is_some() {}
         }
         while tasks.join_next().await.is_some() {}
+    }
+
+    /// Runs the dispatcher until `stop` is cancelled, starting it again (after a second) if
+    /// it panics: webhooks must not stop silently.
+    pub async fn supervise(self: Arc<Self>, stop: CancellationToken) {
+        loop {
+            let run = tokio::spawn(Arc::clone(&self).run(stop.clone()));
+            match run.await {
+                Err(error) if error.is_panic() && !stop.is_cancelled() => {
+                    tracing::error!(
+                        error = %error,
+                        "the webhook dispatcher panicked; starting it again"
+                    );
+                    metrics::counter!("kyc_webhook_dispatcher_restarts_total").increment(1);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                _ => return,
+            }
+        }
     }
 
     /// Gives outbox messages their bodies and a delivery per endpoint that wants them.
@@ -145,7 +166,11 @@ impl Dispatcher {
                     .await
             };
             if let Err(error) = routed.await {
-                return log_store_error(&error, "routing a webhook message");
+                // The next message may route; this one is tried again on the next pass.
+                log_store_error(&error, "routing a webhook message");
+                if error.is_unavailable() {
+                    return;
+                }
             }
         }
     }
@@ -427,20 +452,24 @@ impl Dispatcher {
         }
     }
 
-    /// Forgets finished messages older than `webhooks.keep_days`, a batch at a time.
-    async fn purge(&self) {
-        let Some(keep) = self.policy.keep else { return };
-        let before = self.clock.now() - chrono::Duration::from_std(keep).unwrap_or_default();
-        loop {
-            match self.store.purge_webhooks(before, PURGE_BATCH).await {
-                Ok(0) => return,
-                Ok(n) => {
-                    metrics::counter!("kyc_webhook_messages_purged_total").increment(n);
-                    if n < PURGE_BATCH as u64 {
-                        return;
-                    }
-                }
-                Err(error) => return log_store_error(&error, "purging webhook messages"),
+    /// Forgets a batch of finished messages older than `webhooks.keep_days`; whether there
+    /// may be more.
+    async fn purge(&self) -> bool {
+        let Some(keep) = self.policy.keep else {
+            return false;
+        };
+        let keep = chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);
+        let Some(before) = self.clock.now().checked_sub_signed(keep) else {
+            return false;
+        };
+        match self.store.purge_webhooks(before, PURGE_BATCH).await {
+            Ok(n) => {
+                metrics::counter!("kyc_webhook_messages_purged_total").increment(n);
+                n == PURGE_BATCH as u64
+            }
+            Err(error) => {
+                log_store_error(&error, "purging webhook messages");
+                false
             }
         }
     }

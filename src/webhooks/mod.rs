@@ -16,7 +16,7 @@ mod target;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 
 use crate::config::WebhookSettings;
 use crate::domain::{
@@ -64,11 +64,21 @@ pub struct PolicyError {
 
 impl Policy {
     pub fn from_settings(settings: &WebhookSettings) -> Result<Self, PolicyError> {
+        // At most ten years: anything longer is a mistake, and times that far ahead leave
+        // the range of the stored timestamps.
+        const LONGEST: Duration = Duration::from_secs(10 * 366 * 86_400);
         let duration = |key: &'static str, text: &str| {
-            humantime::parse_duration(text.trim()).map_err(|e| PolicyError {
+            let parsed = humantime::parse_duration(text.trim()).map_err(|e| PolicyError {
                 key,
                 why: format!("`{text}`: {e}"),
-            })
+            })?;
+            if parsed > LONGEST {
+                return Err(PolicyError {
+                    key,
+                    why: format!("`{text}`: at most ten years"),
+                });
+            }
+            Ok(parsed)
         };
         let positive = |key: &'static str, n: usize| {
             if n == 0 {
@@ -103,8 +113,16 @@ impl Policy {
             max_per_endpoint: positive("max_per_endpoint", settings.max_per_endpoint)?,
             poll_interval: Duration::from_millis(settings.poll_interval_ms.max(1)),
             max_endpoints: positive("max_endpoints", settings.max_endpoints)?,
-            keep: (settings.keep_days > 0)
-                .then(|| Duration::from_secs(settings.keep_days.saturating_mul(86_400))),
+            keep: match settings.keep_days {
+                0 => None,
+                days if days <= 3660 => Some(Duration::from_secs(days * 86_400)),
+                _ => {
+                    return Err(PolicyError {
+                        key: "keep_days",
+                        why: "at most 3660 (ten years), or 0 to keep messages for ever".into(),
+                    });
+                }
+            },
         })
     }
 
@@ -127,6 +145,9 @@ pub enum WebhookError {
     },
     #[error("no such endpoint or message")]
     NotFound,
+    /// The endpoint kept changing under a change (another request each time).
+    #[error("the endpoint is being changed by other requests; try again")]
+    Busy,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -234,25 +255,34 @@ impl Webhooks {
         id: &EndpointId,
         change: EndpointChange,
     ) -> Result<Endpoint, WebhookError> {
-        let mut endpoint = self.get(owner, id).await?;
-        if let Some(url) = change.url {
-            endpoint.url = self.check_url(&url).await?;
-        }
-        if let Some(events) = change.events {
-            endpoint.events = check_events(Some(events))?;
-        }
-        if let Some(description) = change.description {
-            endpoint.description = check_description(Some(description))?;
-        }
-        if let Some(enabled) = change.enabled {
-            if enabled && !endpoint.enabled {
-                endpoint.failing_since = None;
+        let url = match &change.url {
+            Some(url) => Some(self.check_url(url).await?),
+            None => None,
+        };
+        let events = change.events.map(|e| check_events(Some(e))).transpose()?;
+        let description = change
+            .description
+            .map(|d| check_description(Some(d)))
+            .transpose()?;
+        self.change(owner, id, |endpoint, _| {
+            if let Some(url) = &url {
+                endpoint.url = url.clone();
             }
-            endpoint.enabled = enabled;
-            endpoint.disabled_reason = None;
-        }
-        endpoint.updated_at = self.clock.now();
-        self.save(endpoint).await
+            if let Some(events) = &events {
+                endpoint.events = events.clone();
+            }
+            if let Some(description) = &description {
+                endpoint.description = description.clone();
+            }
+            if let Some(enabled) = change.enabled {
+                if enabled && !endpoint.enabled {
+                    endpoint.failing_since = None;
+                }
+                endpoint.enabled = enabled;
+                endpoint.disabled_reason = None;
+            }
+        })
+        .await
     }
 
     pub async fn delete(&self, owner: &Owner, id: &EndpointId) -> Result<(), WebhookError> {
@@ -269,16 +299,17 @@ impl Webhooks {
         owner: &Owner,
         id: &EndpointId,
     ) -> Result<Endpoint, WebhookError> {
-        let mut endpoint = self.get(owner, id).await?;
-        let now = self.clock.now();
         let grace =
             chrono::Duration::from_std(self.policy.rotation_grace).unwrap_or(chrono::Duration::MAX);
-        endpoint.previous_secret = Some(RetiringSecret {
-            secret: std::mem::replace(&mut endpoint.secret, new_secret()),
-            until: now + grace,
-        });
-        endpoint.updated_at = now;
-        self.save(endpoint).await
+        self.change(owner, id, |endpoint, now| {
+            endpoint.previous_secret = Some(RetiringSecret {
+                secret: std::mem::replace(&mut endpoint.secret, new_secret()),
+                until: now
+                    .checked_add_signed(grace)
+                    .unwrap_or(DateTime::<Utc>::MAX_UTC),
+            });
+        })
+        .await
     }
 
     pub async fn deliveries(
@@ -325,12 +356,33 @@ impl Webhooks {
             .await?)
     }
 
-    async fn save(&self, endpoint: Endpoint) -> Result<Endpoint, WebhookError> {
-        if self.store.update_endpoint(&endpoint).await? {
-            Ok(endpoint)
-        } else {
-            Err(WebhookError::NotFound)
+    /// Reads the endpoint, applies `apply` and stores the result if nothing changed it
+    /// meanwhile (another request, or the dispatcher recording its health); otherwise reads it
+    /// again and applies `apply` to what is there now.
+    async fn change(
+        &self,
+        owner: &Owner,
+        id: &EndpointId,
+        apply: impl Fn(&mut Endpoint, DateTime<Utc>),
+    ) -> Result<Endpoint, WebhookError> {
+        const TRIES: usize = 8;
+        for _ in 0..TRIES {
+            let mut endpoint = self.get(owner, id).await?;
+            let read_at = endpoint.updated_at;
+            // Microseconds, as the SQL store keeps them; never equal to `read_at`, which is
+            // what tells a later change from this one.
+            let now = self
+                .clock
+                .now()
+                .trunc_subsecs(6)
+                .max(read_at + chrono::Duration::microseconds(1));
+            apply(&mut endpoint, now);
+            endpoint.updated_at = now;
+            if self.store.update_endpoint(&endpoint, read_at).await? {
+                return Ok(endpoint);
+            }
         }
+        Err(WebhookError::Busy)
     }
 
     async fn check_url(&self, url: &str) -> Result<String, WebhookError> {
@@ -341,20 +393,26 @@ impl Webhooks {
                 format!("at most {MAX_URL_LEN} characters"),
             ));
         }
-        let parsed = self
-            .policy
-            .targets
-            .check_resolved(url)
-            .await
-            .map_err(|error| {
-                let code = match error {
-                    TargetError::Malformed(_) => "bad_url",
-                    TargetError::Scheme | TargetError::Credentials => "bad_url",
-                    TargetError::Unresolved(_) => "unresolved",
-                    TargetError::NotPublic { .. } => "target_not_allowed",
-                };
-                WebhookError::invalid("url", code, error.to_string())
-            })?;
+        let parsed =
+            self.policy
+                .targets
+                .check_resolved(url)
+                .await
+                .map_err(|error| match error {
+                    TargetError::Malformed(_) | TargetError::Scheme | TargetError::Credentials => {
+                        WebhookError::invalid("url", "bad_url", error.to_string())
+                    }
+                    // One answer for both, so that registering URLs cannot tell a tenant which
+                    // names exist on the service's network.
+                    TargetError::Unresolved(_) | TargetError::NotPublic { .. } => {
+                        WebhookError::invalid(
+                            "url",
+                            "target_not_allowed",
+                            "the host must resolve, and only to public addresses (loopback, \
+                         private, link-local, unique-local and metadata addresses are refused)",
+                        )
+                    }
+                })?;
         Ok(parsed.to_string())
     }
 }
@@ -397,25 +455,29 @@ fn check_description(description: Option<String>) -> Result<String, WebhookError
     Ok(description)
 }
 
-/// The time the dispatcher schedules by: the wall clock, read through tokio's clock so that a
-/// test with paused time moves it too.
+/// The time the dispatcher schedules by: the wall clock, plus however far tokio's clock has
+/// run ahead of the real one since the start. In a running service the two run together, so
+/// this is the wall clock, NTP corrections included; in a test with paused time it moves with
+/// the test's clock.
 #[derive(Debug, Clone, Copy)]
 pub struct Clock {
-    wall: DateTime<Utc>,
-    at: tokio::time::Instant,
+    tokio: tokio::time::Instant,
+    real: std::time::Instant,
 }
 
 impl Clock {
     pub fn start() -> Self {
         Self {
-            wall: Utc::now(),
-            at: tokio::time::Instant::now(),
+            tokio: tokio::time::Instant::now(),
+            real: std::time::Instant::now(),
         }
     }
 
     pub fn now(&self) -> DateTime<Utc> {
-        let elapsed = tokio::time::Instant::now() - self.at;
-        self.wall + chrono::Duration::from_std(elapsed).unwrap_or_default()
+        let virtual_elapsed = self.tokio.elapsed();
+        let real_elapsed = self.real.elapsed();
+        let ahead = virtual_elapsed.saturating_sub(real_elapsed);
+        Utc::now() + chrono::Duration::from_std(ahead).unwrap_or_default()
     }
 }
 

@@ -13,6 +13,12 @@ pub struct Schedule(Vec<Duration>);
 /// Jitter added to a delay: up to this fraction of it.
 const JITTER: f64 = 0.2;
 
+/// The longest delay a schedule may have between two attempts.
+const MAX_DELAY: Duration = Duration::from_secs(30 * 86_400);
+
+/// The longest `Retry-After` honoured.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(86_400);
+
 impl Schedule {
     /// `0s,5s,5m,...`: humantime durations separated by commas, at least one.
     pub fn parse(text: &str) -> Result<Self, String> {
@@ -25,6 +31,12 @@ impl Schedule {
             .collect::<Result<Vec<_>, _>>()?;
         if delays.is_empty() {
             return Err("the retry schedule needs at least one attempt".to_owned());
+        }
+        if let Some(long) = delays.iter().find(|d| **d > MAX_DELAY) {
+            return Err(format!(
+                "{} in the retry schedule: at most 30 days between attempts",
+                humantime::format_duration(*long)
+            ));
         }
         Ok(Self(delays))
     }
@@ -46,8 +58,15 @@ impl Schedule {
     ) -> Option<DateTime<Utc>> {
         let delay = *self.0.get(usize::try_from(made).ok()?)?;
         let jittered = delay.mul_f64(1.0 + JITTER * jitter.clamp(0.0, 1.0));
-        let wait = retry_after.map_or(jittered, |asked| asked.max(jittered));
-        Some(now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX))
+        // An endpoint's Retry-After is honoured up to a day: beyond that it is a mistake or an
+        // attempt to park the delivery for ever.
+        let asked = retry_after.map(|asked| asked.min(MAX_RETRY_AFTER));
+        let wait = asked.map_or(jittered, |asked| asked.max(jittered));
+        let wait = chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
+        Some(
+            now.checked_add_signed(wait)
+                .unwrap_or(DateTime::<Utc>::MAX_UTC),
+        )
     }
 }
 
@@ -83,6 +102,11 @@ mod tests {
         assert!(Schedule::parse("0s, 1s ,2s").is_ok());
         assert!(Schedule::parse("0s,soon").unwrap_err().contains("`soon`"));
         assert!(Schedule::parse("").is_err());
+        assert!(
+            Schedule::parse("0s,1000y")
+                .unwrap_err()
+                .contains("at most 30 days")
+        );
     }
 
     #[test]
@@ -122,6 +146,12 @@ mod tests {
         let date = (now + chrono::Duration::seconds(90)).to_rfc2822();
         assert_eq!(retry_after(&date, now), Some(Duration::from_secs(90)));
         assert_eq!(retry_after("later", now), None);
+        let forever = retry_after("99999999999999", now);
+        assert_eq!(
+            schedule.next(1, now, 0.0, forever),
+            Some(at(1_000 + 86_400)),
+            "a day at most"
+        );
     }
 
     #[test]

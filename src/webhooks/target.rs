@@ -24,9 +24,11 @@ pub enum TargetError {
     Credentials,
     #[error("{0} cannot be resolved")]
     Unresolved(String),
+    /// The address is kept for the service's own use, never shown: a tenant must not learn
+    /// what the service's network resolves names to.
     #[error(
-        "{host} is (or resolves to) {address}, which is not a public address: loopback, private, \
-         link-local, unique-local and metadata addresses are refused"
+        "{host} is not allowed: it is, or resolves to, an address that is not public (loopback, \
+         private, link-local, unique-local and metadata addresses are refused)"
     )]
     NotPublic { host: String, address: IpAddr },
 }
@@ -256,10 +258,7 @@ mod tests {
             "{refused:?}"
         );
         let error = connected.err().expect("no address is handed out");
-        assert!(
-            error.to_string().contains("not a public address"),
-            "{error}"
-        );
+        assert!(error.to_string().contains("is not allowed"), "{error}");
         assert!(allowed.unwrap().next().unwrap().ip().is_loopback());
     }
 }

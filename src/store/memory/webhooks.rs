@@ -107,12 +107,16 @@ impl WebhookStore for MemoryStore {
             .collect())
     }
 
-    async fn update_endpoint(&self, endpoint: &Endpoint) -> Result<bool, StoreError> {
+    async fn update_endpoint(
+        &self,
+        endpoint: &Endpoint,
+        read_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
         let mut webhooks = self.webhooks();
         let Some(stored) = webhooks
             .endpoints
             .iter_mut()
-            .find(|e| e.id == endpoint.id && e.owner == endpoint.owner)
+            .find(|e| e.id == endpoint.id && e.owner == endpoint.owner && e.updated_at == read_at)
         else {
             return Ok(false);
         };

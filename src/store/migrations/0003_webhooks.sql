@@ -40,6 +40,8 @@ CREATE TABLE webhook_messages (
     routed_at   TEXT
 );
 CREATE INDEX webhook_messages_unrouted ON webhook_messages (routed_at, created_at);
+-- The purge of messages past webhooks.keep_days.
+CREATE INDEX webhook_messages_created ON webhook_messages (created_at);
 
 CREATE TABLE webhook_deliveries (
     message_id      TEXT NOT NULL,
@@ -56,6 +58,8 @@ CREATE TABLE webhook_deliveries (
 );
 CREATE INDEX webhook_deliveries_due ON webhook_deliveries (state, next_attempt_at);
 CREATE INDEX webhook_deliveries_endpoint ON webhook_deliveries (endpoint_id, created_at);
+-- A claim reads back what it took by its token.
+CREATE INDEX webhook_deliveries_claim ON webhook_deliveries (leased_by);
 
 CREATE TABLE webhook_attempts (
     message_id   TEXT NOT NULL,

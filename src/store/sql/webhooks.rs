@@ -164,15 +164,20 @@ impl WebhookStore for SqlStore {
             .collect()
     }
 
-    async fn update_endpoint(&self, endpoint: &Endpoint) -> Result<bool, StoreError> {
+    async fn update_endpoint(
+        &self,
+        endpoint: &Endpoint,
+        read_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
         let query = sqlx::query(
             "UPDATE webhook_endpoints SET url = $4, events = $5, description = $6, \
              enabled = $7, disabled_reason = $8, secret = $9, previous_secret = $10, \
              previous_until = $11, failing_since = $12, updated_at = $13 \
-             WHERE id = $1 AND tenant = $2 AND mode = $3",
+             WHERE id = $1 AND tenant = $2 AND mode = $3 AND updated_at = $14",
         );
         let done = bind_changeable(query, endpoint)
             .bind(timestamp(endpoint.updated_at))
+            .bind(timestamp(read_at))
             .execute(&self.pool)
             .await
             .map_err(db_error("updating a webhook endpoint"))?;
