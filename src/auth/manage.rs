@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use super::secret::{ApiKey, new_key_id};
+use super::secret::ApiKey;
 use crate::domain::{KeyId, KeyRecord, Mode, Owner, Scopes, TenantId};
 use crate::store::{KeyStore, StoreError};
 
@@ -130,7 +130,7 @@ impl KeyManager {
         let expires_at = new.expires_in.map(after).transpose()?;
         let key = ApiKey::generate(new.mode);
         let record = KeyRecord {
-            id: new_key_id(),
+            id: KeyId::generate(),
             owner: Owner {
                 tenant: new.tenant,
                 mode: new.mode,

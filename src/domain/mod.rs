@@ -1,6 +1,8 @@
 //! Checked domain types. Requests become these at the API edge (parse, don't validate), so the
 //! orchestrator and the agents never see an unchecked string or byte blob.
 
+#[macro_use]
+mod public_id;
 mod api_key;
 mod check;
 mod claimed;

@@ -117,44 +117,11 @@ pub struct Principal {
     pub key_id: KeyId,
 }
 
-/// An API key's public id, `key_` and 16 letters or digits: what lists, logs and audit records
-/// show. The secret key itself is never kept.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
-#[serde(transparent)]
-#[schema(value_type = String, example = "key_uaZVCmYi6P63m8D1")]
-pub struct KeyId(String);
-
-impl KeyId {
-    pub const PREFIX: &'static str = "key_";
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl FromStr for KeyId {
-    type Err = String;
-
-    fn from_str(id: &str) -> Result<Self, Self::Err> {
-        let valid = id.strip_prefix(Self::PREFIX).is_some_and(|rest| {
-            (1..=64).contains(&rest.len())
-                && rest
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        });
-        if valid {
-            Ok(Self(id.to_owned()))
-        } else {
-            Err(format!("`{id}` is not a key id (key_...)"))
-        }
-    }
-}
-
-impl fmt::Display for KeyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+prefixed_id!(
+    /// An API key's public id, `key_` and 16 letters or digits: what lists, logs and audit records
+    /// show. The secret key itself is never kept.
+    KeyId, "key_", 16, b"_-", "a key id", "key_uaZVCmYi6P63m8D1"
+);
 
 #[cfg(test)]
 mod tests {
