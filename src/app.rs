@@ -1,6 +1,7 @@
 //! The application: built from settings, bound to a port (0 picks a free one), run until the
 //! shutdown future it is given resolves.
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use crate::api::{self, Admission, AppState, Lifecycle};
 use crate::auth::{Authenticator, KeyManager};
 use crate::config::Settings;
 use crate::orchestrator::{Durability, Maintenance, Orchestrator, PlanError, Policy};
+use crate::reviews::{ReviewPolicy, Reviews};
 use crate::store::{self, BlobError, Blobs, KeyStore, StoreError, Stores};
 use crate::telemetry::{self, ErrorChain};
 use crate::webhooks::{self, Dispatcher};
@@ -32,6 +34,8 @@ pub enum StartupError {
     Auth(#[from] crate::auth::BootstrapError),
     #[error("invalid webhook settings")]
     Webhooks(#[from] webhooks::PolicyError),
+    #[error("invalid review settings: {0}")]
+    Review(String),
     #[error("cannot listen on {addr}")]
     Bind {
         addr: String,
@@ -65,7 +69,9 @@ impl Application {
     /// The service with the agent kinds `kinds` (the built-in ones and a library user's own).
     pub async fn build_with(settings: Settings, kinds: &Kinds) -> Result<Self, StartupError> {
         let policy = Arc::new(webhooks::Policy::from_settings(&settings.webhooks)?);
-        let (orchestrator, stores) = build_parts(&settings, kinds).await?;
+        let (orchestrator, stores, agent_reasons) = build_parts(&settings, kinds).await?;
+        let review_policy =
+            ReviewPolicy::new(&settings.review, &agent_reasons).map_err(StartupError::Review)?;
         let keys = stores.keys.clone();
         let clock = webhooks::Clock::start();
         let dispatcher = Dispatcher::new(
@@ -119,6 +125,12 @@ impl Application {
             lifecycle: Lifecycle::default(),
             limits: Arc::new(settings.limits.clone()),
             webhooks: webhooks::Webhooks::new(stores.webhooks, policy.clone(), clock),
+            reviews: Reviews::new(
+                stores.reviews,
+                stores.sessions.clone(),
+                keys.clone(),
+                review_policy,
+            ),
             body_limit: settings.server.body_limit_bytes,
             body_timeout: Duration::from_millis(settings.server.body_timeout_ms),
             docs_script,
@@ -220,6 +232,7 @@ impl Application {
         // Webhooks, until every session has drained (their completions write messages).
         let stop_dispatch = tokio_util::sync::CancellationToken::new();
         let mut dispatch = tokio::spawn(Arc::new(dispatcher).supervise(stop_dispatch.clone()));
+        let review_metrics = tokio::spawn(state.reviews.clone().watch(stop_dispatch.clone()));
 
         let stuck = {
             let lifecycle = lifecycle.clone();
@@ -256,6 +269,7 @@ impl Application {
             dispatch.abort();
         }
         maintain.abort();
+        review_metrics.abort();
         upkeep.abort();
         if let Some(exporter) = exporter {
             exporter.abort();
@@ -298,12 +312,13 @@ pub async fn build_orchestrator_with(
     Ok(build_parts(settings, kinds).await?.0)
 }
 
-/// The orchestrator, and the stores of its backend.
+/// The orchestrator, the stores of its backend, and every reason code its agents report.
 async fn build_parts(
     settings: &Settings,
     kinds: &Kinds,
-) -> Result<(Orchestrator, Stores), StartupError> {
+) -> Result<(Orchestrator, Stores, BTreeSet<String>), StartupError> {
     let mut registry = AgentRegistry::build(settings, kinds)?;
+    let agent_reasons = registry.reasons().clone();
     let unreported: Vec<&str> = settings
         .policy
         .decline_on
@@ -372,5 +387,5 @@ async fn build_parts(
             );
         });
     }
-    Ok((orchestrator, stores))
+    Ok((orchestrator, stores, agent_reasons))
 }

@@ -34,6 +34,7 @@ pub struct Settings {
     pub docs: DocsSettings,
     pub retention: RetentionSettings,
     pub webhooks: WebhookSettings,
+    pub review: ReviewSettings,
     pub telemetry: TelemetrySettings,
     pub models: ModelSettings,
     /// The plan: agent name to its settings. A BTreeMap so the plan is built in a stable order.
@@ -230,6 +231,15 @@ pub struct WebhookSettings {
     /// Days a message with nothing left to send is kept (for the deliveries list, resend and
     /// recover); 0 keeps messages for ever.
     pub keep_days: u64,
+}
+
+/// Manual review of sessions the agents decided `review` (README, "Manual review").
+#[derive(Debug, Clone, Deserialize)]
+pub struct ReviewSettings {
+    /// Two different reviewers must agree before a review resolves.
+    pub four_eyes: bool,
+    /// Reason codes a reviewer may give, besides every code the configured agents report.
+    pub reasons: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -20,6 +20,7 @@ pub mod cpu;
 pub mod domain;
 pub mod models;
 pub mod orchestrator;
+pub mod reviews;
 pub mod specimen;
 pub mod store;
 pub mod telemetry;

@@ -33,6 +33,7 @@ scopes! {
     SessionsRead => SessionsRead,
     SessionsErase => SessionsErase,
     WebhooksManage => WebhooksManage,
+    ReviewsWrite => ReviewsWrite,
 }
 
 /// A caller allowed the scope `S`.

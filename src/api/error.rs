@@ -72,6 +72,12 @@ pub enum ApiError {
     SessionRunning,
     #[error("{0}")]
     EditConflict(String),
+    /// A review decision on a session not (or no longer) waiting for one.
+    #[error("{0}")]
+    ReviewClosed(String),
+    /// Four-eyes: the first reviewer tried to confirm their own decision.
+    #[error("{0}")]
+    SameReviewer(String),
     #[error("the session store is unavailable; retry shortly")]
     StoreUnavailable,
     #[error("this path does not accept that method")]
@@ -132,12 +138,13 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Forbidden(_) | Self::SameReviewer(_) => StatusCode::FORBIDDEN,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::NotFound => StatusCode::NOT_FOUND,
-            Self::IdempotencyConflict | Self::SessionRunning | Self::EditConflict(_) => {
-                StatusCode::CONFLICT
-            }
+            Self::IdempotencyConflict
+            | Self::SessionRunning
+            | Self::EditConflict(_)
+            | Self::ReviewClosed(_) => StatusCode::CONFLICT,
             Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
@@ -163,6 +170,8 @@ impl ApiError {
             Self::IdempotencyConflict => ("idempotency-key-reused", "Idempotency key reused"),
             Self::SessionRunning => ("session-running", "Session still running"),
             Self::EditConflict(_) => ("edit-conflict", "Changed by another request"),
+            Self::ReviewClosed(_) => ("not-in-review", "Not waiting for a review decision"),
+            Self::SameReviewer(_) => ("same-reviewer", "Four-eyes needs a second reviewer"),
             Self::StoreUnavailable => ("store-unavailable", "Session store unavailable"),
             Self::MethodNotAllowed => ("method-not-allowed", "Method not allowed"),
             Self::RequestTimeout(_) => ("request-timeout", "Request timeout"),

@@ -20,7 +20,10 @@ use super::AppState;
 use super::auth::{Authorized, SessionsRead};
 use super::error::ApiError;
 use super::sessions::Links;
-use crate::domain::{Decision, ListPosition, Mode, SessionQuery, SessionRecord, SessionStatus};
+use crate::domain::{
+    Decision, ListPosition, Mode, ReviewStatus, SessionId, SessionQuery, SessionRecord,
+    SessionStatus,
+};
 
 /// Sessions per page unless `limit` says otherwise.
 const DEFAULT_LIMIT: usize = 20;
@@ -58,10 +61,13 @@ pub(super) struct Page {
 /// A session in the list: no checks, nothing an agent extracted.
 #[derive(Serialize, utoipa::ToSchema)]
 pub(super) struct SessionSummary {
-    id: crate::domain::SessionId,
+    id: SessionId,
     #[serde(skip_serializing_if = "Option::is_none")]
     reference: Option<String>,
     status: SessionStatus,
+    /// Where its review stands, when its agents decided `review`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    review_status: Option<ReviewStatus>,
     mode: Mode,
     created_at: DateTime<Utc>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -79,6 +85,7 @@ impl From<SessionRecord> for SessionSummary {
             id: record.id,
             reference: record.reference,
             status: record.status,
+            review_status: record.review.as_ref().map(|r| r.status),
             mode: record.owner.mode,
             created_at: record.created_at,
             completed_at: completion.as_ref().map(|c| c.completed_at),
@@ -139,7 +146,12 @@ fn session_query(query: ListQuery) -> Result<SessionQuery, ApiError> {
             "limit must be 1 to {MAX_LIMIT}"
         )));
     }
-    let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
+    let after = query
+        .cursor
+        .as_deref()
+        .map(decode_cursor)
+        .transpose()?
+        .map(|(created_at, id)| ListPosition { created_at, id });
     Ok(SessionQuery {
         status: query.status,
         decision: query.decision,
@@ -151,21 +163,22 @@ fn session_query(query: ListQuery) -> Result<SessionQuery, ApiError> {
     })
 }
 
-/// Nanoseconds, the finest any store keeps, so the position is exact in every store.
-fn encode_cursor(created_at: DateTime<Utc>, id: crate::domain::SessionId) -> String {
-    let nanos = created_at.timestamp_nanos_opt().unwrap_or(i64::MAX);
+/// A page's cursor: the last item's time (a session's creation, a review's opening) and
+/// session id. Nanoseconds, the finest any store keeps, so the position is exact in every store.
+pub(super) fn encode_cursor(at: DateTime<Utc>, id: SessionId) -> String {
+    let nanos = at.timestamp_nanos_opt().unwrap_or(i64::MAX);
     URL_SAFE_NO_PAD.encode(format!("{nanos}.{id}"))
 }
 
-fn decode_cursor(cursor: &str) -> Result<ListPosition, ApiError> {
+pub(super) fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, SessionId), ApiError> {
     let bad = || ApiError::BadRequest("cursor is not one this service gave out".into());
     let text = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
     let text = String::from_utf8(text).map_err(|_| bad())?;
     let (nanos, id) = text.split_once('.').ok_or_else(bad)?;
-    Ok(ListPosition {
-        created_at: DateTime::from_timestamp_nanos(nanos.parse().map_err(|_| bad())?),
-        id: id.parse().map_err(|_| bad())?,
-    })
+    Ok((
+        DateTime::from_timestamp_nanos(nanos.parse().map_err(|_| bad())?),
+        id.parse().map_err(|_| bad())?,
+    ))
 }
 
 #[cfg(test)]
@@ -177,9 +190,8 @@ mod tests {
         let at = DateTime::parse_from_rfc3339("2026-11-30T12:00:00.123456789Z")
             .unwrap()
             .to_utc();
-        let id = crate::domain::SessionId::new();
-        let position = decode_cursor(&encode_cursor(at, id)).unwrap();
-        assert_eq!(position, ListPosition { created_at: at, id });
+        let id = SessionId::new();
+        assert_eq!(decode_cursor(&encode_cursor(at, id)).unwrap(), (at, id));
         for bad in [
             "",
             "!!",

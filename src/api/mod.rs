@@ -8,6 +8,7 @@ mod error;
 mod health;
 mod listing;
 mod openapi;
+mod reviews;
 mod serve;
 mod sessions;
 mod submission;
@@ -50,6 +51,8 @@ pub struct AppState {
     pub docs_script: Option<bytes::Bytes>,
     /// Webhook endpoints and deliveries.
     pub webhooks: crate::webhooks::Webhooks,
+    /// Review cases and decisions.
+    pub reviews: crate::reviews::Reviews,
 }
 
 /// The whole HTTP surface, with request ids and request spans.
@@ -61,6 +64,7 @@ pub fn router(state: AppState) -> Router {
         .merge(docs::router())
         .merge(sessions::router(body_limit))
         .merge(webhooks::router())
+        .merge(reviews::router())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(

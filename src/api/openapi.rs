@@ -118,6 +118,8 @@ pub(super) fn example_request() -> Value {
         super::sessions::show,
         super::sessions::events,
         super::sessions::erase,
+        super::reviews::queue,
+        super::reviews::decide,
         super::webhooks::create,
         super::webhooks::list,
         super::webhooks::show,
@@ -138,6 +140,9 @@ pub(super) fn example_request() -> Value {
     modifiers(&Conventions),
     tags(
         (name = "sessions", description = "Verification sessions"),
+        (name = "reviews", description = "Manual review of sessions the agents decided \
+            `review`: the queue and reviewers' decisions, with four-eyes when the service \
+            requires it"),
         (name = "webhooks", description = "Endpoints that receive signed messages when a \
             decision is made (Standard Webhooks); the body is the `WebhookMessage` schema"),
         (name = "health", description = "For load balancers; no key"),

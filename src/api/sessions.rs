@@ -25,9 +25,10 @@ use super::auth::{Authorized, SessionsErase, SessionsRead, SessionsWrite};
 use super::error::ApiError;
 use super::submission::Submission;
 use crate::domain::{
-    CheckResult, Decision, Erasure, KeyId, Mode, SessionId, SessionRecord, SessionStatus,
+    CheckResult, Decision, Erasure, KeyId, Mode, ReviewDecision, ReviewState, ReviewStatus,
+    Reviewer, SessionId, SessionRecord, SessionStatus, Verdict,
 };
-use crate::orchestrator::{Start, Started};
+use crate::orchestrator::{OrchestratorError, Start, Started};
 
 /// Longest `Idempotency-Key` accepted.
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
@@ -237,7 +238,12 @@ pub(super) async fn show(
         .session(&caller.key.owner, id)
         .await?
         .ok_or(ApiError::NotFound)?;
-    Ok(Json(SessionView::from(record)))
+    let decisions = state
+        .reviews
+        .decisions(&record)
+        .await
+        .map_err(OrchestratorError::Store)?;
+    Ok(Json(SessionView::of(record, decisions)))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -410,9 +416,20 @@ pub struct SessionView {
     deadline_at: DateTime<Utc>,
     #[serde(skip_serializing_if = "Option::is_none")]
     completed_at: Option<DateTime<Utc>>,
+    /// The decision: the agents', or the reviewers' once a review has resolved.
     #[serde(skip_serializing_if = "Option::is_none")]
     decision: Option<Decision>,
+    /// The reason codes of `decision`.
     reasons: Vec<String>,
+    /// What the agents decided, kept whatever reviewers decide since.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    automated_decision: Option<Decision>,
+    /// The reason codes of `automated_decision`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    automated_reasons: Option<Vec<String>>,
+    /// The manual review, when the agents decided `review`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    review: Option<ReviewView>,
     checks: BTreeMap<String, CheckResult>,
     #[serde(skip_serializing_if = "Option::is_none")]
     duration_ms: Option<f64>,
@@ -431,8 +448,16 @@ pub struct SessionView {
     links: Links,
 }
 
-impl From<SessionRecord> for SessionView {
-    fn from(record: SessionRecord) -> Self {
+impl SessionView {
+    /// The session with the decisions of its review (none when it has no review).
+    pub(super) fn of(record: SessionRecord, decisions: Vec<ReviewDecision>) -> Self {
+        let automated = record
+            .automated()
+            .map(|(decision, reasons)| (decision, reasons.to_vec()));
+        let review = record
+            .review
+            .as_ref()
+            .map(|state| ReviewView::of(state, decisions));
         let completion = record.completion;
         Self {
             id: record.id,
@@ -447,6 +472,9 @@ impl From<SessionRecord> for SessionView {
                 .as_ref()
                 .map(|c| c.reasons.clone())
                 .unwrap_or_default(),
+            automated_decision: automated.as_ref().map(|(decision, _)| *decision),
+            automated_reasons: automated.map(|(_, reasons)| reasons),
+            review,
             checks: completion.map(|c| c.checks).unwrap_or_default(),
             plan_version: record.plan_version,
             erased_at: record.erased_at,
@@ -454,6 +482,53 @@ impl From<SessionRecord> for SessionView {
             created_by: record.created_by,
             erased_by: record.erased_by,
             links: Links::of(record.id),
+        }
+    }
+}
+
+/// A session's manual review.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct ReviewView {
+    status: ReviewStatus,
+    opened_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resolved_at: Option<DateTime<Utc>>,
+    /// Every decision, oldest first: under four-eyes a disagreement keeps both.
+    decisions: Vec<DecisionView>,
+}
+
+impl ReviewView {
+    pub(super) fn of(state: &ReviewState, decisions: Vec<ReviewDecision>) -> Self {
+        Self {
+            status: state.status,
+            opened_at: state.opened_at,
+            resolved_at: state.resolved_at,
+            decisions: decisions.into_iter().map(DecisionView::from).collect(),
+        }
+    }
+}
+
+/// One reviewer's decision.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct DecisionView {
+    /// The key that decided: its public id and label.
+    reviewer: Reviewer,
+    decided_at: DateTime<Utc>,
+    decision: Verdict,
+    reasons: Vec<String>,
+    /// The reviewer's note; gone once the session is erased.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<String>,
+}
+
+impl From<ReviewDecision> for DecisionView {
+    fn from(decision: ReviewDecision) -> Self {
+        Self {
+            reviewer: decision.reviewer,
+            decided_at: decision.decided_at,
+            decision: decision.verdict,
+            reasons: decision.reasons,
+            note: decision.note,
         }
     }
 }

@@ -9,6 +9,7 @@ mod claimed;
 mod image;
 mod random;
 mod record;
+mod review;
 mod sandbox;
 mod session;
 mod session_id;
@@ -21,6 +22,11 @@ pub use claimed::{Claimed, MAX_CLAIM_LEN};
 pub use image::{ImageData, ImageError, ImageFormat, ImageLimits};
 pub use random::{random_bytes, random_text};
 pub use record::{Completion, Erasure, ListPosition, SessionQuery, SessionRecord, SessionStatus};
+pub use review::{
+    MAX_NOTE_CHARS, MAX_REVIEW_REASONS, NoteError, QueuePosition, Refusal, Resolution, ReviewCase,
+    ReviewDecision, ReviewQuery, ReviewState, ReviewStatus, Reviewer, Step, Verdict, check_note,
+    step,
+};
 pub use sandbox::{
     DirectiveError, MAX_CPU_MS, MAX_EXTRACTED_BYTES, MAX_LATENCY_MS, SandboxDirective,
     SandboxResult, SandboxScript, is_reason_code,

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{CheckResult, Decision, KeyId, Owner, SessionId};
+use super::{CheckResult, Decision, KeyId, Owner, ReviewState, SessionId};
 
 /// Whether a session is still being decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -49,6 +49,9 @@ pub struct SessionRecord {
     pub erased_at: Option<DateTime<Utc>>,
     /// The key that erased it; `None` when retention did.
     pub erased_by: Option<KeyId>,
+    /// Its review case, when its agents decided `review`. Once the case is resolved,
+    /// `completion`'s decision and reasons are the reviewers'.
+    pub review: Option<ReviewState>,
 }
 
 impl std::fmt::Debug for SessionRecord {
@@ -62,6 +65,7 @@ impl std::fmt::Debug for SessionRecord {
             .field("attempts", &self.attempts)
             .field("completion", &self.completion)
             .field("erased_at", &self.erased_at)
+            .field("review", &self.review.as_ref().map(|r| r.status))
             .finish_non_exhaustive()
     }
 }
@@ -74,6 +78,18 @@ pub struct Completion {
     pub reasons: Vec<String>,
     pub checks: BTreeMap<String, CheckResult>,
     pub duration_ms: f64,
+}
+
+impl SessionRecord {
+    /// What the agents decided, and why: the completion's decision and reasons unless a review
+    /// replaced them. Kept for ever, whatever reviewers decide.
+    pub fn automated(&self) -> Option<(Decision, &[String])> {
+        let completion = self.completion.as_ref()?;
+        Some(match &self.review {
+            Some(review) => (Decision::Review, review.automated_reasons.as_slice()),
+            None => (completion.decision, completion.reasons.as_slice()),
+        })
+    }
 }
 
 /// What an erasure found.

@@ -10,8 +10,8 @@ use serde::Serialize;
 use super::{Owner, SessionId};
 
 /// The message types an endpoint can subscribe to. `session.completed` is sent when a session's
-/// decision is made.
-pub const EVENT_TYPES: &[&str] = &["session.completed"];
+/// agents have decided, `session.reviewed` when its manual review resolves.
+pub const EVENT_TYPES: &[&str] = &["session.completed", "session.reviewed"];
 
 prefixed_id!(
     /// An endpoint's public id, `we_` and 16 letters or digits.

@@ -24,8 +24,8 @@ use super::{
 use crate::config::RetentionSettings;
 use crate::domain::{Decision, ImageLimits, Principal, SessionId};
 use crate::store::{
-    Blobs, Completion, Erasure, Expiry, SessionRecord, StoreError, StoredInputs, answered_within,
-    stored_through,
+    Blobs, Closing, Completion, Erasure, Expiry, SessionRecord, StoreError, StoredInputs,
+    answered_within, stored_through,
 };
 use crate::telemetry::ErrorChain;
 
@@ -366,7 +366,11 @@ async fn store_completion(
     inner: &Inner,
     pending: &mut PendingCompletion,
 ) -> Result<(), StoreError> {
-    let from = pending.events.first().unwrap_or(&pending.terminal).seq;
+    let from = pending
+        .events
+        .first()
+        .unwrap_or(&pending.closing.terminal)
+        .seq;
     let Some(through) = stored_through(&*inner.store, pending.id, from).await? else {
         return Ok(());
     };
@@ -380,7 +384,7 @@ async fn store_completion(
     }
     inner
         .store
-        .complete(pending.id, &pending.completion, &pending.terminal)
+        .complete(pending.id, &pending.completion, &pending.closing)
         .await
 }
 
@@ -426,11 +430,15 @@ pub(super) async fn conclude(
         checks: Default::default(),
         duration_ms: completion.duration_ms,
     });
+    let closing = Closing {
+        terminal,
+        review: EventKind::review_opening(&completion).map(&mut record),
+    };
     let mut pending = PendingCompletion {
         id,
         events,
         completion,
-        terminal,
+        closing,
     };
     match store_completion(&inner, &mut pending).await {
         Ok(()) => {}

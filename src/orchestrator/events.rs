@@ -22,7 +22,9 @@ use tracing::Instrument;
 
 use super::SessionContext;
 use super::deadline::SessionClock;
-use crate::domain::{CheckResult, CheckStatus, Decision, SessionId};
+use crate::domain::{
+    CheckResult, CheckStatus, Completion, Decision, ReviewStatus, Reviewer, SessionId, Verdict,
+};
 use crate::store::{EventRecord, SessionStore, StoreError, stored_through};
 use crate::telemetry::ErrorChain;
 
@@ -101,11 +103,40 @@ pub enum EventKind {
         checks: BTreeMap<String, CheckResult>,
         duration_ms: f64,
     },
+    /// Right after `session.completed` with decision `review`: the session waits for a
+    /// reviewer. `reasons` are the agents'.
+    #[serde(rename = "review.opened")]
+    ReviewOpened { reasons: Vec<String> },
+    /// A reviewer decided. `note` is the reviewer's text, cleared by an erasure.
+    #[serde(rename = "review.decided")]
+    ReviewDecided {
+        reviewer: Reviewer,
+        decision: Verdict,
+        reasons: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
+        /// The case's status after this decision.
+        status: ReviewStatus,
+    },
+    /// The review is over: the session's decision and reasons from now on.
+    #[serde(rename = "review.resolved")]
+    ReviewResolved {
+        decision: Verdict,
+        reasons: Vec<String>,
+    },
 }
 
 impl EventKind {
     pub fn is_terminal(&self) -> bool {
         matches!(self, Self::SessionCompleted { .. })
+    }
+
+    /// The event that opens a review case after `completion`'s `session.completed`, when the
+    /// agents decided `review`.
+    pub(crate) fn review_opening(completion: &Completion) -> Option<Self> {
+        (completion.decision == Decision::Review).then(|| Self::ReviewOpened {
+            reasons: completion.reasons.clone(),
+        })
     }
 }
 

@@ -99,7 +99,9 @@ impl Follow {
                     continue;
                 }
                 self.last = event.seq;
-                self.done = event.terminal;
+                // A review's events come after the terminal one: those already read are sent
+                // too, then the stream ends.
+                self.done |= event.terminal;
                 return Some(event.line);
             }
             if self.done {
@@ -174,7 +176,9 @@ pub(crate) async fn follow(
 mod tests {
     use super::*;
     use crate::store::MemoryStore;
-    use crate::store::fixtures::{ReplayGate, TestStore, approved, event as line, running};
+    use crate::store::fixtures::{
+        ReplayGate, TestStore, approved, closing, event as line, running,
+    };
     use futures::StreamExt;
 
     const POLL: Duration = Duration::from_millis(10);
@@ -198,7 +202,7 @@ mod tests {
             live.send(line(seq, false)).unwrap();
         }
         store
-            .complete(id, &approved(), &line(last, true))
+            .complete(id, &approved(), &closing(last))
             .await
             .unwrap();
         live.send(line(last, true)).unwrap();
@@ -240,10 +244,7 @@ mod tests {
             store.append_events(id, &[line(seq, false)]).await.unwrap();
             live.send(line(seq, false)).unwrap();
         }
-        store
-            .complete(id, &approved(), &line(3, true))
-            .await
-            .unwrap();
+        store.complete(id, &approved(), &closing(3)).await.unwrap();
         live.send(line(3, true)).unwrap();
         gate.gate.notify_one();
 

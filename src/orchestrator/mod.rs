@@ -38,8 +38,8 @@ use crate::config::OrchestratorSettings;
 use crate::cpu::{CpuPool, SessionContext, panic_message};
 use crate::domain::{CheckResult, Decision, NewSession, Owner, Principal, SessionId, SessionQuery};
 use crate::store::{
-    BlobError, Completion, EventRecord, IdempotencyKey, Inserted, SessionRecord, SessionStatus,
-    SessionStore, StoreError, StoredInputs,
+    BlobError, Closing, Completion, EventRecord, IdempotencyKey, Inserted, SessionRecord,
+    SessionStatus, SessionStore, StoreError, StoredInputs,
 };
 use crate::telemetry::ErrorChain;
 
@@ -79,7 +79,7 @@ pub(crate) struct PendingCompletion {
     pub(crate) id: SessionId,
     pub(crate) events: Vec<EventRecord>,
     pub(crate) completion: Completion,
-    pub(crate) terminal: EventRecord,
+    pub(crate) closing: Closing,
 }
 
 /// A session that has been accepted and is running.
@@ -285,6 +285,7 @@ impl Orchestrator {
             images_erased_at: None,
             erased_at: None,
             erased_by: None,
+            review: None,
         };
         let key = key
             .zip(fingerprint)

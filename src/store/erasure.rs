@@ -1,7 +1,9 @@
 //! What erasure removes. Agents put every personal field they read (names, numbers, dates, MRZ
 //! text, embeddings) in a check's `extracted`, and nowhere else; erasing a session removes
-//! `extracted` from its checks and from its `session.completed` event. Decisions, reason codes,
-//! scores, timings and model details stay, so the decision can still be explained.
+//! `extracted` from its checks and from its `session.completed` event. A reviewer's note may
+//! name the applicant too: erasing clears it, in the decision and in its `review.decided`
+//! event. Decisions, reason codes, scores, timings, model details and who reviewed stay, so the
+//! decision can still be explained.
 
 use std::collections::BTreeMap;
 
@@ -16,18 +18,18 @@ pub fn scrub_checks(checks: &mut BTreeMap<String, CheckResult>) {
     }
 }
 
-/// The terminal event's line without any check's `extracted`; other lines come back unchanged.
+/// An event's line without any check's `extracted` (`session.completed`) and without a note
+/// (`review.decided`); other lines come back unchanged.
 pub(crate) fn scrub_line(line: &Bytes) -> Bytes {
-    let Ok(mut event) = serde_json::from_slice::<serde_json::Value>(line) else {
+    let Ok(serde_json::Value::Object(mut event)) = serde_json::from_slice(line) else {
         return line.clone();
     };
-    let Some(checks) = event.get_mut("checks").and_then(|c| c.as_object_mut()) else {
-        return line.clone();
-    };
-    let mut changed = false;
-    for check in checks.values_mut() {
-        if let Some(check) = check.as_object_mut() {
-            changed |= check.remove("extracted").is_some();
+    let mut changed = event.remove("note").is_some();
+    if let Some(checks) = event.get_mut("checks").and_then(|c| c.as_object_mut()) {
+        for check in checks.values_mut() {
+            if let Some(check) = check.as_object_mut() {
+                changed |= check.remove("extracted").is_some();
+            }
         }
     }
     if !changed {
@@ -43,7 +45,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_extracted_fields_leave_the_terminal_line() {
+    fn only_extracted_fields_and_notes_leave_the_lines() {
         let line = Bytes::from_static(
             b"{\"seq\":9,\"type\":\"session.completed\",\"decision\":\"approved\",\
               \"checks\":{\"ocr\":{\"status\":\"passed\",\"score\":0.9,\
@@ -58,5 +60,14 @@ mod tests {
         );
         let plain = Bytes::from_static(b"{\"seq\":1,\"type\":\"agent.started\"}\n");
         assert_eq!(scrub_line(&plain), plain);
+        let decided = Bytes::from_static(
+            b"{\"seq\":11,\"type\":\"review.decided\",\"decision\":\"approved\",\
+              \"note\":\"spoke to Jane Doe\",\"status\":\"resolved\"}\n",
+        );
+        assert_eq!(
+            std::str::from_utf8(&scrub_line(&decided)).unwrap(),
+            "{\"seq\":11,\"type\":\"review.decided\",\"decision\":\"approved\",\
+             \"status\":\"resolved\"}\n"
+        );
     }
 }

@@ -4,8 +4,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    Completion, Erasure, EventRecord, Expiry, IdempotencyKey, Inserted, MemoryStore, SessionRecord,
-    SessionStatus, SessionStore, StoreError,
+    Closing, Completion, Erasure, EventRecord, Expiry, IdempotencyKey, Inserted, MemoryStore,
+    SessionRecord, SessionStatus, SessionStore, StoreError,
 };
 use crate::domain::{Decision, KeyId, Mode, Owner, Principal, SessionId, SessionQuery};
 
@@ -25,6 +25,7 @@ pub(crate) fn running(id: SessionId) -> SessionRecord {
         images_erased_at: None,
         erased_at: None,
         erased_by: None,
+        review: None,
     }
 }
 
@@ -135,9 +136,9 @@ impl SessionStore for TestStore {
         &self,
         id: SessionId,
         completion: &Completion,
-        terminal: &EventRecord,
+        closing: &Closing,
     ) -> Result<(), StoreError> {
-        self.answer(self.inner.complete(id, completion, terminal).await)
+        self.answer(self.inner.complete(id, completion, closing).await)
     }
     async fn get(&self, id: SessionId) -> Result<Option<SessionRecord>, StoreError> {
         self.inner.get(id).await
@@ -217,6 +218,14 @@ impl SessionStore for TestStore {
 }
 
 /// An event whose line is its number.
+/// A run's end without a review: `session.completed` alone, at `seq`.
+pub(crate) fn closing(seq: u64) -> Closing {
+    Closing {
+        terminal: event(seq, true),
+        review: None,
+    }
+}
+
 pub(crate) fn event(seq: u64, terminal: bool) -> EventRecord {
     EventRecord {
         seq,

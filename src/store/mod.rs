@@ -12,6 +12,8 @@ mod error;
 pub(crate) mod fixtures;
 mod group_commit;
 mod memory;
+#[cfg(test)]
+mod review_tests;
 mod sql;
 #[cfg(test)]
 mod webhook_tests;
@@ -25,7 +27,8 @@ use chrono::{DateTime, Utc};
 use crate::config::StoreSettings;
 use crate::domain::{
     AttemptOutcome, Delivery, DueDelivery, Endpoint, EndpointId, KeyHash, KeyId, KeyRecord,
-    MessageId, OutboxMessage, Owner, SessionId, SessionQuery, TenantId,
+    MessageId, OutboxMessage, Owner, Resolution, ReviewCase, ReviewDecision, ReviewQuery,
+    ReviewStatus, SessionId, SessionQuery, TenantId,
 };
 
 pub use crate::domain::{Completion, Erasure, SessionRecord, SessionStatus};
@@ -40,9 +43,19 @@ pub use sql::SqlStore;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventRecord {
     pub seq: u64,
-    /// `session.completed`: nothing follows it.
+    /// `session.completed`: the agents are done. Only a review's events follow it.
     pub terminal: bool,
     pub line: Bytes,
+}
+
+/// The events that end a session's run, stored with its completion as one step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Closing {
+    /// `session.completed`.
+    pub terminal: EventRecord,
+    /// `review.opened`, right after it, when the agents decided `review`: the session's review
+    /// case opens with it.
+    pub review: Option<EventRecord>,
 }
 
 /// A client's `Idempotency-Key` with the fingerprint of the request that first used it.
@@ -139,13 +152,13 @@ pub trait SessionStore: Send + Sync + 'static {
     /// A seq the session already has fails the whole write: nothing is stored twice.
     async fn append_events(&self, id: SessionId, events: &[EventRecord]) -> Result<(), StoreError>;
 
-    /// Marks the session completed and appends its terminal event, as one step: nobody can see
-    /// the one without the other.
+    /// Marks the session completed and appends its closing events, opening its review case
+    /// when they say so, as one step: nobody can see the one without the other.
     async fn complete(
         &self,
         id: SessionId,
         completion: &Completion,
-        terminal: &EventRecord,
+        closing: &Closing,
     ) -> Result<(), StoreError>;
 
     /// The session, whoever owns it: for the service's own work (recovery, completion), never
@@ -374,12 +387,67 @@ pub trait WebhookStore: Send + Sync + 'static {
     async fn purge_webhooks(&self, before: DateTime<Utc>, limit: usize) -> Result<u64, StoreError>;
 }
 
+/// A reviewer's decision as the store records it, with where it leaves the case.
+#[derive(Debug, Clone)]
+pub struct ReviewWrite {
+    /// The case's `last_seq` when the decision was made on it: the decision is stored only if
+    /// it still is.
+    pub read_seq: u64,
+    pub decision: ReviewDecision,
+    /// The case's status after it.
+    pub status: ReviewStatus,
+    /// Set when it resolves the case: the session's decision and reasons from now on.
+    pub resolution: Option<Resolution>,
+    /// `review.decided`, then `review.resolved` when it resolves the case; the first's seq is
+    /// `read_seq + 1`.
+    pub events: Vec<EventRecord>,
+}
+
+/// Unresolved review cases across tenants, for the metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReviewBacklog {
+    pub open: u64,
+    pub pending_second: u64,
+    /// When the oldest unresolved case opened.
+    pub oldest: Option<DateTime<Utc>>,
+}
+
+/// Review cases and reviewers' decisions. A case opens with its session's completion
+/// ([`SessionStore::complete`]); decisions are appended, never changed or removed (an erasure
+/// clears their notes, see [`SessionStore::erase`]).
+#[async_trait]
+pub trait ReviewStore: Send + Sync + 'static {
+    /// The decisions on session `id`'s case, oldest first.
+    async fn review_decisions(&self, id: SessionId) -> Result<Vec<ReviewDecision>, StoreError>;
+
+    /// `owner`'s cases matching `query`, oldest opened first, with their decisions.
+    async fn reviews(
+        &self,
+        owner: &Owner,
+        query: &ReviewQuery,
+    ) -> Result<Vec<ReviewCase>, StoreError>;
+
+    /// Records a decision on `owner`'s session `id` and appends its events, as one step; with a
+    /// resolution, also sets the session's decision and reasons and writes a `session.reviewed`
+    /// webhook message when the owner has an endpoint. `false` (and nothing stored) when the
+    /// case's `last_seq` is no longer `write.read_seq`: somebody decided meanwhile.
+    async fn decide(
+        &self,
+        owner: &Owner,
+        id: SessionId,
+        write: &ReviewWrite,
+    ) -> Result<bool, StoreError>;
+
+    async fn review_backlog(&self) -> Result<ReviewBacklog, StoreError>;
+}
+
 /// The stores of one backend.
 #[derive(Clone)]
 pub struct Stores {
     pub sessions: Arc<dyn SessionStore>,
     pub keys: Arc<dyn KeyStore>,
     pub webhooks: Arc<dyn WebhookStore>,
+    pub reviews: Arc<dyn ReviewStore>,
 }
 
 /// Opens the backend that `store.url` names, running migrations for a database, and registers
@@ -391,7 +459,8 @@ pub async fn open(settings: &StoreSettings) -> Result<Stores, StoreError> {
             Ok(Stores {
                 sessions: store.clone(),
                 keys: store.clone(),
-                webhooks: store,
+                webhooks: store.clone(),
+                reviews: store,
             })
         }
         Some(("sqlite" | "postgres" | "postgresql", _)) => {
@@ -399,7 +468,8 @@ pub async fn open(settings: &StoreSettings) -> Result<Stores, StoreError> {
             Ok(Stores {
                 sessions: store.clone(),
                 keys: store.clone(),
-                webhooks: store,
+                webhooks: store.clone(),
+                reviews: store,
             })
         }
         _ => Err(StoreError::UnsupportedUrl(redact_url(&settings.url))),

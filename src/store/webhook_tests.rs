@@ -5,7 +5,7 @@
 
 use chrono::{Duration, SubsecRound, Utc};
 
-use super::fixtures::{approved, event, owner, running};
+use super::fixtures::{approved, closing, owner, running};
 use super::{MemoryStore, SessionStore, SqlStore, WebhookStore};
 use crate::domain::{
     Attempt, AttemptOutcome, DeliveryState, Endpoint, EndpointId, SessionId, SigningSecret,
@@ -33,10 +33,7 @@ fn endpoint() -> Endpoint {
 async fn complete_one(store: &dyn SessionStore) -> SessionId {
     let id = SessionId::new();
     store.insert(&running(id), None).await.unwrap();
-    store
-        .complete(id, &approved(), &event(1, true))
-        .await
-        .unwrap();
+    store.complete(id, &approved(), &closing(1)).await.unwrap();
     id
 }
 

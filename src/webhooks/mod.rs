@@ -25,7 +25,7 @@ use crate::domain::{
 use crate::store::{StoreError, WebhookStore};
 
 pub use dispatch::Dispatcher;
-pub use payload::{CheckSummary, SessionCompleted, WebhookMessage};
+pub use payload::{CheckSummary, MessageData, SessionCompleted, SessionReviewed, WebhookMessage};
 pub use schedule::Schedule;
 pub use sign::{new_secret, signature};
 pub use target::{GuardedResolver, TargetError, Targets, is_public};

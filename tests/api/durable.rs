@@ -145,8 +145,9 @@ async fn a_session_past_the_recovery_window_completes_as_interrupted(backend: Ba
 
     let kinds = types(&events);
     assert_eq!(
-        &kinds[kinds.len() - 2..],
-        ["session.interrupted", "session.completed"]
+        &kinds[kinds.len() - 3..],
+        ["session.interrupted", "session.completed", "review.opened"],
+        "an interrupted session waits for a reviewer"
     );
     assert_eq!(seqs(&events), (1..=events.len() as u64).collect::<Vec<_>>());
     let done = completion(&events);

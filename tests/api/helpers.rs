@@ -383,11 +383,20 @@ pub fn millis_between(from: &Value, to: &Value) -> i64 {
     (ts(to) - ts(from)).num_milliseconds()
 }
 
-/// The last event, which must be `session.completed`.
+/// The `session.completed` event: the last one, or followed by a review's events alone.
 pub fn completion(events: &[Value]) -> &Value {
-    let last = events.last().expect("at least one event");
-    assert_eq!(last["type"], "session.completed", "last event: {last}");
-    last
+    let at = events
+        .iter()
+        .rposition(|e| e["type"] == "session.completed")
+        .unwrap_or_else(|| panic!("no session.completed in {events:#?}"));
+    let after = &events[at + 1..];
+    assert!(
+        after
+            .iter()
+            .all(|e| e["type"].as_str().is_some_and(|t| t.starts_with("review."))),
+        "only a review's events follow session.completed: {after:#?}"
+    );
+    &events[at]
 }
 
 /// An instance on a runtime of its own, which `crash` drops at once: every task, timer and

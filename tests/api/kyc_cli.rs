@@ -348,3 +348,83 @@ async fn a_reader_that_goes_away_ends_the_output_quietly() {
     assert_eq!(output.status.code(), Some(0));
     assert!(output.stderr.is_empty(), "{}", text(&output.stderr));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reviewer_works_the_queue_from_the_terminal() {
+    let app = spawn_app().await;
+    let images = images();
+    let review = json!({ "doc_capture": { "result": "fail", "reason": "too_blurry" } });
+    let streamed = verify(&app, &images, review, true).await;
+    assert_eq!(streamed.status.code(), Some(3), "review");
+    let events: Vec<Value> = text(&streamed.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let id = events[0]["session_id"].as_str().unwrap().to_owned();
+    let completed = events.last().unwrap()["seq"].as_u64().unwrap();
+    let run = |args: &[&str]| kyc(&app.address, app.key.expose()).args(args).output();
+
+    let queue = run(&["reviews", "list"]).await.unwrap();
+    let lines: Vec<String> = text(&queue.stdout).lines().map(str::to_owned).collect();
+    assert!(lines[0].starts_with("SESSION"), "{lines:?}");
+    assert!(
+        lines[1].starts_with(&id) && lines[1].contains("open") && lines[1].ends_with("too_blurry"),
+        "{lines:?}"
+    );
+    let refused = run(&[
+        "reviews",
+        "decide",
+        &id,
+        "--decision",
+        "approved",
+        "--reason",
+        "nope",
+    ])
+    .await
+    .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        text(&refused.stderr).contains("422"),
+        "{}",
+        text(&refused.stderr)
+    );
+    let decided = run(&[
+        "reviews",
+        "decide",
+        &id,
+        "--decision",
+        "approved",
+        "--reason",
+        "verified_manually",
+        "--note",
+        "checked by phone",
+    ])
+    .await
+    .unwrap();
+    assert!(decided.status.success(), "{}", text(&decided.stderr));
+    let session: Value = serde_json::from_slice(&decided.stdout).unwrap();
+    assert_eq!(session["decision"], "approved");
+    assert_eq!(session["automated_decision"], "review");
+
+    // The review's events, after the completion, read back to the end of the history.
+    let after = completed.to_string();
+    let replay = run(&["sessions", "events", &id, "--after", &after])
+        .await
+        .unwrap();
+    assert!(replay.status.success(), "{}", text(&replay.stderr));
+    let kinds: Vec<String> = text(&replay.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["review.opened", "review.decided", "review.resolved"]
+    );
+    let empty = run(&["reviews", "list"]).await.unwrap();
+    assert_eq!(text(&empty.stdout).lines().count(), 1, "only the header");
+}

@@ -17,6 +17,7 @@ mod kyc_cli;
 mod openapi;
 mod orchestration;
 mod render;
+mod reviews;
 mod shutdown;
 mod startup;
 mod telemetry;

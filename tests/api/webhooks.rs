@@ -811,3 +811,63 @@ async fn a_paused_endpoints_messages_wait_for_it() {
     assert_eq!(unsent, 0, "nothing sent while paused");
     assert_eq!(got[0].id(), waiting[0]["message_id"].as_str().unwrap());
 }
+
+/// A session the agents send to review reports `session.completed` with decision `review`,
+/// then `session.reviewed` once a reviewer resolves it: the reviewers' decision beside the
+/// agents', and never the reviewer's note.
+#[tokio::test(start_paused = true)]
+async fn a_resolved_review_sends_session_reviewed() {
+    let app = spawn_app_with(with_schedule("0s")).await;
+    let receiver = Receiver::start([]).await;
+    let endpoint = register(&app, &app.client, &receiver.url).await;
+    assert_eq!(
+        endpoint["events"],
+        json!(["session.completed", "session.reviewed"]),
+        "every type unless chosen"
+    );
+    let events = app
+        .stream_session(&session_body(json!({
+            "doc_capture": { "result": "fail", "reason": "too_blurry" }
+        })))
+        .await;
+    let id = completion(&events)["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let decided = app
+        .client
+        .post(app.url(&format!("/v1/sessions/{id}/review")))
+        .json(&json!({
+            "decision": "declined",
+            "reasons": ["document_fraud"],
+            "note": "the applicant's name was misspelt",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(decided.status(), StatusCode::OK);
+
+    let got = receiver.wait_for(2, Duration::from_secs(30)).await;
+    let mut sent: Vec<Value> = got.iter().map(Received::json).collect();
+    sent.sort_by_key(|m| m["data"]["seq"].as_u64());
+    assert_eq!(sent[0]["type"], "session.completed");
+    assert_eq!(sent[0]["data"]["decision"], "review");
+    let reviewed = &sent[1];
+    assert_eq!(reviewed["type"], "session.reviewed");
+    assert_eq!(reviewed["data"]["session_id"], id.as_str());
+    assert_eq!(reviewed["data"]["decision"], "declined");
+    assert_eq!(reviewed["data"]["reasons"], json!(["document_fraud"]));
+    assert_eq!(reviewed["data"]["automated_decision"], "review");
+    assert_eq!(reviewed["data"]["automated_reasons"], json!(["too_blurry"]));
+    let history = app.events(&id, None).await;
+    assert_eq!(reviewed["data"]["seq"], history.last().unwrap()["seq"]);
+    assert_eq!(history.last().unwrap()["type"], "review.resolved");
+    assert!(
+        got.iter()
+            .all(|r| !String::from_utf8_lossy(&r.body).contains("misspelt")),
+        "no note in a message"
+    );
+    for message in &got {
+        verify(endpoint["secret"].as_str().unwrap(), message).expect("a valid signature");
+    }
+}

@@ -69,6 +69,14 @@ impl Client {
             .map_err(|e| Failure::Connect(format!("reading the answer: {e}")))
     }
 
+    pub async fn post_json(&self, path: &str, body: &Value) -> Result<Value, Failure> {
+        let response = self.send(self.http.post(self.url(path)).json(body)).await?;
+        response
+            .json()
+            .await
+            .map_err(|e| Failure::Connect(format!("reading the answer: {e}")))
+    }
+
     pub async fn delete(&self, path: &str) -> Result<(), Failure> {
         self.send(self.http.delete(self.url(path))).await.map(drop)
     }

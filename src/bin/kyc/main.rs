@@ -4,6 +4,8 @@
 //!     export KYC_API_KEY=kyc_test_...           # and KYC_URL, default http://127.0.0.1:8009
 //!     kyc verify --document passport.jpg --selfie f1.jpg f2.jpg f3.jpg
 //!     kyc sessions list --decision review
+//!     kyc reviews list
+//!     kyc reviews decide <session id> --decision approved --reason document_verified_manually
 //!
 //! Exit status: 0 approved, 3 review, 4 declined, 1 an error (the service's problem detail on
 //! stderr), 2 bad usage. The key is never printed.
@@ -44,6 +46,43 @@ enum Command {
     /// Reads, lists, follows and erases sessions.
     #[command(subcommand)]
     Sessions(SessionsCommand),
+    /// The review queue, and a reviewer's decisions.
+    #[command(subcommand)]
+    Reviews(ReviewsCommand),
+}
+
+#[derive(Subcommand)]
+enum ReviewsCommand {
+    /// Sessions waiting for a reviewer (or in `--status`), the longest waiting first.
+    List {
+        /// open, pending_second or resolved; without it, open and pending_second.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// One JSON object per case instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Decides a session in review as the key's holder; prints the session as it stands after.
+    Decide {
+        #[arg(value_parser = session_id)]
+        id: String,
+        #[arg(long, value_enum)]
+        decision: Verdict,
+        /// A reason code (repeat for more): `review.reasons` or an agent's code.
+        #[arg(long = "reason", required = true)]
+        reasons: Vec<String>,
+        /// Free text for the audit trail (at most 2,000 characters).
+        #[arg(long)]
+        note: Option<String>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Verdict {
+    Approved,
+    Declined,
 }
 
 #[derive(Args)]
@@ -151,6 +190,7 @@ async fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Verify(args) => verify::run(&client, args).await,
         Command::Sessions(command) => sessions(&client, command).await.map(|()| 0),
+        Command::Reviews(command) => reviews(&client, command).await.map(|()| 0),
     };
     match outcome {
         Ok(code) => ExitCode::from(code),
@@ -207,6 +247,49 @@ async fn sessions(client: &Client, command: SessionsCommand) -> Result<(), Failu
         SessionsCommand::Erase { id } => {
             client.delete(&format!("/v1/sessions/{id}")).await?;
             eprintln!("erased {id}: its images and personal data are gone, its decision stays");
+            Ok(())
+        }
+    }
+}
+
+async fn reviews(client: &Client, command: ReviewsCommand) -> Result<(), Failure> {
+    match command {
+        ReviewsCommand::List {
+            status,
+            limit,
+            json,
+        } => {
+            let mut query = vec![("limit", limit.to_string())];
+            if let Some(status) = status {
+                query.push(("status", status));
+            }
+            let page = client.get_json("/v1/reviews", &query).await?;
+            let items = page["data"].as_array().cloned().unwrap_or_default();
+            if json {
+                for item in &items {
+                    view::say(item);
+                }
+            } else {
+                view::review_table(&items);
+            }
+            Ok(())
+        }
+        ReviewsCommand::Decide {
+            id,
+            decision,
+            reasons,
+            note,
+        } => {
+            let decision = match decision {
+                Verdict::Approved => "approved",
+                Verdict::Declined => "declined",
+            };
+            let body =
+                serde_json::json!({ "decision": decision, "reasons": reasons, "note": note });
+            let session = client
+                .post_json(&format!("/v1/sessions/{id}/review"), &body)
+                .await?;
+            view::say(serde_json::to_string_pretty(&session).expect("JSON prints"));
             Ok(())
         }
     }

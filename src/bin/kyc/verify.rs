@@ -52,6 +52,7 @@ pub async fn follow(
     let mut progress = Progress {
         session: Some(id.to_owned()),
         last_seq: after,
+        decision: None,
     };
     let response = client.events(id, after).await?;
     match read(response, &mut progress, sink).await {
@@ -64,6 +65,9 @@ pub async fn follow(
 struct Progress {
     session: Option<String>,
     last_seq: u64,
+    /// The session's decision, once an event has said it is complete: `session.completed`'s,
+    /// or a review's.
+    decision: Option<String>,
 }
 
 /// Follows the session again from its last event seen, until it completes or the tries run out.
@@ -109,8 +113,8 @@ async fn resume(
     }
 }
 
-/// Reads events until `session.completed` (its decision), the end of the stream (`None`), or a
-/// broken connection (`Err`).
+/// Reads events to the end of the stream: the session's decision if it has completed (`None`
+/// when the stream ended before), or a broken connection (`Err`).
 async fn read(
     response: reqwest::Response,
     progress: &mut Progress,
@@ -138,15 +142,22 @@ async fn read(
                 &event,
                 std::str::from_utf8(&line).unwrap_or_default().trim_end(),
             );
-            if event["type"] == "session.completed" {
-                sink.finish();
-                return Ok(Some(
-                    event["decision"].as_str().unwrap_or("review").to_owned(),
-                ));
+            // A review's events follow `session.completed`: the stream ends after them.
+            match event["type"].as_str().unwrap_or_default() {
+                "session.completed" | "review.resolved" => {
+                    progress.decision = event["decision"].as_str().map(str::to_owned);
+                }
+                kind if kind.starts_with("review.") && progress.decision.is_none() => {
+                    progress.decision = Some("review".to_owned());
+                }
+                _ => {}
             }
         }
     }
-    Ok(None)
+    if progress.decision.is_some() {
+        sink.finish();
+    }
+    Ok(progress.decision.clone())
 }
 
 /// The request: file parts and the rest as the `metadata` part.

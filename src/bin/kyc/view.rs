@@ -257,3 +257,36 @@ pub fn session_table(items: &[Value]) {
         ));
     }
 }
+
+/// `kyc reviews list` as a table.
+pub fn review_table(items: &[Value]) {
+    say(format_args!(
+        "{:<36}  {:<14}  {:>8}  {:<9}  REASONS",
+        "SESSION", "STATUS", "WAITING", "DECISIONS"
+    ));
+    for item in items {
+        let waiting = item["age_seconds"].as_u64().unwrap_or_default();
+        let reasons: Vec<&str> = item["reasons"]
+            .as_array()
+            .map(|r| r.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        say(format_args!(
+            "{:<36}  {:<14}  {:>8}  {:<9}  {}",
+            item["session_id"].as_str().unwrap_or("-"),
+            item["status"].as_str().unwrap_or("-"),
+            age(waiting),
+            item["decisions"].as_array().map_or(0, Vec::len),
+            reasons.join(",")
+        ));
+    }
+}
+
+/// Seconds as the largest whole unit: `42s`, `17m`, `5h`, `3d`.
+fn age(seconds: u64) -> String {
+    match seconds {
+        0..60 => format!("{seconds}s"),
+        60..3_600 => format!("{}m", seconds / 60),
+        3_600..86_400 => format!("{}h", seconds / 3_600),
+        _ => format!("{}d", seconds / 86_400),
+    }
+}

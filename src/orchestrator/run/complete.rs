@@ -8,7 +8,7 @@ use super::checks::millis;
 use crate::domain::CheckResult;
 use crate::orchestrator::events::EventKind;
 use crate::orchestrator::{PendingCompletion, SessionOutcome};
-use crate::store::Completion;
+use crate::store::{Closing, Completion};
 use crate::telemetry::ErrorChain;
 
 impl SessionRun {
@@ -44,11 +44,15 @@ impl SessionRun {
             checks: completion.checks.clone(),
             duration_ms: completion.duration_ms,
         });
+        let closing = Closing {
+            terminal,
+            review: EventKind::review_opening(&completion).map(|kind| self.events.next(kind)),
+        };
         let stored = self.events.close().await
             && match self
                 .inner
                 .store
-                .complete(self.id, &completion, &terminal)
+                .complete(self.id, &completion, &closing)
                 .await
             {
                 Ok(()) => true,
@@ -59,7 +63,8 @@ impl SessionRun {
             };
         drop(self.permit.take());
         if stored {
-            self.events.publish(terminal);
+            // Live followers end at the terminal event; `review.opened` is in the history.
+            self.events.publish(closing.terminal);
         } else {
             // Followers see the completion once it is stored: the retry loop writes it (and
             // any events before it) as soon as the store answers.
@@ -67,7 +72,7 @@ impl SessionRun {
                 id: self.id,
                 events: self.events.take_unstored(),
                 completion: completion.clone(),
-                terminal,
+                closing,
             });
         }
         self.inner.hub.close(self.id);

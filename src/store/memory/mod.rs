@@ -2,6 +2,7 @@
 //! session and at most `capacity` completed ones, dropping the oldest completed first, so a
 //! long-running instance does not grow without bound.
 
+mod reviews;
 mod webhooks;
 
 use std::collections::{HashMap, VecDeque};
@@ -12,8 +13,8 @@ use chrono::{DateTime, Utc};
 
 use super::erasure::{scrub_checks, scrub_line};
 use super::{
-    Completion, Erasure, EventRecord, Expiry, IdempotencyKey, Inserted, KeyStore, SessionRecord,
-    SessionStatus, SessionStore, StoreError,
+    Closing, Completion, Erasure, EventRecord, Expiry, IdempotencyKey, Inserted, KeyStore,
+    SessionRecord, SessionStatus, SessionStore, StoreError,
 };
 use crate::domain::{
     KeyHash, KeyId, KeyRecord, MessageId, OutboxMessage, Owner, SessionId, SessionQuery, TenantId,
@@ -25,6 +26,8 @@ const INSTANCE: &str = "memory";
 struct Entry {
     record: SessionRecord,
     events: Vec<EventRecord>,
+    /// The decisions on its review case, oldest first.
+    decisions: Vec<crate::domain::ReviewDecision>,
 }
 
 #[derive(Default)]
@@ -132,6 +135,7 @@ impl SessionStore for MemoryStore {
             Entry {
                 record: session.clone(),
                 events: Vec::new(),
+                decisions: Vec::new(),
             },
         );
         Ok(Inserted::New)
@@ -171,8 +175,9 @@ impl SessionStore for MemoryStore {
         &self,
         id: SessionId,
         completion: &Completion,
-        terminal: &EventRecord,
+        closing: &Closing,
     ) -> Result<(), StoreError> {
+        let terminal = &closing.terminal;
         let mut inner = self.lock();
         let entry = inner
             .sessions
@@ -182,6 +187,17 @@ impl SessionStore for MemoryStore {
         entry.events.push(terminal.clone());
         entry.record.status = SessionStatus::Completed;
         entry.record.completion = Some(completion.clone());
+        if let Some(opened) = &closing.review {
+            entry.events.push(opened.clone());
+            entry.record.review = Some(crate::domain::ReviewState {
+                status: crate::domain::ReviewStatus::Open,
+                opened_at: completion.completed_at,
+                resolved_at: None,
+                automated_reasons: completion.reasons.clone(),
+                opened_seq: opened.seq,
+                last_seq: opened.seq,
+            });
+        }
         let mut webhooks = self.webhooks();
         if webhooks.listens(&entry.record.owner) {
             let message = OutboxMessage {
@@ -283,8 +299,16 @@ impl SessionStore for MemoryStore {
             return Ok(Erasure::Running);
         };
         scrub_checks(&mut completion.checks);
-        for event in entry.events.iter_mut().filter(|e| e.terminal) {
+        let opened = entry.record.review.as_ref().map(|r| r.opened_seq);
+        for event in entry
+            .events
+            .iter_mut()
+            .filter(|e| e.terminal || opened.is_some_and(|seq| e.seq > seq))
+        {
             event.line = scrub_line(&event.line);
+        }
+        for decision in &mut entry.decisions {
+            decision.note = None;
         }
         if entry.record.erased_at.is_none() {
             entry.record.erased_at = Some(now);
@@ -405,7 +429,7 @@ impl KeyStore for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::fixtures::{approved, event, running};
+    use crate::store::fixtures::{approved, closing, event, running};
 
     #[tokio::test]
     async fn an_event_number_already_stored_fails_the_whole_append() {
@@ -461,10 +485,7 @@ mod tests {
         store.insert(&running(still_running), None).await.unwrap();
         for &id in &ids {
             store.insert(&running(id), None).await.unwrap();
-            store
-                .complete(id, &approved(), &event(1, true))
-                .await
-                .unwrap();
+            store.complete(id, &approved(), &closing(1)).await.unwrap();
         }
         assert!(store.get(ids[0]).await.unwrap().is_none());
         assert!(store.get(ids[2]).await.unwrap().is_some());

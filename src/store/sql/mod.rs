@@ -14,6 +14,7 @@
 //!   went silent is claimed by a compare-and-set on its `instance` column, so exactly one
 //!   survivor resumes it.
 
+mod reviews;
 mod webhooks;
 
 use std::str::FromStr;
@@ -28,8 +29,8 @@ use sqlx::{Any, AnyPool, AssertSqlSafe, Executor, Row, Transaction};
 use super::erasure::{scrub_checks, scrub_line};
 use super::group_commit::{BatchWriter, GroupCommit};
 use super::{
-    Completion, Erasure, EventRecord, Expiry, IdempotencyKey, Inserted, KeyStore, SessionRecord,
-    SessionStatus, SessionStore, StoreError, UnreadableJson, redact_url,
+    Closing, Completion, Erasure, EventRecord, Expiry, IdempotencyKey, Inserted, KeyStore,
+    SessionRecord, SessionStatus, SessionStore, StoreError, UnreadableJson, redact_url,
 };
 use crate::config::StoreSettings;
 use crate::domain::{
@@ -39,9 +40,15 @@ use crate::domain::{
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations");
 
-const SESSION_COLUMNS: &str = "id, tenant, mode, created_by, reference, status, created_at, \
-     deadline_at, completed_at, decision, reasons, checks, duration_ms, plan_version, instance, \
-     attempts, images_erased_at, erased_at, erased_by";
+/// A session's columns, with its review case's: select them `FROM` [`SESSIONS`].
+const SESSION_COLUMNS: &str = "s.id, s.tenant, s.mode, s.created_by, s.reference, s.status, \
+     s.created_at, s.deadline_at, s.completed_at, s.decision, s.reasons, s.checks, \
+     s.duration_ms, s.plan_version, s.instance, s.attempts, s.images_erased_at, s.erased_at, \
+     s.erased_by, r.status AS review_status, r.opened_at AS review_opened_at, \
+     r.resolved_at AS review_resolved_at, r.automated_reasons, r.opened_seq, r.last_seq";
+
+/// Sessions as `s`, each with its review case (if any) as `r`.
+const SESSIONS: &str = "sessions s LEFT JOIN reviews r ON r.session_id = s.id";
 
 const KEY_COLUMNS: &str = "id, tenant, mode, scopes, label, hash, created_at, last_used_at, \
      expires_at, revoked_at, replaces";
@@ -60,7 +67,7 @@ pub struct SqlStore {
 enum Write {
     Insert(Box<SessionRecord>),
     Events(SessionId, Vec<EventRecord>),
-    Complete(SessionId, Box<Completion>, EventRecord),
+    Complete(SessionId, Box<Completion>, Box<Closing>),
 }
 
 impl SqlStore {
@@ -281,6 +288,7 @@ fn session_from_row(row: &AnyRow) -> Result<SessionRecord, StoreError> {
         images_erased_at: optional_timestamp(row, "images_erased_at")?,
         erased_at: optional_timestamp(row, "erased_at")?,
         erased_by: key_id(row, "erased_by")?,
+        review: reviews::state_from_row(row)?,
     })
 }
 
@@ -356,7 +364,7 @@ async fn insert_key(
 
 /// The WHERE clause and parameters of a session list, after `$1` (tenant) and `$2` (mode).
 fn list_filter(query: &SessionQuery) -> (String, Vec<String>) {
-    let mut sql = String::from("tenant = $1 AND mode = $2");
+    let mut sql = String::from("s.tenant = $1 AND s.mode = $2");
     let mut params = Vec::new();
     let mut add = |condition: &str, values: Vec<String>| {
         let mut condition = condition.to_owned();
@@ -368,24 +376,24 @@ fn list_filter(query: &SessionQuery) -> (String, Vec<String>) {
         sql.push_str(&condition);
     };
     if let Some(status) = query.status {
-        add("status = ?", vec![status.as_str().to_owned()]);
+        add("s.status = ?", vec![status.as_str().to_owned()]);
     }
     if let Some(decision) = query.decision {
-        add("decision = ?", vec![decision.as_str().to_owned()]);
+        add("s.decision = ?", vec![decision.as_str().to_owned()]);
     }
     if let Some(reference) = &query.reference {
-        add("reference = ?", vec![reference.clone()]);
+        add("s.reference = ?", vec![reference.clone()]);
     }
     if let Some(after) = query.created_after {
-        add("created_at >= ?", vec![timestamp(after)]);
+        add("s.created_at >= ?", vec![timestamp(after)]);
     }
     if let Some(before) = query.created_before {
-        add("created_at < ?", vec![timestamp(before)]);
+        add("s.created_at < ?", vec![timestamp(before)]);
     }
     if let Some(position) = query.after {
         // Row values compare in both databases; text timestamps sort as times.
         add(
-            "(created_at, id) < (?, ?)",
+            "(s.created_at, s.id) < (?, ?)",
             vec![timestamp(position.created_at), position.id.to_string()],
         );
     }
@@ -563,13 +571,18 @@ impl BatchWriter<Write> for Writer {
         let mut sessions = Vec::new();
         let mut events = Vec::new();
         let mut completions = Vec::new();
+        let mut opened = Vec::new();
         for write in batch {
             match write {
                 Write::Insert(record) => sessions.push(&**record),
                 Write::Events(id, list) => events.extend(list.iter().map(|event| (*id, event))),
-                Write::Complete(id, completion, terminal) => {
-                    events.push((*id, terminal));
-                    completions.push((*id, &**completion, terminal.seq));
+                Write::Complete(id, completion, closing) => {
+                    events.push((*id, &closing.terminal));
+                    if let Some(review) = &closing.review {
+                        events.push((*id, review));
+                        opened.push((*id, &**completion, review.seq));
+                    }
+                    completions.push((*id, &**completion, closing.terminal.seq));
                 }
             }
         }
@@ -583,6 +596,7 @@ impl BatchWriter<Write> for Writer {
             messages.push((id, seq, completion.completed_at));
         }
         enqueue_completed(&mut tx, &messages).await?;
+        reviews::open_cases(&mut tx, &opened).await?;
         tx.commit().await.map_err(db_error("committing a batch"))
     }
 }
@@ -679,19 +693,19 @@ impl SessionStore for SqlStore {
         &self,
         id: SessionId,
         completion: &Completion,
-        terminal: &EventRecord,
+        closing: &Closing,
     ) -> Result<(), StoreError> {
         self.writer
             .submit(Write::Complete(
                 id,
                 Box::new(completion.clone()),
-                terminal.clone(),
+                Box::new(closing.clone()),
             ))
             .await
     }
 
     async fn get(&self, id: SessionId) -> Result<Option<SessionRecord>, StoreError> {
-        let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1");
+        let sql = format!("SELECT {SESSION_COLUMNS} FROM {SESSIONS} WHERE s.id = $1");
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(id.to_string())
             .fetch_optional(&self.pool)
@@ -706,7 +720,8 @@ impl SessionStore for SqlStore {
         id: SessionId,
     ) -> Result<Option<SessionRecord>, StoreError> {
         let sql = format!(
-            "SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1 AND tenant = $2 AND mode = $3"
+            "SELECT {SESSION_COLUMNS} FROM {SESSIONS} \
+             WHERE s.id = $1 AND s.tenant = $2 AND s.mode = $3"
         );
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(id.to_string())
@@ -725,8 +740,8 @@ impl SessionStore for SqlStore {
     ) -> Result<Vec<SessionRecord>, StoreError> {
         let (filter, params) = list_filter(query);
         let sql = format!(
-            "SELECT {SESSION_COLUMNS} FROM sessions WHERE {filter} \
-             ORDER BY created_at DESC, id DESC LIMIT {}",
+            "SELECT {SESSION_COLUMNS} FROM {SESSIONS} WHERE {filter} \
+             ORDER BY s.created_at DESC, s.id DESC LIMIT {}",
             query.limit
         );
         let mut statement = sqlx::query(AssertSqlSafe(sql))
@@ -791,7 +806,7 @@ impl SessionStore for SqlStore {
         limit: usize,
     ) -> Result<Vec<SessionRecord>, StoreError> {
         let sql = format!(
-            "SELECT {SESSION_COLUMNS} FROM sessions s \
+            "SELECT {SESSION_COLUMNS} FROM {SESSIONS} \
              WHERE s.status = 'running' AND s.instance <> $1 AND NOT EXISTS ( \
                  SELECT 1 FROM instances i WHERE i.id = s.instance AND i.heartbeat_at >= $2) \
              ORDER BY s.created_at LIMIT $3"
@@ -886,14 +901,18 @@ impl SessionStore for SqlStore {
                 .await
                 .map_err(db_error("erasing a session"))?;
         }
-        let terminal = sqlx::query(
-            "SELECT seq, terminal, line FROM events WHERE session_id = $1 AND terminal = 1",
+        // The lines that may hold personal data: `session.completed` (checks) and a review's
+        // events (notes), which all come after its `review.opened`.
+        let personal = sqlx::query(
+            "SELECT seq, terminal, line FROM events WHERE session_id = $1 AND (terminal = 1 \
+             OR seq > (SELECT opened_seq FROM reviews WHERE session_id = $1))",
         )
         .bind(id.to_string())
         .fetch_all(&mut *tx)
         .await
         .map_err(db_error("erasing a session"))?;
-        for row in &terminal {
+        reviews::clear_notes(&mut tx, id).await?;
+        for row in &personal {
             let event = event_from_row(row)?;
             let scrubbed = scrub_line(&event.line);
             if scrubbed != event.line {
