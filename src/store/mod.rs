@@ -204,7 +204,8 @@ pub trait SessionStore: Send + Sync + 'static {
         deadline_at: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
 
-    /// Removes every extracted personal field of a completed session and stamps `erased_at`
+    /// Removes every extracted personal field of a completed session (and its reviewers'
+    /// notes, in their decisions and events) and stamps `erased_at`
     /// (and `erased_by`, the key that asked); the decision, reasons and timings stay.
     /// Idempotent. With an `owner`, only a session of that owner (otherwise `NotFound`);
     /// without, any (retention).
@@ -216,7 +217,8 @@ pub trait SessionStore: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<Erasure, StoreError>;
 
-    /// Sessions a retention sweep should act on.
+    /// Sessions a retention sweep should act on. A session waiting for a review decision is
+    /// not among them: its evidence stays until the review resolves.
     async fn expired(
         &self,
         what: Expiry,

@@ -8,7 +8,7 @@ use chrono::{Duration, SubsecRound, Utc};
 
 use super::fixtures::{closing, owner, running};
 use super::{
-    Closing, Completion, EventRecord, MemoryStore, ReviewStore, ReviewWrite, SessionStore,
+    Closing, Completion, EventRecord, Expiry, MemoryStore, ReviewStore, ReviewWrite, SessionStore,
     SqlStore, WebhookStore,
 };
 use crate::domain::{
@@ -133,6 +133,14 @@ async fn reviews_work(sessions: &dyn SessionStore, reviews: &dyn ReviewStore) {
         .collect();
     assert_eq!(next, [second]);
 
+    // Retention leaves a case waiting for a decision alone, and takes it once resolved.
+    let later = Utc::now() + Duration::days(1);
+    for what in [Expiry::Images, Expiry::PersonalData] {
+        let due = sessions.expired(what, later, 10).await.unwrap();
+        assert!(due.contains(&plain), "{what:?}");
+        assert!(!due.contains(&first), "{what:?}: evidence kept while in review");
+    }
+
     // A first decision under four-eyes: pending, no resolution.
     let pending = ReviewWrite {
         read_seq: 2,
@@ -193,6 +201,9 @@ async fn reviews_work(sessions: &dyn SessionStore, reviews: &dyn ReviewStore) {
         decisions,
         [pending.decision.clone(), resolving.decision.clone()]
     );
+
+    let due = sessions.expired(Expiry::Images, later, 10).await.unwrap();
+    assert!(due.contains(&first), "resolved: retention applies again");
 
     let resolved = ReviewQuery {
         statuses: vec![ReviewStatus::Resolved],

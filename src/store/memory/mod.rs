@@ -17,7 +17,8 @@ use super::{
     SessionRecord, SessionStatus, SessionStore, StoreError,
 };
 use crate::domain::{
-    KeyHash, KeyId, KeyRecord, MessageId, OutboxMessage, Owner, SessionId, SessionQuery, TenantId,
+    KeyHash, KeyId, KeyRecord, MessageId, OutboxMessage, Owner, ReviewStatus, SessionId,
+    SessionQuery, TenantId,
 };
 
 /// The instance id of every memory store: its sessions die with it, so none is ever an orphan.
@@ -330,6 +331,11 @@ impl SessionStore for MemoryStore {
             .values()
             .map(|entry| &entry.record)
             .filter(|r| r.status == SessionStatus::Completed && r.created_at < created_before)
+            .filter(|r| {
+                r.review
+                    .as_ref()
+                    .is_none_or(|review| review.status == ReviewStatus::Resolved)
+            })
             .filter(|r| match what {
                 Expiry::Images => r.images_erased_at.is_none(),
                 Expiry::PersonalData => r.erased_at.is_none(),

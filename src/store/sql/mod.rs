@@ -940,8 +940,10 @@ impl SessionStore for SqlStore {
             Expiry::PersonalData => "erased_at",
         };
         let sql = format!(
-            "SELECT id FROM sessions WHERE status = 'completed' AND {column} IS NULL \
-             AND created_at < $1 ORDER BY created_at LIMIT $2"
+            "SELECT s.id FROM sessions s WHERE s.status = 'completed' AND s.{column} IS NULL \
+             AND s.created_at < $1 AND NOT EXISTS (SELECT 1 FROM reviews r \
+                 WHERE r.session_id = s.id AND r.status <> 'resolved') \
+             ORDER BY s.created_at LIMIT $2"
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
             .bind(timestamp(created_before))
@@ -1200,6 +1202,71 @@ mod tests {
             .fetch_one(&store.pool)
             .await;
         assert!(old_columns.is_ok(), "the previous version's columns stay");
+    }
+
+    #[tokio::test]
+    async fn sessions_decided_review_before_reviews_existed_get_an_open_case() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = crate::config::Settings::defaults().store;
+        settings.url = format!("sqlite://{}", dir.path().join("kyc.db").display());
+        let mut before = sqlx::migrate!("src/store/migrations");
+        before.migrations = std::borrow::Cow::Owned(
+            before
+                .migrations
+                .iter()
+                .filter(|m| m.version < 4)
+                .cloned()
+                .collect(),
+        );
+        sqlx::any::install_default_drivers();
+        let pool = AnyPoolOptions::new()
+            .connect(&sqlite_url(&settings.url).unwrap())
+            .await
+            .unwrap();
+        before.run(&pool).await.unwrap();
+        let (review, approved) = (SessionId::new(), SessionId::new());
+        let now = timestamp(Utc::now());
+        for (id, decision) in [(review, "review"), (approved, "approved")] {
+            sqlx::query(
+                "INSERT INTO sessions (id, status, created_at, deadline_at, completed_at, \
+                 decision, reasons, checks, plan_version, instance, tenant, mode) \
+                 VALUES ($1, 'completed', $2, $2, $2, $3, '[\"too_blurry\"]', '{}', 'v1', 'gone', \
+                 'acme', 'test')",
+            )
+            .bind(id.to_string())
+            .bind(now.clone())
+            .bind(decision)
+            .execute(&pool)
+            .await
+            .unwrap();
+            sqlx::query(
+                "INSERT INTO events (session_id, seq, terminal, line) VALUES ($1, 7, 1, '{}')",
+            )
+            .bind(id.to_string())
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        pool.close().await;
+
+        let store = SqlStore::open(&settings).await.unwrap();
+
+        let owner = Owner {
+            tenant: "acme".parse().unwrap(),
+            mode: Mode::Test,
+        };
+        let state = store
+            .find(&owner, review)
+            .await
+            .unwrap()
+            .unwrap()
+            .review
+            .expect("an open case");
+        assert_eq!(state.status, crate::domain::ReviewStatus::Open);
+        assert_eq!(state.automated_reasons, ["too_blurry"]);
+        assert_eq!((state.opened_seq, state.last_seq), (0, 7), "decisions follow event 7");
+        let plain = store.find(&owner, approved).await.unwrap().unwrap();
+        assert_eq!(plain.review, None);
     }
 
     #[test]
