@@ -4,7 +4,8 @@
 schemathesis reads one JSON document per answer, so it cannot check a stream line by line. This
 runs sessions on the sandbox profile whose scripts make every agent outcome happen (passed,
 failed, error, panic, hang past the deadline, skipped by fail-fast), streams each, replays one
-with GET .../events, and validates every line with the same JSON Schema validator schemathesis
+with GET .../events, decides one that went to review and replays its history (the review's
+events), and validates every line with the same JSON Schema validator schemathesis
 uses (jsonschema_rs, from scripts/fuzz-requirements.txt). It fails when a line does not match,
 or when an event type the service can send in one instance's lifetime never came.
 `session.resumed` and `session.interrupted` need a restart and are covered by the Rust tests.
@@ -39,11 +40,14 @@ EXPECTED = {
     "agent.timed_out",
     "agent.skipped",
     "session.completed",
+    "review.opened",
+    "review.decided",
+    "review.resolved",
 }
 
 
-def request(base, key, path, body=None):
-    headers = {"Authorization": f"Bearer {key}", "Accept": "application/x-ndjson"}
+def request(base, key, path, body=None, accept="application/x-ndjson"):
+    headers = {"Authorization": f"Bearer {key}", "Accept": accept}
     data = None
     if body is not None:
         headers["Content-Type"] = "application/json"
@@ -80,9 +84,26 @@ def main():
     first = streams[0][1][0]["session_id"]
     with request(base, key, f"/v1/sessions/{first}/events") as answer:
         streams.append(("replay", lines(answer)))
+    # A session the agents sent to review, decided by a reviewer: its history goes on.
+    reviewed = next(
+        events[0]["session_id"]
+        for _, events in streams
+        if any(e.get("decision") == "review" for e in events)
+    )
+    decision = {"decision": "approved", "reasons": ["verified_manually"], "note": "checked"}
+    with request(
+        base, key, f"/v1/sessions/{reviewed}/review", decision, "application/json"
+    ) as answer:
+        answer.read()
+    with request(base, key, f"/v1/sessions/{reviewed}/events") as answer:
+        streams.append(("reviewed", lines(answer)))
     for name, events in streams:
-        if not events or events[-1].get("type") != "session.completed":
-            faults.append(f"{name}: the stream did not end with session.completed")
+        types = [event.get("type") for event in events]
+        ends = [i for i, kind in enumerate(types) if kind == "session.completed"]
+        if not ends or not all(t.startswith("review.") for t in types[ends[-1] + 1 :]):
+            faults.append(
+                f"{name}: the stream did not end with session.completed (and a review's events)"
+            )
         for event in events:
             checked += 1
             seen.add(event.get("type"))

@@ -208,6 +208,9 @@ pub struct IdempotencySettings {
 pub struct RetentionSettings {
     pub images_days: u64,
     pub personal_data_days: u64,
+    /// Days after its review case opened that a session waiting for a decision keeps its data
+    /// past the two periods above; 0: retention does not wait for reviews.
+    pub review_hold_days: u64,
     pub sweep_interval_s: u64,
     /// Sessions erased per store call, so a sweep never holds the database for long.
     pub batch_size: usize,

@@ -318,11 +318,21 @@ impl Orchestrator {
         let cutoff = |days: u64| {
             now - chrono::Duration::days(i64::try_from(days).unwrap_or(i64::MAX / 86_400_000))
         };
+        // A case waiting longer than this no longer holds its session's data back.
+        let held_since = match retention.review_hold_days {
+            0 => chrono::DateTime::<Utc>::MAX_UTC,
+            days => cutoff(days),
+        };
         let mut sweep = Sweep::default();
         if retention.images_days > 0 {
             for _ in 0..MAX_SWEEP_BATCHES {
                 let ids = store
-                    .expired(Expiry::Images, cutoff(retention.images_days), batch)
+                    .expired(
+                        Expiry::Images,
+                        cutoff(retention.images_days),
+                        held_since,
+                        batch,
+                    )
                     .await?;
                 self.delete_inputs(ids.clone()).await?;
                 store.images_erased(&ids, now).await?;
@@ -338,6 +348,7 @@ impl Orchestrator {
                     .expired(
                         Expiry::PersonalData,
                         cutoff(retention.personal_data_days),
+                        held_since,
                         batch,
                     )
                     .await?;

@@ -21,7 +21,7 @@ use crate::domain::{
     is_reason_code, step,
 };
 use crate::orchestrator::{Event, EventKind};
-use crate::store::{KeyStore, ReviewStore, ReviewWrite, SessionStore, StoreError};
+use crate::store::{Decided, KeyStore, ReviewStore, ReviewWrite, SessionStore, StoreError};
 use crate::telemetry::ErrorChain;
 
 /// Keys followed back through rotations at most, when telling whether two keys are one
@@ -29,6 +29,8 @@ use crate::telemetry::ErrorChain;
 const MAX_LINEAGE: usize = 64;
 /// How often the queue's size and age are sampled for the metrics.
 const METRICS_INTERVAL: Duration = Duration::from_secs(15);
+/// Every how many samples the service looks for sessions without their case (once a minute).
+const MISSING_CASES_EVERY: u64 = 4;
 
 /// `review.*`, checked.
 #[derive(Debug, Clone)]
@@ -98,6 +100,14 @@ impl ReviewError {
             detail: detail.into(),
         }
     }
+}
+
+fn erased() -> ReviewError {
+    ReviewError::invalid(
+        "note",
+        "session_erased",
+        "the session's personal data is erased, so a decision on it takes no note",
+    )
 }
 
 /// A session with its review's decisions, as the API shows it.
@@ -203,11 +213,7 @@ impl Reviews {
             same
         })?;
         if decision.note.is_some() && session.erased_at.is_some() {
-            return Err(ReviewError::invalid(
-                "note",
-                "session_erased",
-                "the session's personal data is erased, so a decision on it takes no note",
-            ));
+            return Err(erased());
         }
 
         let event = |seq: u64, kind: EventKind| {
@@ -245,8 +251,11 @@ impl Reviews {
             resolution: step.resolution,
             events,
         };
-        if !self.store.decide(owner, id, &write).await? {
-            return Err(ReviewError::Conflict);
+        match self.store.decide(owner, id, &write).await? {
+            Decided::Stored => {}
+            Decided::Moved => return Err(ReviewError::Conflict),
+            // Erased after it was read: the note is not kept, and neither is the decision.
+            Decided::Erased => return Err(erased()),
         }
         metrics::counter!("kyc_review_decisions_total", "decision" => write.decision.verdict.as_str())
             .increment(1);
@@ -321,14 +330,28 @@ impl Reviews {
         Ok(lineage)
     }
 
-    /// Samples the unresolved cases across tenants into the metrics until `stop`.
+    /// Until `stop`: samples the unresolved cases across tenants into the metrics, and opens
+    /// the cases an instance of an earlier version left out.
     pub async fn watch(self, stop: CancellationToken) {
         let mut every = tokio::time::interval(METRICS_INTERVAL);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
+        for tick in 0_u64.. {
             tokio::select! {
                 () = stop.cancelled() => return,
                 _ = every.tick() => {}
+            }
+            if tick % MISSING_CASES_EVERY == 0 {
+                match self.store.open_missing_cases().await {
+                    Ok(0) => {}
+                    Ok(opened) => tracing::info!(
+                        opened,
+                        "opened the review cases of sessions an earlier version completed"
+                    ),
+                    Err(error) => tracing::warn!(
+                        error = %ErrorChain(&error),
+                        "could not look for sessions without their review case"
+                    ),
+                }
             }
             match self.store.review_backlog().await {
                 Ok(backlog) => {

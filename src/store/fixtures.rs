@@ -205,9 +205,12 @@ impl SessionStore for TestStore {
         &self,
         what: Expiry,
         created_before: DateTime<Utc>,
+        held_since: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<SessionId>, StoreError> {
-        self.inner.expired(what, created_before, limit).await
+        self.inner
+            .expired(what, created_before, held_since, limit)
+            .await
     }
     async fn images_erased(&self, ids: &[SessionId], now: DateTime<Utc>) -> Result<(), StoreError> {
         self.inner.images_erased(ids, now).await

@@ -58,6 +58,25 @@ pub struct Closing {
     pub review: Option<EventRecord>,
 }
 
+impl Closing {
+    /// What live followers get: one record of both events' lines, under the last one's seq. A
+    /// follower ends at the terminal event; in one record, `review.opened` cannot be left
+    /// behind however the follower's reads and the publication interleave.
+    pub fn live(self) -> EventRecord {
+        let Some(review) = self.review else {
+            return self.terminal;
+        };
+        let mut line = Vec::with_capacity(self.terminal.line.len() + review.line.len());
+        line.extend_from_slice(&self.terminal.line);
+        line.extend_from_slice(&review.line);
+        EventRecord {
+            seq: review.seq,
+            terminal: true,
+            line: line.into(),
+        }
+    }
+}
+
 /// A client's `Idempotency-Key` with the fingerprint of the request that first used it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdempotencyKey {
@@ -217,12 +236,14 @@ pub trait SessionStore: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<Erasure, StoreError>;
 
-    /// Sessions a retention sweep should act on. A session waiting for a review decision is
-    /// not among them: its evidence stays until the review resolves.
+    /// Sessions a retention sweep should act on. A session waiting for a review decision whose
+    /// case opened at or after `held_since` is not among them: its evidence stays until the
+    /// review resolves, or the case is older than that.
     async fn expired(
         &self,
         what: Expiry,
         created_before: DateTime<Utc>,
+        held_since: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<SessionId>, StoreError>;
 
@@ -405,6 +426,17 @@ pub struct ReviewWrite {
     pub events: Vec<EventRecord>,
 }
 
+/// What the store did with a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decided {
+    Stored,
+    /// Nothing: the case's `last_seq` moved on (somebody decided meanwhile), or `owner` has no
+    /// such case.
+    Moved,
+    /// Nothing: the decision carries a note and the session's personal data is erased.
+    Erased,
+}
+
 /// Unresolved review cases across tenants, for the metrics.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReviewBacklog {
@@ -431,16 +463,22 @@ pub trait ReviewStore: Send + Sync + 'static {
 
     /// Records a decision on `owner`'s session `id` and appends its events, as one step; with a
     /// resolution, also sets the session's decision and reasons and writes a `session.reviewed`
-    /// webhook message when the owner has an endpoint. `false` (and nothing stored) when the
-    /// case's `last_seq` is no longer `write.read_seq`: somebody decided meanwhile.
+    /// webhook message when the owner has an endpoint. Stored only while the case's `last_seq`
+    /// is `write.read_seq` and, for a decision with a note, while the session is not erased:
+    /// an erasure and a decision made at once never leave a note behind.
     async fn decide(
         &self,
         owner: &Owner,
         id: SessionId,
         write: &ReviewWrite,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<Decided, StoreError>;
 
     async fn review_backlog(&self) -> Result<ReviewBacklog, StoreError>;
+
+    /// Opens the missing case of every session decided `review` without one (completed by an
+    /// instance of a version before reviews, during a rolling upgrade), as
+    /// `open` with no `review.opened` event; how many.
+    async fn open_missing_cases(&self) -> Result<u64, StoreError>;
 }
 
 /// The stores of one backend.

@@ -8,8 +8,8 @@ use chrono::{Duration, SubsecRound, Utc};
 
 use super::fixtures::{closing, owner, running};
 use super::{
-    Closing, Completion, EventRecord, Expiry, MemoryStore, ReviewStore, ReviewWrite, SessionStore,
-    SqlStore, WebhookStore,
+    Closing, Completion, Decided, EventRecord, Expiry, MemoryStore, ReviewStore, ReviewWrite,
+    SessionStore, SqlStore, WebhookStore,
 };
 use crate::domain::{
     Decision, Endpoint, EndpointId, Erasure, Mode, Owner, QueuePosition, Resolution,
@@ -135,10 +135,19 @@ async fn reviews_work(sessions: &dyn SessionStore, reviews: &dyn ReviewStore) {
 
     // Retention leaves a case waiting for a decision alone, and takes it once resolved.
     let later = Utc::now() + Duration::days(1);
+    let held_since = Utc::now() - Duration::days(90);
     for what in [Expiry::Images, Expiry::PersonalData] {
-        let due = sessions.expired(what, later, 10).await.unwrap();
+        let due = sessions.expired(what, later, held_since, 10).await.unwrap();
         assert!(due.contains(&plain), "{what:?}");
-        assert!(!due.contains(&first), "{what:?}: evidence kept while in review");
+        assert!(
+            !due.contains(&first),
+            "{what:?}: evidence kept while in review"
+        );
+        let long_ago = sessions.expired(what, later, later, 10).await.unwrap();
+        assert!(
+            long_ago.contains(&first),
+            "{what:?}: held no longer than the hold"
+        );
     }
 
     // A first decision under four-eyes: pending, no resolution.
@@ -149,13 +158,18 @@ async fn reviews_work(sessions: &dyn SessionStore, reviews: &dyn ReviewStore) {
         resolution: None,
         events: vec![decided(3, Some("called the applicant"))],
     };
-    assert!(
-        !reviews.decide(&other_owner, first, &pending).await.unwrap(),
+    assert_eq!(
+        reviews.decide(&other_owner, first, &pending).await.unwrap(),
+        Decided::Moved,
         "another owner's session is out of reach"
     );
-    assert!(reviews.decide(&owner(), first, &pending).await.unwrap());
-    assert!(
-        !reviews.decide(&owner(), first, &pending).await.unwrap(),
+    assert_eq!(
+        reviews.decide(&owner(), first, &pending).await.unwrap(),
+        Decided::Stored
+    );
+    assert_eq!(
+        reviews.decide(&owner(), first, &pending).await.unwrap(),
+        Decided::Moved,
         "a decision made on a case read before the last one is refused"
     );
     // The second resolves it.
@@ -174,7 +188,10 @@ async fn reviews_work(sessions: &dyn SessionStore, reviews: &dyn ReviewStore) {
             line(5, serde_json::json!({ "type": "review.resolved" })),
         ],
     };
-    assert!(reviews.decide(&owner(), first, &resolving).await.unwrap());
+    assert_eq!(
+        reviews.decide(&owner(), first, &resolving).await.unwrap(),
+        Decided::Stored
+    );
 
     let record = sessions.find(&owner(), first).await.unwrap().unwrap();
     let completion = record.completion.as_ref().unwrap();
@@ -202,7 +219,10 @@ async fn reviews_work(sessions: &dyn SessionStore, reviews: &dyn ReviewStore) {
         [pending.decision.clone(), resolving.decision.clone()]
     );
 
-    let due = sessions.expired(Expiry::Images, later, 10).await.unwrap();
+    let due = sessions
+        .expired(Expiry::Images, later, held_since, 10)
+        .await
+        .unwrap();
     assert!(due.contains(&first), "resolved: retention applies again");
 
     let resolved = ReviewQuery {
@@ -236,7 +256,68 @@ async fn reviews_work(sessions: &dyn SessionStore, reviews: &dyn ReviewStore) {
     let text = String::from_utf8(events[0].line.to_vec()).unwrap();
     assert!(!text.contains("called the applicant"), "{text}");
     assert!(text.contains("review.decided"), "{text}");
-    let _ = (second, theirs);
+
+    // A decision with a note on a session erased since it was read is not stored; one without
+    // a note is.
+    sessions
+        .erase(second, Some(&owner()), None, Utc::now())
+        .await
+        .unwrap();
+    let noted = ReviewWrite {
+        read_seq: 2,
+        decision: decision(3, Verdict::Declined, Some("a name")),
+        status: ReviewStatus::Resolved,
+        resolution: Some(Resolution {
+            verdict: Verdict::Declined,
+            reasons: vec!["document_fraud".into()],
+            resolved_at: Utc::now().trunc_subsecs(6),
+        }),
+        events: vec![decided(3, Some("a name"))],
+    };
+    assert_eq!(
+        reviews.decide(&owner(), second, &noted).await.unwrap(),
+        Decided::Erased
+    );
+    assert!(reviews.review_decisions(second).await.unwrap().is_empty());
+    let plain_write = ReviewWrite {
+        decision: decision(3, Verdict::Declined, None),
+        events: vec![decided(3, None)],
+        ..noted
+    };
+    assert_eq!(
+        reviews
+            .decide(&owner(), second, &plain_write)
+            .await
+            .unwrap(),
+        Decided::Stored
+    );
+    let _ = theirs;
+}
+
+/// A session an instance of an earlier version completed as `review` (no `review.opened`, no
+/// case) gets its case from the periodic look-up, once.
+async fn missing_cases_are_opened(sessions: &dyn SessionStore, reviews: &dyn ReviewStore) {
+    let id = SessionId::new();
+    sessions.insert(&running(id), None).await.unwrap();
+    let completion = Completion {
+        completed_at: Utc::now().trunc_subsecs(6),
+        decision: Decision::Review,
+        reasons: vec!["too_blurry".into()],
+        checks: Default::default(),
+        duration_ms: 1.0,
+    };
+    sessions
+        .complete(id, &completion, &closing(4))
+        .await
+        .unwrap();
+    assert_eq!(sessions.get(id).await.unwrap().unwrap().review, None);
+
+    assert_eq!(reviews.open_missing_cases().await.unwrap(), 1);
+    assert_eq!(reviews.open_missing_cases().await.unwrap(), 0, "once");
+    let state = sessions.get(id).await.unwrap().unwrap().review.unwrap();
+    assert_eq!(state.status, ReviewStatus::Open);
+    assert_eq!(state.automated_reasons, ["too_blurry"]);
+    assert_eq!((state.opened_seq, state.last_seq), (0, 4));
 }
 
 async fn a_resolution_writes_its_message(
@@ -277,7 +358,10 @@ async fn a_resolution_writes_its_message(
             line(4, serde_json::json!({ "type": "review.resolved" })),
         ],
     };
-    assert!(reviews.decide(&owner(), id, &write).await.unwrap());
+    assert_eq!(
+        reviews.decide(&owner(), id, &write).await.unwrap(),
+        Decided::Stored
+    );
     let messages = webhooks.unrouted(10).await.unwrap();
     let types: Vec<(&str, u64)> = messages
         .iter()
@@ -299,6 +383,7 @@ async fn on_sqlite() {
     let store = SqlStore::open(&settings).await.unwrap();
     reviews_work(&store, &store).await;
     a_resolution_writes_its_message(&store, &store, &store).await;
+    missing_cases_are_opened(&store, &store).await;
 }
 
 #[tokio::test]

@@ -278,6 +278,7 @@ async fn the_retention_sweep_erases_what_has_expired(backend: Backend) {
     let retention = kyc_orchestrator::config::RetentionSettings {
         images_days: 1,
         personal_data_days: 2,
+        review_hold_days: 90,
         sweep_interval_s: 60,
         batch_size: 2,
     };

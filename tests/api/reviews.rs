@@ -248,6 +248,17 @@ async fn every_bad_decision_is_refused_clearly() {
 
     let (status, problem) = decide(&app, &app.client, &approved, ok.clone()).await;
     assert_eq!(status, 409, "not in review: {problem}");
+    let running = app
+        .start_session(&crate::helpers::session_body(
+            json!({ "ocr": { "latency_ms": 60000 } }),
+        ))
+        .await;
+    let (status, problem) = decide(&app, &app.client, &running, ok.clone()).await;
+    assert_eq!(status, 409, "still running: {problem}");
+    assert_eq!(
+        problem["type"],
+        "urn:kyc-orchestrator:problem:not-in-review"
+    );
     for unknown in ["00000000-0000-7000-8000-000000000000", "not-an-id"] {
         let (status, _) = decide(&app, &app.client, unknown, ok.clone()).await;
         assert_eq!(status, 404);

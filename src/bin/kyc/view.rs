@@ -126,6 +126,11 @@ impl Sink for Live {
                 self.finish();
                 say(decision(event));
             }
+            kind if kind.starts_with("review.") => {
+                if let Some(line) = describe(event) {
+                    say(line);
+                }
+            }
             _ => {
                 if let Some(line) = describe(event) {
                     let _ = self.bars.println(line);
@@ -191,6 +196,17 @@ fn outcome(event: &Value) -> String {
     text
 }
 
+/// An event's reason codes, separated by commas.
+fn reason_list(event: &Value) -> String {
+    event["reasons"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn decision(event: &Value) -> String {
     let decision = event["decision"].as_str().unwrap_or("?");
     let painted = match decision {
@@ -235,6 +251,22 @@ fn describe(event: &Value) -> Option<String> {
             format!("{agent:<12} {}", outcome(event))
         }
         "session.completed" => decision(event),
+        "review.opened" => "review: waiting for a reviewer".to_owned(),
+        // Who and what, never the note: it may name the applicant.
+        "review.decided" => {
+            let reviewer = &event["reviewer"];
+            let who = reviewer["label"]
+                .as_str()
+                .or(reviewer["key_id"].as_str())
+                .unwrap_or("?");
+            format!(
+                "review: {who} decided {} ({}), review {}",
+                event["decision"].as_str().unwrap_or("?"),
+                reason_list(event),
+                event["status"].as_str().unwrap_or("?").replace('_', " ")
+            )
+        }
+        "review.resolved" => format!("after review, {}", decision(event)),
         _ => return None,
     })
 }

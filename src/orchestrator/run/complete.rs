@@ -63,8 +63,7 @@ impl SessionRun {
             };
         drop(self.permit.take());
         if stored {
-            // Live followers end at the terminal event; `review.opened` is in the history.
-            self.events.publish(closing.terminal);
+            self.events.publish(closing.live());
         } else {
             // Followers see the completion once it is stored: the retry loop writes it (and
             // any events before it) as soon as the store answers.

@@ -323,6 +323,7 @@ impl SessionStore for MemoryStore {
         &self,
         what: Expiry,
         created_before: DateTime<Utc>,
+        held_since: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<SessionId>, StoreError> {
         let inner = self.lock();
@@ -332,9 +333,9 @@ impl SessionStore for MemoryStore {
             .map(|entry| &entry.record)
             .filter(|r| r.status == SessionStatus::Completed && r.created_at < created_before)
             .filter(|r| {
-                r.review
-                    .as_ref()
-                    .is_none_or(|review| review.status == ReviewStatus::Resolved)
+                r.review.as_ref().is_none_or(|review| {
+                    review.status == ReviewStatus::Resolved || review.opened_at < held_since
+                })
             })
             .filter(|r| match what {
                 Expiry::Images => r.images_erased_at.is_none(),

@@ -8,7 +8,7 @@ use crate::domain::{
     MessageId, OutboxMessage, Owner, ReviewCase, ReviewDecision, ReviewQuery, ReviewStatus,
     SessionId,
 };
-use crate::store::{ReviewBacklog, ReviewStore, ReviewWrite, StoreError};
+use crate::store::{Decided, ReviewBacklog, ReviewStore, ReviewWrite, StoreError};
 
 #[async_trait]
 impl ReviewStore for MemoryStore {
@@ -55,22 +55,25 @@ impl ReviewStore for MemoryStore {
         owner: &Owner,
         id: SessionId,
         write: &ReviewWrite,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Decided, StoreError> {
         let mut inner = self.lock();
         let Some(entry) = inner
             .sessions
             .get_mut(&id)
             .filter(|entry| &entry.record.owner == owner)
         else {
-            return Ok(false);
+            return Ok(Decided::Moved);
         };
+        if write.decision.note.is_some() && entry.record.erased_at.is_some() {
+            return Ok(Decided::Erased);
+        }
         let Some(state) = entry
             .record
             .review
             .as_mut()
             .filter(|state| state.last_seq == write.read_seq)
         else {
-            return Ok(false);
+            return Ok(Decided::Moved);
         };
         state.status = write.status;
         state.last_seq = write.events.last().map_or(write.read_seq, |e| e.seq);
@@ -96,7 +99,7 @@ impl ReviewStore for MemoryStore {
                 webhooks.enqueue(message, self.capacity);
             }
         }
-        Ok(true)
+        Ok(Decided::Stored)
     }
 
     async fn review_backlog(&self) -> Result<ReviewBacklog, StoreError> {
@@ -119,5 +122,10 @@ impl ReviewStore for MemoryStore {
             );
         }
         Ok(backlog)
+    }
+
+    /// Every case here was opened by this store's own completions.
+    async fn open_missing_cases(&self) -> Result<u64, StoreError> {
+        Ok(0)
     }
 }

@@ -20,10 +20,17 @@ CREATE TABLE reviews (
     last_seq          BIGINT NOT NULL
 );
 
--- The queue: a tenant's cases by status, oldest first (keyset pagination on opened_at, id).
+-- The queue: a tenant's cases in one status, oldest first (keyset pagination on opened_at, id);
+-- and the default queue, every case waiting for a decision, from a partial index that holds
+-- those alone (queries repeat its predicate word for word, as both databases need to use it).
 CREATE INDEX reviews_queue ON reviews (tenant, mode, status, opened_at, session_id);
+CREATE INDEX reviews_waiting ON reviews (tenant, mode, opened_at, session_id)
+    WHERE status <> 'resolved';
 -- The metrics: unresolved cases across tenants.
-CREATE INDEX reviews_status ON reviews (status, opened_at);
+CREATE INDEX reviews_unresolved ON reviews (status, opened_at) WHERE status <> 'resolved';
+-- Sessions decided review and not resolved yet (a resolution changes the decision): what the
+-- service looks through for sessions an instance of an earlier version completed without a case.
+CREATE INDEX sessions_in_review ON sessions (created_at) WHERE decision = 'review';
 
 -- Append-only: the service never updates or deletes a decision, except that an erasure of the
 -- session clears its note.

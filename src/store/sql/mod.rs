@@ -933,6 +933,7 @@ impl SessionStore for SqlStore {
         &self,
         what: Expiry,
         created_before: DateTime<Utc>,
+        held_since: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<SessionId>, StoreError> {
         let column = match what {
@@ -942,12 +943,13 @@ impl SessionStore for SqlStore {
         let sql = format!(
             "SELECT s.id FROM sessions s WHERE s.status = 'completed' AND s.{column} IS NULL \
              AND s.created_at < $1 AND NOT EXISTS (SELECT 1 FROM reviews r \
-                 WHERE r.session_id = s.id AND r.status <> 'resolved') \
+                 WHERE r.session_id = s.id AND r.status <> 'resolved' AND r.opened_at >= $3) \
              ORDER BY s.created_at LIMIT $2"
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
             .bind(timestamp(created_before))
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind(timestamp(held_since))
             .fetch_all(&self.pool)
             .await
             .map_err(db_error("looking for expired sessions"))?;
@@ -1264,7 +1266,11 @@ mod tests {
             .expect("an open case");
         assert_eq!(state.status, crate::domain::ReviewStatus::Open);
         assert_eq!(state.automated_reasons, ["too_blurry"]);
-        assert_eq!((state.opened_seq, state.last_seq), (0, 7), "decisions follow event 7");
+        assert_eq!(
+            (state.opened_seq, state.last_seq),
+            (0, 7),
+            "decisions follow event 7"
+        );
         let plain = store.find(&owner, approved).await.unwrap().unwrap();
         assert_eq!(plain.review, None);
     }

@@ -1,10 +1,13 @@
 //! Review cases and decisions on SQLite and PostgreSQL, with the same statements for both.
 //!
-//! A decision is a compare-and-set on the case's `last_seq`, made by the transaction's first
-//! statement: on PostgreSQL a second decider's UPDATE waits for the first's row lock and then
-//! finds `last_seq` moved on; on SQLite the first write takes the database's write lock, so the
-//! second runs after the first has committed and finds the same. Exactly one of two decisions
-//! made at once is stored.
+//! A decision's transaction first locks its session's row (an UPDATE that changes nothing, on
+//! PostgreSQL; on SQLite the database's write lock), the row an erasure locks first too: so an
+//! erasure either comes after the decision and clears its note, or comes first and the decision
+//! sees `erased_at` (PostgreSQL re-checks a waiting UPDATE's condition against the committed
+//! row) and keeps no note. Every writer of a case takes the session's row before the case's,
+//! so two never wait on each other in opposite orders. Then the decision is a compare-and-set
+//! on the case's `last_seq`: a second decider's UPDATE waits for the first and finds `last_seq`
+//! moved on. Exactly one of two decisions made at once is stored.
 
 use async_trait::async_trait;
 use sqlx::any::AnyRow;
@@ -18,7 +21,7 @@ use crate::domain::{
     Completion, KeyId, MessageId, Owner, ReviewCase, ReviewDecision, ReviewQuery, ReviewState,
     ReviewStatus, Reviewer, SessionId,
 };
-use crate::store::{ReviewBacklog, ReviewStore, ReviewWrite, StoreError};
+use crate::store::{Decided, ReviewBacklog, ReviewStore, ReviewWrite, StoreError};
 
 const DECISION_COLUMNS: &str =
     "session_id, seq, reviewer, reviewer_label, decided_at, decision, reasons, note";
@@ -157,11 +160,19 @@ impl ReviewStore for SqlStore {
         owner: &Owner,
         query: &ReviewQuery,
     ) -> Result<Vec<ReviewCase>, StoreError> {
-        let statuses = (0..query.statuses.len())
-            .map(|n| format!("${}", n + 3))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let mut next = query.statuses.len() + 3;
+        let waiting = [ReviewStatus::Open, ReviewStatus::PendingSecond];
+        let (statuses, bound) =
+            if query.statuses.len() == 2 && waiting.iter().all(|s| query.statuses.contains(s)) {
+                // The predicate of the partial index `reviews_waiting`, as it is written there.
+                ("r.status <> 'resolved'".to_owned(), &[][..])
+            } else {
+                let list = (0..query.statuses.len())
+                    .map(|n| format!("${}", n + 3))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                (format!("r.status IN ({list})"), &query.statuses[..])
+            };
+        let mut next = bound.len() + 3;
         let after = match query.after {
             Some(_) => {
                 next += 2;
@@ -178,14 +189,14 @@ impl ReviewStore for SqlStore {
              r.opened_at AS review_opened_at, r.resolved_at AS review_resolved_at, \
              r.automated_reasons, r.opened_seq, r.last_seq \
              FROM reviews r JOIN sessions s ON s.id = r.session_id \
-             WHERE r.tenant = $1 AND r.mode = $2 AND r.status IN ({statuses}){after} \
+             WHERE r.tenant = $1 AND r.mode = $2 AND {statuses}{after} \
              ORDER BY r.opened_at, r.session_id LIMIT {}",
             query.limit
         );
         let mut statement = sqlx::query(AssertSqlSafe(sql))
             .bind(owner.tenant.as_str().to_owned())
             .bind(owner.mode.as_str());
-        for status in &query.statuses {
+        for status in bound {
             statement = statement.bind(status.as_str());
         }
         if let Some(position) = query.after {
@@ -221,14 +232,42 @@ impl ReviewStore for SqlStore {
         owner: &Owner,
         id: SessionId,
         write: &ReviewWrite,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Decided, StoreError> {
         let last = write
             .events
             .last()
             .map_or(write.read_seq, |event| event.seq);
+        let with_note = write.decision.note.is_some();
         let mut tx = self.begin("recording a review decision").await?;
-        // The compare-and-set first, so a SQLite transaction holds the write lock from its
-        // first statement.
+        let session = sqlx::query(
+            "UPDATE sessions SET erased_at = erased_at \
+             WHERE id = $1 AND tenant = $2 AND mode = $3 AND ($4 = 0 OR erased_at IS NULL)",
+        )
+        .bind(id.to_string())
+        .bind(owner.tenant.as_str().to_owned())
+        .bind(owner.mode.as_str())
+        .bind(i64::from(with_note))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error("recording a review decision"))?;
+        if session.rows_affected() == 0 {
+            // Erased, or not the owner's session at all.
+            let erased = sqlx::query(
+                "SELECT 1 FROM sessions \
+                 WHERE id = $1 AND tenant = $2 AND mode = $3 AND erased_at IS NOT NULL",
+            )
+            .bind(id.to_string())
+            .bind(owner.tenant.as_str().to_owned())
+            .bind(owner.mode.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_error("recording a review decision"))?;
+            return Ok(if erased.is_some() {
+                Decided::Erased
+            } else {
+                Decided::Moved
+            });
+        }
         let moved = sqlx::query(
             "UPDATE reviews SET status = $3, last_seq = $4, resolved_at = $5 \
              WHERE session_id = $1 AND last_seq = $2 AND tenant = $6 AND mode = $7",
@@ -244,7 +283,7 @@ impl ReviewStore for SqlStore {
         .await
         .map_err(db_error("recording a review decision"))?;
         if moved.rows_affected() == 0 {
-            return Ok(false);
+            return Ok(Decided::Moved);
         }
         let decision = &write.decision;
         let sql = format!(
@@ -291,10 +330,11 @@ impl ReviewStore for SqlStore {
         tx.commit()
             .await
             .map_err(db_error("recording a review decision"))?;
-        Ok(true)
+        Ok(Decided::Stored)
     }
 
     async fn review_backlog(&self) -> Result<ReviewBacklog, StoreError> {
+        // The predicate of the partial index `reviews_unresolved`, as it is written there.
         let rows = sqlx::query(
             "SELECT status, COUNT(*) AS cases, MIN(opened_at) AS oldest FROM reviews \
              WHERE status <> 'resolved' GROUP BY status",
@@ -318,5 +358,24 @@ impl ReviewStore for SqlStore {
             }
         }
         Ok(backlog)
+    }
+
+    async fn open_missing_cases(&self) -> Result<u64, StoreError> {
+        // `decision = 'review'` as the partial index `sessions_in_review` has it: the sessions
+        // still waiting for a decision, not the whole table. (Only a completion sets a
+        // decision; a condition on `status` would lead SQLite to `sessions_running` instead.)
+        let opened = sqlx::query(
+            "INSERT INTO reviews (session_id, tenant, mode, status, opened_at, \
+             automated_reasons, opened_seq, last_seq) \
+             SELECT s.id, s.tenant, s.mode, 'open', s.completed_at, COALESCE(s.reasons, '[]'), 0, \
+                 COALESCE((SELECT MAX(e.seq) FROM events e WHERE e.session_id = s.id), 0) \
+             FROM sessions s WHERE s.decision = 'review' AND s.completed_at IS NOT NULL \
+                 AND NOT EXISTS (SELECT 1 FROM reviews r WHERE r.session_id = s.id) \
+             ON CONFLICT (session_id) DO NOTHING",
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(db_error("opening missing review cases"))?;
+        Ok(opened.rows_affected())
     }
 }
