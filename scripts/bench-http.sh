@@ -14,6 +14,8 @@
 #               deadline, and the server's RSS with that many sessions in flight
 #   webhooks    as throughput, with a webhook endpoint (kyc-load --webhook-sink): every
 #               session's message delivered, and how long after its completion
+#   reviews     as throughput, every session sent to review and then decided by the client
+#               (kyc-load --review), on SQLite unless STORE_URL says otherwise
 #
 # Environment: RUNS of each scenario (1), DURATION seconds per measurement (10), STORE_URL
 # (memory:// keeping 100 completed sessions, so RSS is the sessions in flight; `sqlite` for a
@@ -114,8 +116,13 @@ scenario() {
       serve 20000 8000 && warm
       load --concurrency "${CONCURRENCY:-400}" --duration "$duration" \
         --latency-ms "${LATENCY_MS:-50}" --webhook-sink ;;
+    reviews)
+      # A store that keeps every session: memory:// keeps 100, and decisions follow completions.
+      STORE_URL="${STORE_URL:-sqlite}" serve 20000 8000 && warm
+      load --concurrency "${CONCURRENCY:-400}" --duration "$duration" \
+        --latency-ms "${LATENCY_MS:-50}" --review ;;
     *)
-      echo "unknown scenario: $1 (throughput, overload, open, health, deadline, webhooks)" >&2
+      echo "unknown scenario: $1 (throughput, overload, open, health, deadline, webhooks, reviews)" >&2
       exit 2 ;;
   esac
 }

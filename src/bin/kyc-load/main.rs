@@ -10,6 +10,7 @@
 //!     kyc-load --rate 2000 --duration 10 --server-pid "$(pidof kyc-orchestrator)"
 //!     kyc-load --concurrency 8 --latency-ms 0 --cpu-ms 50 --health-rate 100   # CPU isolation
 //!     kyc-load --concurrency 1000 --hang ocr --deadline-ms 1000                # deadline accuracy
+//!     kyc-load --concurrency 40 --review                  # every session reviewed and decided
 
 mod report;
 mod session;
@@ -86,6 +87,10 @@ struct Args {
     /// one thread falls behind).
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Every session goes to review and is decided by the run's key right after it completes
+    /// (the key needs `reviews:write`); the report adds the decisions' latency.
+    #[arg(long, conflicts_with_all = ["hang", "document"])]
+    review: bool,
     /// Registers a webhook receiver of its own and reports how long after each session's
     /// completion its message arrived (the service must allow http and private targets, as
     /// its default config does).
@@ -104,6 +109,7 @@ impl Args {
                 latency_ms: self.latency_ms,
                 cpu_ms: self.cpu_ms,
                 hang: self.hang.clone(),
+                review: self.review,
             },
         }
     }
@@ -115,18 +121,24 @@ impl Args {
         };
         let agents = match (&self.document, &self.hang) {
             (Some(document), _) => format!("real agents on {}", document.display()),
-            (None, hang) => format!(
-                "agents {} ms + {} ms CPU each (critical path {} ms){}",
-                self.latency_ms,
-                self.cpu_ms,
-                2 * (self.latency_ms + self.cpu_ms),
-                hang.as_ref()
-                    .map(|agent| format!(
-                        ", {agent} hangs until the {} ms deadline",
-                        self.deadline_ms
-                    ))
-                    .unwrap_or_default()
-            ),
+            (None, hang) => {
+                format!(
+                    "agents {} ms + {} ms CPU each (critical path {} ms){}",
+                    self.latency_ms,
+                    self.cpu_ms,
+                    2 * (self.latency_ms + self.cpu_ms),
+                    hang.as_ref()
+                        .map(|agent| format!(
+                            ", {agent} hangs until the {} ms deadline",
+                            self.deadline_ms
+                        ))
+                        .unwrap_or_default()
+                ) + if self.review {
+                    ", each session to review and then decided"
+                } else {
+                    ""
+                }
+            }
         };
         format!("{load}, {agents}")
     }

@@ -60,6 +60,8 @@ pub struct Sessions {
     /// it.
     lateness: Option<(Duration, Micros)>,
     agents: BTreeMap<String, Micros>,
+    /// Review decisions' answers, when the workload decides them.
+    reviews: Micros,
     errors: BTreeMap<String, u64>,
 }
 
@@ -79,6 +81,9 @@ impl Sessions {
                     self.agents.entry(agent).or_default().record(duration);
                 }
                 self.latency.record(completed.latency);
+                if let Some(review) = completed.review {
+                    self.reviews.record(review);
+                }
                 self.overhead.record(completed.overhead);
                 if let Some((deadline, lateness)) = &mut self.lateness {
                     lateness.record(completed.server.saturating_sub(*deadline));
@@ -181,6 +186,7 @@ impl Run<'_> {
             "agents_ms": sessions.agents.iter()
                 .map(|(agent, h)| (agent.clone(), h.summary()))
                 .collect::<serde_json::Map<_, _>>(),
+            "review_ms": (sessions.reviews.len() > 0).then(|| sessions.reviews.summary()),
             "errors": sessions.errors,
             "health_ms": self.probes.map(|p| json!({
                 "probes": p.latency.len(), "errors": p.errors, "latency": p.latency.summary(),
@@ -204,6 +210,9 @@ impl Run<'_> {
         }
         for (agent, h) in &sessions.agents {
             println!("{:<17} {}", format!("{agent} ms"), h.line());
+        }
+        if sessions.reviews.len() > 0 {
+            println!("review ms         {}", sessions.reviews.line());
         }
         println!("errors            {:?}", sessions.errors);
         if let Some(probes) = self.probes {

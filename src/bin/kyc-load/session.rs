@@ -21,6 +21,9 @@ pub enum Workload {
         latency_ms: u64,
         cpu_ms: u64,
         hang: Option<String>,
+        /// doc_capture fails with a code no policy declines on, so every session goes to
+        /// review, and is then decided through `POST /v1/sessions/{id}/review`.
+        review: bool,
     },
     /// Real images for the real agents: no script, and any decision counts as completed.
     Real {
@@ -37,6 +40,7 @@ impl Workload {
                 latency_ms,
                 cpu_ms,
                 hang,
+                review,
             } => {
                 let image = STANDARD.encode(tiny_png());
                 let script = AGENTS
@@ -47,8 +51,12 @@ impl Workload {
                         } else {
                             "pass"
                         };
-                        let directive =
+                        let mut directive =
                             json!({ "latency_ms": latency_ms, "cpu_ms": cpu_ms, "result": result });
+                        if *review && agent == "doc_capture" {
+                            directive["result"] = json!("fail");
+                            directive["reason"] = json!("too_blurry");
+                        }
                         (agent.to_owned(), directive)
                     })
                     .collect::<serde_json::Map<_, _>>();
@@ -75,9 +83,13 @@ impl Workload {
     /// The decision a session of this workload must reach to count as completed; `None`: any.
     fn expected_decision(&self) -> Option<&'static str> {
         match self {
-            Self::Sandbox { hang: None, .. } => Some("approved"),
+            Self::Sandbox {
+                hang: None,
+                review: false,
+                ..
+            } => Some("approved"),
             // A hung agent is a timeout, which the policy sends to review.
-            Self::Sandbox { hang: Some(_), .. } => Some("review"),
+            Self::Sandbox { .. } => Some("review"),
             Self::Real { .. } => None,
         }
     }
@@ -110,6 +122,8 @@ pub struct Completed {
     pub server: Duration,
     /// Each agent's own duration.
     pub agents: Vec<(String, Duration)>,
+    /// How long its review decision took to answer, when the workload decides one.
+    pub review: Option<Duration>,
 }
 
 /// Starts one session with `Accept: application/x-ndjson` and reads its stream to the end.
@@ -150,12 +164,15 @@ pub async fn run(
         }
     }
     let latency = scheduled.elapsed();
-    let last = buffer
+    // The last line, or for a session decided `review` the one before `review.opened`.
+    let completed = buffer
         .split(|&b| b == b'\n')
         .rev()
-        .find(|line| !line.is_empty())
-        .and_then(|line| serde_json::from_slice::<Value>(line).ok());
-    let Some(completed) = last.filter(|event| event["type"] == "session.completed") else {
+        .filter(|line| !line.is_empty())
+        .take(2)
+        .filter_map(|line| serde_json::from_slice::<Value>(line).ok())
+        .find(|event| event["type"] == "session.completed");
+    let Some(completed) = completed else {
         return Outcome::Failed("stream_incomplete".into());
     };
     let decision = completed["decision"].as_str().unwrap_or("?");
@@ -172,12 +189,42 @@ pub async fn run(
         .filter_map(|(agent, check)| Some((agent.clone(), millis(check["duration_ms"].as_f64()?))))
         .collect();
     let path = critical_path(&completed).unwrap_or_default();
+    let review = match workload {
+        Workload::Sandbox { review: true, .. } => {
+            let id = completed["session_id"].as_str().unwrap_or_default();
+            match decide(client, url, id).await {
+                Ok(took) => Some(took),
+                Err(kind) => return Outcome::Failed(kind),
+            }
+        }
+        _ => None,
+    };
     Outcome::Completed(Completed {
         latency,
         overhead: latency.saturating_sub(path),
         server: millis(completed["duration_ms"].as_f64().unwrap_or_default()),
         agents,
+        review,
     })
+}
+
+/// Approves session `id` as a reviewer (the run's key); how long the answer took, or the kind
+/// of failure.
+async fn decide(client: &reqwest::Client, sessions: &str, id: &str) -> Result<Duration, String> {
+    let started = Instant::now();
+    let answer = client
+        .post(format!("{sessions}/{id}/review"))
+        .json(&json!({ "decision": "approved", "reasons": ["verified_manually"] }))
+        .send()
+        .await;
+    match answer {
+        Ok(answer) if answer.status() == 200 => match answer.bytes().await {
+            Ok(_) => Ok(started.elapsed()),
+            Err(_) => Err("review_broken".into()),
+        },
+        Ok(answer) => Err(format!("review_http_{}", answer.status().as_u16())),
+        Err(_) => Err("review_request".into()),
+    }
 }
 
 fn millis(ms: f64) -> Duration {
