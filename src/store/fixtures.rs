@@ -1,13 +1,16 @@
 //! Records and a test store for tests of the store and of what reads it.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 
 use super::{
     Closing, Completion, Erasure, EventRecord, Expiry, IdempotencyKey, Inserted, MemoryStore,
     SessionRecord, SessionStatus, SessionStore, StoreError,
 };
-use crate::domain::{Decision, KeyId, Mode, Owner, Principal, SessionId, SessionQuery};
+use crate::domain::{
+    Decision, Endpoint, EndpointId, KeyId, Mode, Owner, Principal, SessionId, SessionQuery,
+    SigningSecret,
+};
 
 pub(crate) fn running(id: SessionId) -> SessionRecord {
     SessionRecord {
@@ -26,6 +29,26 @@ pub(crate) fn running(id: SessionId) -> SessionRecord {
         erased_at: None,
         erased_by: None,
         review: None,
+    }
+}
+
+/// An enabled endpoint of [`owner`] for messages of `event_type`.
+pub(crate) fn endpoint(event_type: &str) -> Endpoint {
+    // Microseconds, as the SQL store keeps them.
+    let now = Utc::now().trunc_subsecs(6);
+    Endpoint {
+        id: EndpointId::generate(),
+        owner: owner(),
+        url: "https://example.com/hook".into(),
+        events: vec![event_type.to_owned()],
+        description: String::new(),
+        enabled: true,
+        disabled_reason: None,
+        secret: SigningSecret::new("whsec_c2VjcmV0".into()),
+        previous_secret: None,
+        failing_since: None,
+        created_at: now,
+        updated_at: now,
     }
 }
 

@@ -6,14 +6,14 @@
 use bytes::Bytes;
 use chrono::{Duration, SubsecRound, Utc};
 
-use super::fixtures::{closing, owner, running};
+use super::fixtures::{closing, endpoint, owner, running};
 use super::{
     Closing, Completion, Decided, EventRecord, Expiry, MemoryStore, ReviewStore, ReviewWrite,
     SessionStore, SqlStore, WebhookStore,
 };
 use crate::domain::{
-    Decision, Endpoint, EndpointId, Erasure, Mode, Owner, QueuePosition, Resolution,
-    ReviewDecision, ReviewQuery, ReviewStatus, Reviewer, SessionId, SigningSecret, Verdict,
+    Decision, Erasure, Mode, Owner, QueuePosition, Resolution, ReviewDecision, ReviewQuery,
+    ReviewStatus, Reviewer, SessionId, Verdict,
 };
 
 fn line(seq: u64, body: serde_json::Value) -> EventRecord {
@@ -327,20 +327,7 @@ async fn a_resolution_writes_its_message(
 ) {
     let now = Utc::now().trunc_subsecs(6);
     webhooks
-        .create_endpoint(&Endpoint {
-            id: EndpointId::generate(),
-            owner: owner(),
-            url: "https://example.com/hook".into(),
-            events: vec!["session.reviewed".into()],
-            description: String::new(),
-            enabled: true,
-            disabled_reason: None,
-            secret: SigningSecret::new("whsec_c2VjcmV0".into()),
-            previous_secret: None,
-            failing_since: None,
-            created_at: now,
-            updated_at: now,
-        })
+        .create_endpoint(&endpoint("session.reviewed"))
         .await
         .unwrap();
     let id = in_review(sessions, &owner(), now).await;

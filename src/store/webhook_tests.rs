@@ -5,30 +5,9 @@
 
 use chrono::{Duration, SubsecRound, Utc};
 
-use super::fixtures::{approved, closing, owner, running};
+use super::fixtures::{approved, closing, endpoint, owner, running};
 use super::{MemoryStore, SessionStore, SqlStore, WebhookStore};
-use crate::domain::{
-    Attempt, AttemptOutcome, DeliveryState, Endpoint, EndpointId, SessionId, SigningSecret,
-};
-
-fn endpoint() -> Endpoint {
-    // Microseconds, as the SQL store keeps them.
-    let now = Utc::now().trunc_subsecs(6);
-    Endpoint {
-        id: EndpointId::generate(),
-        owner: owner(),
-        url: "https://example.com/hook".into(),
-        events: vec!["session.completed".into()],
-        description: String::new(),
-        enabled: true,
-        disabled_reason: None,
-        secret: SigningSecret::new("whsec_c2VjcmV0".into()),
-        previous_secret: None,
-        failing_since: None,
-        created_at: now,
-        updated_at: now,
-    }
-}
+use crate::domain::{Attempt, AttemptOutcome, DeliveryState, Endpoint, SessionId};
 
 async fn complete_one(store: &dyn SessionStore) -> SessionId {
     let id = SessionId::new();
@@ -43,7 +22,7 @@ async fn the_outbox_flows(sessions: &dyn SessionStore, webhooks: &dyn WebhookSto
         webhooks.unrouted(10).await.unwrap().is_empty(),
         "no endpoint, no message"
     );
-    let endpoint = endpoint();
+    let endpoint = endpoint("session.completed");
     webhooks.create_endpoint(&endpoint).await.unwrap();
     let read_at = endpoint.updated_at;
     let first = Endpoint {

@@ -1140,20 +1140,20 @@ mod tests {
         );
     }
 
-    /// A database of the version before tenants, with a session and an idempotency key in it:
-    /// the migration keeps both, in tenant `default`, mode `live`, and leaves the old columns
-    /// and table that instances of that version still use.
-    #[tokio::test]
-    async fn a_database_from_before_tenants_migrates_with_its_data() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A SQLite database in `dir` with the migrations before `version` alone, as a previous
+    /// version left it: its settings, and a pool on it to put rows in.
+    async fn database_before(
+        dir: &tempfile::TempDir,
+        version: i64,
+    ) -> (crate::config::StoreSettings, AnyPool) {
         let mut settings = crate::config::Settings::defaults().store;
         settings.url = format!("sqlite://{}", dir.path().join("kyc.db").display());
-        let mut first = sqlx::migrate!("src/store/migrations");
-        first.migrations = std::borrow::Cow::Owned(
-            first
+        let mut earlier = sqlx::migrate!("src/store/migrations");
+        earlier.migrations = std::borrow::Cow::Owned(
+            earlier
                 .migrations
                 .iter()
-                .filter(|m| m.version == 1)
+                .filter(|m| m.version < version)
                 .cloned()
                 .collect(),
         );
@@ -1162,7 +1162,17 @@ mod tests {
             .connect(&sqlite_url(&settings.url).unwrap())
             .await
             .unwrap();
-        first.run(&pool).await.unwrap();
+        earlier.run(&pool).await.unwrap();
+        (settings, pool)
+    }
+
+    /// A database of the version before tenants, with a session and an idempotency key in it:
+    /// the migration keeps both, in tenant `default`, mode `live`, and leaves the old columns
+    /// and table that instances of that version still use.
+    #[tokio::test]
+    async fn a_database_from_before_tenants_migrates_with_its_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let (settings, pool) = database_before(&dir, 2).await;
         let id = SessionId::new();
         let now = timestamp(Utc::now());
         sqlx::query(
@@ -1209,23 +1219,7 @@ mod tests {
     #[tokio::test]
     async fn sessions_decided_review_before_reviews_existed_get_an_open_case() {
         let dir = tempfile::tempdir().unwrap();
-        let mut settings = crate::config::Settings::defaults().store;
-        settings.url = format!("sqlite://{}", dir.path().join("kyc.db").display());
-        let mut before = sqlx::migrate!("src/store/migrations");
-        before.migrations = std::borrow::Cow::Owned(
-            before
-                .migrations
-                .iter()
-                .filter(|m| m.version < 4)
-                .cloned()
-                .collect(),
-        );
-        sqlx::any::install_default_drivers();
-        let pool = AnyPoolOptions::new()
-            .connect(&sqlite_url(&settings.url).unwrap())
-            .await
-            .unwrap();
-        before.run(&pool).await.unwrap();
+        let (settings, pool) = database_before(&dir, 4).await;
         let (review, approved) = (SessionId::new(), SessionId::new());
         let now = timestamp(Utc::now());
         for (id, decision) in [(review, "review"), (approved, "approved")] {
