@@ -32,6 +32,13 @@ pub(crate) fn running(id: SessionId) -> SessionRecord {
     }
 }
 
+/// Store settings for a SQLite file in `dir`.
+pub(crate) fn sqlite_in(dir: &tempfile::TempDir) -> crate::config::StoreSettings {
+    let mut settings = crate::config::Settings::defaults().store;
+    settings.url = format!("sqlite://{}", dir.path().join("kyc.db").display());
+    settings
+}
+
 /// An enabled endpoint of [`owner`] for messages of `event_type`.
 pub(crate) fn endpoint(event_type: &str) -> Endpoint {
     // Microseconds, as the SQL store keeps them.

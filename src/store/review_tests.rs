@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use chrono::{Duration, SubsecRound, Utc};
 
-use super::fixtures::{closing, endpoint, owner, running};
+use super::fixtures::{closing, endpoint, owner, running, sqlite_in};
 use super::{
     Closing, Completion, Decided, EventRecord, Expiry, MemoryStore, ReviewStore, ReviewWrite,
     SessionStore, SqlStore, WebhookStore,
@@ -365,9 +365,7 @@ async fn a_resolution_writes_its_message(
 #[tokio::test]
 async fn on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    let mut settings = crate::config::Settings::defaults().store;
-    settings.url = format!("sqlite://{}", dir.path().join("kyc.db").display());
-    let store = SqlStore::open(&settings).await.unwrap();
+    let store = SqlStore::open(&sqlite_in(&dir)).await.unwrap();
     reviews_work(&store, &store).await;
     a_resolution_writes_its_message(&store, &store, &store).await;
     missing_cases_are_opened(&store, &store).await;

@@ -5,7 +5,7 @@
 
 use chrono::{Duration, SubsecRound, Utc};
 
-use super::fixtures::{approved, closing, endpoint, owner, running};
+use super::fixtures::{approved, closing, endpoint, owner, running, sqlite_in};
 use super::{MemoryStore, SessionStore, SqlStore, WebhookStore};
 use crate::domain::{Attempt, AttemptOutcome, DeliveryState, Endpoint, SessionId};
 
@@ -158,9 +158,7 @@ async fn the_outbox_flows(sessions: &dyn SessionStore, webhooks: &dyn WebhookSto
 #[tokio::test]
 async fn on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    let mut settings = crate::config::Settings::defaults().store;
-    settings.url = format!("sqlite://{}", dir.path().join("kyc.db").display());
-    let store = SqlStore::open(&settings).await.unwrap();
+    let store = SqlStore::open(&sqlite_in(&dir)).await.unwrap();
     the_outbox_flows(&store, &store).await;
 }
 

@@ -1116,9 +1116,7 @@ mod tests {
     #[tokio::test]
     async fn a_write_that_breaks_a_key_is_refused_and_a_row_out_of_shape_is_unreadable() {
         let dir = tempfile::tempdir().unwrap();
-        let mut settings = crate::config::Settings::defaults().store;
-        settings.url = format!("sqlite://{}", dir.path().join("kyc.db").display());
-        let store = SqlStore::open(&settings).await.unwrap();
+        let store = SqlStore::open(&fixtures::sqlite_in(&dir)).await.unwrap();
         let id = SessionId::new();
         store.insert(&fixtures::running(id), None).await.unwrap();
 
@@ -1146,8 +1144,7 @@ mod tests {
         dir: &tempfile::TempDir,
         version: i64,
     ) -> (crate::config::StoreSettings, AnyPool) {
-        let mut settings = crate::config::Settings::defaults().store;
-        settings.url = format!("sqlite://{}", dir.path().join("kyc.db").display());
+        let settings = crate::store::fixtures::sqlite_in(dir);
         let mut earlier = sqlx::migrate!("src/store/migrations");
         earlier.migrations = std::borrow::Cow::Owned(
             earlier
