@@ -71,7 +71,14 @@ pub struct Sweep {
     pub images: usize,
     pub personal_data: usize,
     pub keys: u64,
+    /// Rows of instances gone for [`FORGET_INSTANCES_AFTER`].
+    pub instances: u64,
 }
+
+/// How long an instance stays registered after its last heartbeat (once recovery has moved its
+/// sessions): far beyond any lease, so that a paused machine coming back is still known, and
+/// short enough that a fleet replaced daily keeps a table of a few rows.
+pub const FORGET_INSTANCES_AFTER: chrono::Duration = chrono::Duration::days(1);
 
 /// Store calls per retention pass at most, so one pass always ends.
 const MAX_SWEEP_BATCHES: usize = 1000;
@@ -114,6 +121,7 @@ impl Orchestrator {
                             images = sweep.images,
                             personal_data = sweep.personal_data,
                             idempotency_keys = sweep.keys,
+                            instances = sweep.instances,
                             "retention sweep erased expired data"
                         );
                     }
@@ -365,6 +373,7 @@ impl Orchestrator {
         metrics::counter!("kyc_sessions_erased_total", "by" => "retention")
             .increment(sweep.personal_data as u64);
         sweep.keys = store.purge_keys(now).await?;
+        sweep.instances = store.forget_instances(now - FORGET_INSTANCES_AFTER).await?;
         Ok(sweep)
     }
 }

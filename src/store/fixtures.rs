@@ -248,9 +248,11 @@ impl SessionStore for TestStore {
     async fn purge_keys(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
         self.inner.purge_keys(now).await
     }
+    async fn forget_instances(&self, silent_before: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.inner.forget_instances(silent_before).await
+    }
 }
 
-/// An event whose line is its number.
 /// A run's end without a review: `session.completed` alone, at `seq`.
 pub(crate) fn closing(seq: u64) -> Closing {
     Closing {
@@ -259,6 +261,7 @@ pub(crate) fn closing(seq: u64) -> Closing {
     }
 }
 
+/// An event whose line is its number.
 pub(crate) fn event(seq: u64, terminal: bool) -> EventRecord {
     EventRecord {
         seq,

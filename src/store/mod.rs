@@ -252,6 +252,11 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Deletes idempotency keys that expired before `now`; returns how many.
     async fn purge_keys(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;
+
+    /// Forgets the instances silent since before `silent_before` that no running session
+    /// names any more (recovery has moved them all); how many. An instance that comes back
+    /// registers again with its next heartbeat.
+    async fn forget_instances(&self, silent_before: DateTime<Utc>) -> Result<u64, StoreError>;
 }
 
 /// API keys: created and changed by `kyc-orchestrator keys ...`, read on every request

@@ -787,6 +787,19 @@ impl SessionStore for SqlStore {
             .map(Some)
     }
 
+    async fn forget_instances(&self, silent_before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let forgotten = sqlx::query(
+            "DELETE FROM instances WHERE heartbeat_at < $1 AND id <> $2 AND NOT EXISTS ( \
+                 SELECT 1 FROM sessions s WHERE s.status = 'running' AND s.instance = instances.id)",
+        )
+        .bind(timestamp(silent_before))
+        .bind(self.instance.clone())
+        .execute(&self.pool)
+        .await
+        .map_err(db_error("forgetting silent instances"))?;
+        Ok(forgotten.rows_affected())
+    }
+
     async fn heartbeat(&self, now: DateTime<Utc>) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO instances (id, started_at, heartbeat_at) VALUES ($1, $2, $2) \
@@ -1136,6 +1149,52 @@ mod tests {
             matches!(&read, Err(error @ StoreError::Corrupt { .. }) if !error.is_unavailable()),
             "{read:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn instances_gone_for_long_are_forgotten_once_no_session_names_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqlStore::open(&fixtures::sqlite_in(&dir)).await.unwrap();
+        let now = Utc::now();
+        let long_ago = timestamp(now - chrono::Duration::days(2));
+        for (id, heartbeat) in [
+            ("gone-idle", long_ago.clone()),
+            ("gone-busy", long_ago.clone()),
+            ("alive", timestamp(now)),
+        ] {
+            sqlx::query("INSERT INTO instances (id, started_at, heartbeat_at) VALUES ($1, $2, $2)")
+                .bind(id)
+                .bind(heartbeat)
+                .execute(&store.pool)
+                .await
+                .unwrap();
+        }
+        let mut busy = fixtures::running(SessionId::new());
+        busy.instance = "gone-busy".into();
+        store.insert(&busy, None).await.unwrap();
+        // This instance too, as if it had been silent: it is never forgotten by itself.
+        let cutoff = now - chrono::Duration::days(1);
+        store
+            .heartbeat(cutoff - chrono::Duration::days(1))
+            .await
+            .unwrap();
+
+        assert_eq!(store.forget_instances(cutoff).await.unwrap(), 1);
+
+        let left: Vec<String> = sqlx::query("SELECT id FROM instances ORDER BY id")
+            .fetch_all(&store.pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| get::<String>(row, "id").unwrap())
+            .collect();
+        let mut expected = vec![
+            "alive".to_owned(),
+            "gone-busy".to_owned(),
+            store.instance.clone(),
+        ];
+        expected.sort();
+        assert_eq!(left, expected, "the busy one waits for recovery");
     }
 
     /// A SQLite database in `dir` with the migrations before `version` alone, as a previous
