@@ -16,6 +16,7 @@ mod keys_cli;
 mod kyc_cli;
 mod openapi;
 mod orchestration;
+mod postgres_tls;
 mod render;
 mod reviews;
 mod shutdown;
