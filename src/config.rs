@@ -124,6 +124,9 @@ pub struct StoreSettings {
     pub acquire_timeout_ms: u64,
     /// How long one commit may take before the store counts as unavailable; 0: no limit.
     pub write_timeout_ms: u64,
+    /// Every other store call (reads, erasures, decisions, key and webhook calls) failing as
+    /// "store unavailable" without an answer within this; 0: no limit.
+    pub read_timeout_ms: u64,
     /// Group commit: how long the writer waits for more writes before committing.
     pub flush_interval_us: u64,
     pub max_batch: usize,

@@ -11,6 +11,7 @@ mod error;
 #[cfg(test)]
 pub(crate) mod fixtures;
 mod group_commit;
+mod limited;
 mod memory;
 #[cfg(test)]
 mod review_tests;
@@ -19,6 +20,7 @@ mod sql;
 mod webhook_tests;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -36,6 +38,7 @@ pub use blobs::{BlobError, Blobs, StoredInputs};
 pub use erasure::scrub_checks;
 pub use error::StoreError;
 pub(crate) use error::UnreadableJson;
+pub use limited::Limited;
 pub use memory::MemoryStore;
 pub use sql::SqlStore;
 
@@ -110,7 +113,7 @@ pub enum Expiry {
 /// connection the network left half-open, a call would otherwise wait until TCP gives up,
 /// minutes later. `what` names the call in the error.
 pub(crate) async fn answered_within<T>(
-    limit: std::time::Duration,
+    limit: Duration,
     what: &'static str,
     call: impl Future<Output = Result<T, StoreError>>,
 ) -> Result<T, StoreError> {
@@ -509,7 +512,10 @@ pub async fn open(settings: &StoreSettings) -> Result<Stores, StoreError> {
             })
         }
         Some(("sqlite" | "postgres" | "postgresql", _)) => {
-            let store = Arc::new(SqlStore::open(settings).await?);
+            let store = Arc::new(Limited::new(
+                SqlStore::open(settings).await?,
+                Duration::from_millis(settings.read_timeout_ms),
+            ));
             Ok(Stores {
                 sessions: store.clone(),
                 keys: store.clone(),
@@ -525,9 +531,10 @@ pub async fn open(settings: &StoreSettings) -> Result<Stores, StoreError> {
 /// `memory://` keeps nothing between processes, so it has no key store to manage.
 pub async fn open_keys(settings: &StoreSettings) -> Result<Arc<dyn KeyStore>, StoreError> {
     match settings.url.split_once("://") {
-        Some(("sqlite" | "postgres" | "postgresql", _)) => {
-            Ok(Arc::new(SqlStore::connect(settings).await?))
-        }
+        Some(("sqlite" | "postgres" | "postgresql", _)) => Ok(Arc::new(Limited::new(
+            SqlStore::connect(settings).await?,
+            Duration::from_millis(settings.read_timeout_ms),
+        ))),
         Some(("memory", _)) => Err(StoreError::UnsupportedUrl(
             "memory:// (it keeps nothing between processes: keys for it come from \
              auth.bootstrap_key)"

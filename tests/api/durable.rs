@@ -412,3 +412,83 @@ async fn postgres_going_away_gives_503_and_loses_nothing() {
     assert_eq!(seqs(&events), (1..=events.len() as u64).collect::<Vec<_>>());
     assert_eq!(app.start_session(&session_body(json!({}))).await.len(), 36);
 }
+
+/// PostgreSQL stops answering without closing anything (a half-open connection, as a network
+/// partition leaves it) while a read is on its way: the read answers 503 within
+/// `store.read_timeout_ms`, not when TCP gives up minutes later, and the instance serves again
+/// once the database is back. The read is held in the server (another connection locks the
+/// table) until the proxy has stalled, so the partition comes exactly while it is in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_from_a_silent_postgresql_answers_503_in_bounded_time() {
+    let store = TestStore::new(Backend::Postgres).await;
+    let proxy = crate::helpers::TcpProxy::start("127.0.0.1:5432").await;
+    let url = store.url.replace("127.0.0.1:5432", &proxy.address());
+    let app = spawn_app_with(|s| {
+        store.configure(s);
+        s.store.url = url.clone();
+        s.store.read_timeout_ms = 500;
+    })
+    .await;
+    let events = app.stream_session(&session_body(json!({}))).await;
+    let id = completion(&events)["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let mut admin = sqlx::PgConnection::connect(&store.url).await.unwrap();
+    admin.execute("BEGIN").await.unwrap();
+    admin
+        .execute("LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let read = tokio::spawn({
+        let (client, url) = (app.client.clone(), app.url(&format!("/v1/sessions/{id}")));
+        async move {
+            let started = tokio::time::Instant::now();
+            let answer = client.get(url).send().await.unwrap();
+            (answer, started.elapsed())
+        }
+    });
+    let watcher = sqlx::PgPool::connect(&store.url).await.unwrap();
+    eventually("the read waiting in the server", PATIENCE, || async {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&watcher)
+        .await
+        .unwrap();
+        (waiting > 0).then_some(())
+    })
+    .await;
+    proxy.stall();
+    admin.execute("COMMIT").await.unwrap();
+
+    // Far below TCP's own give-up (about 15 minutes of retransmissions on Linux), far above
+    // the limit.
+    let (answered, took) = tokio::time::timeout(Duration::from_secs(20), read)
+        .await
+        .expect("an answer while the database is silent")
+        .unwrap();
+    assert_eq!(
+        answered.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{took:?}"
+    );
+    let problem: Value = answered.json().await.unwrap();
+    assert_eq!(
+        problem["type"],
+        "urn:kyc-orchestrator:problem:store-unavailable"
+    );
+
+    proxy.unstall();
+    let session: Value = eventually("reads served again", PATIENCE, || async {
+        let response = app.get_session(&id).await;
+        if response.status() != StatusCode::OK {
+            return None;
+        }
+        response.json().await.ok()
+    })
+    .await;
+    assert_eq!(session["decision"], "approved");
+}

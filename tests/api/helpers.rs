@@ -455,6 +455,9 @@ pub struct TcpProxy {
     address: std::net::SocketAddr,
     open: Arc<std::sync::atomic::AtomicBool>,
     cuts: tokio::sync::watch::Sender<u64>,
+    /// While true, nothing is forwarded and nothing is closed: what a half-open connection
+    /// looks like to its client.
+    stalled: tokio::sync::watch::Sender<bool>,
     task: JoinHandle<()>,
 }
 
@@ -465,10 +468,12 @@ impl TcpProxy {
         let address = listener.local_addr().unwrap();
         let open = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let (cuts, _) = tokio::sync::watch::channel(0u64);
+        let (stalled, _) = tokio::sync::watch::channel(false);
         let target = target.to_owned();
         let task = tokio::spawn({
             let open = Arc::clone(&open);
             let cuts = cuts.clone();
+            let stalled = stalled.clone();
             async move {
                 while let Ok((mut client, _)) = listener.accept().await {
                     if !open.load(Ordering::SeqCst) {
@@ -476,13 +481,24 @@ impl TcpProxy {
                     }
                     let target = target.clone();
                     let mut cut = cuts.subscribe();
+                    let mut stall = stalled.subscribe();
                     tokio::spawn(async move {
+                        let stalled_now = *stall.borrow();
+                        if stalled_now {
+                            // Accepted, and never answered.
+                            let _ = cut.changed().await;
+                            return;
+                        }
                         let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
                             return;
                         };
                         tokio::select! {
                             _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
                             _ = cut.changed() => {}
+                            _ = async { drop(stall.wait_for(|stalled| *stalled).await) } => {
+                                // Both sockets stay open, and nothing moves, until a cut.
+                                let _ = cut.changed().await;
+                            }
                         }
                     });
                 }
@@ -492,6 +508,7 @@ impl TcpProxy {
             address,
             open,
             cuts,
+            stalled,
             task,
         }
     }
@@ -508,6 +525,18 @@ impl TcpProxy {
 
     pub fn restore(&self) {
         self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Stops forwarding without closing anything, on open connections and new ones.
+    pub fn stall(&self) {
+        self.stalled.send_replace(true);
+    }
+
+    /// Forwards new connections again; the stalled ones are closed, as a network that comes
+    /// back after its flows timed out resets them.
+    pub fn unstall(&self) {
+        self.stalled.send_replace(false);
+        self.cuts.send_modify(|n| *n += 1);
     }
 }
 
