@@ -71,14 +71,14 @@ pub struct Sweep {
     pub images: usize,
     pub personal_data: usize,
     pub keys: u64,
-    /// Rows of instances gone for [`FORGET_INSTANCES_AFTER`].
+    /// Rows of instances gone for a day (`FORGET_INSTANCES_AFTER`).
     pub instances: u64,
 }
 
 /// How long an instance stays registered after its last heartbeat (once recovery has moved its
 /// sessions): far beyond any lease, so that a paused machine coming back is still known, and
 /// short enough that a fleet replaced daily keeps a table of a few rows.
-pub const FORGET_INSTANCES_AFTER: chrono::Duration = chrono::Duration::days(1);
+pub(crate) const FORGET_INSTANCES_AFTER: chrono::Duration = chrono::Duration::days(1);
 
 /// Store calls per retention pass at most, so one pass always ends.
 const MAX_SWEEP_BATCHES: usize = 1000;
