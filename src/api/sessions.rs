@@ -59,8 +59,8 @@ pub fn router(body_limit: usize) -> Router<AppState> {
     summary = "Start a verification session",
     description = "Checks the request, stores its inputs and starts the agents. Without \
         `Accept: application/x-ndjson` the answer is `202` at once; with it, `200` and the \
-        session's events as they happen, one JSON object per line, until `session.completed`. \
-        A repeated `Idempotency-Key` with the same request names the same session (`200`, \
+        session's events as they happen, one JSON object per line, until `session.completed` \
+        (followed by `review.opened` when the agents decide `review`). A repeated `Idempotency-Key` with the same request names the same session (`200`, \
         `Idempotent-Replayed: true`, or its events); with another request, `409`.",
     params(
         ("Idempotency-Key" = Option<String>, Header,
@@ -262,8 +262,9 @@ pub(super) struct EventsQuery {
     tag = "sessions",
     operation_id = "follow_session",
     summary = "Follow a session's events",
-    description = "The stored events after `after`, then live ones until `session.completed`, \
-        one JSON object per line; on any instance.",
+    description = "The stored events after `after`, then live ones until `session.completed` \
+        and the review events stored by then, one JSON object per line; on any instance. \
+        Review decisions made later follow: read again with `after`.",
     params(("id" = String, Path, description = "The session's id"), EventsQuery),
     responses(
         (status = 200, description = "The events", body = crate::orchestrator::Event,
