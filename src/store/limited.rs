@@ -43,12 +43,23 @@ impl<S> Limited<S> {
     }
 }
 
-/// Forwards each listed method to the inner store, within the limit; the method's name is the
-/// error's `what`.
+/// Implements `$trait` for `Limited<S>`: the `as_is` block's methods written out, the `pass`
+/// methods forwarded as they are, the rest forwarded within the limit (the method's name is
+/// the error's `what`).
 macro_rules! forward {
-    ($trait:ident { $(fn $name:ident(&self $(, $arg:ident: $ty:ty)* $(,)?) -> $ret:ty;)* }) => {
+    ($trait:ident {
+        $(as_is { $($as_is:tt)* })?
+        $(pass fn $pname:ident(&self $(, $parg:ident: $pty:ty)* $(,)?) -> $pret:ty;)*
+        $(fn $name:ident(&self $(, $arg:ident: $ty:ty)* $(,)?) -> $ret:ty;)*
+    }) => {
         #[async_trait]
         impl<S: $trait> $trait for Limited<S> {
+            $($($as_is)*)?
+            $(
+                async fn $pname(&self $(, $parg: $pty)*) -> Result<$pret, StoreError> {
+                    self.inner.$pname($($parg),*).await
+                }
+            )*
             $(
                 async fn $name(&self $(, $arg: $ty)*) -> Result<$ret, StoreError> {
                     answered_within(self.limit, stringify!($name), self.inner.$name($($arg),*))
@@ -59,144 +70,51 @@ macro_rules! forward {
     };
 }
 
-#[async_trait]
-impl<S: SessionStore> SessionStore for Limited<S> {
-    fn instance(&self) -> &str {
-        self.inner.instance()
-    }
+forward!(SessionStore {
+    as_is {
+        fn instance(&self) -> &str {
+            self.inner.instance()
+        }
 
-    async fn insert(
-        &self,
-        session: &SessionRecord,
-        key: Option<&IdempotencyKey>,
-    ) -> Result<Inserted, StoreError> {
-        match key {
-            // Group commit, with its own limit.
-            None => self.inner.insert(session, None).await,
-            Some(_) => answered_within(self.limit, "insert", self.inner.insert(session, key)).await,
+        async fn insert(
+            &self,
+            session: &SessionRecord,
+            key: Option<&IdempotencyKey>,
+        ) -> Result<Inserted, StoreError> {
+            match key {
+                // Group commit, with its own limit.
+                None => self.inner.insert(session, None).await,
+                Some(_) => {
+                    answered_within(self.limit, "insert", self.inner.insert(session, key)).await
+                }
+            }
         }
     }
-
-    async fn append_events(&self, id: SessionId, events: &[EventRecord]) -> Result<(), StoreError> {
-        self.inner.append_events(id, events).await
-    }
-
-    async fn complete(
-        &self,
-        id: SessionId,
-        completion: &Completion,
-        closing: &Closing,
-    ) -> Result<(), StoreError> {
-        self.inner.complete(id, completion, closing).await
-    }
-
-    async fn find_key(
-        &self,
-        owner: &Owner,
-        key: &str,
-        now: DateTime<Utc>,
-    ) -> Result<Option<(SessionId, String)>, StoreError> {
-        answered_within(self.limit, "find_key", self.inner.find_key(owner, key, now)).await
-    }
-
-    async fn get(&self, id: SessionId) -> Result<Option<SessionRecord>, StoreError> {
-        answered_within(self.limit, "get", self.inner.get(id)).await
-    }
-
-    async fn find(
-        &self,
-        owner: &Owner,
-        id: SessionId,
-    ) -> Result<Option<SessionRecord>, StoreError> {
-        answered_within(self.limit, "find", self.inner.find(owner, id)).await
-    }
-
-    async fn list(
-        &self,
-        owner: &Owner,
-        query: &SessionQuery,
-    ) -> Result<Vec<SessionRecord>, StoreError> {
-        answered_within(self.limit, "list", self.inner.list(owner, query)).await
-    }
-
-    async fn events_after(
-        &self,
-        id: SessionId,
-        after: u64,
-    ) -> Result<Option<Vec<EventRecord>>, StoreError> {
-        answered_within(
-            self.limit,
-            "events_after",
-            self.inner.events_after(id, after),
-        )
-        .await
-    }
-
-    async fn heartbeat(&self, now: DateTime<Utc>) -> Result<(), StoreError> {
-        answered_within(self.limit, "heartbeat", self.inner.heartbeat(now)).await
-    }
-
-    async fn orphans(
-        &self,
-        silent_since: DateTime<Utc>,
-        limit: usize,
-    ) -> Result<Vec<SessionRecord>, StoreError> {
-        answered_within(
-            self.limit,
-            "orphans",
-            self.inner.orphans(silent_since, limit),
-        )
-        .await
-    }
-
-    async fn claim(
-        &self,
-        id: SessionId,
-        from: &str,
-        deadline_at: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        answered_within(self.limit, "claim", self.inner.claim(id, from, deadline_at)).await
-    }
-
-    async fn erase(
-        &self,
-        id: SessionId,
-        owner: Option<&Owner>,
-        by: Option<&KeyId>,
-        now: DateTime<Utc>,
-    ) -> Result<Erasure, StoreError> {
-        answered_within(self.limit, "erase", self.inner.erase(id, owner, by, now)).await
-    }
-
-    async fn expired(
+    // Group commit, with its own limit.
+    pass fn append_events(&self, id: SessionId, events: &[EventRecord]) -> ();
+    pass fn complete(&self, id: SessionId, completion: &Completion, closing: &Closing) -> ();
+    fn find_key(&self, owner: &Owner, key: &str, now: DateTime<Utc>) -> Option<(SessionId, String)>;
+    fn get(&self, id: SessionId) -> Option<SessionRecord>;
+    fn find(&self, owner: &Owner, id: SessionId) -> Option<SessionRecord>;
+    fn list(&self, owner: &Owner, query: &SessionQuery) -> Vec<SessionRecord>;
+    fn events_after(&self, id: SessionId, after: u64) -> Option<Vec<EventRecord>>;
+    fn heartbeat(&self, now: DateTime<Utc>) -> ();
+    fn orphans(&self, silent_since: DateTime<Utc>, limit: usize) -> Vec<SessionRecord>;
+    fn claim(&self, id: SessionId, from: &str, deadline_at: DateTime<Utc>) -> bool;
+    fn erase(
+        &self, id: SessionId, owner: Option<&Owner>, by: Option<&KeyId>, now: DateTime<Utc>
+    ) -> Erasure;
+    fn expired(
         &self,
         what: Expiry,
         created_before: DateTime<Utc>,
         held_since: DateTime<Utc>,
-        limit: usize,
-    ) -> Result<Vec<SessionId>, StoreError> {
-        let call = self.inner.expired(what, created_before, held_since, limit);
-        answered_within(self.limit, "expired", call).await
-    }
-
-    async fn images_erased(&self, ids: &[SessionId], now: DateTime<Utc>) -> Result<(), StoreError> {
-        answered_within(
-            self.limit,
-            "images_erased",
-            self.inner.images_erased(ids, now),
-        )
-        .await
-    }
-
-    async fn purge_keys(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
-        answered_within(self.limit, "purge_keys", self.inner.purge_keys(now)).await
-    }
-
-    async fn forget_instances(&self, silent_before: DateTime<Utc>) -> Result<u64, StoreError> {
-        let call = self.inner.forget_instances(silent_before);
-        answered_within(self.limit, "forget_instances", call).await
-    }
-}
+        limit: usize
+    ) -> Vec<SessionId>;
+    fn images_erased(&self, ids: &[SessionId], now: DateTime<Utc>) -> ();
+    fn purge_keys(&self, now: DateTime<Utc>) -> u64;
+    fn forget_instances(&self, silent_before: DateTime<Utc>) -> u64;
+});
 
 forward!(KeyStore {
     fn create_key(&self, key: &KeyRecord) -> ();

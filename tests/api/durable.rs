@@ -360,18 +360,28 @@ on_every_backend!(
     the_retention_sweep_erases_what_has_expired,
 );
 
-/// PostgreSQL going away (a proxy in front of it is cut): new sessions get 503, readiness turns
-/// 503, liveness stays 200, and a session that was running completes once the database is back.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_going_away_gives_503_and_loses_nothing() {
+/// An instance on a fresh PostgreSQL database that it reaches through a proxy the test can cut
+/// or stall, configured further by `configure`.
+async fn behind_a_proxy(
+    configure: impl FnOnce(&mut kyc_orchestrator::Settings),
+) -> (TestStore, crate::helpers::TcpProxy, TestApp) {
     let store = TestStore::new(Backend::Postgres).await;
     let proxy = crate::helpers::TcpProxy::start("127.0.0.1:5432").await;
     let url = store.url.replace("127.0.0.1:5432", &proxy.address());
     let app = spawn_app_with(|s| {
         store.configure(s);
-        s.store.url = url.clone();
+        s.store.url = url;
+        configure(s);
     })
     .await;
+    (store, proxy, app)
+}
+
+/// PostgreSQL going away (a proxy in front of it is cut): new sessions get 503, readiness turns
+/// 503, liveness stays 200, and a session that was running completes once the database is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_going_away_gives_503_and_loses_nothing() {
+    let (_store, proxy, app) = behind_a_proxy(|_| {}).await;
     let running = app
         .start_session(&session_body(json!({ "ocr": { "latency_ms": 500 } })))
         .await;
@@ -420,15 +430,7 @@ async fn postgres_going_away_gives_503_and_loses_nothing() {
 /// table) until the proxy has stalled, so the partition comes exactly while it is in flight.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_from_a_silent_postgresql_answers_503_in_bounded_time() {
-    let store = TestStore::new(Backend::Postgres).await;
-    let proxy = crate::helpers::TcpProxy::start("127.0.0.1:5432").await;
-    let url = store.url.replace("127.0.0.1:5432", &proxy.address());
-    let app = spawn_app_with(|s| {
-        store.configure(s);
-        s.store.url = url.clone();
-        s.store.read_timeout_ms = 500;
-    })
-    .await;
+    let (store, proxy, app) = behind_a_proxy(|s| s.store.read_timeout_ms = 500).await;
     let events = app.stream_session(&session_body(json!({}))).await;
     let id = completion(&events)["session_id"]
         .as_str()
