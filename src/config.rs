@@ -37,6 +37,8 @@ pub struct Settings {
     pub review: ReviewSettings,
     pub telemetry: TelemetrySettings,
     pub models: ModelSettings,
+    /// `kyc-orchestrator agent-server`: the built-in agents served to other instances.
+    pub agent_server: AgentServerSettings,
     /// The plan: agent name to its settings. A BTreeMap so the plan is built in a stable order.
     pub agents: BTreeMap<String, AgentSettings>,
 }
@@ -191,6 +193,42 @@ impl std::fmt::Debug for AuthSettings {
 pub struct DocsSettings {
     /// Where `scripts/assets.sh` puts Redoc's script; relative to the working directory.
     pub assets_dir: PathBuf,
+}
+
+/// `kyc-orchestrator agent-server` (README, "Remote agents").
+#[derive(Clone, Deserialize)]
+pub struct AgentServerSettings {
+    pub host: String,
+    pub port: u16,
+    /// The bearer token callers must send; the server refuses to start without one. From the
+    /// environment (`KYC__AGENT_SERVER__TOKEN`) or `token_file`, never from a file under
+    /// version control.
+    pub token: String,
+    /// A file holding the token (surrounding whitespace trimmed), instead of `token`.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Requests in flight at once; the next is answered `503` with `Retry-After` at once.
+    pub max_inflight: usize,
+    pub retry_after_s: u64,
+    /// Whole request body: the session's images and the dependencies' outputs (PNG), in base64.
+    pub body_limit_bytes: usize,
+    /// As `server.drain_delay_ms` and `server.shutdown_timeout_ms`, for the agent server.
+    pub drain_delay_ms: u64,
+    pub shutdown_timeout_ms: u64,
+    /// `HOST:PORT` of its own `GET /metrics`; empty: none.
+    pub metrics_listen: String,
+}
+
+impl std::fmt::Debug for AgentServerSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentServerSettings")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("token", &"<redacted>")
+            .field("token_file", &self.token_file)
+            .field("max_inflight", &self.max_inflight)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The Prometheus endpoint's own listener, apart from the API's.

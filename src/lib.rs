@@ -8,9 +8,11 @@
 //! `review` with reason codes. The real agents measure images with [`vision`] and load their
 //! model files through [`models`]. A decision reaches the tenant's backend through
 //! [`webhooks`]. [`app`] wires it all to a listener; [`config`] and [`telemetry`] are what an
-//! operator touches.
+//! operator touches. An agent can also run elsewhere: [`agent_server`] serves agents to the
+//! `http` agents of other instances.
 
 pub mod admin;
+pub mod agent_server;
 pub mod agents;
 pub mod api;
 pub mod app;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use kyc_orchestrator::admin::{self, KeysCommand};
+use kyc_orchestrator::agent_server::AgentServer;
 use kyc_orchestrator::telemetry::{self, ErrorChain};
 use kyc_orchestrator::{Application, Settings};
 
@@ -36,6 +37,12 @@ enum Command {
     },
     /// Prints the OpenAPI document the service serves at /openapi.json.
     Openapi,
+    /// Serves agents to other instances over HTTP (their agents of kind "http").
+    AgentServer {
+        /// The agents to serve, by their [agents.NAME]; every configured agent by default.
+        #[arg(long, value_delimiter = ',')]
+        agents: Vec<String>,
+    },
 }
 
 #[tokio::main]
@@ -72,6 +79,9 @@ async fn main() -> ExitCode {
     // the runtime (it drops lines rather than block). The guard flushes it on exit.
     let (writer, _flush_on_exit) = tracing_appender::non_blocking(std::io::stdout());
     telemetry::init(&settings.telemetry, writer);
+    if let Some(Command::AgentServer { agents }) = cli.command {
+        return serve_agents(settings, &agents).await;
+    }
     let app = match Application::build(settings).await {
         Ok(app) => app,
         Err(error) => {
@@ -87,6 +97,23 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+async fn serve_agents(settings: Settings, agents: &[String]) -> ExitCode {
+    let server = match AgentServer::build(settings, agents).await {
+        Ok(server) => server,
+        Err(error) => {
+            tracing::error!(error = %ErrorChain(&error), "cannot start the agent server");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(
+        addr = %server.local_addr(),
+        agents = %server.agents().join(","),
+        "agent server listening"
+    );
+    server.run_until_stopped(shutdown_signal()).await;
+    ExitCode::SUCCESS
 }
 
 /// Resolves on SIGTERM (what orchestrators send) or ctrl-c.

@@ -2,12 +2,13 @@
 //! a run ends with.
 
 use std::any::Any;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 
 use super::AgentContext;
 use super::warm::Loading;
+use super::wire::Portable;
 use crate::cpu::CpuError;
 
 /// One step of the verification plan, as the orchestrator runs it.
@@ -34,6 +35,13 @@ pub trait Agent: Send + Sync + 'static {
         self.models().is_some_and(|models| models.failed())
     }
 
+    /// Why it is degraded, if it is: a remote agent whose circuit breaker is open. Readiness
+    /// reports it, and the instance stays ready: every instance shares the remote, so taking
+    /// them out of the load balancer would turn one failing check into an outage.
+    fn degraded(&self) -> Option<&'static str> {
+        None
+    }
+
     /// Runs the check. Dropping the future cancels it; blocking work sees the context's token.
     async fn run(&self, ctx: AgentContext) -> Result<Report, AgentError>;
 }
@@ -50,6 +58,22 @@ pub enum AgentError {
     /// The agent stopped because its token was cancelled (timeout, deadline, fail-fast).
     #[error("cancelled")]
     Cancelled,
+    /// A remote agent gave no report: it could not be reached, kept failing, refused the
+    /// request, or its circuit breaker is open. The check records its reason code and details.
+    #[error("{}", .0.message)]
+    Remote(Box<RemoteFailure>),
+}
+
+/// What a reviewer reads of a remote agent that gave no report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteFailure {
+    /// The check's reason code, e.g. `agent_unavailable:face_match`; none when the remote
+    /// answered that the agent could not decide.
+    pub reason: Option<String>,
+    /// One line for the check's `detail`.
+    pub message: String,
+    /// The attempts made: how many, and how each ended.
+    pub details: serde_json::Value,
 }
 
 impl From<CpuError> for AgentError {
@@ -123,17 +147,70 @@ impl Report {
     }
 }
 
-/// An agent's output for its dependents, typed by the agent that made it.
+/// An agent's output for its dependents, typed by the agent that made it. An output made with
+/// [`Output::portable`] also has a wire form, so a remote agent can be handed it.
 #[derive(Clone)]
-pub struct Output(Arc<dyn Any + Send + Sync>);
+pub struct Output(Arc<Held>);
+
+struct Held {
+    value: Box<dyn Any + Send + Sync>,
+    encode: Option<Encoder>,
+    cheap: bool,
+    /// The wire form, made once however many remote agents read it.
+    encoded: OnceLock<Result<Arc<serde_json::Value>, String>>,
+}
+
+type Encoder = fn(&(dyn Any + Send + Sync)) -> Result<serde_json::Value, String>;
 
 impl Output {
+    /// An output only agents in this process can read.
     pub fn new<T: Any + Send + Sync>(value: T) -> Self {
-        Self(Arc::new(value))
+        Self(Arc::new(Held {
+            value: Box::new(value),
+            encode: None,
+            cheap: true,
+            encoded: OnceLock::new(),
+        }))
+    }
+
+    /// An output that can also be sent to a remote agent.
+    pub fn portable<T: Portable>(value: T) -> Self {
+        fn encode<T: Portable>(
+            value: &(dyn Any + Send + Sync),
+        ) -> Result<serde_json::Value, String> {
+            let value = value
+                .downcast_ref::<T>()
+                .expect("an encoder is made for its own type");
+            super::wire::tagged(T::TYPE, value.encode()?)
+        }
+        Self(Arc::new(Held {
+            value: Box::new(value),
+            encode: Some(encode::<T>),
+            cheap: T::CHEAP,
+            encoded: OnceLock::new(),
+        }))
     }
 
     pub fn downcast_ref<T: Any>(&self) -> Option<&T> {
-        self.0.downcast_ref()
+        self.0.value.downcast_ref()
+    }
+
+    /// Whether [`Output::encoded`] is cheap enough for the async runtime: nothing to encode,
+    /// encoded already, or a type without images.
+    pub fn encoding_is_cheap(&self) -> bool {
+        self.0.cheap || self.0.encoded.get().is_some()
+    }
+
+    /// Its wire form (`{"type": ..., ...}`), encoded on first use: `None` for an output only
+    /// this process can read. CPU work for images: call it off the runtime.
+    pub fn encoded(&self) -> Option<Result<Arc<serde_json::Value>, String>> {
+        let encode = self.0.encode?;
+        Some(
+            self.0
+                .encoded
+                .get_or_init(|| encode(self.0.value.as_ref()).map(Arc::new))
+                .clone(),
+        )
     }
 }
 

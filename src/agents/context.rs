@@ -51,6 +51,18 @@ impl AgentContext {
         &self.input
     }
 
+    /// The inputs as shared, for work that outlives this borrow (blocking jobs).
+    pub fn input_shared(&self) -> Arc<NewSession> {
+        Arc::clone(&self.input)
+    }
+
+    /// Every dependency's output, by the dependency's name.
+    pub fn upstream_outputs(&self) -> impl Iterator<Item = (&str, &Output)> {
+        self.upstream
+            .iter()
+            .map(|(name, output)| (name.as_str(), output))
+    }
+
     /// The output of a dependency, if it produced one of this type.
     pub fn upstream<T: Any>(&self, agent: &str) -> Option<&T> {
         self.upstream.get(agent)?.downcast_ref()

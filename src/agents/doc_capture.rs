@@ -89,6 +89,46 @@ impl Captured {
     }
 }
 
+impl super::wire::Portable for Captured {
+    const TYPE: &'static str = "document";
+
+    fn encode(&self) -> Result<serde_json::Value, String> {
+        use super::wire::png_base64;
+        let optional = |image: &Option<Arc<RgbImage>>| -> Result<serde_json::Value, String> {
+            image.as_deref().map_or(Ok(serde_json::Value::Null), |i| {
+                png_base64(i).map(Into::into)
+            })
+        };
+        Ok(json!({
+            "front": png_base64(&self.front)?,
+            "photo": optional(&self.photo)?,
+            "back": optional(&self.back)?,
+            "portrait": optional(&self.portrait)?,
+        }))
+    }
+
+    fn decode(fields: serde_json::Value) -> Result<Self, String> {
+        use super::wire::image_from_base64;
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Fields {
+            front: String,
+            photo: Option<String>,
+            back: Option<String>,
+            portrait: Option<String>,
+        }
+        let fields: Fields =
+            serde_json::from_value(fields).map_err(|e| format!("a document output: {e}"))?;
+        let optional = |text: Option<String>| text.as_deref().map(image_from_base64).transpose();
+        Ok(Self {
+            front: image_from_base64(&fields.front)?,
+            photo: optional(fields.photo)?,
+            back: optional(fields.back)?,
+            portrait: optional(fields.portrait)?,
+        })
+    }
+}
+
 /// Rectified documents are scaled to a longer side in this range.
 const RECTIFIED_MIN: u32 = 1000;
 const RECTIFIED_MAX: u32 = 1600;
@@ -256,7 +296,7 @@ impl DocCapture {
             "thresholds": s,
             "models": { "face_detector": faces.id },
         });
-        let output = Output::new(Captured {
+        let output = Output::portable(Captured {
             photo: found
                 .is_some()
                 .then(|| Arc::new(outline::whole_frame(&photo, RECTIFIED_MIN, RECTIFIED_MAX))),

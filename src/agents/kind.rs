@@ -60,6 +60,12 @@ pub trait AgentKind: Agent + Sized {
         Vec::new()
     }
 
+    /// Whether a request's `sandbox` directive may script it: a sandbox agent, or a remote one.
+    /// Only allowed where `orchestrator.allow_sandbox_agents` is on.
+    fn scriptable(&self) -> bool {
+        false
+    }
+
     /// The reason codes this configured agent can report; [`AgentKind::REASONS`] unless its
     /// settings choose them.
     fn reasons(&self) -> Vec<String> {
@@ -72,6 +78,13 @@ pub trait AgentKind: Agent + Sized {
 pub trait CheckSettings {
     fn check(&self) -> Result<(), String> {
         Ok(())
+    }
+
+    /// [`CheckSettings::check`] for the agent the plan calls `agent`: for settings whose rules
+    /// depend on it.
+    fn check_for(&self, agent: &str) -> Result<(), String> {
+        let _ = agent;
+        self.check()
     }
 }
 

@@ -15,15 +15,17 @@ mod kind;
 pub mod registry;
 pub mod selfie;
 pub mod warm;
+pub mod wire;
 
 pub mod doc_capture;
 pub mod face_match;
 pub mod liveness;
 pub mod ocr;
+pub mod remote;
 pub mod sandbox;
 
 pub(crate) use agent::rounded;
-pub use agent::{Agent, AgentError, Output, Report, Verdict};
+pub use agent::{Agent, AgentError, Output, RemoteFailure, Report, Verdict};
 pub use context::AgentContext;
 pub use kind::{AgentKind, CheckSettings, CpuAgent, Resources};
 pub use registry::{AgentRegistry, Entry, Kinds, RegistryError, standalone};

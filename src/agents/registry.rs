@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::warm::Loader;
 use super::{Agent, AgentKind, CheckSettings, Resources};
-use super::{doc_capture, face_match, liveness, ocr, sandbox};
+use super::{doc_capture, face_match, liveness, ocr, remote, sandbox};
 use crate::config::{AgentSettings, Settings};
 use crate::models::ModelError;
 
@@ -23,8 +23,8 @@ pub enum RegistryError {
         known: String,
     },
     #[error(
-        "agent `{0}` is a sandbox agent, and orchestrator.allow_sandbox_agents is off: \
-         configure a real agent for it"
+        "agent `{0}` is a sandbox agent (or a remote one with settings.sandbox), and \
+         orchestrator.allow_sandbox_agents is off: configure a real agent for it"
     )]
     SandboxNotAllowed(String),
     #[error("agent `{agent}`: invalid settings: {reason}")]
@@ -79,6 +79,7 @@ struct Built {
     /// The agents it reads, each with the setting that names it.
     reads: Vec<(&'static str, String)>,
     reasons: Vec<String>,
+    scriptable: bool,
 }
 
 impl Kinds {
@@ -98,6 +99,7 @@ impl Kinds {
             .with::<ocr::Ocr>()
             .with::<liveness::Liveness>()
             .with::<face_match::FaceMatch>()
+            .with::<remote::HttpAgent>()
     }
 
     /// Adds the kind `K` under its [`AgentKind::KIND`].
@@ -147,6 +149,7 @@ fn build<K: AgentKind>(
             .map(|(setting, dependency)| (setting, dependency.to_owned()))
             .collect(),
         reasons: built.reasons(),
+        scriptable: built.scriptable(),
         agent: Arc::new(built),
         loader,
     })
@@ -175,7 +178,7 @@ fn parse<T: serde::de::DeserializeOwned + Default + CheckSettings>(
     } else {
         serde_json::from_value(value.clone()).map_err(|e| invalid(e.to_string()))?
     };
-    settings.check().map_err(invalid)?;
+    settings.check_for(agent).map_err(invalid)?;
     Ok(settings)
 }
 
@@ -212,10 +215,6 @@ impl AgentRegistry {
                     key: key.clone(),
                 });
             }
-            let sandbox = configured.kind == <sandbox::SandboxAgent as AgentKind>::KIND;
-            if sandbox && !settings.orchestrator.allow_sandbox_agents {
-                return Err(RegistryError::SandboxNotAllowed(name.clone()));
-            }
             let resources = Resources {
                 agent: name,
                 limits: settings.limits.images(),
@@ -223,6 +222,10 @@ impl AgentRegistry {
                 slots: settings.orchestrator.cpu_slots(),
             };
             let built = builder(configured, &resources)?;
+            let sandbox = built.scriptable;
+            if sandbox && !settings.orchestrator.allow_sandbox_agents {
+                return Err(RegistryError::SandboxNotAllowed(name.clone()));
+            }
             if let Some((setting, dependency)) = built
                 .reads
                 .into_iter()

@@ -66,6 +66,28 @@ pub struct SandboxOutput {
     pub agent: String,
 }
 
+impl super::wire::Portable for SandboxOutput {
+    const TYPE: &'static str = "sandbox";
+    const CHEAP: bool = true;
+
+    fn encode(&self) -> Result<serde_json::Value, String> {
+        Ok(json!({ "agent": self.agent }))
+    }
+
+    fn decode(fields: serde_json::Value) -> Result<Self, String> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Fields {
+            agent: String,
+        }
+        let fields: Fields =
+            serde_json::from_value(fields).map_err(|e| format!("a sandbox output: {e}"))?;
+        Ok(Self {
+            agent: fields.agent,
+        })
+    }
+}
+
 /// A simulated agent.
 pub struct SandboxAgent {
     name: String,
@@ -99,6 +121,10 @@ impl AgentKind for SandboxAgent {
 
     fn reasons(&self) -> Vec<String> {
         vec![self.fail_reason.clone()]
+    }
+
+    fn scriptable(&self) -> bool {
+        true
     }
 }
 
@@ -170,7 +196,7 @@ impl Agent for SandboxAgent {
 
 impl SandboxAgent {
     fn output(&self) -> Output {
-        Output::new(SandboxOutput {
+        Output::portable(SandboxOutput {
             agent: self.name.clone(),
         })
     }

@@ -60,6 +60,10 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("a valid API key is required: `Authorization: Bearer <key>` ({0})")]
     Unauthorized(&'static str),
+    #[error(
+        "the agent server's token is required: `Authorization: Bearer <agent_server.token>` ({0})"
+    )]
+    AgentUnauthorized(&'static str),
     #[error("this API key lacks the scope `{0}`")]
     Forbidden(crate::domain::Scope),
     #[error("this API key is over its rate limit")]
@@ -92,6 +96,15 @@ pub enum ApiError {
         "the service has not loaded its models (loading, or failed: see readiness); retry shortly"
     )]
     Starting,
+    /// Agent server: the agent ran and could not decide (its own words, never personal data).
+    #[error("{0}")]
+    AgentFailed(String),
+    #[error("the agent panicked")]
+    AgentPanicked,
+    #[error("the agent did not finish within its deadline")]
+    AgentTimedOut,
+    #[error("every agent slot of this server is taken")]
+    AgentsBusy { retry_after_s: u64 },
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -137,7 +150,7 @@ impl ApiError {
             Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized(_) | Self::AgentUnauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) | Self::SameReviewer(_) => StatusCode::FORBIDDEN,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::NotFound => StatusCode::NOT_FOUND,
@@ -151,7 +164,10 @@ impl ApiError {
             Self::Overloaded { .. } | Self::ShuttingDown | Self::Starting => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::AgentFailed(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::AgentTimedOut => StatusCode::GATEWAY_TIMEOUT,
+            Self::AgentsBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::AgentPanicked | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -163,7 +179,7 @@ impl ApiError {
             Self::Invalid(_) => ("invalid-request", "Invalid request"),
             Self::UnsupportedMediaType(_) => ("unsupported-media-type", "Unsupported media type"),
             Self::PayloadTooLarge { .. } => ("payload-too-large", "Payload too large"),
-            Self::Unauthorized(_) => ("unauthorized", "Unauthorized"),
+            Self::Unauthorized(_) | Self::AgentUnauthorized(_) => ("unauthorized", "Unauthorized"),
             Self::Forbidden(_) => ("forbidden", "Forbidden"),
             Self::RateLimited { .. } => ("rate-limited", "Rate limited"),
             Self::NotFound => ("not-found", "Not found"),
@@ -178,6 +194,10 @@ impl ApiError {
             Self::Overloaded { .. } => ("overloaded", "Too many running sessions"),
             Self::ShuttingDown => ("shutting-down", "Shutting down"),
             Self::Starting => ("starting", "Starting"),
+            Self::AgentFailed(_) => ("agent-failed", "The agent could not decide"),
+            Self::AgentPanicked => ("agent-panicked", "The agent panicked"),
+            Self::AgentTimedOut => ("agent-timeout", "The agent ran out of time"),
+            Self::AgentsBusy { .. } => ("busy", "Every agent slot is taken"),
             Self::Internal(_) => ("internal", "Internal error"),
         }
     }
@@ -205,10 +225,12 @@ impl IntoResponse for ApiError {
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         match self {
-            Self::Overloaded { retry_after_s } | Self::RateLimited { retry_after_s } => {
+            Self::Overloaded { retry_after_s }
+            | Self::RateLimited { retry_after_s }
+            | Self::AgentsBusy { retry_after_s } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
             }
-            Self::Unauthorized(reason) => {
+            Self::Unauthorized(reason) | Self::AgentUnauthorized(reason) => {
                 // RFC 6750: a request without credentials gets the challenge alone; one with
                 // a bad key also learns that the key was the problem.
                 let challenge = if reason == "missing" {

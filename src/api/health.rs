@@ -3,6 +3,8 @@
 //! instance is saturated. Metrics have a listener of their own (`metrics.listen`, loopback by
 //! default): the API's port, which the world reaches, never shows them.
 
+use std::collections::BTreeMap;
+
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
@@ -63,6 +65,11 @@ pub(super) struct Readiness {
     reason: Option<&'static str>,
     running_sessions: usize,
     max_inflight_sessions: usize,
+    /// Agents that run degraded, with why: `breaker_open` for a remote agent whose circuit
+    /// breaker is open (its checks fail at once with `agent_unavailable:NAME`, and sessions go
+    /// to review). The instance stays ready: every instance shares the remote.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    degraded: BTreeMap<String, &'static str>,
 }
 
 /// Readiness: whether to send this instance new sessions.
@@ -100,6 +107,12 @@ pub(super) async fn ready(State(state): State<AppState>) -> Response {
         reason,
         running_sessions: state.orchestrator.running(),
         max_inflight_sessions: state.admission.max(),
+        degraded: state
+            .orchestrator
+            .degraded_agents()
+            .into_iter()
+            .map(|(agent, why)| (agent.to_owned(), why))
+            .collect(),
     };
     let status = if reason.is_some() {
         StatusCode::SERVICE_UNAVAILABLE

@@ -2,6 +2,7 @@
 //! handler turns the request into domain types, calls the orchestrator once, and maps the result.
 
 mod admission;
+mod agent_server;
 mod auth;
 mod docs;
 mod error;
@@ -29,6 +30,7 @@ use crate::config::LimitSettings;
 use crate::orchestrator::Orchestrator;
 
 pub use admission::{Admission, Lifecycle};
+pub use agent_server::{AgentServerState, ServedAgent, agent_router};
 pub use docs::SCRIPT_FILE as DOCS_SCRIPT_FILE;
 pub use error::{ApiError, FieldError, PROBLEM_JSON};
 pub use health::metrics_router;
@@ -58,13 +60,20 @@ pub struct AppState {
 /// The whole HTTP surface, with request ids and request spans.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.body_limit;
-    Router::new()
+    let router = Router::new()
         .merge(health::router())
         .merge(openapi::router())
         .merge(docs::router())
         .merge(sessions::router(body_limit))
         .merge(webhooks::router())
         .merge(reviews::router())
+        .with_state(state);
+    with_request_spans(router)
+}
+
+/// The fallbacks, request ids and request spans every router of the service has.
+fn with_request_spans(router: Router) -> Router {
+    router
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(
@@ -78,7 +87,6 @@ pub fn router(state: AppState) -> Router {
                 )
                 .layer(PropagateRequestIdLayer::x_request_id()),
         )
-        .with_state(state)
 }
 
 /// One span per request, carrying its id, and once the request is authenticated the key's
@@ -96,6 +104,7 @@ fn request_span<B>(request: &Request<B>) -> Span {
         path = %request.uri().path(),
         key_id = tracing::field::Empty,
         tenant = tracing::field::Empty,
+        session_id = tracing::field::Empty,
     )
 }
 

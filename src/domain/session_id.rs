@@ -29,6 +29,11 @@ impl SessionId {
     pub fn new() -> Self {
         Self(Uuid::now_v7())
     }
+
+    /// Its 32 lower-case hex digits, without dashes: a W3C trace id.
+    pub fn simple(&self) -> String {
+        self.0.simple().to_string()
+    }
 }
 
 impl Default for SessionId {

@@ -203,6 +203,17 @@ impl Orchestrator {
         self.inner.agents.iter().any(|agent| agent.failed())
     }
 
+    /// The agents that run degraded, each with why (a remote agent's open circuit breaker).
+    pub fn degraded_agents(&self) -> Vec<(&str, &'static str)> {
+        self.inner
+            .plan
+            .nodes()
+            .iter()
+            .zip(&self.inner.agents)
+            .filter_map(|(node, agent)| Some((node.name.as_str(), agent.degraded()?)))
+            .collect()
+    }
+
     /// The agents a request's `sandbox` object may script.
     pub fn sandbox_agents(&self) -> &[String] {
         &self.inner.sandbox_agents

@@ -55,6 +55,10 @@ impl Policy {
                     other.push(format!("check_failed:{agent}"));
                 }
                 CheckStatus::Failed => other.extend(check.reasons.iter().cloned()),
+                // A remote agent's error says why (`agent_unavailable:NAME`).
+                CheckStatus::Error if !check.reasons.is_empty() => {
+                    other.extend(check.reasons.iter().cloned());
+                }
                 CheckStatus::Error => other.push(format!("agent_error:{agent}")),
                 CheckStatus::Timeout => other.push(format!("agent_timeout:{agent}")),
             }

@@ -17,6 +17,7 @@ mod kyc_cli;
 mod openapi;
 mod orchestration;
 mod postgres_tls;
+mod remote;
 mod render;
 mod reviews;
 mod shutdown;

@@ -21,6 +21,7 @@ use super::error::ApiError;
 use crate::domain::NewSession;
 
 pub(crate) use json::from_json;
+pub(in crate::api) use redact::echoable;
 use validate::Draft;
 
 /// A checked session request.
@@ -95,6 +96,16 @@ impl FromRequest<AppState> for Submission {
             .check(&state.limits, state.orchestrator.sandbox_agents())
             .map(Self)
     }
+}
+
+/// A session's inputs in the JSON form of `POST /v1/sessions`, checked by the same rules: how
+/// an agent server reads the `session` of a remote agent's request.
+pub(crate) fn session_from_json(
+    body: &[u8],
+    limits: &crate::config::LimitSettings,
+    sandbox_agents: &[String],
+) -> Result<NewSession, ApiError> {
+    json::parse(body)?.check(limits, sandbox_agents)
 }
 
 /// The admission slot is already held while the body arrives: a client that trickles its body

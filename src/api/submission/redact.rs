@@ -2,7 +2,7 @@
 
 /// A client-supplied name (a JSON key, a part name) is echoed only if it looks like an
 /// identifier; anything else might be data.
-pub(super) fn echoable(name: &str) -> String {
+pub(in crate::api) fn echoable(name: &str) -> String {
     let plain = (1..=64).contains(&name.len())
         && name
             .bytes()

@@ -44,6 +44,14 @@ impl SessionRun {
                     extracted: report.extracted,
                 }
             }
+            Ok(Err(AgentError::Remote(failure))) => {
+                // Its message is this service's own; the remote's words stay in the details.
+                tracing::warn!(error = %failure.message, reason = ?failure.reason, "remote agent failed");
+                let mut check = self.failed(&agent, failure.message, Some(duration_ms));
+                check.reasons.extend(failure.reason);
+                check.details = failure.details;
+                check
+            }
             Ok(Err(error)) => {
                 let detail = match &error {
                     AgentError::Panicked(message) => {

@@ -1,0 +1,344 @@
+//! The remote agent protocol, both ends: what an `http` agent sends and what
+//! `kyc-orchestrator agent-server` (or a vendor's adapter, or a model server in another language)
+//! answers. README, "Remote agents", is its specification; this file is the one place its shapes
+//! live.
+//!
+//! A request is `POST {url}/v1/agents/{agent}` with a JSON body: `session`, shaped like the body
+//! of `POST /v1/sessions` without `reference` (images as base64), and `upstream`, the wire form
+//! of each dependency's output. The answer is the agent's report. Outputs cross the wire only
+//! where their type is [`Portable`]: doc_capture's rectified document (PNG images) and the
+//! sandbox's marker. liveness's analysis of the frames is not sent: face_match, run remotely,
+//! finds the faces again itself.
+
+use std::collections::BTreeMap;
+use std::io::Cursor;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::display::Base64Display;
+use base64::engine::general_purpose::STANDARD;
+use image::RgbImage;
+use serde::{Deserialize, Serialize, Serializer};
+
+use super::doc_capture::Captured;
+use super::sandbox::SandboxOutput;
+use super::{Output, Report, Verdict};
+use crate::domain::{Claimed, DocumentType, ImageData, NewSession, SandboxDirective};
+
+/// Where an agent server answers for the agent `name`, under the base URL `url`.
+pub fn agent_path(name: &str) -> String {
+    format!("/v1/agents/{name}")
+}
+
+/// The header that carries the session's id to a remote agent, for its logs.
+pub const SESSION_HEADER: &str = "x-session-id";
+/// The header that says how many milliseconds the remote has before its answer stops counting.
+pub const DEADLINE_HEADER: &str = "kyc-deadline-ms";
+
+/// An output type that can be handed to a remote agent.
+pub trait Portable: std::any::Any + Send + Sync + Sized {
+    /// Its `type` on the wire.
+    const TYPE: &'static str;
+
+    /// Whether encoding it is cheap enough to do on the async runtime (no images).
+    const CHEAP: bool = false;
+
+    /// Its fields as a JSON object (without `type`).
+    fn encode(&self) -> Result<serde_json::Value, String>;
+
+    /// Back from those fields.
+    fn decode(fields: serde_json::Value) -> Result<Self, String>;
+}
+
+/// `fields` with `"type": kind` in front.
+pub(super) fn tagged(kind: &str, fields: serde_json::Value) -> Result<serde_json::Value, String> {
+    let serde_json::Value::Object(fields) = fields else {
+        return Err("an output's wire form must be an object".into());
+    };
+    let mut tagged = serde_json::Map::with_capacity(fields.len() + 1);
+    tagged.insert("type".into(), kind.into());
+    tagged.extend(fields);
+    Ok(tagged.into())
+}
+
+/// An output from its wire form, by its `type`. CPU work for images: call it off the runtime.
+pub fn decode_output(value: serde_json::Value) -> Result<Output, String> {
+    let serde_json::Value::Object(mut fields) = value else {
+        return Err("an output must be a JSON object".into());
+    };
+    let kind = match fields.remove("type") {
+        Some(serde_json::Value::String(kind)) => kind,
+        _ => return Err("an output needs a string `type`".into()),
+    };
+    let fields = serde_json::Value::Object(fields);
+    match kind.as_str() {
+        Captured::TYPE => Captured::decode(fields).map(Output::portable),
+        SandboxOutput::TYPE => SandboxOutput::decode(fields).map(Output::portable),
+        other => Err(format!("unknown output type `{other}`")),
+    }
+}
+
+/// An image as base64 PNG: lossless, so a remote agent sees the pixels a local one would, and
+/// compressed fast (the wire is a data-centre network, the CPU is the scarce part).
+pub(super) fn png_base64(image: &RgbImage) -> Result<String, String> {
+    use image::codecs::png::{CompressionType, FilterType, PngEncoder};
+    let mut png = Vec::with_capacity(image.as_raw().len() / 2);
+    let encoder = PngEncoder::new_with_quality(
+        Cursor::new(&mut png),
+        CompressionType::Fast,
+        FilterType::Sub,
+    );
+    image
+        .write_with_encoder(encoder)
+        .map_err(|e| format!("cannot encode an image: {e}"))?;
+    Ok(STANDARD.encode(png))
+}
+
+/// An image from [`png_base64`]'s form (any format `image` reads).
+pub(super) fn image_from_base64(text: &str) -> Result<Arc<RgbImage>, String> {
+    let bytes = STANDARD
+        .decode(text)
+        .map_err(|e| format!("an image is not base64: {e}"))?;
+    let image = image::load_from_memory(&bytes).map_err(|e| format!("an image: {e}"))?;
+    Ok(Arc::new(image.into_rgb8()))
+}
+
+/// The body a remote agent is sent: the session's inputs and the dependencies' outputs.
+#[derive(Serialize)]
+pub struct AgentRequestOut<'a> {
+    session: SessionOut<'a>,
+    upstream: BTreeMap<&'a str, &'a serde_json::Value>,
+}
+
+#[derive(Serialize)]
+struct SessionOut<'a> {
+    document: DocumentOut<'a>,
+    selfie: SelfieOut<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    claimed: Option<&'a Claimed>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sandbox: Option<BTreeMap<&'a str, &'a SandboxDirective>>,
+}
+
+#[derive(Serialize)]
+struct DocumentOut<'a> {
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<DocumentType>,
+    #[serde(serialize_with = "base64_image")]
+    front: &'a ImageData,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "base64_optional"
+    )]
+    back: Option<&'a ImageData>,
+}
+
+#[derive(Serialize)]
+struct SelfieOut<'a> {
+    #[serde(serialize_with = "base64_images")]
+    frames: &'a [ImageData],
+}
+
+fn base64_image<S: Serializer>(image: &&ImageData, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&Base64Display::new(image.bytes(), &STANDARD))
+}
+
+fn base64_optional<S: Serializer>(image: &Option<&ImageData>, s: S) -> Result<S::Ok, S::Error> {
+    match image {
+        Some(image) => base64_image(image, s),
+        None => s.serialize_none(),
+    }
+}
+
+fn base64_images<S: Serializer>(images: &&[ImageData], s: S) -> Result<S::Ok, S::Error> {
+    /// One image, serialised as base64 text without a copy of it in between.
+    struct Text<'a>(&'a ImageData);
+    impl Serialize for Text<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_str(&Base64Display::new(self.0.bytes(), &STANDARD))
+        }
+    }
+    s.collect_seq(images.iter().map(Text))
+}
+
+impl<'a> AgentRequestOut<'a> {
+    /// The request for the remote agent `remote`: the session's inputs (the sandbox directive
+    /// for `local`, the plan's name of it, renamed to `remote`, and no other), and `upstream`.
+    pub fn new(
+        input: &'a NewSession,
+        local: &str,
+        remote: &'a str,
+        upstream: &'a BTreeMap<String, Arc<serde_json::Value>>,
+    ) -> Self {
+        let sandbox = input
+            .sandbox
+            .as_ref()
+            .and_then(|script| script.0.get(local))
+            .map(|directive| BTreeMap::from([(remote, directive)]));
+        Self {
+            session: SessionOut {
+                document: DocumentOut {
+                    kind: input.document.kind,
+                    front: &input.document.front,
+                    back: input.document.back.as_ref(),
+                },
+                selfie: SelfieOut {
+                    frames: input.selfie.frames(),
+                },
+                claimed: input.claimed.as_ref(),
+                sandbox,
+            },
+            upstream: upstream
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.as_ref()))
+                .collect(),
+        }
+    }
+}
+
+/// The body an agent server reads: the session's inputs are parsed as `POST /v1/sessions`
+/// parses its body, by the same code.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentRequestIn<'a> {
+    #[serde(borrow)]
+    pub session: &'a serde_json::value::RawValue,
+    #[serde(default)]
+    pub upstream: BTreeMap<String, serde_json::Value>,
+}
+
+/// Whether the remote's check passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AnswerStatus {
+    Passed,
+    Failed,
+}
+
+/// A remote agent's report: `200` to `POST /v1/agents/{agent}`.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AgentAnswer {
+    pub status: AnswerStatus,
+    /// 0 to 1, the agent's own confidence in its verdict's measure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
+    /// Reason codes (`a-z`, `0-9`, `_`, `:`), for a failed check at least one.
+    #[serde(default)]
+    pub reasons: Vec<String>,
+    /// Evidence for a reviewer: any JSON, never personal data.
+    #[serde(default)]
+    pub details: serde_json::Value,
+    /// Personal data read from the inputs (names, numbers, dates).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extracted: Option<serde_json::Value>,
+    /// The output handed to the agents that depend on this one: an object with a `type`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub output: Option<serde_json::Value>,
+}
+
+impl AgentAnswer {
+    /// A report as its answer; its output's wire form, if it has one. CPU work for images.
+    pub fn from_report(report: Report) -> Result<Self, String> {
+        let output = match report.output.as_ref().and_then(Output::encoded) {
+            Some(encoded) => Some(encoded?.as_ref().clone()),
+            None => None,
+        };
+        Ok(Self {
+            status: match report.verdict {
+                Verdict::Passed => AnswerStatus::Passed,
+                Verdict::Failed => AnswerStatus::Failed,
+            },
+            score: report.score,
+            reasons: report.reasons,
+            details: report.details,
+            extracted: report.extracted,
+            output,
+        })
+    }
+
+    /// The report it carries, checked: reason codes, a score between 0 and 1, and an output
+    /// this service can read. CPU work for images.
+    pub fn into_report(self) -> Result<Report, String> {
+        if let Some(code) = self
+            .reasons
+            .iter()
+            .find(|code| !crate::domain::is_reason_code(code))
+        {
+            return Err(format!(
+                "a reason code must be 1 to 64 characters of a-z, 0-9, '_' and ':', not {:?}",
+                code.chars().take(64).collect::<String>()
+            ));
+        }
+        if self.score.is_some_and(|s| !(0.0..=1.0).contains(&s)) {
+            return Err("the score must be between 0 and 1".into());
+        }
+        let mut report = match self.status {
+            AnswerStatus::Passed => Report::passed(self.score),
+            AnswerStatus::Failed => Report::failed(self.score, self.reasons),
+        }
+        .with_details(self.details);
+        if let Some(extracted) = self.extracted {
+            report = report.with_extracted(extracted);
+        }
+        if let Some(output) = self.output {
+            report = report.with_output(decode_output(output)?);
+        }
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_document_output_crosses_the_wire_pixel_for_pixel() {
+        let front = RgbImage::from_fn(40, 25, |x, y| image::Rgb([x as u8 * 6, y as u8 * 9, 77]));
+        let portrait = RgbImage::from_pixel(8, 10, image::Rgb([200, 10, 10]));
+        let sent = Output::portable(Captured {
+            front: Arc::new(front.clone()),
+            photo: None,
+            back: None,
+            portrait: Some(Arc::new(portrait.clone())),
+        });
+        let wire = sent.encoded().unwrap().unwrap();
+        assert_eq!(wire["type"], "document");
+        let received = decode_output(wire.as_ref().clone()).unwrap();
+        let captured = received.downcast_ref::<Captured>().unwrap();
+        assert_eq!(*captured.front, front);
+        assert_eq!(captured.portrait.as_deref(), Some(&portrait));
+        assert!(captured.photo.is_none() && captured.back.is_none());
+    }
+
+    #[test]
+    fn an_output_without_a_wire_form_is_not_sent_and_unknown_types_are_refused() {
+        assert!(Output::new(3u8).encoded().is_none());
+        let error = decode_output(serde_json::json!({"type": "hologram"})).unwrap_err();
+        assert!(error.contains("hologram"), "{error}");
+        assert!(decode_output(serde_json::json!([1])).is_err());
+    }
+
+    #[test]
+    fn an_answer_with_a_bad_reason_or_score_is_not_a_report() {
+        let answer = |reasons: Vec<&str>, score| AgentAnswer {
+            status: AnswerStatus::Failed,
+            score,
+            reasons: reasons.into_iter().map(str::to_owned).collect(),
+            details: serde_json::Value::Null,
+            extracted: None,
+            output: None,
+        };
+        assert!(answer(vec!["Not A Code"], None).into_report().is_err());
+        assert!(
+            answer(vec!["face_mismatch"], Some(1.5))
+                .into_report()
+                .is_err()
+        );
+        let report = answer(vec!["face_mismatch"], Some(0.2))
+            .into_report()
+            .unwrap();
+        assert_eq!(report.verdict, Verdict::Failed);
+        assert_eq!(report.reasons, ["face_mismatch"]);
+    }
+}

@@ -1,0 +1,665 @@
+//! Remote agents: `kind = "http"` against a real agent server (`AgentServer` on port 0), and
+//! against a scripted remote at the edge of the test for the failures a real one cannot be made
+//! to produce on cue (503s, hangs, 500s).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use kyc_orchestrator::Settings;
+use kyc_orchestrator::agent_server::{AgentServer, AgentServerError};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::helpers::{HOUR_MS, TestApp, completion, session_body, spawn_app_with};
+
+const TOKEN: &str = "worker-token-1";
+
+/// An agent server on port 0 serving the sandbox agents, as `configure` leaves its settings.
+struct Worker {
+    address: String,
+    stop: Option<oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Worker {
+    async fn start(configure: impl FnOnce(&mut Settings)) -> Self {
+        let mut settings = Settings::sandbox();
+        settings.agent_server.port = 0;
+        settings.agent_server.token = TOKEN.into();
+        settings.agent_server.metrics_listen = String::new();
+        configure(&mut settings);
+        let server = AgentServer::build(settings, &[])
+            .await
+            .expect("the agent server builds");
+        let address = format!("http://{}", server.local_addr());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(server.run_until_stopped(async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            address,
+            stop: Some(stop),
+            server,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.server.await.unwrap();
+    }
+}
+
+/// Points the plan's `agents` at `url` as remote (sandbox) agents, retries and breaker as given.
+fn remote(settings: &mut Settings, agents: &[&str], url: &str, extra: Value) {
+    for name in agents {
+        let agent = settings.agents.get_mut(*name).unwrap();
+        agent.kind = "http".into();
+        let mut table = json!({ "url": url, "token": TOKEN, "sandbox": true });
+        for (key, value) in extra.as_object().unwrap() {
+            table[key] = value.clone();
+        }
+        agent.settings = table;
+    }
+}
+
+/// A request as the scripted remote saw it.
+#[derive(Debug, Clone)]
+struct Seen {
+    at: Instant,
+    headers: HeaderMap,
+}
+
+/// What the scripted remote answers, in turn (the last one for ever after).
+#[derive(Clone)]
+enum Answer {
+    Status(u16, Option<&'static str>),
+    Report,
+    Hang,
+}
+
+#[derive(Clone, Default)]
+struct Script {
+    answers: Arc<Mutex<Vec<Answer>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Script {
+    fn then(&self, answers: Vec<Answer>) {
+        *self.answers.lock().unwrap() = answers;
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+async fn scripted(State(script): State<Script>, headers: HeaderMap) -> Response {
+    let answer = {
+        let mut answers = script.answers.lock().unwrap();
+        script.seen.lock().unwrap().push(Seen {
+            at: Instant::now(),
+            headers,
+        });
+        if answers.len() > 1 {
+            answers.remove(0)
+        } else {
+            answers[0].clone()
+        }
+    };
+    match answer {
+        Answer::Status(status, retry_after) => {
+            let status = StatusCode::from_u16(status).unwrap();
+            let body =
+                json!({ "type": "urn:test:busy", "title": "Busy", "status": status.as_u16() });
+            let mut response = (status, axum::Json(body)).into_response();
+            if let Some(seconds) = retry_after {
+                response
+                    .headers_mut()
+                    .insert("retry-after", seconds.parse().unwrap());
+            }
+            response
+        }
+        Answer::Report => axum::Json(json!({
+            "status": "passed",
+            "score": 0.91,
+            "details": { "model": "remote-v1" },
+            "output": { "type": "sandbox", "agent": "liveness" },
+        }))
+        .into_response(),
+        Answer::Hang => std::future::pending().await,
+    }
+}
+
+/// A scripted remote agent on port 0.
+async fn scripted_remote(answers: Vec<Answer>) -> (String, Script) {
+    let script = Script::default();
+    script.then(answers);
+    let router = Router::new()
+        .route("/v1/agents/{agent}", axum::routing::post(scripted))
+        .with_state(script.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (address, script)
+}
+
+/// An app whose `liveness` calls `url`, every other agent local, deadlines of an hour unless the
+/// test sets them.
+async fn app_with_remote_liveness(url: &str, extra: Value) -> TestApp {
+    let url = url.to_owned();
+    spawn_app_with(move |s| {
+        s.orchestrator.session_deadline_ms = HOUR_MS;
+        for agent in s.agents.values_mut() {
+            agent.timeout_ms = HOUR_MS;
+        }
+        remote(s, &["liveness"], &url, extra);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn every_agent_of_the_plan_runs_on_an_agent_server() {
+    let worker = Worker::start(|_| {}).await;
+    let url = worker.address.clone();
+    let app = spawn_app_with(move |s| {
+        remote(
+            s,
+            &["liveness", "doc_capture", "ocr", "face_match"],
+            &url,
+            json!({}),
+        );
+    })
+    .await;
+
+    let scripted_fast = json!({
+        "liveness": { "latency_ms": 1 }, "doc_capture": { "latency_ms": 1 },
+        "ocr": { "latency_ms": 50, "result": "fail" }, "face_match": { "latency_ms": 1 },
+    });
+    let events = app.stream_session(&session_body(scripted_fast)).await;
+
+    let done = completion(&events);
+    assert_eq!(done["decision"], "declined", "{done:#}");
+    assert_eq!(done["reasons"], json!(["mrz_invalid"]));
+    let id = done["session_id"].as_str().unwrap();
+    let session: Value = app.get_session(id).await.json().await.unwrap();
+    for agent in ["liveness", "doc_capture", "ocr", "face_match"] {
+        let check = &session["checks"][agent];
+        assert_eq!(
+            check["details"]["remote"]["attempts"], 1,
+            "{agent}: {check:#}"
+        );
+        assert_eq!(
+            check["details"]["sandbox"], true,
+            "{agent}: the remote's own details"
+        );
+    }
+    assert_eq!(session["checks"]["ocr"]["status"], "failed");
+    worker.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn transient_503s_are_tried_again_and_the_remote_learns_the_session_and_its_deadline() {
+    let (url, script) = scripted_remote(vec![
+        Answer::Status(503, None),
+        Answer::Status(503, Some("2")),
+        Answer::Report,
+    ])
+    .await;
+    let app = app_with_remote_liveness(&url, json!({ "retry": { "max_attempts": 3 } })).await;
+
+    let events = app.stream_session(&session_body(json!({}))).await;
+
+    let done = completion(&events);
+    assert_eq!(done["decision"], "approved", "{done:#}");
+    let id = done["session_id"].as_str().unwrap();
+    let session: Value = app.get_session(id).await.json().await.unwrap();
+    let check = &session["checks"]["liveness"];
+    assert_eq!(check["status"], "passed");
+    assert_eq!(check["score"], 0.91);
+    assert_eq!(check["details"]["model"], "remote-v1");
+    assert_eq!(
+        check["details"]["remote"]["outcomes"],
+        json!([503, 503, 200])
+    );
+
+    let seen = script.seen();
+    assert_eq!(seen.len(), 3);
+    assert!(
+        seen[2].at - seen[1].at >= Duration::from_secs(2),
+        "Retry-After is honoured"
+    );
+    let trace_id = id.replace('-', "");
+    for attempt in &seen {
+        let header = |name: &str| attempt.headers[name].to_str().unwrap().to_owned();
+        assert_eq!(header("x-session-id"), id);
+        assert_eq!(header("authorization"), format!("Bearer {TOKEN}"));
+        let traceparent = header("traceparent");
+        assert!(
+            traceparent.starts_with(&format!("00-{trace_id}-")) && traceparent.ends_with("-01"),
+            "{traceparent}"
+        );
+        let left: u64 = header("kyc-deadline-ms").parse().unwrap();
+        assert!(left > 0 && left <= HOUR_MS, "{left}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refusal_of_the_request_is_final_and_reaches_review() {
+    let (url, script) = scripted_remote(vec![Answer::Status(400, None)]).await;
+    let app = app_with_remote_liveness(&url, json!({})).await;
+
+    let events = app.stream_session(&session_body(json!({}))).await;
+
+    let done = completion(&events);
+    assert_eq!(done["decision"], "review");
+    assert_eq!(done["reasons"], json!(["agent_error:liveness"]));
+    assert_eq!(script.seen().len(), 1, "a 4xx is not tried again");
+    let id = done["session_id"].as_str().unwrap();
+    let session: Value = app.get_session(id).await.json().await.unwrap();
+    let check = &session["checks"]["liveness"];
+    assert_eq!(check["status"], "error");
+    assert_eq!(check["details"]["remote"]["outcomes"], json!([400]));
+    assert_eq!(check["details"]["remote"]["problem"]["title"], "Busy");
+    assert_eq!(
+        session["checks"]["doc_capture"]["status"], "passed",
+        "the other agents' results are kept"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_remote_ends_its_check_at_the_session_deadline() {
+    let (url, _script) = scripted_remote(vec![Answer::Hang]).await;
+    let url_for_app = url.clone();
+    let app = spawn_app_with(move |s| {
+        s.orchestrator.session_deadline_ms = 1_000;
+        for agent in s.agents.values_mut() {
+            agent.timeout_ms = HOUR_MS;
+        }
+        remote(s, &["liveness"], &url_for_app, json!({}));
+    })
+    .await;
+
+    let started = Instant::now();
+    let events = app.stream_session(&session_body(json!({}))).await;
+    let took = started.elapsed();
+
+    let done = completion(&events);
+    assert_eq!(done["decision"], "review");
+    assert!(
+        took >= Duration::from_millis(1_000) && took <= Duration::from_millis(1_005),
+        "{took:?}"
+    );
+    let id = done["session_id"].as_str().unwrap();
+    let session: Value = app.get_session(id).await.json().await.unwrap();
+    assert_eq!(session["checks"]["liveness"]["status"], "timeout");
+    assert_eq!(session["checks"]["doc_capture"]["status"], "passed");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_remote_that_cannot_be_reached_is_tried_again_then_reported_unavailable() {
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let app = app_with_remote_liveness(&closed, json!({ "retry": { "max_attempts": 3 } })).await;
+
+    let events = app.stream_session(&session_body(json!({}))).await;
+
+    let done = completion(&events);
+    assert_eq!(done["decision"], "review");
+    assert_eq!(done["reasons"], json!(["agent_unavailable:liveness"]));
+    let id = done["session_id"].as_str().unwrap();
+    let session: Value = app.get_session(id).await.json().await.unwrap();
+    let remote = &session["checks"]["liveness"]["details"]["remote"];
+    assert_eq!(
+        remote["outcomes"],
+        json!(["connect_error", "connect_error", "connect_error"])
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_breaker_opens_after_failures_fails_fast_and_closes_after_a_probe() {
+    let (url, script) = scripted_remote(vec![Answer::Status(500, None)]).await;
+    let breaker = json!({
+        "retry": { "max_attempts": 1 },
+        "breaker": { "consecutive_failures": 2, "failure_ratio": 0.0, "open_ms": 10000 },
+    });
+    let app = app_with_remote_liveness(&url, breaker).await;
+    let decide = |app: &TestApp| {
+        let client = app.client.clone();
+        let url = app.url("/v1/sessions");
+        async move {
+            let response = client
+                .post(url)
+                .header("accept", "application/x-ndjson")
+                .json(&session_body(json!({})))
+                .send()
+                .await
+                .unwrap();
+            let events = crate::helpers::parse_ndjson(&response.bytes().await.unwrap());
+            completion(&events).clone()
+        }
+    };
+
+    for _ in 0..2 {
+        let done = decide(&app).await;
+        assert_eq!(done["reasons"], json!(["agent_unavailable:liveness"]));
+    }
+    assert_eq!(script.seen().len(), 2);
+
+    let done = decide(&app).await;
+    assert_eq!(done["decision"], "review");
+    assert_eq!(done["reasons"], json!(["agent_unavailable:liveness"]));
+    assert_eq!(script.seen().len(), 2, "open: no call reaches the remote");
+    let ready: Value = app.get("/health/ready").await.json().await.unwrap();
+    assert_eq!(
+        ready["status"], "ready",
+        "a shared remote never drains instances"
+    );
+    assert_eq!(ready["degraded"], json!({ "liveness": "breaker_open" }));
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains("kyc_remote_breaker_state{agent=\"liveness\"} 2"),
+        "{metrics}"
+    );
+
+    script.then(vec![Answer::Report]);
+    tokio::time::advance(Duration::from_secs(10)).await;
+    let done = decide(&app).await;
+    assert_eq!(
+        done["decision"], "approved",
+        "the probe succeeded: {done:#}"
+    );
+    assert_eq!(script.seen().len(), 3);
+    let ready: Value = app.get("/health/ready").await.json().await.unwrap();
+    assert!(ready.get("degraded").is_none(), "{ready:#}");
+}
+
+#[tokio::test]
+async fn an_agent_server_wants_its_token_and_serves_only_its_agents() {
+    let worker = Worker::start(|_| {}).await;
+    let client = reqwest::Client::new();
+    let body = json!({ "session": session_body(json!({})) });
+    let mut session = body["session"].clone();
+    session.as_object_mut().unwrap().remove("reference");
+    session.as_object_mut().unwrap().remove("sandbox");
+    let body = json!({ "session": session });
+
+    let anonymous = client
+        .post(worker.url("/v1/agents/liveness"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    assert!(anonymous.headers().contains_key("www-authenticate"));
+    let wrong = client
+        .post(worker.url("/v1/agents/liveness"))
+        .bearer_auth("not-the-token")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let unknown = client
+        .post(worker.url("/v1/agents/palm_reading"))
+        .bearer_auth(TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    let invalid = client
+        .post(worker.url("/v1/agents/liveness"))
+        .bearer_auth(TOKEN)
+        .json(&json!({ "session": { "selfie": { "frames": [] } } }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(invalid.status(), 422);
+    assert_eq!(
+        invalid.headers()["content-type"],
+        "application/problem+json"
+    );
+
+    let answered = client
+        .post(worker.url("/v1/agents/liveness"))
+        .bearer_auth(TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answered.status(), 200);
+    let report: Value = answered.json().await.unwrap();
+    assert_eq!(report["status"], "passed");
+    assert_eq!(
+        report["output"],
+        json!({ "type": "sandbox", "agent": "liveness" })
+    );
+
+    let ready: Value = reqwest::get(worker.url("/health/ready"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["status"], "ready");
+    assert_eq!(
+        ready["agents"],
+        json!(["doc_capture", "face_match", "liveness", "ocr"])
+    );
+    worker.stop().await;
+}
+
+/// A session body for an agent server, scripting its sandbox `agent` with `directive`.
+fn agent_request(agent: &str, directive: Value) -> Value {
+    let mut session = session_body(json!({ agent: directive }));
+    session.as_object_mut().unwrap().remove("reference");
+    json!({ "session": session })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_agent_server_answers_503_at_once_and_finishes_what_it_holds_at_shutdown() {
+    let worker = Worker::start(|s| {
+        s.agent_server.max_inflight = 1;
+        s.agent_server.retry_after_s = 3;
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let slow = {
+        let client = client.clone();
+        let url = worker.url("/v1/agents/ocr");
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .bearer_auth(TOKEN)
+                .json(&agent_request("ocr", json!({ "latency_ms": 3000 })))
+                .send()
+                .await
+                .unwrap()
+        })
+    };
+    crate::helpers::eventually(
+        "the slow request is in flight",
+        Duration::from_secs(1),
+        || {
+            let url = worker.url("/health/ready");
+            async move {
+                let ready: Value = reqwest::get(url).await.ok()?.json().await.ok()?;
+                (ready["in_flight"] == 1).then_some(())
+            }
+        },
+    )
+    .await;
+
+    let refused = client
+        .post(worker.url("/v1/agents/liveness"))
+        .bearer_auth(TOKEN)
+        .json(&agent_request("liveness", json!({})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["retry-after"], "3");
+
+    worker.stop().await;
+    let finished = slow.await.unwrap();
+    assert_eq!(finished.status(), 200, "the request in flight finished");
+}
+
+#[tokio::test]
+async fn an_agent_that_panics_answers_500_and_the_server_serves_on() {
+    let worker = Worker::start(|_| {}).await;
+    let client = reqwest::Client::new();
+    let post = |directive: Value| {
+        client
+            .post(worker.url("/v1/agents/face_match"))
+            .bearer_auth(TOKEN)
+            .json(&agent_request("face_match", directive))
+            .send()
+    };
+
+    let panicked = post(json!({ "result": "panic" })).await.unwrap();
+    assert_eq!(panicked.status(), 500);
+    let problem: Value = panicked.json().await.unwrap();
+    assert_eq!(
+        problem["type"],
+        "urn:kyc-orchestrator:problem:agent-panicked"
+    );
+
+    let next = post(json!({})).await.unwrap();
+    assert_eq!(next.status(), 200);
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn an_agent_server_refuses_a_body_over_its_limit() {
+    let worker = Worker::start(|s| s.agent_server.body_limit_bytes = 1024).await;
+
+    let response = reqwest::Client::new()
+        .post(worker.url("/v1/agents/liveness"))
+        .bearer_auth(TOKEN)
+        .json(&agent_request("liveness", json!({})))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), 413);
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn an_agent_server_does_not_start_without_a_token_or_to_relay() {
+    let mut settings = Settings::sandbox();
+    settings.agent_server.port = 0;
+    settings.agent_server.metrics_listen = String::new();
+    let refused = AgentServer::build(settings.clone(), &[]).await;
+    assert!(matches!(refused, Err(AgentServerError::NoToken)));
+
+    settings.agent_server.token = TOKEN.into();
+    let unknown = AgentServer::build(settings.clone(), &["palm_reading".into()]).await;
+    assert!(matches!(unknown, Err(AgentServerError::Unknown(_))));
+
+    remote(&mut settings, &["ocr"], "http://127.0.0.1:1", json!({}));
+    let relay = AgentServer::build(settings, &["ocr".into()]).await;
+    assert!(matches!(relay, Err(AgentServerError::Relay(_))));
+}
+
+#[tokio::test]
+async fn switching_an_agent_to_http_by_environment_keeps_the_built_in_settings_for_the_remote() {
+    let env = |extra: &[(&str, &str)]| {
+        let mut vars: config::Map<String, String> = [
+            ("KYC__AGENTS__FACE_MATCH__KIND", "http"),
+            (
+                "KYC__AGENTS__FACE_MATCH__SETTINGS__URL",
+                "http://10.0.0.5:8010",
+            ),
+            ("KYC__AGENTS__FACE_MATCH__SETTINGS__TOKEN", "12345"),
+            ("KYC__AGENTS__FACE_MATCH__SETTINGS__MAX_CONCURRENCY", "8"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        for (k, v) in extra {
+            vars.insert((*k).to_owned(), (*v).to_owned());
+        }
+        Settings::load_from(None, None, Some(vars)).unwrap()
+    };
+    let registry = kyc_orchestrator::agents::AgentRegistry::from_settings(&env(&[]))
+        .expect("the real face_match's thresholds are left to the remote");
+    assert!(registry.reasons().contains("agent_unavailable:face_match"));
+    assert!(registry.reasons().contains("face_mismatch"));
+
+    let typo = env(&[("KYC__AGENTS__FACE_MATCH__SETTINGS__MAX_CONCURENCY", "8")]);
+    let error = kyc_orchestrator::agents::AgentRegistry::from_settings(&typo)
+        .err()
+        .expect("a misspelt key is refused");
+    assert!(error.to_string().contains("face_match"), "{error}");
+}
+
+/// Waits until `url` (a readiness route) answers 200: the models have loaded.
+async fn until_ready(url: String) {
+    crate::helpers::eventually("the models to load", Duration::from_secs(60), || {
+        let url = url.clone();
+        async move {
+            let response = reqwest::get(url).await.ok()?;
+            (response.status() == 200).then_some(())
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn real_agents_on_a_worker_read_the_document_doc_capture_rectified_here() {
+    use crate::render;
+    let worker = Worker::start(|s| s.agents = Settings::defaults().agents).await;
+    let url = worker.address.clone();
+    let app = spawn_app_with(move |s| {
+        s.agents = Settings::defaults().agents;
+        let extra = json!({});
+        remote(s, &["ocr", "face_match"], &url, extra);
+        for name in ["ocr", "face_match"] {
+            s.agents.get_mut(name).unwrap().settings["sandbox"] = false.into();
+        }
+    })
+    .await;
+    until_ready(worker.url("/health/ready")).await;
+    until_ready(app.url("/health/ready")).await;
+    let document = render::photo(&render::page(&render::portrait_page()), render::ASKEW);
+    let body = json!({
+        "selfie": { "frames": [crate::helpers::b64(&render::jpeg(&render::selfie()))] },
+        "document": { "type": "passport", "front": crate::helpers::b64(&render::jpeg(&document)) },
+    });
+
+    let events = app.stream_session(&body).await;
+
+    let done = completion(&events);
+    let id = done["session_id"].as_str().unwrap();
+    let session: Value = app.get_session(id).await.json().await.unwrap();
+    let ocr = &session["checks"]["ocr"];
+    assert_eq!(
+        ocr["status"], "passed",
+        "the MRZ read on the worker: {ocr:#}"
+    );
+    assert_eq!(ocr["details"]["remote"]["attempts"], 1);
+    assert_eq!(
+        ocr["extracted"]["document_number"],
+        render::ANNA.number,
+        "{ocr:#}"
+    );
+    let face_match = &session["checks"]["face_match"];
+    assert_eq!(
+        face_match["status"], "passed",
+        "the portrait crop crossed the wire: {face_match:#}"
+    );
+    worker.stop().await;
+}
