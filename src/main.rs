@@ -36,7 +36,11 @@ enum Command {
         command: KeysCommand,
     },
     /// Prints the OpenAPI document the service serves at /openapi.json.
-    Openapi,
+    Openapi {
+        /// The agent server's document instead (the remote agent protocol).
+        #[arg(long)]
+        agent_server: bool,
+    },
     /// Serves agents to other instances over HTTP (their agents of kind "http").
     AgentServer {
         /// The agents to serve, by their [agents.NAME]; every configured agent by default.
@@ -48,8 +52,12 @@ enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Openapi) = cli.command {
-        let document = kyc_orchestrator::api::openapi_document();
+    if let Some(Command::Openapi { agent_server }) = cli.command {
+        let document = if agent_server {
+            kyc_orchestrator::api::agent_server_document()
+        } else {
+            kyc_orchestrator::api::openapi_document()
+        };
         println!(
             "{}",
             document.to_pretty_json().expect("the document serialises")

@@ -85,6 +85,7 @@ pub fn agent_router(state: AgentServerState) -> Router {
     let router = Router::new()
         .route("/health", get(super::health::health))
         .route("/health/ready", get(ready))
+        .route("/openapi.json", get(super::openapi::serve_agent_server_document))
         .route(
             "/v1/agents/{agent}",
             post(run).layer(DefaultBodyLimit::max(state.body_limit)),
@@ -94,8 +95,8 @@ pub fn agent_router(state: AgentServerState) -> Router {
 }
 
 /// `GET /health/ready` of an agent server.
-#[derive(Serialize)]
-struct Readiness {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct AgentServerReadiness {
     status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<&'static str>,
@@ -104,9 +105,22 @@ struct Readiness {
     max_inflight: usize,
 }
 
-async fn ready(State(state): State<AgentServerState>) -> Response {
+/// Readiness of an agent server: whether to send it requests.
+#[utoipa::path(
+    get,
+    path = "/health/ready",
+    tag = "health",
+    operation_id = "agent_server_readiness",
+    summary = "Readiness: whether to send this agent server requests",
+    responses(
+        (status = 200, description = "Ready", body = AgentServerReadiness),
+        (status = 503, description = "Not now (`draining`, `models_loading`, `models_failed`)",
+            body = AgentServerReadiness),
+    ),
+)]
+pub(super) async fn ready(State(state): State<AgentServerState>) -> Response {
     let reason = state.ready().err();
-    let body = Readiness {
+    let body = AgentServerReadiness {
         status: if reason.is_some() {
             "unavailable"
         } else {
@@ -129,7 +143,52 @@ async fn ready(State(state): State<AgentServerState>) -> Response {
 const INLINE_PARSE_LIMIT: usize = 256 * 1024;
 
 /// `POST /v1/agents/{agent}`: the agent's report on the inputs sent.
-async fn run(
+#[utoipa::path(
+    post,
+    path = "/v1/agents/{agent}",
+    tag = "agents",
+    operation_id = "run_agent",
+    summary = "Run one agent on a session's inputs",
+    description = "The remote agent protocol: what an `http` agent of an API instance sends, and \
+        what `kyc-orchestrator agent-server` (or anything that implements this operation: a \
+        vendor's adapter, a model server) answers. Stateless and safe to repeat. The caller \
+        retries `429`, `502`, `503` and `504` within its deadline and takes any other answer \
+        as final; a `200` is the agent's report, whether its check passed or failed.",
+    params(
+        ("agent" = String, Path, description = "The agent's name on this server"),
+        ("x-session-id" = Option<String>, Header,
+            description = "The session's id (a UUID), for the logs"),
+        ("traceparent" = Option<String>, Header,
+            description = "W3C trace context: the trace id is the session's id without dashes"),
+        ("kyc-deadline-ms" = Option<u64>, Header,
+            description = "Milliseconds until the caller stops waiting; the server stops the \
+                agent then (or at the agent's own timeout, if earlier)"),
+    ),
+    request_body(content = super::openapi::AgentRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The agent's report", body = AgentAnswer),
+        (status = 400, description = "A header or the body is malformed",
+            body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No token, or not the server's",
+            body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "This server does not serve that agent",
+            body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is over `agent_server.body_limit_bytes`",
+            body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid inputs (`invalid-request`, naming the fields), or \
+            the agent ran and could not decide (`agent-failed`)",
+            body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 500, description = "The agent panicked (`agent-panicked`)",
+            body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Every slot is taken (`busy`, with `Retry-After`), the \
+            server is draining, or its models are loading",
+            body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 504, description = "The agent did not finish by the deadline",
+            body = super::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("agent_token" = [])),
+)]
+pub(super) async fn run(
     State(state): State<AgentServerState>,
     Path(name): Path<String>,
     request: Request,

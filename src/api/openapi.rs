@@ -86,6 +86,21 @@ pub(super) struct SessionUpload {
     metadata: Option<String>,
 }
 
+/// The body of a remote agent's request (`POST /v1/agents/{agent}` of an agent server).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(super) struct AgentRequest {
+    /// The session's inputs, as in the body of `POST /v1/sessions` (without `reference`;
+    /// `sandbox` only for a sandbox agent, under the server's name for it).
+    session: SessionRequest,
+    /// The output of each dependency of the agent that has a wire form, by the caller's name
+    /// for the dependency: an object with a `type`. `document` (from doc_capture): `front`,
+    /// and where there is one `photo`, `back` and `portrait`, each a base64 PNG (the rectified
+    /// document, the photo as taken, the back, the portrait crop). `sandbox`: `agent`.
+    #[schema(value_type = Object)]
+    upstream: BTreeMap<String, Value>,
+}
+
 /// An 8x8 PNG, standing in for real photos in examples.
 const EXAMPLE_IMAGE: &str = "iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAIAAABLbSncAAAAEUlEQVR42mM4MS0FK2IYWhIADlxwgebZ8zEAAAAASUVORK5CYII=";
 
@@ -109,7 +124,9 @@ pub(super) fn example_request() -> Value {
             and decided `approved`, `declined` or `review` with reason codes. Every `/v1` route \
             needs `Authorization: Bearer <key>` (`kyc_test_...` or `kyc_live_...`) and sees only \
             its key's tenant and mode. Errors are RFC 9457 `application/problem+json` with `type` \
-            `urn:kyc-orchestrator:problem:<slug>`.",
+            `urn:kyc-orchestrator:problem:<slug>`. Agents that run elsewhere speak the remote \
+            agent protocol: `kyc-orchestrator openapi --agent-server` prints its document, which \
+            an agent server serves at its own `/openapi.json`.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     paths(
@@ -153,6 +170,58 @@ struct ApiDoc;
 /// The document, as served.
 pub fn document() -> Document {
     ApiDoc::openapi()
+}
+
+/// The agent server's own document (`kyc-orchestrator agent-server`): the remote agent
+/// protocol, for anyone who implements it.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "kyc-orchestrator agent server",
+        description = "The remote agent protocol. An API instance's agent of kind `http` posts \
+            a session's inputs and its dependencies' outputs to `{url}/v1/agents/{agent}` and \
+            reads back the agent's report. `kyc-orchestrator agent-server` implements it for \
+            the built-in agents; a vendor's adapter or a model server can implement it too. \
+            Errors are RFC 9457 `application/problem+json`.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0"),
+    ),
+    paths(
+        super::agent_server::run,
+        super::health::health,
+        super::agent_server::ready,
+    ),
+    modifiers(&AgentToken),
+    tags(
+        (name = "agents", description = "Running an agent"),
+        (name = "health", description = "For load balancers; no token"),
+    ),
+)]
+struct AgentServerDoc;
+
+/// The agent server's document, as it serves it.
+pub fn agent_server_document() -> Document {
+    AgentServerDoc::openapi()
+}
+
+/// The agent server's bearer token.
+struct AgentToken;
+
+impl Modify for AgentToken {
+    fn modify(&self, openapi: &mut Document) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "agent_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "`agent_server.token`, which the callers have as \
+                         `agents.NAME.settings.token`",
+                    ))
+                    .build(),
+            ),
+        );
+    }
 }
 
 /// What every operation shares.
@@ -263,17 +332,30 @@ pub fn router() -> Router<AppState> {
 
 async fn serve_document() -> Response {
     static TEXT: OnceLock<String> = OnceLock::new();
-    let text = TEXT.get_or_init(|| {
+    json_text(TEXT.get_or_init(|| {
         document()
             .to_pretty_json()
             .expect("the document serialises")
-    });
+    }))
+}
+
+/// `GET /openapi.json` of an agent server, no token.
+pub(super) async fn serve_agent_server_document() -> Response {
+    static TEXT: OnceLock<String> = OnceLock::new();
+    json_text(TEXT.get_or_init(|| {
+        agent_server_document()
+            .to_pretty_json()
+            .expect("the document serialises")
+    }))
+}
+
+fn json_text(text: &str) -> Response {
     (
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         )],
-        text.clone(),
+        text.to_owned(),
     )
         .into_response()
 }

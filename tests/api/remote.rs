@@ -663,3 +663,25 @@ async fn real_agents_on_a_worker_read_the_document_doc_capture_rectified_here() 
     );
     worker.stop().await;
 }
+
+#[tokio::test]
+async fn the_agent_servers_document_is_the_committed_one() {
+    let worker = Worker::start(|_| {}).await;
+
+    let served: Value = reqwest::get(worker.url("/openapi.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+
+    let committed: Value =
+        serde_json::from_str(include_str!("../../openapi-agent-server.json")).unwrap();
+    assert!(
+        served == committed,
+        "the agent server's document changed: run `cargo run --bin kyc-orchestrator -- openapi \
+         --agent-server > openapi-agent-server.json` and review the difference"
+    );
+    assert!(served["paths"]["/v1/agents/{agent}"]["post"].is_object());
+    worker.stop().await;
+}
