@@ -85,7 +85,10 @@ pub fn agent_router(state: AgentServerState) -> Router {
     let router = Router::new()
         .route("/health", get(super::health::health))
         .route("/health/ready", get(ready))
-        .route("/openapi.json", get(super::openapi::serve_agent_server_document))
+        .route(
+            "/openapi.json",
+            get(super::openapi::serve_agent_server_document),
+        )
         .route(
             "/v1/agents/{agent}",
             post(run).layer(DefaultBodyLimit::max(state.body_limit)),

@@ -44,6 +44,9 @@ enum Command {
         /// A test key of the instance (`kyc-orchestrator keys create --tenant smoke`).
         #[arg(long, env = "KYC_API_KEY", hide_env_values = true)]
         key: String,
+        /// Agents the instance runs on an agent server: their checks must say so.
+        #[arg(long, value_delimiter = ',')]
+        remote: Vec<String>,
     },
 }
 
@@ -90,10 +93,12 @@ async fn main() -> ExitCode {
             profile,
             wait,
             key,
+            remote,
         } => {
             let url = url.trim_end_matches('/');
+            let wait = Duration::from_secs(wait);
             match unauthorized(&client(None), url).await {
-                Ok(()) => run(&client(Some(&key)), url, profile, Duration::from_secs(wait)).await,
+                Ok(()) => run(&client(Some(&key)), url, profile, wait, &remote).await,
                 Err(failure) => Err(failure),
             }
         }
@@ -118,7 +123,13 @@ async fn health(client: &reqwest::Client, url: &str) -> Check {
     Ok(())
 }
 
-async fn run(client: &reqwest::Client, url: &str, profile: Profile, wait: Duration) -> Check {
+async fn run(
+    client: &reqwest::Client,
+    url: &str,
+    profile: Profile,
+    wait: Duration,
+    remote: &[String],
+) -> Check {
     let started = Instant::now();
     while health(client, url).await.is_err() {
         if started.elapsed() > wait {
@@ -149,6 +160,9 @@ async fn run(client: &reqwest::Client, url: &str, profile: Profile, wait: Durati
     let events = stream(client, url, &body).await?;
     ok("a session streams as NDJSON from session.started to session.completed");
     accepted_then_replayed(client, url, &body).await?;
+    if !remote.is_empty() {
+        ran_remotely(&events, remote)?;
+    }
 
     match profile {
         Profile::Sandbox => outcomes(client, url).await?,
@@ -499,5 +513,20 @@ async fn real_agents_on_a_passport(client: &reqwest::Client, url: &str) -> Check
     ok(
         "the real ocr read and verified a drawn passport's zone; no portrait and no face send it to review",
     );
+    Ok(())
+}
+
+/// Every agent in `remote` ran on an agent server: its check records the remote's answer.
+fn ran_remotely(events: &[Value], remote: &[String]) -> Check {
+    let done = &events[completion_at(events).expect("history checked it")];
+    for agent in remote {
+        if done["checks"][agent]["details"]["remote"]["outcomes"] != json!([200]) {
+            return fail(
+                &format!("{agent} ran on the agent server (its details record one 200)"),
+                done,
+            );
+        }
+    }
+    ok(&format!("{} ran on the agent server", remote.join(", ")));
     Ok(())
 }
