@@ -16,6 +16,8 @@
 #               session's message delivered, and how long after its completion
 #   reviews     as throughput, every session sent to review and then decided by the client
 #               (kyc-load --review), on SQLite unless STORE_URL says otherwise
+#   remote      as throughput, every agent a remote one (kind "http") served by an agent server
+#               (`kyc-orchestrator agent-server`) on PORT+1: the cost of four HTTP calls a session
 #
 # Environment: RUNS of each scenario (1), DURATION seconds per measurement (10), STORE_URL
 # (memory:// keeping 100 completed sessions, so RSS is the sessions in flight; `sqlite` for a
@@ -32,12 +34,16 @@ bin="${SERVER_BIN:-target/release/kyc-orchestrator}"
 duration="${DURATION:-10}"
 scratch="$(mktemp -d)"
 server=""
+worker=""
 stop() {
-  if [ -n "$server" ]; then
-    kill "$server" 2>/dev/null || true
-    wait "$server" 2>/dev/null || true
-    server=""
-  fi
+  for pid in "$server" "$worker"; do
+    if [ -n "$pid" ]; then
+      kill "$pid" 2>/dev/null || true
+      wait "$pid" 2>/dev/null || true
+    fi
+  done
+  server=""
+  worker=""
 }
 trap 'stop; rm -rf "$scratch"' EXIT
 
@@ -81,6 +87,40 @@ serve() {
   exit 1
 }
 
+# serve_remote MAX_INFLIGHT DEADLINE_MS: an agent server with the sandbox agents on PORT+1, and
+# a server whose four agents are remote ones calling it (their sandbox directives forwarded).
+serve_remote() {
+  stop
+  local worker_port=$((port + 1)) token
+  token="bench-$(od -An -tx1 -N8 /dev/urandom | tr -d ' \n')"
+  KYC__AGENT_SERVER__PORT="$worker_port" \
+  KYC__AGENT_SERVER__TOKEN="$token" \
+  KYC__AGENT_SERVER__MAX_INFLIGHT=20000 \
+  KYC__AGENT_SERVER__METRICS_LISTEN="" \
+  KYC__TELEMETRY__LEVEL=warn \
+    "$bin" --config config/sandbox.toml agent-server >"$scratch/worker.log" 2>&1 &
+  local started=$!
+  for agent in LIVENESS DOC_CAPTURE OCR FACE_MATCH; do
+    export "KYC__AGENTS__${agent}__KIND=http" \
+      "KYC__AGENTS__${agent}__SETTINGS__URL=http://127.0.0.1:$worker_port" \
+      "KYC__AGENTS__${agent}__SETTINGS__TOKEN=$token" \
+      "KYC__AGENTS__${agent}__SETTINGS__SANDBOX=true" \
+      "KYC__AGENTS__${agent}__SETTINGS__MAX_CONCURRENCY=20000"
+  done
+  serve "$1" "$2"
+  worker=$started
+  for agent in LIVENESS DOC_CAPTURE OCR FACE_MATCH; do
+    unset "KYC__AGENTS__${agent}__KIND" "KYC__AGENTS__${agent}__SETTINGS__URL" \
+      "KYC__AGENTS__${agent}__SETTINGS__TOKEN" "KYC__AGENTS__${agent}__SETTINGS__SANDBOX" \
+      "KYC__AGENTS__${agent}__SETTINGS__MAX_CONCURRENCY"
+  done
+}
+
+# User and system CPU time of a process so far, in clock ticks.
+cpu_ticks() {
+  awk '{ print $14 + $15 }' "/proc/$1/stat"
+}
+
 load() {
   target/release/kyc-load --url "http://127.0.0.1:$port" --server-pid "$server" "$@"
 }
@@ -121,8 +161,18 @@ scenario() {
       STORE_URL="${STORE_URL:-sqlite}" serve 20000 8000 && warm
       load --concurrency "${CONCURRENCY:-400}" --duration "$duration" \
         --latency-ms "${LATENCY_MS:-50}" --review ;;
+    remote)
+      serve_remote 20000 8000 && warm
+      local ticks started
+      ticks=$(cpu_ticks "$worker")
+      started=$(date +%s%N)
+      load --concurrency "${CONCURRENCY:-400}" --duration "$duration" \
+        --latency-ms "${LATENCY_MS:-50}"
+      ticks=$(( $(cpu_ticks "$worker") - ticks ))
+      echo "agent server CPU: $(( ticks * 100 * 1000000000 / $(getconf CLK_TCK) / ($(date +%s%N) - started) )) % of a core over the whole load run"
+      ;;
     *)
-      echo "unknown scenario: $1 (throughput, overload, open, health, deadline, webhooks, reviews)" >&2
+      echo "unknown scenario: $1 (throughput, overload, open, health, deadline, webhooks, reviews, remote)" >&2
       exit 2 ;;
   esac
 }
