@@ -84,6 +84,8 @@ enum Answer {
     Status(u16, Option<&'static str>),
     Report,
     Hang,
+    /// `200` with this body.
+    Raw(String),
 }
 
 #[derive(Clone, Default)]
@@ -136,6 +138,7 @@ async fn scripted(State(script): State<Script>, headers: HeaderMap) -> Response 
         }))
         .into_response(),
         Answer::Hang => std::future::pending().await,
+        Answer::Raw(body) => (StatusCode::OK, body).into_response(),
     }
 }
 
@@ -684,4 +687,165 @@ async fn the_agent_servers_document_is_the_committed_one() {
     );
     assert!(served["paths"]["/v1/agents/{agent}"]["post"].is_object());
     worker.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_malformed_or_oversized_answer_is_a_clear_error() {
+    let (url, script) = scripted_remote(vec![Answer::Raw("<html>gateway</html>".into())]).await;
+    let app = app_with_remote_liveness(&url, json!({ "max_answer_bytes": 4096 })).await;
+    let check = |app: &TestApp| {
+        let (client, url) = (app.client.clone(), app.url("/v1/sessions"));
+        async move {
+            let response = client
+                .post(url)
+                .header("accept", "application/x-ndjson")
+                .json(&session_body(json!({})))
+                .send()
+                .await
+                .unwrap();
+            let events = crate::helpers::parse_ndjson(&response.bytes().await.unwrap());
+            let done = completion(&events).clone();
+            (done["decision"].clone(), done["checks"]["liveness"].clone())
+        }
+    };
+
+    let (decision, malformed) = check(&app).await;
+    assert_eq!(decision, "review");
+    assert_eq!(malformed["status"], "error", "{malformed:#}");
+    assert!(
+        malformed["detail"]
+            .as_str()
+            .unwrap()
+            .contains("the answer is not a report"),
+        "{malformed:#}"
+    );
+
+    script.then(vec![Answer::Raw("x".repeat(10_000))]);
+    let (decision, oversized) = check(&app).await;
+    assert_eq!(decision, "review");
+    assert_eq!(
+        oversized["details"]["remote"]["outcomes"],
+        json!(["answer_too_large"]),
+        "{oversized:#}"
+    );
+    assert_eq!(script.seen().len(), 2, "neither is tried again");
+}
+
+#[tokio::test]
+async fn a_wrong_token_is_refused_once_and_named_in_the_check() {
+    let worker = Worker::start(|_| {}).await;
+    let url = worker.address.clone();
+    let app = spawn_app_with(move |s| {
+        remote(s, &["face_match"], &url, json!({ "token": "stale-token" }));
+    })
+    .await;
+
+    let events = app.stream_session(&session_body(json!({}))).await;
+
+    let done = completion(&events);
+    assert_eq!(done["decision"], "review");
+    assert_eq!(done["reasons"], json!(["agent_unavailable:face_match"]));
+    let check = &done["checks"]["face_match"];
+    assert_eq!(
+        check["details"]["remote"]["outcomes"],
+        json!([401]),
+        "{check:#}"
+    );
+    worker.stop().await;
+}
+
+/// An agent server on a runtime of its own, which a test can kill with everything on it.
+struct KillableWorker {
+    address: String,
+    kill: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl KillableWorker {
+    fn start() -> Self {
+        let (address_tx, address_rx) = std::sync::mpsc::channel();
+        let (kill, killed) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            let mut settings = Settings::sandbox();
+            settings.agent_server.port = 0;
+            settings.agent_server.token = TOKEN.into();
+            settings.agent_server.metrics_listen = String::new();
+            let server = runtime
+                .block_on(AgentServer::build(settings, &[]))
+                .expect("the agent server builds");
+            address_tx
+                .send(format!("http://{}", server.local_addr()))
+                .unwrap();
+            runtime.spawn(server.run_until_stopped(std::future::pending()));
+            let _ = killed.recv();
+            runtime.shutdown_background();
+        });
+        Self {
+            address: address_rx.recv().expect("the agent server starts"),
+            kill: Some(kill),
+            thread: Some(thread),
+        }
+    }
+
+    fn kill(mut self) {
+        drop(self.kill.take());
+        self.thread.take().unwrap().join().unwrap();
+    }
+}
+
+#[tokio::test]
+async fn an_agent_server_killed_mid_session_costs_only_its_check() {
+    let worker = KillableWorker::start();
+    let url = worker.address.clone();
+    let app = spawn_app_with(move |s| {
+        s.orchestrator.session_deadline_ms = HOUR_MS;
+        for agent in s.agents.values_mut() {
+            agent.timeout_ms = HOUR_MS;
+        }
+        remote(s, &["ocr"], &url, json!({}));
+    })
+    .await;
+    let ocr_in_flight = format!("{}/health/ready", worker.address);
+    let id = app
+        .start_session(&session_body(json!({ "ocr": { "latency_ms": 60000 } })))
+        .await;
+    crate::helpers::eventually(
+        "ocr is running on the worker",
+        Duration::from_secs(10),
+        || {
+            let url = ocr_in_flight.clone();
+            async move {
+                let ready: Value = reqwest::get(url).await.ok()?.json().await.ok()?;
+                (ready["in_flight"] == 1).then_some(())
+            }
+        },
+    )
+    .await;
+
+    worker.kill();
+
+    let session = crate::helpers::eventually(
+        "the session to complete",
+        Duration::from_secs(10),
+        || async {
+            let session: Value = app.get_session(&id).await.json().await.ok()?;
+            (session["status"] == "completed").then_some(session)
+        },
+    )
+    .await;
+    assert_eq!(session["decision"], "review");
+    assert_eq!(session["reasons"], json!(["agent_unavailable:ocr"]));
+    let ocr = &session["checks"]["ocr"];
+    assert_eq!(
+        ocr["details"]["remote"]["outcomes"],
+        json!(["transport_error"]),
+        "{ocr:#}"
+    );
+    assert_eq!(session["checks"]["liveness"]["status"], "passed");
+    assert_eq!(session["checks"]["face_match"]["status"], "passed");
 }

@@ -70,6 +70,8 @@ pub struct HttpSettings {
     pub max_concurrency: usize,
     /// How long a new connection may take.
     pub connect_timeout_ms: u64,
+    /// The largest answer read; a larger one is a failed attempt (the remote misbehaves).
+    pub max_answer_bytes: usize,
     /// The reason codes the remote reports. By default those of the built-in kind of the
     /// remote's agent name (a remote `face_match` reports what `face_match` reports).
     pub reasons: Option<Vec<String>>,
@@ -92,6 +94,7 @@ impl Default for HttpSettings {
             token_file: None,
             max_concurrency: 64,
             connect_timeout_ms: 1_000,
+            max_answer_bytes: 64 * 1024 * 1024,
             reasons: None,
             sandbox: false,
             retry: RetrySettings::default(),
@@ -150,6 +153,9 @@ impl CheckSettings for HttpSettings {
         if self.connect_timeout_ms == 0 {
             return Err("connect_timeout_ms must be at least 1".into());
         }
+        if self.max_answer_bytes < 1024 {
+            return Err("max_answer_bytes must be at least 1024".into());
+        }
         if let Some(name) = &self.agent
             && !crate::domain::is_reason_code(name)
         {
@@ -177,7 +183,7 @@ impl CheckSettings for HttpSettings {
             let keys: Vec<&str> = self.remote_settings.keys().map(String::as_str).collect();
             format!(
                 "{problem} (keys {}: an http agent takes url, agent, token, token_file, \
-                 max_concurrency, connect_timeout_ms, reasons, sandbox, retry and breaker, and the \
+                 max_concurrency, connect_timeout_ms, max_answer_bytes, reasons, sandbox, retry and breaker, and the \
                  settings of the built-in agent of its remote name)",
                 keys.join(", ")
             )
@@ -222,6 +228,7 @@ pub struct HttpAgent {
     reasons: Vec<String>,
     unavailable: String,
     scriptable: bool,
+    max_answer_bytes: usize,
 }
 
 /// Image bytes below which a request's body is encoded on the async runtime.
@@ -300,6 +307,7 @@ impl AgentKind for HttpAgent {
             reasons,
             unavailable,
             scriptable: settings.sandbox,
+            max_answer_bytes: settings.max_answer_bytes,
         };
         Ok((agent, None))
     }
@@ -335,6 +343,8 @@ enum Attempt {
     },
     /// No answer: the connection failed before the request was sent, or after.
     Transport { connect: bool },
+    /// An answer longer than `max_answer_bytes`, left unread.
+    TooLarge,
 }
 
 /// The attempts of one call, for the check's details.
@@ -452,13 +462,28 @@ impl HttpAgent {
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        match response.bytes().await {
-            Ok(body) => Attempt::Answered {
-                status,
-                retry_after,
-                body,
-            },
-            Err(_) => Attempt::Transport { connect: false },
+        if response
+            .content_length()
+            .is_some_and(|length| length > self.max_answer_bytes as u64)
+        {
+            return Attempt::TooLarge;
+        }
+        let mut response = response;
+        let mut body = bytes::BytesMut::new();
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) if body.len() + chunk.len() > self.max_answer_bytes => {
+                    return Attempt::TooLarge;
+                }
+                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                Ok(None) => break,
+                Err(_) => return Attempt::Transport { connect: false },
+            }
+        }
+        Attempt::Answered {
+            status,
+            retry_after,
+            body: body.freeze(),
         }
     }
 
@@ -560,6 +585,13 @@ impl Agent for HttpAgent {
                     }
                     self.count("retryable");
                     next
+                }
+                Attempt::TooLarge => {
+                    let _ = call.failed();
+                    self.count("too_large");
+                    attempts.outcomes.push("answer_too_large".into());
+                    let message = format!("answered more than {} bytes", self.max_answer_bytes);
+                    return Err(self.unavailable(&message, &attempts));
                 }
                 Attempt::Transport { connect } => {
                     let _ = call.failed();
