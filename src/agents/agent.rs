@@ -191,6 +191,13 @@ impl Output {
         }))
     }
 
+    /// An output that came over the wire as `wire`, which is its encoding from now on.
+    pub fn portable_encoded<T: Portable>(value: T, wire: Arc<serde_json::Value>) -> Self {
+        let output = Self::portable(value);
+        let _ = output.0.encoded.set(Ok(wire));
+        output
+    }
+
     pub fn downcast_ref<T: Any>(&self) -> Option<&T> {
         self.0.value.downcast_ref()
     }

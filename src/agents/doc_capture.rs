@@ -107,21 +107,20 @@ impl super::wire::Portable for Captured {
         }))
     }
 
-    fn decode(fields: serde_json::Value) -> Result<Self, String> {
+    fn decode(wire: &serde_json::Value) -> Result<Self, String> {
         use super::wire::image_from_base64;
+        /// Borrowed from the wire form: the images are megabytes of text.
         #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct Fields {
-            front: String,
-            photo: Option<String>,
-            back: Option<String>,
-            portrait: Option<String>,
+        struct Fields<'a> {
+            front: &'a str,
+            photo: Option<&'a str>,
+            back: Option<&'a str>,
+            portrait: Option<&'a str>,
         }
-        let fields: Fields =
-            serde_json::from_value(fields).map_err(|e| format!("a document output: {e}"))?;
-        let optional = |text: Option<String>| text.as_deref().map(image_from_base64).transpose();
+        let fields = Fields::deserialize(wire).map_err(|e| format!("a document output: {e}"))?;
+        let optional = |text: Option<&str>| text.map(image_from_base64).transpose();
         Ok(Self {
-            front: image_from_base64(&fields.front)?,
+            front: image_from_base64(fields.front)?,
             photo: optional(fields.photo)?,
             back: optional(fields.back)?,
             portrait: optional(fields.portrait)?,

@@ -74,14 +74,12 @@ impl super::wire::Portable for SandboxOutput {
         Ok(json!({ "agent": self.agent }))
     }
 
-    fn decode(fields: serde_json::Value) -> Result<Self, String> {
+    fn decode(wire: &serde_json::Value) -> Result<Self, String> {
         #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
         struct Fields {
             agent: String,
         }
-        let fields: Fields =
-            serde_json::from_value(fields).map_err(|e| format!("a sandbox output: {e}"))?;
+        let fields = Fields::deserialize(wire).map_err(|e| format!("a sandbox output: {e}"))?;
         Ok(Self {
             agent: fields.agent,
         })

@@ -46,8 +46,9 @@ pub trait Portable: std::any::Any + Send + Sync + Sized {
     /// Its fields as a JSON object (without `type`).
     fn encode(&self) -> Result<serde_json::Value, String>;
 
-    /// Back from those fields.
-    fn decode(fields: serde_json::Value) -> Result<Self, String>;
+    /// Back from its wire form (`type` and those fields; unknown fields are ignored, so a
+    /// newer peer may add some).
+    fn decode(wire: &serde_json::Value) -> Result<Self, String>;
 }
 
 /// `fields` with `"type": kind` in front.
@@ -62,18 +63,20 @@ pub(super) fn tagged(kind: &str, fields: serde_json::Value) -> Result<serde_json
 }
 
 /// An output from its wire form, by its `type`. CPU work for images: call it off the runtime.
+/// The wire form is kept as the output's encoding: handed on to another remote agent, it is
+/// sent as it came, not encoded again.
 pub fn decode_output(value: serde_json::Value) -> Result<Output, String> {
-    let serde_json::Value::Object(mut fields) = value else {
-        return Err("an output must be a JSON object".into());
-    };
-    let kind = match fields.remove("type") {
-        Some(serde_json::Value::String(kind)) => kind,
+    let kind = match value.get("type") {
+        Some(serde_json::Value::String(kind)) => kind.clone(),
+        _ if !value.is_object() => return Err("an output must be a JSON object".into()),
         _ => return Err("an output needs a string `type`".into()),
     };
-    let fields = serde_json::Value::Object(fields);
+    let wire = Arc::new(value);
     match kind.as_str() {
-        Captured::TYPE => Captured::decode(fields).map(Output::portable),
-        SandboxOutput::TYPE => SandboxOutput::decode(fields).map(Output::portable),
+        Captured::TYPE => Captured::decode(&wire).map(|v| Output::portable_encoded(v, wire)),
+        SandboxOutput::TYPE => {
+            SandboxOutput::decode(&wire).map(|v| Output::portable_encoded(v, wire))
+        }
         other => Err(format!("unknown output type `{other}`")),
     }
 }
@@ -305,6 +308,8 @@ mod tests {
         let wire = sent.encoded().unwrap().unwrap();
         assert_eq!(wire["type"], "document");
         let received = decode_output(wire.as_ref().clone()).unwrap();
+        assert!(received.encoding_is_cheap(), "its wire form is kept");
+        assert_eq!(received.encoded().unwrap().unwrap(), wire);
         let captured = received.downcast_ref::<Captured>().unwrap();
         assert_eq!(*captured.front, front);
         assert_eq!(captured.portrait.as_deref(), Some(&portrait));
