@@ -849,3 +849,102 @@ async fn an_agent_server_killed_mid_session_costs_only_its_check() {
     assert_eq!(session["checks"]["liveness"]["status"], "passed");
     assert_eq!(session["checks"]["face_match"]["status"], "passed");
 }
+
+/// The checks as a reviewer reads them, without the remote's own record.
+fn without_remote(mut check: Value) -> Value {
+    if let Some(details) = check["details"].as_object_mut() {
+        details.remove("remote");
+    }
+    if let Some(object) = check.as_object_mut() {
+        object.remove("duration_ms");
+    }
+    check
+}
+
+/// Selfie frames and a document photo, as a session body (JPEG, as phones send them).
+fn real_session(frames: &[image::RgbImage], document: &image::RgbImage) -> Value {
+    use crate::render;
+    let frames: Vec<String> = frames
+        .iter()
+        .map(|frame| crate::helpers::b64(&render::jpeg(frame)))
+        .collect();
+    json!({
+        "selfie": { "frames": frames },
+        "document": { "type": "passport", "front": crate::helpers::b64(&render::jpeg(document)) },
+    })
+}
+
+/// The head-turn frames of `../shared/data/headturn`, five from each clip, where the data is.
+fn shared_head_turns() -> Vec<Vec<image::RgbImage>> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/headturn");
+    let Ok(clips) = std::fs::read_dir(&root) else {
+        println!(
+            "skipping the shared head-turn clips: {} is absent",
+            root.display()
+        );
+        return Vec::new();
+    };
+    let mut clips: Vec<_> = clips.filter_map(|c| Some(c.ok()?.path())).collect();
+    clips.sort();
+    clips
+        .iter()
+        .filter_map(|clip| {
+            let mut frames: Vec<_> = std::fs::read_dir(clip)
+                .ok()?
+                .filter_map(|f| Some(f.ok()?.path()))
+                .collect();
+            frames.sort();
+            let step = (frames.len() / 5).max(1);
+            let picked = frames
+                .iter()
+                .step_by(step)
+                .take(5)
+                .map(|f| image::open(f).map(|i| i.to_rgb8()))
+                .collect::<Result<Vec<_>, _>>()
+                .ok()?;
+            (picked.len() == 5).then_some(picked)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn liveness_and_face_match_decide_the_same_on_a_worker_as_in_process() {
+    use crate::render;
+    let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let worker = Worker::start(|s| s.agents = Settings::defaults().agents).await;
+    let url = worker.address.clone();
+    let local = spawn_app_with(|s| s.agents = Settings::defaults().agents).await;
+    let remote_app = spawn_app_with(move |s| {
+        s.agents = Settings::defaults().agents;
+        remote(s, &["liveness", "face_match"], &url, json!({}));
+        for name in ["liveness", "face_match"] {
+            s.agents.get_mut(name).unwrap().settings["sandbox"] = false.into();
+        }
+    })
+    .await;
+    until_ready(worker.url("/health/ready")).await;
+    until_ready(local.url("/health/ready")).await;
+    until_ready(remote_app.url("/health/ready")).await;
+    let passport = render::photo(&render::page(&render::portrait_page()), render::ASKEW);
+    let mut selfies = vec![render::turning_selfie(&render::astronaut_photo(), &models).unwrap()];
+    selfies.extend(shared_head_turns());
+
+    for frames in &selfies {
+        let body = real_session(frames, &passport);
+        let here = local.stream_session(&body).await;
+        let there = remote_app.stream_session(&body).await;
+
+        let (here, there) = (completion(&here), completion(&there));
+        assert_eq!(here["decision"], there["decision"]);
+        assert_eq!(here["reasons"], there["reasons"]);
+        for agent in ["liveness", "face_match"] {
+            assert_eq!(there["checks"][agent]["details"]["remote"]["attempts"], 1);
+            assert_eq!(
+                without_remote(here["checks"][agent].clone()),
+                without_remote(there["checks"][agent].clone()),
+                "{agent}"
+            );
+        }
+    }
+    worker.stop().await;
+}
