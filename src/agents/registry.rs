@@ -23,8 +23,8 @@ pub enum RegistryError {
         known: String,
     },
     #[error(
-        "agent `{0}` is a sandbox agent (or a remote one with settings.sandbox), and \
-         orchestrator.allow_sandbox_agents is off: configure a real agent for it"
+        "agent `{0}` is a sandbox agent, and orchestrator.allow_sandbox_agents is off: configure \
+         a real agent for it (a remote agent with settings.sandbox counts as a sandbox agent)"
     )]
     SandboxNotAllowed(String),
     #[error("agent `{agent}`: invalid settings: {reason}")]

@@ -128,6 +128,6 @@ async fn an_unknown_agent_kind_is_refused_naming_the_known_ones() {
     assert_eq!(
         error,
         "invalid agent configuration: agent `ocr`: unknown kind `passport_reader` (known kinds: \
-         doc_capture, face_match, liveness, ocr, sandbox)"
+         doc_capture, face_match, http, liveness, ocr, sandbox)"
     );
 }
