@@ -7,6 +7,9 @@
 //!   recovery window or without inputs, completed as `review` with reason `interrupted`.
 //! - A completion the store refused is kept and retried, with the events before it, until the
 //!   store takes it.
+//! - A session whose insert failed without an answer (the client was told 503) is looked up
+//!   once the store answers: a row that committed all the same is completed as `interrupted`,
+//!   since its inputs were let go with the refusal.
 //! - Erasure and retention delete images and extracted personal data, keeping the decision.
 
 use std::sync::Arc;
@@ -106,6 +109,7 @@ impl Orchestrator {
             let mut tick = every(schedule.lease / 2);
             loop {
                 tick.tick().await;
+                self.settle_doubtful().await;
                 if let Err(error) = self.recover(schedule.lease).await {
                     tracing::warn!(error = %ErrorChain(&error), "could not look for sessions to recover");
                 }
@@ -228,6 +232,63 @@ impl Orchestrator {
             }
         }
         Ok(claimed)
+    }
+
+    /// Looks up the sessions whose insert had no answer. One the store holds, still `running`
+    /// and this instance's, has no runner (the client was told 503 and its inputs were let go):
+    /// it is completed as `review` with reason `interrupted`, so nothing stays running. One the
+    /// store does not hold never was. Ids the store cannot be asked about now wait for the
+    /// next round.
+    pub async fn settle_doubtful(&self) {
+        let inner = &self.inner;
+        let doubtful = std::mem::take(
+            &mut *inner
+                .doubtful
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        let mut unsettled = Vec::new();
+        for id in doubtful {
+            let record = match inner.store.get(id).await {
+                Ok(record) => record,
+                Err(error) => {
+                    tracing::warn!(session_id = %id, error = %ErrorChain(&error), "cannot look up a session whose insert had no answer");
+                    unsettled.push(id);
+                    continue;
+                }
+            };
+            let Some(record) = record else { continue };
+            if record.status != crate::domain::SessionStatus::Running
+                || record.instance != inner.store.instance()
+            {
+                continue;
+            }
+            tracing::warn!(
+                session_id = %id,
+                "a session whose insert had no answer was stored all the same; completing it as interrupted"
+            );
+            metrics::counter!("kyc_sessions_recovered_total", "outcome" => "interrupted")
+                .increment(1);
+            let interrupted = EventKind::SessionInterrupted {
+                reason: "its creation was refused (503) when the store's answer was lost".into(),
+            };
+            let clock = SessionClock::start();
+            inner.sessions.spawn(
+                conclude(
+                    Arc::clone(inner),
+                    id,
+                    clock,
+                    "interrupted",
+                    vec![interrupted],
+                )
+                .instrument_session(id),
+            );
+        }
+        inner
+            .doubtful
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .extend(unsettled);
     }
 
     /// The inputs to re-run `record` with, or why it cannot be re-run.

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
@@ -161,6 +161,20 @@ pub(crate) struct Emitter {
     clock: SessionClock,
     seq: u64,
     writer: WriterState,
+    /// Closes when the writer's task ends, however the emitter went.
+    writer_ended: watch::Receiver<()>,
+}
+
+/// Resolves once a session's writer task has ended: every event it was handed is stored (or
+/// given up on). A runner that panicked drops its emitter; whoever completes the session in
+/// its place waits for this before counting the stored events, or its terminal event would
+/// take a number a queued event still holds.
+pub(crate) struct WriterEnded(watch::Receiver<()>);
+
+impl WriterEnded {
+    pub(crate) async fn wait(mut self) {
+        while self.0.changed().await.is_ok() {}
+    }
 }
 
 enum WriterState {
@@ -186,6 +200,7 @@ impl Emitter {
         after: u64,
     ) -> Self {
         let (outbox, queued) = mpsc::unbounded_channel();
+        let (ended, writer_ended) = watch::channel(());
         let writer = Writer {
             session_id,
             store,
@@ -193,17 +208,24 @@ impl Emitter {
             unstored: VecDeque::new(),
             failed: false,
         };
-        let task = tokio::spawn(
-            SessionContext { session_id }
-                .scope(writer.run(queued))
-                .in_current_span(),
-        );
+        let run = async move {
+            let writer = writer.run(queued).await;
+            drop(ended);
+            writer
+        };
+        let task = tokio::spawn(SessionContext { session_id }.scope(run).in_current_span());
         Self {
             session_id,
             clock,
             seq: after,
             writer: WriterState::Open { outbox, task },
+            writer_ended,
         }
+    }
+
+    /// What resolves once the writer's task has ended, for whoever outlives this emitter.
+    pub(crate) fn writer_ended(&self) -> WriterEnded {
+        WriterEnded(self.writer_ended.clone())
     }
 
     /// Queues the next event for the store; it is published once stored.

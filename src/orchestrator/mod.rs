@@ -107,6 +107,10 @@ pub struct SessionOutcome {
     pub critical_path: Duration,
 }
 
+/// The reference that makes a session's runner panic, in the orchestrator's own tests.
+#[cfg(test)]
+const PANIC_IN_RUNNER: &str = "panic-in-runner";
+
 struct Inner {
     plan: Plan,
     agents: Vec<Arc<dyn Agent>>,
@@ -123,11 +127,22 @@ struct Inner {
     /// Fingerprint of the plan, recorded on every session.
     plan_version: String,
     pending: Mutex<Vec<PendingCompletion>>,
+    /// Sessions whose insert failed without saying whether it committed (a timeout, a
+    /// connection lost on the commit's way back): the client was told 503, and a row that did
+    /// commit would stay `running` with no runner on a live instance. Settled by maintenance.
+    doubtful: Mutex<Vec<SessionId>>,
     /// The store answered the last heartbeat.
     store_ok: AtomicBool,
 }
 
 impl Inner {
+    fn doubtful(&self, id: SessionId) {
+        self.doubtful
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(id);
+    }
+
     fn pending_completion(&self, pending: PendingCompletion) {
         self.pending
             .lock()
@@ -179,6 +194,7 @@ impl Orchestrator {
                 recovery_window: Duration::from_millis(settings.recovery_window_ms),
                 plan_version,
                 pending: Mutex::default(),
+                doubtful: Mutex::default(),
                 store_ok: AtomicBool::new(true),
             }),
         })
@@ -311,6 +327,11 @@ impl Orchestrator {
             inner.hub.close(id);
             self.forget_inputs(id).await;
         }
+        if let Err(error) = &inserted
+            && error.is_unavailable()
+        {
+            inner.doubtful(id);
+        }
         if let Inserted::Existing { id, same_request } = inserted? {
             return Ok(Start::Existing { id, same_request });
         }
@@ -404,20 +425,26 @@ impl Orchestrator {
         clock: SessionClock,
         session: run::SessionRun,
     ) -> SessionOutcome {
+        let writer_ended = session.writer_ended();
         let panic = match AssertUnwindSafe(session.run()).catch_unwind().await {
             Ok(outcome) => return outcome,
             Err(panic) => panic,
         };
         tracing::error!(panic = %panic_message(panic), "session runner panicked");
         // Boxed: inline, this rare path's state would be reserved in every session's task.
-        Box::pin(Self::conclude_panicked(inner, id, clock)).await
+        Box::pin(Self::conclude_panicked(inner, id, clock, writer_ended)).await
     }
 
     async fn conclude_panicked(
         inner: Arc<Inner>,
         id: SessionId,
         clock: SessionClock,
+        writer_ended: events::WriterEnded,
     ) -> SessionOutcome {
+        // The runner's emitter went with the panic, which closed its writer's queue: the writer
+        // stores what was queued and ends. Only then does the store hold every event numbered,
+        // and the conclusion's terminal event take the next number.
+        writer_ended.wait().await;
         let completed = inner.store.get(id).await.ok().flatten();
         if completed.is_some_and(|s| s.status == SessionStatus::Completed) {
             // It panicked after its completion was stored: the record and history stand.

@@ -413,3 +413,119 @@ async fn sessions_are_refused_until_every_agent_is_ready() {
     assert!(orchestrator.agents_ready());
     assert_eq!(run(&orchestrator).await.decision, Decision::Approved);
 }
+
+/// The stored history of session `id`: its events' kinds, after checking that their numbers
+/// run from 1 without a gap.
+async fn history(store: &dyn SessionStore, id: SessionId) -> Vec<EventKind> {
+    let lines = store.events_after(id, 0).await.unwrap().unwrap();
+    let events: Vec<Event> = lines
+        .iter()
+        .map(|record| serde_json::from_slice(&record.line).unwrap())
+        .collect();
+    let seqs: Vec<u64> = events.iter().map(|event| event.seq).collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+    events.into_iter().map(|event| event.kind).collect()
+}
+
+/// The runner panics while its events are still on their way to a slow store: the conclusion
+/// waits for them, so its terminal event takes the next number and is stored, and the history
+/// is whole.
+#[tokio::test(start_paused = true)]
+async fn a_runner_that_panics_with_events_in_flight_still_ends_its_session_in_order() {
+    let agent = |name| TestAgent {
+        name,
+        behaviour: Behaviour::SleepThenPass(Duration::from_millis(1)),
+    };
+    let agents = vec![
+        (agent("first"), &[][..], LONG),
+        (agent("second"), &[][..], LONG),
+    ];
+    let store = Arc::new(TestStore {
+        append_delay: Duration::from_millis(40),
+        ..TestStore::new()
+    });
+    let orchestrator = orchestrator_on(agents, Duration::from_secs(5), store.clone());
+    let mut request = request();
+    request.reference = Some(crate::domain::Reference::parse(PANIC_IN_RUNNER.into(), 64).unwrap());
+
+    let started = orchestrator
+        .start(request, &fixtures::principal(), None)
+        .await
+        .unwrap();
+    let outcome = started.outcome.await.unwrap();
+
+    assert_eq!(outcome.decision, Decision::Review);
+    assert_eq!(outcome.reasons, ["internal_error"]);
+    let record = store.get(started.id).await.unwrap().unwrap();
+    assert_eq!(record.status, SessionStatus::Completed);
+    let kinds = history(&*store, started.id).await;
+    let agents_completed = kinds
+        .iter()
+        .filter(|kind| matches!(kind, EventKind::AgentCompleted { .. }))
+        .count();
+    assert_eq!(
+        agents_completed, 2,
+        "the events queued at the panic are kept"
+    );
+    assert!(
+        matches!(
+            &kinds[kinds.len() - 2..],
+            [
+                EventKind::SessionCompleted { .. },
+                EventKind::ReviewOpened { .. }
+            ]
+        ),
+        "{kinds:?}"
+    );
+}
+
+/// An insert that committed while its answer was lost: the client is told the store is
+/// unavailable, and the row would stay `running` with no runner. Maintenance finds it and
+/// completes it as interrupted; an insert that never committed leaves nothing behind.
+#[tokio::test(start_paused = true)]
+async fn a_session_whose_insert_answer_was_lost_is_completed_as_interrupted() {
+    let agents = vec![(
+        TestAgent {
+            name: "only",
+            behaviour: Behaviour::Pass,
+        },
+        &[][..],
+        LONG,
+    )];
+    let store = Arc::new(TestStore {
+        lose_insert_answers: true,
+        ..TestStore::new()
+    });
+    let orchestrator = orchestrator_on(agents, Duration::from_secs(5), store.clone());
+    let principal = fixtures::principal();
+
+    let refused = orchestrator.start(request(), &principal, None).await;
+
+    assert!(
+        matches!(&refused, Err(OrchestratorError::Store(e)) if e.is_unavailable()),
+        "{:?}",
+        refused.err()
+    );
+    let id = store.inserted.lock().unwrap()[0];
+    let record = store.get(id).await.unwrap().unwrap();
+    assert_eq!(
+        record.status,
+        SessionStatus::Running,
+        "committed all the same"
+    );
+
+    orchestrator.settle_doubtful().await;
+    orchestrator.drain().await;
+
+    let record = store.get(id).await.unwrap().unwrap();
+    assert_eq!(record.status, SessionStatus::Completed);
+    let completion = record.completion.unwrap();
+    assert_eq!(completion.decision, Decision::Review);
+    assert_eq!(completion.reasons, ["interrupted"]);
+    let kinds = history(&*store, id).await;
+    assert!(
+        matches!(kinds[0], EventKind::SessionInterrupted { .. }),
+        "{kinds:?}"
+    );
+    assert!(orchestrator.inner.doubtful.lock().unwrap().is_empty());
+}

@@ -101,6 +101,10 @@ pub(crate) struct TestStore {
     pub(crate) writes: std::sync::atomic::AtomicUsize,
     /// Heartbeats never answer, as on a connection the network left half-open.
     pub(crate) heartbeat_hangs: bool,
+    /// Inserts are applied, then reported `Unavailable`: the commit's answer lost.
+    pub(crate) lose_insert_answers: bool,
+    /// The sessions inserted, in order.
+    pub(crate) inserted: std::sync::Mutex<Vec<SessionId>>,
 }
 
 #[derive(Default)]
@@ -119,6 +123,8 @@ impl TestStore {
             lose_answer_to: 0,
             writes: Default::default(),
             heartbeat_hangs: false,
+            lose_insert_answers: false,
+            inserted: Default::default(),
         }
     }
 
@@ -148,7 +154,15 @@ impl SessionStore for TestStore {
         session: &SessionRecord,
         key: Option<&IdempotencyKey>,
     ) -> Result<Inserted, StoreError> {
-        self.inner.insert(session, key).await
+        let inserted = self.inner.insert(session, key).await?;
+        self.inserted.lock().unwrap().push(session.id);
+        if self.lose_insert_answers {
+            return Err(StoreError::Unavailable {
+                what: "committing",
+                source: sqlx::Error::Io(std::io::ErrorKind::ConnectionAborted.into()),
+            });
+        }
+        Ok(inserted)
     }
     async fn find_key(
         &self,

@@ -135,6 +135,11 @@ impl SessionRun {
         }
     }
 
+    /// What resolves once this session's event writer has stored what it was handed.
+    pub(super) fn writer_ended(&self) -> super::events::WriterEnded {
+        self.events.writer_ended()
+    }
+
     pub(super) async fn run(mut self) -> SessionOutcome {
         metrics::counter!("kyc_sessions_started_total").increment(1);
         let _running = RunningGauge::new();
@@ -164,6 +169,17 @@ impl SessionRun {
             }
         }
         let stop = self.drive().await;
+        // A fail point for the orchestrator's tests: the runner itself panics with its events
+        // still on their way to the store.
+        #[cfg(test)]
+        if self
+            .input
+            .reference
+            .as_ref()
+            .is_some_and(|r| r.as_str() == super::PANIC_IN_RUNNER)
+        {
+            panic!("the runner panics, as a test asked");
+        }
         self.wind_down(stop);
         // Boxed: the completion's state (store writes, retries) is the largest part of this
         // future, and inline it would be reserved for the session's whole life.
