@@ -494,3 +494,80 @@ async fn a_read_from_a_silent_postgresql_answers_503_in_bounded_time() {
     .await;
     assert_eq!(session["decision"], "approved");
 }
+
+/// PostgreSQL commits a new session's insert, and the answer never comes back (the network
+/// goes silent while the commit is on its way back): the client is told 503, and the row, which
+/// has no runner, is completed as `interrupted` once the database answers again, within the
+/// lease. The commit is held in the server (a deferred trigger waits for a lock the test holds)
+/// until the proxy has stalled, so the partition comes exactly between commit and answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_whose_insert_answer_was_lost_is_completed_as_interrupted() {
+    let (store, proxy, app) = behind_a_proxy(|s| s.store.write_timeout_ms = 500).await;
+    let warm = app.stream_session(&session_body(json!({}))).await;
+    let first = completion(&warm)["session_id"].as_str().unwrap().to_owned();
+    let mut admin = sqlx::PgConnection::connect(&store.url).await.unwrap();
+    admin
+        .execute(
+            "CREATE FUNCTION hold_commit() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN PERFORM pg_advisory_xact_lock(4242); RETURN NULL; END $$; \
+             CREATE CONSTRAINT TRIGGER hold_commit AFTER INSERT ON sessions \
+             DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION hold_commit();",
+        )
+        .await
+        .unwrap();
+    admin
+        .execute("SELECT pg_advisory_lock(4242)")
+        .await
+        .unwrap();
+
+    let refused = tokio::spawn({
+        let (client, url) = (app.client.clone(), app.url("/v1/sessions"));
+        async move {
+            let body = session_body(json!({}));
+            client.post(url).json(&body).send().await.unwrap()
+        }
+    });
+    let watcher = sqlx::PgPool::connect(&store.url).await.unwrap();
+    eventually("the commit waiting in the server", PATIENCE, || async {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event = 'advisory'",
+        )
+        .fetch_one(&watcher)
+        .await
+        .unwrap();
+        (waiting > 0).then_some(())
+    })
+    .await;
+    proxy.stall();
+    admin
+        .execute("SELECT pg_advisory_unlock(4242)")
+        .await
+        .unwrap();
+    let committed: String = eventually("the insert committed", PATIENCE, || async {
+        sqlx::query_scalar("SELECT id FROM sessions WHERE id <> $1")
+            .bind(&first)
+            .fetch_optional(&watcher)
+            .await
+            .unwrap()
+    })
+    .await;
+
+    let refused = tokio::time::timeout(Duration::from_secs(20), refused)
+        .await
+        .expect("an answer while the database is silent")
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    proxy.unstall();
+    let session: Value = eventually("the session completed as interrupted", PATIENCE, || async {
+        let session: Value = app.get_session(&committed).await.json().await.ok()?;
+        (session["status"] == "completed").then_some(session)
+    })
+    .await;
+    assert_eq!(session["decision"], "review");
+    assert_eq!(session["reasons"], json!(["interrupted"]));
+    let events = app.events(&committed, None).await;
+    assert_eq!(seqs(&events), (1..=events.len() as u64).collect::<Vec<_>>());
+    assert_eq!(events[0]["type"], "session.interrupted");
+}
