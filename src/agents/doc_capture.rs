@@ -117,7 +117,8 @@ impl super::wire::Portable for Captured {
             back: Option<&'a str>,
             portrait: Option<&'a str>,
         }
-        let fields = Fields::deserialize(wire).map_err(|e| format!("a document output: {e}"))?;
+        let fields = Fields::deserialize(wire)
+            .map_err(|_| "a document output of the wrong shape".to_owned())?;
         let optional = |text: Option<&str>| text.map(image_from_base64).transpose();
         Ok(Self {
             front: image_from_base64(fields.front)?,

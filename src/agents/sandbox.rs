@@ -79,7 +79,8 @@ impl super::wire::Portable for SandboxOutput {
         struct Fields {
             agent: String,
         }
-        let fields = Fields::deserialize(wire).map_err(|e| format!("a sandbox output: {e}"))?;
+        let fields = Fields::deserialize(wire)
+            .map_err(|_| "a sandbox output of the wrong shape".to_owned())?;
         Ok(Self {
             agent: fields.agent,
         })

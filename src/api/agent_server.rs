@@ -239,8 +239,14 @@ pub(super) async fn run(
     let span = tracing::info_span!("agent_run", session_id = %session_id, agent = %name, trace_id);
     let started = std::time::Instant::now();
     let outcome = async move {
-        let body = read_body(request, state.body_limit).await?;
-        let (session, upstream) = parse(body, &state).await?;
+        // The body and its parsing hold an admission slot: they get the caller's deadline too.
+        let read = async {
+            let body = read_body(request, state.body_limit).await?;
+            parse(body, &state).await
+        };
+        let (session, upstream) = tokio::time::timeout_at(deadline, read)
+            .await
+            .map_err(|_| ApiError::AgentTimedOut)??;
         let cancel = CancellationToken::new();
         let _cancel_on_exit = cancel.clone().drop_guard();
         let ctx = AgentContext::new(
@@ -325,7 +331,8 @@ async fn read_body(request: Request, limit: usize) -> Result<bytes::Bytes, ApiEr
         })
 }
 
-/// The session's inputs and the dependencies' outputs; off the runtime when the body is large.
+/// The session's inputs and the dependencies' outputs: off the runtime when the body is large
+/// or an output carries images.
 async fn parse(
     body: bytes::Bytes,
     state: &AgentServerState,
@@ -337,8 +344,19 @@ async fn parse(
         let request: AgentRequestIn<'_> = submission::from_json(&body)?;
         let session =
             submission::session_from_json(request.session.get().as_bytes(), &limits, &sandbox)?;
-        let mut upstream = BTreeMap::new();
-        for (agent, value) in request.upstream {
+        let cheap = request.upstream.values().all(wire::decodes_cheaply);
+        Ok::<_, ApiError>((session, request.upstream, cheap))
+    };
+    let (session, upstream, cheap) = if small {
+        parse()?
+    } else {
+        crate::cpu::spawn_blocking_in_session(parse)
+            .await
+            .map_err(|e| ApiError::Internal(Box::new(e)))??
+    };
+    let decode = move || {
+        let mut outputs = BTreeMap::new();
+        for (agent, value) in upstream {
             let output = wire::decode_output(value).map_err(|problem| {
                 ApiError::Invalid(vec![super::FieldError::new(
                     format!("upstream.{}", submission::echoable(&agent)),
@@ -346,17 +364,18 @@ async fn parse(
                     problem,
                 )])
             })?;
-            upstream.insert(agent, output);
+            outputs.insert(agent, output);
         }
-        Ok((session, upstream))
+        Ok::<_, ApiError>(outputs)
     };
-    if small {
-        parse()
+    let outputs = if cheap {
+        decode()?
     } else {
-        crate::cpu::spawn_blocking_in_session(parse)
+        crate::cpu::spawn_blocking_in_session(decode)
             .await
-            .map_err(|e| ApiError::Internal(Box::new(e)))?
-    }
+            .map_err(|e| ApiError::Internal(Box::new(e)))??
+    };
+    Ok((session, outputs))
 }
 
 /// How an agent's error is answered. Its message is the agent's own (no personal data).

@@ -87,6 +87,10 @@ pub(crate) const FORGET_INSTANCES_AFTER: chrono::Duration = chrono::Duration::da
 const MAX_SWEEP_BATCHES: usize = 1000;
 /// Orphans claimed per recovery pass.
 const RECOVERY_BATCH: usize = 64;
+/// Sessions whose insert had no answer that an instance keeps looking up.
+pub(super) const MAX_DOUBTFUL: usize = 10_000;
+/// How many times the store must say it holds no such session before the doubt is let go.
+const NOT_FOUND_LOOKS: u8 = 3;
 
 impl Orchestrator {
     /// Heartbeats, recovers, retries and sweeps on `schedule` until dropped.
@@ -237,8 +241,8 @@ impl Orchestrator {
     /// Looks up the sessions whose insert had no answer. One the store holds, still `running`
     /// and this instance's, has no runner (the client was told 503 and its inputs were let go):
     /// it is completed as `review` with reason `interrupted`, so nothing stays running. One the
-    /// store does not hold never was. Ids the store cannot be asked about now wait for the
-    /// next round.
+    /// store has not held at three looks never was. When the store does not answer, the rest
+    /// wait for the next round.
     pub async fn settle_doubtful(&self) {
         let inner = &self.inner;
         let doubtful = std::mem::take(
@@ -248,16 +252,23 @@ impl Orchestrator {
                 .unwrap_or_else(|poisoned| poisoned.into_inner()),
         );
         let mut unsettled = Vec::new();
-        for id in doubtful {
+        let mut doubtful = doubtful.into_iter();
+        for (id, looks) in doubtful.by_ref() {
             let record = match inner.store.get(id).await {
                 Ok(record) => record,
                 Err(error) => {
+                    // The store is not answering: every other look would fail the same way.
                     tracing::warn!(session_id = %id, error = %ErrorChain(&error), "cannot look up a session whose insert had no answer");
-                    unsettled.push(id);
-                    continue;
+                    unsettled.push((id, looks));
+                    break;
                 }
             };
-            let Some(record) = record else { continue };
+            let Some(record) = record else {
+                if looks + 1 < NOT_FOUND_LOOKS {
+                    unsettled.push((id, looks + 1));
+                }
+                continue;
+            };
             if record.status != crate::domain::SessionStatus::Running
                 || record.instance != inner.store.instance()
             {
@@ -284,11 +295,14 @@ impl Orchestrator {
                 .instrument_session(id),
             );
         }
-        inner
+        unsettled.extend(doubtful);
+        let mut kept = inner
             .doubtful
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .extend(unsettled);
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        kept.extend(unsettled);
+        let excess = kept.len().saturating_sub(MAX_DOUBTFUL);
+        kept.drain(..excess);
     }
 
     /// The inputs to re-run `record` with, or why it cannot be re-run.

@@ -130,17 +130,26 @@ struct Inner {
     /// Sessions whose insert failed without saying whether it committed (a timeout, a
     /// connection lost on the commit's way back): the client was told 503, and a row that did
     /// commit would stay `running` with no runner on a live instance. Settled by maintenance.
-    doubtful: Mutex<Vec<SessionId>>,
+    /// Each with the number of times the store has said it holds no such session (a commit
+    /// still on its way may land after the first look). At most `MAX_DOUBTFUL`.
+    doubtful: Mutex<Vec<(SessionId, u8)>>,
     /// The store answered the last heartbeat.
     store_ok: AtomicBool,
 }
 
 impl Inner {
     fn doubtful(&self, id: SessionId) {
-        self.doubtful
+        let mut doubtful = self
+            .doubtful
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .push(id);
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // A store down for long refuses thousands of sessions; past this many, the oldest
+        // doubts are let go (their rows, if any, are completed when this instance next starts,
+        // as a stopped instance's orphans).
+        if doubtful.len() >= durability::MAX_DOUBTFUL {
+            doubtful.remove(0);
+        }
+        doubtful.push((id, 0));
     }
 
     fn pending_completion(&self, pending: PendingCompletion) {

@@ -138,7 +138,15 @@ async fn scripted(State(script): State<Script>, headers: HeaderMap) -> Response 
         }))
         .into_response(),
         Answer::Hang => std::future::pending().await,
-        Answer::Raw(body) => (StatusCode::OK, body).into_response(),
+        // Streamed, with no Content-Length: the caller's limit must hold chunk by chunk.
+        Answer::Raw(body) => {
+            let chunks = body
+                .into_bytes()
+                .chunks(1000)
+                .map(|chunk| Ok::<_, std::io::Error>(bytes::Bytes::copy_from_slice(chunk)))
+                .collect::<Vec<_>>();
+            axum::body::Body::from_stream(futures::stream::iter(chunks)).into_response()
+        }
     }
 }
 
@@ -251,7 +259,10 @@ async fn transient_503s_are_tried_again_and_the_remote_learns_the_session_and_it
             "{traceparent}"
         );
         let left: u64 = header("kyc-deadline-ms").parse().unwrap();
-        assert!(left > 0 && left <= HOUR_MS, "{left}");
+        assert!(
+            left > HOUR_MS - 60_000 && left <= HOUR_MS,
+            "the agent's hour, less what the session took: {left}"
+        );
     }
 }
 
@@ -291,16 +302,14 @@ async fn a_hung_remote_ends_its_check_at_the_session_deadline() {
     })
     .await;
 
-    let started = Instant::now();
     let events = app.stream_session(&session_body(json!({}))).await;
-    let took = started.elapsed();
 
     let done = completion(&events);
     assert_eq!(done["decision"], "review");
-    assert!(
-        took >= Duration::from_millis(1_000) && took <= Duration::from_millis(1_005),
-        "{took:?}"
-    );
+    // The session's own clock: the stream's bytes cross real sockets, over which paused time
+    // may jump to an unrelated timer.
+    let took = done["duration_ms"].as_f64().unwrap();
+    assert!((1_000.0..=1_005.0).contains(&took), "{took} ms");
     let id = done["session_id"].as_str().unwrap();
     let session: Value = app.get_session(id).await.json().await.unwrap();
     assert_eq!(session["checks"]["liveness"]["status"], "timeout");
@@ -606,7 +615,14 @@ async fn switching_an_agent_to_http_by_environment_keeps_the_built_in_settings_f
     let error = kyc_orchestrator::agents::AgentRegistry::from_settings(&typo)
         .err()
         .expect("a misspelt key is refused");
-    assert!(error.to_string().contains("face_match"), "{error}");
+    let error = format!(
+        "{error}: {}",
+        std::error::Error::source(&error).map_or(String::new(), |s| s.to_string())
+    );
+    assert!(
+        error.contains("face_match") && error.contains("max_concurency"),
+        "{error}"
+    );
 }
 
 /// Waits until `url` (a readiness route) answers 200: the models have loaded.
@@ -712,6 +728,7 @@ async fn a_malformed_or_oversized_answer_is_a_clear_error() {
     let (decision, malformed) = check(&app).await;
     assert_eq!(decision, "review");
     assert_eq!(malformed["status"], "error", "{malformed:#}");
+    assert_eq!(malformed["reasons"], json!(["agent_unavailable:liveness"]));
     assert!(
         malformed["detail"]
             .as_str()

@@ -104,8 +104,9 @@ pub struct Breaker {
 }
 
 /// A call the breaker let through. Report its outcome with [`Call::succeeded`] or
-/// [`Call::failed`]; a call dropped without either (cancelled by its deadline) counts as a
-/// failure if it was the probe, so that an abandoned probe cannot hold the breaker half-open.
+/// [`Call::failed`]. A call dropped without either at or after its deadline ([`Call::until`])
+/// ran out of time: a failure. A probe dropped earlier (its session ended for another reason)
+/// proves nothing: the breaker stays half-open for the next one, and cannot be held by it.
 #[must_use]
 pub struct Call<'a> {
     breaker: &'a Breaker,
@@ -131,12 +132,20 @@ impl Breaker {
         }
     }
 
-    /// Where it is now (an open breaker whose cool-down has passed reads half-open).
+    /// Where it is now (an open breaker whose cool-down has passed reads half-open, and the
+    /// gauge says so from then on).
     pub fn state(&self) -> BreakerState {
-        match &*self.lock() {
+        let mut state = self.lock();
+        match &*state {
             State::Closed { .. } => BreakerState::Closed,
             State::Open { until } if Instant::now() < *until => BreakerState::Open,
-            State::Open { .. } | State::HalfOpen { .. } => BreakerState::HalfOpen,
+            State::Open { .. } => {
+                *state = State::HalfOpen { probing: false };
+                drop(state);
+                self.changed(BreakerState::HalfOpen);
+                BreakerState::HalfOpen
+            }
+            State::HalfOpen { .. } => BreakerState::HalfOpen,
         }
     }
 
@@ -266,9 +275,17 @@ impl Call<'_> {
 
 impl Drop for Call<'_> {
     fn drop(&mut self) {
+        if self.reported {
+            return;
+        }
         let timed_out = self.deadline.is_some_and(|d| Instant::now() >= d);
-        if !self.reported && (self.probe || timed_out) {
+        if timed_out {
             self.breaker.record(self.probe, true);
+        } else if self.probe {
+            let mut state = self.breaker.lock();
+            if let State::HalfOpen { probing } = &mut *state {
+                *probing = false;
+            }
         }
     }
 }
@@ -316,7 +333,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_failed_or_abandoned_probe_opens_it_again() {
+    async fn a_failed_or_timed_out_probe_opens_it_again() {
         let breaker = breaker(1, 0.0);
         assert_eq!(breaker.call().unwrap().failed(), Some(BreakerState::Open));
         tokio::time::advance(Duration::from_secs(1)).await;
@@ -325,7 +342,16 @@ mod tests {
 
         tokio::time::advance(Duration::from_secs(1)).await;
         drop(breaker.call().expect("the next probe"));
-        assert_eq!(breaker.state(), BreakerState::Open, "abandoned: open again");
+        assert_eq!(
+            breaker.state(),
+            BreakerState::HalfOpen,
+            "abandoned early: proves nothing, the next call probes"
+        );
+        let deadline = Instant::now() + Duration::from_millis(5);
+        let probe = breaker.call().expect("another probe").until(deadline);
+        tokio::time::advance(Duration::from_millis(5)).await;
+        drop(probe);
+        assert_eq!(breaker.state(), BreakerState::Open, "timed out: open again");
     }
 
     #[tokio::test(start_paused = true)]

@@ -487,18 +487,31 @@ impl HttpAgent {
         }
     }
 
-    /// The report in a `200` answer's body.
+    /// The report in a `200` answer's body. JSON of some size, and an output with images, are
+    /// read off the runtime. The remote's text is not repeated in the message: it is logged.
     async fn report(&self, ctx: &AgentContext, body: Bytes) -> Result<Report, String> {
         let small = body_is_small(&body);
-        let parse = move || -> Result<Report, String> {
-            let answer: AgentAnswer = serde_json::from_slice(&body)
-                .map_err(|e| format!("the answer is not a report: {e}"))?;
-            answer.into_report()
+        let parse = move || -> Result<AgentAnswer, String> {
+            serde_json::from_slice(&body).map_err(|e| {
+                format!(
+                    "the answer is not a report ({:?} error at line {} column {})",
+                    e.classify(),
+                    e.line(),
+                    e.column()
+                )
+            })
         };
-        if small {
-            parse()
+        let answer = if small {
+            parse()?
         } else {
             ctx.blocking(move |_| parse())
+                .await
+                .map_err(|e| e.to_string())??
+        };
+        if answer.output.as_ref().is_none_or(wire::decodes_cheaply) {
+            answer.into_report()
+        } else {
+            ctx.blocking(move |_| answer.into_report())
                 .await
                 .map_err(|e| e.to_string())?
         }
@@ -518,7 +531,10 @@ fn traceparent(ctx: &AgentContext) -> String {
 }
 
 /// The parts of a `application/problem+json` answer a reviewer may read, bounded in size.
-fn problem(body: &[u8]) -> Option<serde_json::Value> {
+fn problem(body: &Bytes) -> Option<serde_json::Value> {
+    if !body_is_small(body) {
+        return None;
+    }
     let value: serde_json::Value = serde_json::from_slice(body).ok()?;
     let field = |name: &str| -> Option<String> {
         let text = value.get(name)?.as_str()?;
@@ -535,6 +551,11 @@ impl Agent for HttpAgent {
 
     async fn run(&self, ctx: AgentContext) -> Result<Report, AgentError> {
         let mut attempts = Attempts::default();
+        // Before a slot and the body: an open breaker fails at once, whatever else is queued.
+        if self.breaker.state() == BreakerState::Open {
+            self.count("breaker_open");
+            return Err(self.unavailable("the circuit breaker is open", &attempts));
+        }
         // The wait for a slot counts against the deadline: the orchestrator drops this future
         // when it passes.
         let _slot = self
@@ -550,73 +571,89 @@ impl Agent for HttpAgent {
                 return Err(self.unavailable("the circuit breaker is open", &attempts));
             };
             let call = call.until(deadline);
-            let next = match self.attempt(&ctx, body.clone()).await {
-                Attempt::Answered { status, body, .. } if status.is_success() => {
-                    let _ = call.succeeded();
-                    self.count("ok");
-                    attempts.outcomes.push(status.as_u16().into());
-                    return match self.report(&ctx, body).await {
-                        Ok(report) => Ok(with_attempts(report, &attempts)),
-                        Err(message) => Err(self.failure(None, &message, &attempts)),
-                    };
-                }
-                Attempt::Answered {
-                    status,
-                    retry_after,
-                    body,
-                } => {
-                    attempts.outcomes.push(status.as_u16().into());
-                    attempts.problem = problem(&body);
-                    let next = retry::after_status(status, retry_after.as_deref());
-                    // The remote's health, not the request's: a refusal of this request (400,
-                    // 404, 413, 422) says the remote is up.
-                    let remote_failed =
-                        status.is_server_error() || matches!(status.as_u16(), 401 | 403 | 429);
-                    if remote_failed {
+            let next =
+                match self.attempt(&ctx, body.clone()).await {
+                    Attempt::Answered { status, body, .. } if status.is_success() => {
+                        attempts.outcomes.push(status.as_u16().into());
+                        return match self.report(&ctx, body).await {
+                            Ok(report) => {
+                                let _ = call.succeeded();
+                                self.count("ok");
+                                Ok(with_attempts(report, &attempts))
+                            }
+                            // A `200` that is not a report (a proxy's page, a broken adapter): the
+                            // remote is not usable, and counts against its breaker.
+                            Err(message) => {
+                                let _ = call.failed();
+                                self.count("malformed");
+                                Err(self.unavailable(&message, &attempts))
+                            }
+                        };
+                    }
+                    Attempt::Answered {
+                        status,
+                        retry_after,
+                        body,
+                    } => {
+                        attempts.outcomes.push(status.as_u16().into());
+                        attempts.problem = problem(&body);
+                        let mut next = retry::after_status(status, retry_after.as_deref());
+                        // An agent server whose own timeout for the agent passed would only run out
+                        // of time again.
+                        if attempts.problem.as_ref().is_some_and(|p| {
+                            p["type"] == "urn:kyc-orchestrator:problem:agent-timeout"
+                        }) {
+                            next = Next::Stop;
+                        }
+                        // The remote's health, not the request's: a refusal of this request (400,
+                        // 404, 413, 422) says the remote is up.
+                        let remote_failed =
+                            status.is_server_error() || matches!(status.as_u16(), 401 | 403 | 429);
+                        if remote_failed {
+                            let _ = call.failed();
+                        } else {
+                            let _ = call.succeeded();
+                        }
+                        if next == Next::Stop {
+                            self.count(if remote_failed { "failed" } else { "refused" });
+                            let reason = remote_failed.then(|| self.unavailable.clone());
+                            let message = format!("answered {}", status.as_u16());
+                            return Err(self.failure(reason, &message, &attempts));
+                        }
+                        self.count("retryable");
+                        next
+                    }
+                    Attempt::TooLarge => {
                         let _ = call.failed();
-                    } else {
-                        let _ = call.succeeded();
+                        self.count("too_large");
+                        attempts.outcomes.push("answer_too_large".into());
+                        let message = format!("answered more than {} bytes", self.max_answer_bytes);
+                        return Err(self.unavailable(&message, &attempts));
                     }
-                    if next == Next::Stop {
-                        self.count(if remote_failed { "failed" } else { "refused" });
-                        let reason = remote_failed.then(|| self.unavailable.clone());
-                        let message = format!("answered {}", status.as_u16());
-                        return Err(self.failure(reason, &message, &attempts));
-                    }
-                    self.count("retryable");
-                    next
-                }
-                Attempt::TooLarge => {
-                    let _ = call.failed();
-                    self.count("too_large");
-                    attempts.outcomes.push("answer_too_large".into());
-                    let message = format!("answered more than {} bytes", self.max_answer_bytes);
-                    return Err(self.unavailable(&message, &attempts));
-                }
-                Attempt::Transport { connect } => {
-                    let _ = call.failed();
-                    self.count(if connect {
-                        "connect_error"
-                    } else {
-                        "transport_error"
-                    });
-                    attempts.outcomes.push(
-                        if connect {
+                    Attempt::Transport { connect } => {
+                        let _ = call.failed();
+                        self.count(if connect {
                             "connect_error"
                         } else {
                             "transport_error"
+                        });
+                        attempts.outcomes.push(
+                            if connect {
+                                "connect_error"
+                            } else {
+                                "transport_error"
+                            }
+                            .into(),
+                        );
+                        if !connect {
+                            // The request may have reached the agent; it is safe to repeat (a check
+                            // reads, it writes nothing), but a remote that drops connections
+                            // mid-answer is not one to press with the same images again.
+                            return Err(self.unavailable("the connection failed", &attempts));
                         }
-                        .into(),
-                    );
-                    if !connect {
-                        // The request may have reached the agent; it is safe to repeat (a check
-                        // reads, it writes nothing), but a remote that drops connections
-                        // mid-answer is not one to press with the same images again.
-                        return Err(self.unavailable("the connection failed", &attempts));
+                        Next::Retry(None)
                     }
-                    Next::Retry(None)
-                }
-            };
+                };
             if attempt == self.retry.max_attempts {
                 break;
             }
