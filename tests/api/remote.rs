@@ -924,6 +924,24 @@ fn shared_head_turns() -> Vec<Vec<image::RgbImage>> {
         .collect()
 }
 
+/// The face photos of `../shared/data/faces`, each a one-frame selfie, where the data is.
+fn shared_faces() -> Vec<Vec<image::RgbImage>> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/faces");
+    let Ok(photos) = std::fs::read_dir(&root) else {
+        println!(
+            "skipping the shared face photos: {} is absent",
+            root.display()
+        );
+        return Vec::new();
+    };
+    let mut photos: Vec<_> = photos.filter_map(|p| Some(p.ok()?.path())).collect();
+    photos.sort();
+    photos
+        .iter()
+        .filter_map(|photo| Some(vec![image::open(photo).ok()?.to_rgb8()]))
+        .collect()
+}
+
 #[tokio::test]
 async fn liveness_and_face_match_decide_the_same_on_a_worker_as_in_process() {
     use crate::render;
@@ -945,6 +963,7 @@ async fn liveness_and_face_match_decide_the_same_on_a_worker_as_in_process() {
     let passport = render::photo(&render::page(&render::portrait_page()), render::ASKEW);
     let mut selfies = vec![render::turning_selfie(&render::astronaut_photo(), &models).unwrap()];
     selfies.extend(shared_head_turns());
+    selfies.extend(shared_faces());
 
     for frames in &selfies {
         let body = real_session(frames, &passport);
