@@ -126,6 +126,10 @@ pub(super) async fn create(
         .start_once(session, &by, Some(permit), key)
         .await?
     {
+        // Accepted: from here on the client hears of its session, whatever the store does.
+        Start::New(started) if stream => {
+            return Ok(ndjson(state.orchestrator.follow_new(started.id)));
+        }
         Start::New(started) => (started.id, accepted(&started)),
         Start::Existing {
             same_request: false,

@@ -66,6 +66,10 @@ struct Follow {
     poll_interval: Duration,
     pending: VecDeque<EventRecord>,
     done: bool,
+    /// The store must be read before the live channel: its history is unread, or the channel
+    /// lagged or closed. A store that does not answer is asked again, never the end of the
+    /// stream: the session goes on, and its follower with it.
+    behind: bool,
 }
 
 impl Follow {
@@ -107,6 +111,16 @@ impl Follow {
             if self.done {
                 return None;
             }
+            if self.behind && self.live.is_some() {
+                match self.catch_up().await {
+                    Ok(()) => self.behind = false,
+                    Err(error) => {
+                        tracing::warn!(error = %ErrorChain(&error), "could not read session events; retrying");
+                        tokio::time::sleep(self.poll_interval).await;
+                    }
+                }
+                continue;
+            }
             let Some(live) = self.live.as_mut() else {
                 // Not running here (any more): whoever runs it writes to the store. The status
                 // is read before the events: a session completed by then has its terminal event
@@ -122,26 +136,45 @@ impl Follow {
                 }
                 continue;
             };
-            let caught_up = match live.recv().await {
-                Ok(event) => {
-                    self.pending.push_back(event);
-                    Ok(())
-                }
+            match live.recv().await {
+                Ok(event) => self.pending.push_back(event),
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     tracing::debug!(missed, "live follower lagged; catching up from the store");
-                    self.catch_up().await
+                    self.behind = true;
                 }
                 Err(broadcast::error::RecvError::Closed) => {
                     self.live = None;
-                    self.catch_up().await
+                    self.behind = true;
                 }
-            };
-            if let Err(error) = caught_up {
-                tracing::error!(error = %ErrorChain(&error), "could not read session events; ending the stream");
-                return None;
             }
         }
     }
+}
+
+/// The NDJSON lines of a session this instance has just started, from its first event: its
+/// history is read from the store as the stream begins, and read again until the store
+/// answers, so that a store failing at that moment does not turn an accepted session into an
+/// error for its client.
+pub(crate) fn follow_new(
+    hub: &Hub,
+    store: Arc<dyn SessionStore>,
+    id: SessionId,
+    poll_interval: Duration,
+) -> impl Stream<Item = Bytes> + Send + 'static {
+    let state = Follow {
+        store,
+        id,
+        last: 0,
+        live: hub.subscribe(id),
+        poll_interval,
+        pending: VecDeque::new(),
+        done: false,
+        behind: true,
+    };
+    futures::stream::unfold(
+        state,
+        |mut state| async move { state.next().await.map(|line| (line, state)) },
+    )
 }
 
 /// The NDJSON lines of a session after `after`: the stored history, then live events until
@@ -165,6 +198,7 @@ pub(crate) async fn follow(
         poll_interval,
         pending: history.into(),
         done: false,
+        behind: false,
     };
     Ok(Some(futures::stream::unfold(
         state,
@@ -213,6 +247,49 @@ mod tests {
         assert_eq!(
             lines, expected,
             "every event once, in order, ending at the terminal one"
+        );
+    }
+
+    /// The store does not answer as a new session's stream begins (it was stored a moment
+    /// before): the stream waits for it instead of failing, and carries every event.
+    #[tokio::test(start_paused = true)]
+    async fn a_new_sessions_follower_outlasts_a_store_that_does_not_answer_at_first() {
+        let store = Arc::new(TestStore::new());
+        let hub = Hub::default();
+        let id = SessionId::new();
+        store.insert(&running(id), None).await.unwrap();
+        let live = hub.open(id);
+        // Published before anyone follows: only the store's history has it.
+        store.append_events(id, &[line(1, false)]).await.unwrap();
+        let _ = live.send(line(1, false));
+        store
+            .failing_reads
+            .store(3, std::sync::atomic::Ordering::SeqCst);
+
+        let follower = tokio::spawn(
+            follow_new(&hub, Arc::clone(&store) as Arc<dyn SessionStore>, id, POLL)
+                .collect::<Vec<Bytes>>(),
+        );
+        tokio::time::sleep(POLL * 5).await;
+        for seq in 2..4 {
+            store.append_events(id, &[line(seq, false)]).await.unwrap();
+            live.send(line(seq, false)).unwrap();
+        }
+        store.complete(id, &approved(), &closing(4)).await.unwrap();
+        live.send(line(4, true)).unwrap();
+
+        let lines = tokio::time::timeout(std::time::Duration::from_secs(60), follower)
+            .await
+            .expect("the follower ended")
+            .unwrap();
+        let expected: Vec<Bytes> = (1..=4).map(|seq| line(seq, false).line).collect();
+        assert_eq!(lines, expected);
+        assert_eq!(
+            store
+                .failing_reads
+                .load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "the reads did fail first"
         );
     }
 

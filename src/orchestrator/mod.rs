@@ -522,6 +522,18 @@ impl Orchestrator {
         .await?)
     }
 
+    /// The NDJSON lines of a session this instance has just started (`start_once` gave
+    /// `Start::New`), from its first event. It cannot fail: a store that does not answer is
+    /// asked again while the session runs, so an accepted session is never reported refused.
+    pub fn follow_new(&self, id: SessionId) -> impl Stream<Item = Bytes> + Send + 'static {
+        hub::follow_new(
+            &self.inner.hub,
+            Arc::clone(&self.inner.store),
+            id,
+            self.inner.durability.poll_interval,
+        )
+    }
+
     /// Waits for every running session to complete (each is bounded by its deadline).
     pub async fn drain(&self) {
         self.inner.sessions.close();

@@ -105,6 +105,8 @@ pub(crate) struct TestStore {
     pub(crate) lose_insert_answers: bool,
     /// The sessions inserted, in order.
     pub(crate) inserted: std::sync::Mutex<Vec<SessionId>>,
+    /// This many reads of events fail as `Unavailable` before they are answered again.
+    pub(crate) failing_reads: std::sync::atomic::AtomicUsize,
 }
 
 #[derive(Default)]
@@ -125,6 +127,7 @@ impl TestStore {
             heartbeat_hangs: false,
             lose_insert_answers: false,
             inserted: Default::default(),
+            failing_reads: Default::default(),
         }
     }
 
@@ -206,6 +209,20 @@ impl SessionStore for TestStore {
         id: SessionId,
         after: u64,
     ) -> Result<Option<Vec<EventRecord>>, StoreError> {
+        let failing = &self.failing_reads;
+        if failing
+            .fetch_update(
+                std::sync::atomic::Ordering::SeqCst,
+                std::sync::atomic::Ordering::SeqCst,
+                |n| n.checked_sub(1),
+            )
+            .is_ok()
+        {
+            return Err(StoreError::Unavailable {
+                what: "reading events",
+                source: sqlx::Error::Io(std::io::ErrorKind::ConnectionRefused.into()),
+            });
+        }
         let snapshot = self.inner.events_after(id, after).await;
         if let Some(gate) = &self.replay_gate
             && !gate.used.swap(true, std::sync::atomic::Ordering::SeqCst)

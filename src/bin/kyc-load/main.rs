@@ -91,6 +91,13 @@ struct Args {
     /// (the key needs `reviews:write`); the report adds the decisions' latency.
     #[arg(long, conflicts_with_all = ["hang", "document"])]
     review: bool,
+    /// Each session scripts a random fault into one agent (a failure, an error, a panic or a
+    /// hang, half of the sessions none); any decision counts as completed.
+    #[arg(long, conflicts_with_all = ["hang", "document", "review"])]
+    faults: bool,
+    /// Stop starting sessions after this many in all (the duration still bounds the run).
+    #[arg(long)]
+    sessions: Option<u64>,
     /// Registers a webhook receiver of its own and reports how long after each session's
     /// completion its message arrived (the service must allow http and private targets, as
     /// its default config does).
@@ -110,6 +117,7 @@ impl Args {
                 cpu_ms: self.cpu_ms,
                 hang: self.hang.clone(),
                 review: self.review,
+                faults: self.faults,
             },
         }
     }
@@ -215,10 +223,24 @@ async fn drive(args: Args) {
     let base = args.url.trim_end_matches('/').to_owned();
     let url = format!("{base}/v1/sessions");
     let workload = Arc::new(args.workload());
-    let body = workload.body().unwrap_or_else(|e| {
+    let bodies = Arc::new(workload.bodies().unwrap_or_else(|e| {
         eprintln!("cannot read the images: {e}");
         std::process::exit(2)
-    });
+    }));
+    // Sessions started so far, against --sessions.
+    let started = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let budget = args.sessions.unwrap_or(u64::MAX);
+    let next_body = {
+        let (bodies, started) = (Arc::clone(&bodies), Arc::clone(&started));
+        move || -> Option<bytes::Bytes> {
+            let n = started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if n >= budget {
+                return None;
+            }
+            let draw = u64::from_le_bytes(kyc_orchestrator::domain::random_bytes::<8>());
+            Some(bodies[(draw % bodies.len() as u64) as usize].clone())
+        }
+    };
     let deadline = args
         .hang
         .is_some()
@@ -281,15 +303,16 @@ async fn drive(args: Args) {
             let ramp = measure_from - start;
             for i in 0..args.concurrency {
                 let first = start + ramp.mul_f64(i as f64 / args.concurrency as f64);
-                let (client, url, body) = (client.clone(), url.clone(), body.clone());
+                let (client, url, next_body) = (client.clone(), url.clone(), next_body.clone());
                 let (sessions, workload) = (Arc::clone(&sessions), Arc::clone(&workload));
                 let all = Arc::clone(&all_completed);
                 tasks.spawn(async move {
                     tokio::time::sleep_until(first.into()).await;
                     while Instant::now() < end {
+                        let Some(body) = next_body() else { break };
                         let scheduled = Instant::now();
                         let outcome =
-                            session::run(&client, &url, body.clone(), scheduled, &workload).await;
+                            session::run(&client, &url, body, scheduled, &workload).await;
                         count(&all, &outcome);
                         // A refused client waits as told, as a well-behaved one does.
                         let wait = match outcome {
@@ -310,7 +333,8 @@ async fn drive(args: Args) {
             let mut next = start;
             while next < end {
                 tokio::time::sleep_until(next.into()).await;
-                let (client, url, body) = (client.clone(), url.clone(), body.clone());
+                let Some(body) = next_body() else { break };
+                let (client, url) = (client.clone(), url.clone());
                 let (sessions, workload) = (Arc::clone(&sessions), Arc::clone(&workload));
                 let scheduled = next;
                 let all = Arc::clone(&all_completed);

@@ -24,6 +24,9 @@ pub enum Workload {
         /// doc_capture fails with a code no policy declines on, so every session goes to
         /// review, and is then decided through `POST /v1/sessions/{id}/review`.
         review: bool,
+        /// Each session scripts a random fault into one agent (or none): a failure, an error,
+        /// a panic or a hang; any decision counts as completed.
+        faults: bool,
     },
     /// Real images for the real agents: no script, and any decision counts as completed.
     Real {
@@ -32,15 +35,43 @@ pub enum Workload {
     },
 }
 
+/// What `--faults` scripts into one agent of a session, and how often in 16 sessions: most
+/// sessions run clean, as in production, and every kind of fault comes up many times a minute.
+const FAULTS: [(&str, usize); 5] = [("pass", 8), ("fail", 3), ("error", 2), ("panic", 2), ("hang", 1)];
+
 impl Workload {
-    /// The request body, built once and sent by every session.
-    pub fn body(&self) -> std::io::Result<Bytes> {
+    /// The request bodies, built once: each session sends one of them, drawn at random.
+    pub fn bodies(&self) -> std::io::Result<Vec<Bytes>> {
+        if let Self::Sandbox {
+            latency_ms,
+            cpu_ms,
+            faults: true,
+            ..
+        } = self
+        {
+            let mut bodies = Vec::new();
+            for (fault, weight) in FAULTS {
+                for agent in AGENTS {
+                    let body = sandbox_body(*latency_ms, *cpu_ms, |name| {
+                        if name == agent { fault } else { "pass" }
+                    });
+                    bodies.extend(std::iter::repeat_n(body, weight));
+                }
+            }
+            return Ok(bodies);
+        }
+        Ok(vec![self.body()?])
+    }
+
+    /// The request body of a workload without faults.
+    fn body(&self) -> std::io::Result<Bytes> {
         let body = match self {
             Self::Sandbox {
                 latency_ms,
                 cpu_ms,
                 hang,
                 review,
+                ..
             } => {
                 let image = STANDARD.encode(tiny_png());
                 let script = AGENTS
@@ -83,6 +114,7 @@ impl Workload {
     /// The decision a session of this workload must reach to count as completed; `None`: any.
     fn expected_decision(&self) -> Option<&'static str> {
         match self {
+            Self::Sandbox { faults: true, .. } => None,
             Self::Sandbox {
                 hang: None,
                 review: false,
@@ -93,6 +125,25 @@ impl Workload {
             Self::Real { .. } => None,
         }
     }
+}
+
+/// A sandbox session whose agents wait `latency_ms`, burn `cpu_ms` and end as `result` says.
+fn sandbox_body(latency_ms: u64, cpu_ms: u64, result: impl Fn(&str) -> &'static str) -> Bytes {
+    let image = STANDARD.encode(tiny_png());
+    let script = AGENTS
+        .iter()
+        .map(|&agent| {
+            let directive =
+                json!({ "latency_ms": latency_ms, "cpu_ms": cpu_ms, "result": result(agent) });
+            (agent.to_owned(), directive)
+        })
+        .collect::<serde_json::Map<_, _>>();
+    let body = json!({
+        "selfie": { "frames": [image] },
+        "document": { "type": "passport", "front": image },
+        "sandbox": script,
+    });
+    serde_json::to_vec(&body).expect("JSON serialises").into()
 }
 
 /// A 32x32 PNG: the smallest image every limit accepts, so the measurement is orchestration.
