@@ -20,4 +20,6 @@ RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps --profile test
 cargo nextest run --locked --no-fail-fast
 scripts/lint-container.sh
 scripts/smoke.sh
+# 2,000 sessions with random faults while PostgreSQL restarts twice (README, "Operating it").
+scripts/soak.sh
 scripts/fuzz.sh
