@@ -171,10 +171,9 @@ pub(crate) fn follow_new(
         done: false,
         behind: true,
     };
-    futures::stream::unfold(
-        state,
-        |mut state| async move { state.next().await.map(|line| (line, state)) },
-    )
+    futures::stream::unfold(state, |mut state| async move {
+        state.next().await.map(|line| (line, state))
+    })
 }
 
 /// The NDJSON lines of a session after `after`: the stored history, then live events until

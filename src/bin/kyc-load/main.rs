@@ -311,8 +311,7 @@ async fn drive(args: Args) {
                     while Instant::now() < end {
                         let Some(body) = next_body() else { break };
                         let scheduled = Instant::now();
-                        let outcome =
-                            session::run(&client, &url, body, scheduled, &workload).await;
+                        let outcome = session::run(&client, &url, body, scheduled, &workload).await;
                         count(&all, &outcome);
                         // A refused client waits as told, as a well-behaved one does.
                         let wait = match outcome {

@@ -37,7 +37,13 @@ pub enum Workload {
 
 /// What `--faults` scripts into one agent of a session, and how often in 16 sessions: most
 /// sessions run clean, as in production, and every kind of fault comes up many times a minute.
-const FAULTS: [(&str, usize); 5] = [("pass", 8), ("fail", 3), ("error", 2), ("panic", 2), ("hang", 1)];
+const FAULTS: [(&str, usize); 5] = [
+    ("pass", 8),
+    ("fail", 3),
+    ("error", 2),
+    ("panic", 2),
+    ("hang", 1),
+];
 
 impl Workload {
     /// The request bodies, built once: each session sends one of them, drawn at random.
