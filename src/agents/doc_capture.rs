@@ -107,7 +107,7 @@ impl super::wire::Portable for Captured {
         }))
     }
 
-    fn decode(wire: &serde_json::Value) -> Result<Self, String> {
+    fn decode(wire: &serde_json::Value, _: &crate::domain::NewSession) -> Result<Self, String> {
         use super::wire::image_from_base64;
         /// Borrowed from the wire form: the images are megabytes of text.
         #[derive(Deserialize)]

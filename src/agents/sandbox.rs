@@ -74,7 +74,7 @@ impl super::wire::Portable for SandboxOutput {
         Ok(json!({ "agent": self.agent }))
     }
 
-    fn decode(wire: &serde_json::Value) -> Result<Self, String> {
+    fn decode(wire: &serde_json::Value, _: &crate::domain::NewSession) -> Result<Self, String> {
         #[derive(Deserialize)]
         struct Fields {
             agent: String,

@@ -15,6 +15,92 @@ use crate::domain::{ImageData, ImageLimits};
 use crate::vision::biometrics::{Biometrics, FaceBox, Prepared};
 use crate::vision::{decode, quality};
 
+/// On the wire, liveness's analysis is its choice: the frame face_match compares (its index,
+/// scale, faces and sharpness) and how many frames there were. The receiver decodes and scales
+/// that one frame from the session's own inputs, by the same code, so it compares the pixels a
+/// local face_match would; the faces are sent as raw `f32`s, which JSON carries exactly.
+impl super::wire::Portable for Selfie {
+    const TYPE: &'static str = "selfie";
+    const CHEAP: bool = true;
+
+    fn encode(&self) -> Result<serde_json::Value, String> {
+        let best = self.best().map(|(index, frame)| {
+            serde_json::json!({
+                "index": index,
+                "scale": frame.scale,
+                "faces": frame.faces.iter().map(|f| [f.x, f.y, f.width, f.height]).collect::<Vec<_>>(),
+                "sharpness": frame.sharpness,
+            })
+        });
+        Ok(serde_json::json!({
+            "frames": self.frames.len(),
+            "best": best,
+            "undecodable": self.undecodable,
+        }))
+    }
+
+    fn decode(
+        wire: &serde_json::Value,
+        session: &crate::domain::NewSession,
+    ) -> Result<Self, String> {
+        #[derive(serde::Deserialize)]
+        struct Fields {
+            frames: usize,
+            best: Option<Best>,
+            #[serde(default)]
+            undecodable: Vec<String>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Best {
+            index: usize,
+            scale: f32,
+            faces: Vec<[f32; 4]>,
+            sharpness: f64,
+        }
+        let wrong = || "a selfie output of the wrong shape".to_owned();
+        let fields = <Fields as serde::Deserialize>::deserialize(wire).map_err(|_| wrong())?;
+        let sent = session.selfie.frames();
+        if fields.frames != sent.len() {
+            return Err("a selfie output for another number of frames".into());
+        }
+        let mut frames: Vec<Option<Frame>> = (0..sent.len()).map(|_| None).collect();
+        if let Some(best) = fields.best {
+            let data = sent.get(best.index).ok_or_else(wrong)?;
+            if best.faces.is_empty() || !(best.scale > 0.0 && best.scale <= MAX_ENLARGE) {
+                return Err(wrong());
+            }
+            let (w, h) = data.dimensions();
+            let limits = ImageLimits {
+                max_bytes: data.bytes().len(),
+                max_pixels: u64::from(w) * u64::from(h),
+                max_side: w.max(h),
+            };
+            let image = decode(data.bytes(), &limits)
+                .map_err(|e| format!("the chosen frame cannot be decoded ({})", e.code()))?;
+            frames[best.index] = Some(Frame {
+                image: Arc::new(scaled(&image, best.scale)),
+                scale: best.scale,
+                faces: best
+                    .faces
+                    .iter()
+                    .map(|&[x, y, width, height]| FaceBox {
+                        x,
+                        y,
+                        width,
+                        height,
+                    })
+                    .collect(),
+                landmarks: None,
+                sharpness: best.sharpness,
+            });
+        }
+        Ok(Self {
+            frames,
+            undecodable: fields.undecodable,
+        })
+    }
+}
+
 /// Frames are scaled so that their longer side is this long before faces are searched for:
 /// detection dominates the cost and grows with the pixels, while a selfie's face stays well
 /// above the detector's 80 px minimum. Smaller frames are enlarged, up to `MAX_ENLARGE` times.

@@ -5,10 +5,10 @@
 //!
 //! A request is `POST {url}/v1/agents/{agent}` with a JSON body: `session`, shaped like the body
 //! of `POST /v1/sessions` without `reference` (images as base64), and `upstream`, the wire form
-//! of each dependency's output. The answer is the agent's report. Outputs cross the wire only
-//! where their type is [`Portable`]: doc_capture's rectified document (PNG images) and the
-//! sandbox's marker. liveness's analysis of the frames is not sent: face_match, run remotely,
-//! finds the faces again itself.
+//! of each dependency's output. The answer is the agent's report. Outputs cross the wire where
+//! their type is [`Portable`]: doc_capture's rectified document (PNG images), liveness's choice
+//! of the frame to compare (its index, scale and faces: the frame itself is in the session's
+//! inputs), and the sandbox's marker.
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use super::doc_capture::Captured;
 use super::sandbox::SandboxOutput;
+use super::selfie::Selfie;
 use super::{Output, Report, Verdict};
 use crate::domain::{Claimed, DocumentType, ImageData, NewSession, SandboxDirective};
 
@@ -47,8 +48,8 @@ pub trait Portable: std::any::Any + Send + Sync + Sized {
     fn encode(&self) -> Result<serde_json::Value, String>;
 
     /// Back from its wire form (`type` and those fields; unknown fields are ignored, so a
-    /// newer peer may add some).
-    fn decode(wire: &serde_json::Value) -> Result<Self, String>;
+    /// newer peer may add some), for the session whose inputs are `session`.
+    fn decode(wire: &serde_json::Value, session: &NewSession) -> Result<Self, String>;
 }
 
 /// `fields` with `"type": kind` in front.
@@ -65,7 +66,7 @@ pub(super) fn tagged(kind: &str, fields: serde_json::Value) -> Result<serde_json
 /// An output from its wire form, by its `type`. CPU work for images: call it off the runtime.
 /// The wire form is kept as the output's encoding: handed on to another remote agent, it is
 /// sent as it came, not encoded again.
-pub fn decode_output(value: serde_json::Value) -> Result<Output, String> {
+pub fn decode_output(value: serde_json::Value, session: &NewSession) -> Result<Output, String> {
     let kind = match value.get("type") {
         Some(serde_json::Value::String(kind)) => kind.clone(),
         _ if !value.is_object() => return Err("an output must be a JSON object".into()),
@@ -73,9 +74,12 @@ pub fn decode_output(value: serde_json::Value) -> Result<Output, String> {
     };
     let wire = Arc::new(value);
     match kind.as_str() {
-        Captured::TYPE => Captured::decode(&wire).map(|v| Output::portable_encoded(v, wire)),
+        Captured::TYPE => {
+            Captured::decode(&wire, session).map(|v| Output::portable_encoded(v, wire))
+        }
+        Selfie::TYPE => Selfie::decode(&wire, session).map(|v| Output::portable_encoded(v, wire)),
         SandboxOutput::TYPE => {
-            SandboxOutput::decode(&wire).map(|v| Output::portable_encoded(v, wire))
+            SandboxOutput::decode(&wire, session).map(|v| Output::portable_encoded(v, wire))
         }
         // The remote's text is not repeated: it could be anything, and errors are logged.
         _ => Err("an output of an unknown type".into()),
@@ -277,8 +281,8 @@ impl AgentAnswer {
     }
 
     /// The report it carries, checked: reason codes, a score between 0 and 1, and an output
-    /// this service can read. CPU work for images.
-    pub fn into_report(self) -> Result<Report, String> {
+    /// this service can read for `session`. CPU work for images.
+    pub fn into_report(self, session: &NewSession) -> Result<Report, String> {
         if !self
             .reasons
             .iter()
@@ -298,7 +302,7 @@ impl AgentAnswer {
             report = report.with_extracted(extracted);
         }
         if let Some(output) = self.output {
-            report = report.with_output(decode_output(output)?);
+            report = report.with_output(decode_output(output, session)?);
         }
         Ok(report)
     }
@@ -307,6 +311,31 @@ impl AgentAnswer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A session of one 8x8 frame and document.
+    fn session() -> NewSession {
+        let mut png = Vec::new();
+        RgbImage::new(8, 8)
+            .write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        let limits = crate::domain::ImageLimits {
+            max_bytes: 1 << 20,
+            max_pixels: 1 << 20,
+            max_side: 100,
+        };
+        let image = ImageData::parse(png.into(), &limits).unwrap();
+        NewSession {
+            reference: None,
+            selfie: crate::domain::Selfie::new(vec![image.clone()]).unwrap(),
+            document: crate::domain::Document {
+                kind: None,
+                front: image,
+                back: None,
+            },
+            claimed: None,
+            sandbox: None,
+        }
+    }
 
     #[test]
     fn a_document_output_crosses_the_wire_pixel_for_pixel() {
@@ -320,7 +349,7 @@ mod tests {
         });
         let wire = sent.encoded().unwrap().unwrap();
         assert_eq!(wire["type"], "document");
-        let received = decode_output(wire.as_ref().clone()).unwrap();
+        let received = decode_output(wire.as_ref().clone(), &session()).unwrap();
         assert!(received.encoding_is_cheap(), "its wire form is kept");
         assert_eq!(received.encoded().unwrap().unwrap(), wire);
         let captured = received.downcast_ref::<Captured>().unwrap();
@@ -330,14 +359,59 @@ mod tests {
     }
 
     #[test]
+    fn livenesss_choice_of_frame_crosses_the_wire_and_is_rebuilt_from_the_sessions_frame() {
+        use crate::agents::selfie::{Frame, scaled};
+        use crate::vision::biometrics::FaceBox;
+        let session = session();
+        let frame = &session.selfie.frames()[0];
+        let limits = crate::domain::ImageLimits {
+            max_bytes: 1 << 20,
+            max_pixels: 1 << 20,
+            max_side: 100,
+        };
+        let decoded = crate::vision::decode(frame.bytes(), &limits).unwrap();
+        let scale = 2.5_f32;
+        let face = FaceBox {
+            x: 1.1,
+            y: 2.2,
+            width: 3.3333333,
+            height: 4.4,
+        };
+        let sent = Output::portable(Selfie {
+            frames: vec![Some(Frame {
+                image: Arc::new(scaled(&decoded, scale)),
+                scale,
+                faces: vec![face],
+                landmarks: None,
+                sharpness: 123.456,
+            })],
+            undecodable: Vec::new(),
+        });
+        let wire = sent.encoded().unwrap().unwrap();
+        assert_eq!(wire["type"], "selfie");
+
+        let received = decode_output(wire.as_ref().clone(), &session).unwrap();
+        let selfie = received.downcast_ref::<Selfie>().unwrap();
+        let (index, best) = selfie.best().unwrap();
+        assert_eq!(index, 0);
+        assert_eq!(best.faces, [face], "face boxes exact, not rounded");
+        assert_eq!(best.scale, scale);
+        assert_eq!(*best.image, scaled(&decoded, scale));
+
+        let mut other = session.clone();
+        other.selfie = crate::domain::Selfie::new(vec![frame.clone(), frame.clone()]).unwrap();
+        assert!(decode_output(wire.as_ref().clone(), &other).is_err());
+    }
+
+    #[test]
     fn an_output_without_a_wire_form_is_not_sent_and_unknown_types_are_refused() {
         assert!(Output::new(3u8).encoded().is_none());
-        let error = decode_output(serde_json::json!({"type": "hologram"})).unwrap_err();
+        let error = decode_output(serde_json::json!({"type": "hologram"}), &session()).unwrap_err();
         assert!(
             !error.contains("hologram"),
             "the peer's words are not repeated: {error}"
         );
-        assert!(decode_output(serde_json::json!([1])).is_err());
+        assert!(decode_output(serde_json::json!([1]), &session()).is_err());
     }
 
     #[test]
@@ -350,15 +424,11 @@ mod tests {
             extracted: None,
             output: None,
         };
-        assert!(answer(vec!["Not A Code"], None).into_report().is_err());
-        assert!(
-            answer(vec!["face_mismatch"], Some(1.5))
-                .into_report()
-                .is_err()
-        );
-        let report = answer(vec!["face_mismatch"], Some(0.2))
-            .into_report()
-            .unwrap();
+        let session = session();
+        let report = |answer: AgentAnswer| answer.into_report(&session);
+        assert!(report(answer(vec!["Not A Code"], None)).is_err());
+        assert!(report(answer(vec!["face_mismatch"], Some(1.5))).is_err());
+        let report = report(answer(vec!["face_mismatch"], Some(0.2))).unwrap();
         assert_eq!(report.verdict, Verdict::Failed);
         assert_eq!(report.reasons, ["face_mismatch"]);
     }

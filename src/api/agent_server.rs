@@ -251,7 +251,7 @@ pub(super) async fn run(
         let _cancel_on_exit = cancel.clone().drop_guard();
         let ctx = AgentContext::new(
             session_id,
-            Arc::new(session),
+            session,
             upstream,
             cancel,
             state.cpu.clone(),
@@ -336,7 +336,7 @@ async fn read_body(request: Request, limit: usize) -> Result<bytes::Bytes, ApiEr
 async fn parse(
     body: bytes::Bytes,
     state: &AgentServerState,
-) -> Result<(crate::domain::NewSession, BTreeMap<String, Output>), ApiError> {
+) -> Result<(Arc<crate::domain::NewSession>, BTreeMap<String, Output>), ApiError> {
     let small = body.len() < INLINE_PARSE_LIMIT;
     let limits = state.limits.clone();
     let sandbox = state.sandbox_agents.clone();
@@ -354,19 +354,23 @@ async fn parse(
             .await
             .map_err(|e| ApiError::Internal(Box::new(e)))??
     };
-    let decode = move || {
-        let mut outputs = BTreeMap::new();
-        for (agent, value) in upstream {
-            let output = wire::decode_output(value).map_err(|problem| {
-                ApiError::Invalid(vec![super::FieldError::new(
-                    format!("upstream.{}", submission::echoable(&agent)),
-                    "invalid",
-                    problem,
-                )])
-            })?;
-            outputs.insert(agent, output);
+    let session = Arc::new(session);
+    let decode = {
+        let session = Arc::clone(&session);
+        move || {
+            let mut outputs = BTreeMap::new();
+            for (agent, value) in upstream {
+                let output = wire::decode_output(value, &session).map_err(|problem| {
+                    ApiError::Invalid(vec![super::FieldError::new(
+                        format!("upstream.{}", submission::echoable(&agent)),
+                        "invalid",
+                        problem,
+                    )])
+                })?;
+                outputs.insert(agent, output);
+            }
+            Ok::<_, ApiError>(outputs)
         }
-        Ok::<_, ApiError>(outputs)
     };
     let outputs = if cheap {
         decode()?

@@ -149,7 +149,7 @@ impl Liveness {
         let engine = self.engine.get()?;
         let selfie = Selfie::analyse(frames, &self.limits, engine, true, cancel)?;
         let models = json!({ "landmarks": engine.landmarks_model });
-        Ok(judge(&selfie, &self.settings, models).with_output(Output::new(selfie)))
+        Ok(judge(&selfie, &self.settings, models).with_output(Output::portable(selfie)))
     }
 }
 

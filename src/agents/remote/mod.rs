@@ -508,10 +508,11 @@ impl HttpAgent {
                 .await
                 .map_err(|e| e.to_string())??
         };
+        let session = ctx.input_shared();
         if answer.output.as_ref().is_none_or(wire::decodes_cheaply) {
-            answer.into_report()
+            answer.into_report(&session)
         } else {
-            ctx.blocking(move |_| answer.into_report())
+            ctx.blocking(move |_| answer.into_report(&session))
                 .await
                 .map_err(|e| e.to_string())?
         }
