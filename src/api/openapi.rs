@@ -96,7 +96,10 @@ pub(super) struct AgentRequest {
     /// The output of each dependency of the agent that has a wire form, by the caller's name
     /// for the dependency: an object with a `type`. `document` (from doc_capture): `front`,
     /// and where there is one `photo`, `back` and `portrait`, each a base64 PNG (the rectified
-    /// document, the photo as taken, the back, the portrait crop). `sandbox`: `agent`.
+    /// document, the photo as taken, the back, the portrait crop). `selfie` (from liveness):
+    /// `frames` (how many), `best` (`index`, `scale`, `faces` as `[x, y, width, height]` in
+    /// the scaled frame's pixels, `sharpness`; null without a face) and `undecodable`.
+    /// `sandbox`: `agent`.
     #[schema(value_type = Object)]
     upstream: BTreeMap<String, Value>,
 }
