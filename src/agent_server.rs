@@ -17,7 +17,6 @@ use crate::agents::{AgentRegistry, Kinds, RegistryError};
 use crate::api::{self, AgentServerState, Lifecycle, ServedAgent};
 use crate::config::Settings;
 use crate::cpu::CpuPool;
-use crate::telemetry::{self, ErrorChain};
 
 /// Why the agent server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -74,16 +73,12 @@ impl AgentServer {
         kinds: &Kinds,
     ) -> Result<Self, AgentServerError> {
         let config = settings.agent_server.clone();
-        let token = match &config.token_file {
-            Some(path) => std::fs::read_to_string(path)
-                .map_err(|source| AgentServerError::TokenFile {
-                    path: path.clone(),
-                    source,
-                })?
-                .trim()
-                .to_owned(),
-            None => config.token.clone(),
-        };
+        let token = crate::config::secret(&config.token, config.token_file.as_deref()).map_err(
+            |source| AgentServerError::TokenFile {
+                path: config.token_file.clone().unwrap_or_default(),
+                source,
+            },
+        )?;
         if token.is_empty() {
             return Err(AgentServerError::NoToken);
         }
@@ -138,24 +133,7 @@ impl AgentServer {
                     }
                 })?),
             };
-        if !loaders.is_empty() {
-            tokio::task::spawn_blocking(move || {
-                let started = std::time::Instant::now();
-                for loader in loaders {
-                    if let Err(error) = loader.load() {
-                        tracing::error!(
-                            error = %ErrorChain(&error),
-                            "a model failed to load; this agent server stays unready"
-                        );
-                        return;
-                    }
-                }
-                tracing::info!(
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "models loaded; ready"
-                );
-            });
-        }
+        crate::agents::warm::load_in_background(loaders);
         let max_inflight = config.max_inflight.max(1);
         let state = AgentServerState {
             agents: Arc::new(agents),
@@ -205,14 +183,7 @@ impl AgentServer {
             drain_delay,
             shutdown_timeout,
         } = self;
-        let exporter = metrics_listener.map(|listener| {
-            let router = api::metrics_router(telemetry::metrics_handle());
-            tokio::spawn(async move {
-                if let Err(error) = axum::serve(listener, router).await {
-                    tracing::error!(error = %ErrorChain(&error), "the metrics listener failed");
-                }
-            })
-        });
+        let metrics = api::MetricsServer::start(metrics_listener);
         let lifecycle = state.lifecycle.clone();
         let stuck = {
             let lifecycle = lifecycle.clone();
@@ -231,9 +202,7 @@ impl AgentServer {
             () = api::serve(listener, api::agent_router(state), connections, draining) => {}
             () = stuck => tracing::warn!("requests still in flight after the shutdown timeout"),
         }
-        if let Some(exporter) = exporter {
-            exporter.abort();
-        }
+        drop(metrics);
         tracing::info!("stopped");
     }
 }

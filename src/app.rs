@@ -16,7 +16,7 @@ use crate::config::Settings;
 use crate::orchestrator::{Durability, Maintenance, Orchestrator, PlanError, Policy};
 use crate::reviews::{ReviewPolicy, Reviews};
 use crate::store::{self, BlobError, Blobs, KeyStore, StoreError, Stores};
-use crate::telemetry::{self, ErrorChain};
+
 use crate::webhooks::{self, Dispatcher};
 
 /// Why the service could not start.
@@ -210,22 +210,7 @@ impl Application {
         } = self;
         let orchestrator = state.orchestrator.clone();
         let lifecycle = state.lifecycle.clone();
-        let metrics = telemetry::metrics_handle();
-        let exporter = metrics_listener.map(|listener| {
-            let router = api::metrics_router(metrics.clone());
-            tokio::spawn(async move {
-                if let Err(error) = axum::serve(listener, router).await {
-                    tracing::error!(error = %ErrorChain(&error), "the metrics listener failed");
-                }
-            })
-        });
-        let upkeep = tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_secs(5));
-            loop {
-                every.tick().await;
-                metrics.run_upkeep();
-            }
-        });
+        let metrics = api::MetricsServer::start(metrics_listener);
         // Heartbeat, recovery, delayed completions and retention; it runs until every session
         // has drained, so that no other instance takes this one's sessions for orphans.
         let maintain = tokio::spawn(state.orchestrator.clone().maintain(maintenance));
@@ -270,10 +255,7 @@ impl Application {
         }
         maintain.abort();
         review_metrics.abort();
-        upkeep.abort();
-        if let Some(exporter) = exporter {
-            exporter.abort();
-        }
+        drop(metrics);
         tracing::info!("stopped");
         Ok(())
     }
@@ -369,23 +351,6 @@ async fn build_parts(
         );
     }
     // Only once everything else has been checked: a start-up that fails loads no model.
-    if !loaders.is_empty() {
-        tokio::task::spawn_blocking(move || {
-            let started = std::time::Instant::now();
-            for loader in loaders {
-                if let Err(error) = loader.load() {
-                    tracing::error!(
-                        error = %ErrorChain(&error),
-                        "a model failed to load; this instance stays unready (models_failed)"
-                    );
-                    return;
-                }
-            }
-            tracing::info!(
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "models loaded; ready for sessions"
-            );
-        });
-    }
+    crate::agents::warm::load_in_background(loaders);
     Ok((orchestrator, stores, agent_reasons))
 }

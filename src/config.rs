@@ -332,6 +332,15 @@ impl AgentSettings {
     }
 }
 
+/// A secret given inline (from the environment) or as a file, whose surrounding whitespace is
+/// trimmed: how every token the settings hold is read.
+pub fn secret(inline: &str, file: Option<&Path>) -> std::io::Result<String> {
+    match file {
+        Some(path) => Ok(std::fs::read_to_string(path)?.trim().to_owned()),
+        None => Ok(inline.to_owned()),
+    }
+}
+
 /// Why settings could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {

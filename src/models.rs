@@ -26,6 +26,13 @@ pub enum ModelError {
     Invalid { path: PathBuf, reason: String },
     #[error("loading a model panicked (a file its parser could not read?)")]
     Panicked,
+    /// A remote agent's token file.
+    #[error("cannot read the secret file {path}")]
+    SecretFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A model file's name and the first 12 hex digits of its SHA-256, as recorded in checks.

@@ -84,6 +84,23 @@ impl AgentContext {
         &self.cancel
     }
 
+    /// Runs `work` right here when it is `cheap` (a few kilobytes of JSON, no image), else as
+    /// [`AgentContext::blocking`] does: for work whose cost depends on its input.
+    pub async fn blocking_unless<R>(
+        &self,
+        cheap: bool,
+        work: impl FnOnce() -> R + Send + 'static,
+    ) -> Result<R, AgentError>
+    where
+        R: Send + 'static,
+    {
+        if cheap {
+            Ok(work())
+        } else {
+            self.blocking(move |_| work()).await
+        }
+    }
+
     /// Runs CPU-bound work on the blocking pool, once a CPU slot is free, inside this session's
     /// context and span. The work should poll the token it is given and return early once it is
     /// cancelled; its slot is released when it returns, even if nobody waits for it any more.

@@ -92,6 +92,31 @@ impl Loader {
     }
 }
 
+/// Runs `loaders` one after another on the blocking pool and logs how it went: the time they
+/// took, or the first failure (the rest are not tried; readiness then says `models_failed`,
+/// and the process never takes traffic).
+pub fn load_in_background(loaders: Vec<Loader>) {
+    if loaders.is_empty() {
+        return;
+    }
+    tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        for loader in loaders {
+            if let Err(error) = loader.load() {
+                tracing::error!(
+                    error = %crate::telemetry::ErrorChain(&error),
+                    "a model failed to load; readiness stays 503 (models_failed)"
+                );
+                return;
+            }
+        }
+        tracing::info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "models loaded; ready"
+        );
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;

@@ -350,9 +350,7 @@ async fn parse(
     let (session, upstream, cheap) = if small {
         parse()?
     } else {
-        crate::cpu::spawn_blocking_in_session(parse)
-            .await
-            .map_err(|e| ApiError::Internal(Box::new(e)))??
+        off_runtime(parse).await?
     };
     let session = Arc::new(session);
     let decode = {
@@ -375,11 +373,19 @@ async fn parse(
     let outputs = if cheap {
         decode()?
     } else {
-        crate::cpu::spawn_blocking_in_session(decode)
-            .await
-            .map_err(|e| ApiError::Internal(Box::new(e)))??
+        off_runtime(decode).await?
     };
     Ok((session, outputs))
+}
+
+/// Runs CPU work (a large body, images) on the blocking pool, in the request's session context;
+/// its panic is a `500`.
+async fn off_runtime<R: Send + 'static>(
+    work: impl FnOnce() -> Result<R, ApiError> + Send + 'static,
+) -> Result<R, ApiError> {
+    crate::cpu::spawn_blocking_in_session(work)
+        .await
+        .map_err(|e| ApiError::Internal(Box::new(e)))?
 }
 
 /// How an agent's error is answered. Its message is the agent's own (no personal data).
@@ -405,9 +411,7 @@ async fn answer(report: Report) -> Result<Response, ApiError> {
     let body = if cheap {
         encode()?
     } else {
-        crate::cpu::spawn_blocking_in_session(encode)
-            .await
-            .map_err(|e| ApiError::Internal(Box::new(e)))??
+        off_runtime(encode).await?
     };
     Ok((
         [(header::CONTENT_TYPE, "application/json")],

@@ -22,6 +22,47 @@ pub fn router() -> Router<AppState> {
         .route("/health/ready", get(ready))
 }
 
+/// The metrics endpoint of a process: `GET /metrics` on its own listener, when it has one, and
+/// the exporter's upkeep every 5 s (which drains the histograms' samples into their buckets,
+/// so memory stays flat between scrapes, or without any). Stops when dropped.
+pub struct MetricsServer {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl MetricsServer {
+    pub fn start(listener: Option<tokio::net::TcpListener>) -> Self {
+        let handle = crate::telemetry::metrics_handle();
+        let mut tasks = Vec::new();
+        if let Some(listener) = listener {
+            let router = metrics_router(handle.clone());
+            tasks.push(tokio::spawn(async move {
+                if let Err(error) = axum::serve(listener, router).await {
+                    tracing::error!(
+                        error = %crate::telemetry::ErrorChain(&error),
+                        "the metrics listener failed"
+                    );
+                }
+            }));
+        }
+        tasks.push(tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+            loop {
+                every.tick().await;
+                handle.run_upkeep();
+            }
+        }));
+        Self { tasks }
+    }
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
 /// `GET /metrics` alone, for the metrics listener.
 pub fn metrics_router(handle: PrometheusHandle) -> Router {
     Router::new()

@@ -33,7 +33,7 @@ pub use admission::{Admission, Lifecycle};
 pub use agent_server::{AgentServerState, ServedAgent, agent_router};
 pub use docs::SCRIPT_FILE as DOCS_SCRIPT_FILE;
 pub use error::{ApiError, FieldError, PROBLEM_JSON};
-pub use health::metrics_router;
+pub use health::{MetricsServer, metrics_router};
 pub use openapi::{agent_server_document, document as openapi_document};
 pub use serve::{Connections, listen, serve};
 pub use sessions::NDJSON;

@@ -377,6 +377,22 @@ async fn behind_a_proxy(
     (store, proxy, app)
 }
 
+/// Returns once a statement of the database's waits for a lock (one the test holds), naming
+/// `what` if it never comes.
+async fn waiting_on_a_lock(watcher: &sqlx::PgPool, what: &str) {
+    eventually(what, PATIENCE, || async {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(watcher)
+        .await
+        .unwrap();
+        (waiting > 0).then_some(())
+    })
+    .await;
+}
+
 /// PostgreSQL going away (a proxy in front of it is cut): new sessions get 503, readiness turns
 /// 503, liveness stays 200, and a session that was running completes once the database is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -452,17 +468,7 @@ async fn a_read_from_a_silent_postgresql_answers_503_in_bounded_time() {
         }
     });
     let watcher = sqlx::PgPool::connect(&store.url).await.unwrap();
-    eventually("the read waiting in the server", PATIENCE, || async {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM pg_stat_activity \
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(&watcher)
-        .await
-        .unwrap();
-        (waiting > 0).then_some(())
-    })
-    .await;
+    waiting_on_a_lock(&watcher, "the read waiting in the server").await;
     proxy.stall();
     admin.execute("COMMIT").await.unwrap();
 
@@ -528,17 +534,7 @@ async fn a_session_whose_insert_answer_was_lost_is_completed_as_interrupted() {
         }
     });
     let watcher = sqlx::PgPool::connect(&store.url).await.unwrap();
-    eventually("the commit waiting in the server", PATIENCE, || async {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM pg_stat_activity \
-             WHERE datname = current_database() AND wait_event = 'advisory'",
-        )
-        .fetch_one(&watcher)
-        .await
-        .unwrap();
-        (waiting > 0).then_some(())
-    })
-    .await;
+    waiting_on_a_lock(&watcher, "the commit waiting in the server").await;
     proxy.stall();
     admin
         .execute("SELECT pg_advisory_unlock(4242)")

@@ -414,23 +414,10 @@ async fn a_session_on_the_default_plan_approves_a_live_person_matching_her_docum
     );
 }
 
-/// `../shared/data` (not part of the project; skipped where absent), held as a floor for what
-/// README's Accuracy section reports.
-fn shared_data(path: &str) -> Option<std::path::PathBuf> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/data")
-        .join(path);
-    if path.exists() {
-        Some(path)
-    } else {
-        println!("skipped: {} is absent", path.display());
-        None
-    }
-}
-
+// The shared data's tests hold a floor for what README's Accuracy section reports.
 #[test]
 fn the_shared_face_photos_match_exactly_their_own_person() {
-    let Some(dir) = shared_data("faces") else {
+    let Some(dir) = crate::helpers::shared_data("faces") else {
         return;
     };
     // `obama`, `obama2`, `obama-480p` are one person; `two_people` holds two faces.
@@ -483,7 +470,7 @@ fn the_shared_face_photos_match_exactly_their_own_person() {
 fn the_shared_liveness_clip_never_fails_a_live_window_nor_passes_a_spoof() {
     use image::AnimationDecoder;
 
-    let Some(gif) = shared_data("liveness/demo.gif") else {
+    let Some(gif) = crate::helpers::shared_data("liveness/demo.gif") else {
         return;
     };
     let decoder = image::codecs::gif::GifDecoder::new(std::io::BufReader::new(

@@ -399,42 +399,72 @@ pub fn completion(events: &[Value]) -> &Value {
     &events[at]
 }
 
-/// An instance on a runtime of its own, which `crash` drops at once: every task, timer and
-/// connection of it ends where it stands, as in a killed process.
+/// A server on a runtime of its own, in a thread, which `kill` drops at once: every task, timer
+/// and connection of it ends where it stands, as in a killed process.
+pub struct OwnRuntime {
+    kill: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl OwnRuntime {
+    /// Runs `start` on a new runtime with one worker: it gives what the test needs to know of
+    /// the server (its address, say) and the future that serves, which runs until `kill`.
+    pub fn start<T, Start, Serve>(start: impl FnOnce() -> Start + Send + 'static) -> (T, Self)
+    where
+        T: Send + 'static,
+        Start: Future<Output = (T, Serve)>,
+        Serve: Future<Output = ()> + Send + 'static,
+    {
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let (kill, killed) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            let (started, serve) = runtime.block_on(start());
+            runtime.spawn(serve);
+            started_tx.send(started).unwrap();
+            let _ = killed.recv();
+            runtime.shutdown_background();
+        });
+        let started = started_rx.recv().expect("the server starts");
+        let handle = Self {
+            kill: Some(kill),
+            thread: Some(thread),
+        };
+        (started, handle)
+    }
+
+    pub fn kill(mut self) {
+        drop(self.kill.take());
+        self.thread.take().unwrap().join().unwrap();
+    }
+}
+
+/// An instance on a runtime of its own, which `crash` kills (see [`OwnRuntime`]).
 pub struct CrashableApp {
     pub address: String,
     pub client: reqwest::Client,
-    crash: Option<std::sync::mpsc::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    runtime: OwnRuntime,
 }
 
 pub fn spawn_crashable_app(configure: impl FnOnce(&mut Settings)) -> CrashableApp {
     let settings = test_settings(configure);
-    let (address_tx, address_rx) = std::sync::mpsc::channel();
-    let (crash, crashed) = std::sync::mpsc::channel::<()>();
-    let thread = std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let app = runtime
-            .block_on(Application::build(settings))
-            .expect("the app builds");
-        let key = runtime.block_on(test_key(&app.keys()));
-        address_tx
-            .send((format!("http://{}", app.local_addr()), key))
-            .unwrap();
-        runtime.spawn(app.run_until_stopped(std::future::pending()));
-        let _ = crashed.recv();
-        runtime.shutdown_background();
+    let ((address, key), runtime) = OwnRuntime::start(move || async move {
+        let app = Application::build(settings).await.expect("the app builds");
+        let key = test_key(&app.keys()).await;
+        let address = format!("http://{}", app.local_addr());
+        let serve = async move {
+            let _ = app.run_until_stopped(std::future::pending()).await;
+        };
+        ((address, key), serve)
     });
-    let (address, key) = address_rx.recv().expect("the app starts");
     CrashableApp {
         address,
         client: client_with(&key),
-        crash: Some(crash),
-        thread: Some(thread),
+        runtime,
     }
 }
 
@@ -443,10 +473,33 @@ impl CrashableApp {
         format!("{}{}", self.address, path)
     }
 
-    pub fn crash(mut self) {
-        drop(self.crash.take());
-        self.thread.take().unwrap().join().unwrap();
+    pub fn crash(self) {
+        self.runtime.kill();
     }
+}
+
+/// `../shared/data/PATH` (not part of the project), or `None`, saying so, where it is absent.
+pub fn shared_data(path: &str) -> Option<std::path::PathBuf> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/data")
+        .join(path);
+    if path.exists() {
+        Some(path)
+    } else {
+        println!("skipped: {} is absent", path.display());
+        None
+    }
+}
+
+/// The entries of `dir`, sorted by name; none when it cannot be read.
+pub fn sorted_entries(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| Some(entry.ok()?.path()))
+        .collect();
+    entries.sort();
+    entries
 }
 
 /// A TCP proxy to `target` whose connections can be cut (and refused) and then allowed again:

@@ -15,7 +15,9 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::helpers::{HOUR_MS, TestApp, completion, session_body, spawn_app_with};
+use crate::helpers::{
+    HOUR_MS, OwnRuntime, TestApp, completion, session_body, sorted_entries, spawn_app_with,
+};
 
 const TOKEN: &str = "worker-token-1";
 
@@ -771,54 +773,25 @@ async fn a_wrong_token_is_refused_once_and_named_in_the_check() {
     worker.stop().await;
 }
 
-/// An agent server on a runtime of its own, which a test can kill with everything on it.
-struct KillableWorker {
-    address: String,
-    kill: Option<std::sync::mpsc::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl KillableWorker {
-    fn start() -> Self {
-        let (address_tx, address_rx) = std::sync::mpsc::channel();
-        let (kill, killed) = std::sync::mpsc::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .unwrap();
-            let mut settings = Settings::sandbox();
-            settings.agent_server.port = 0;
-            settings.agent_server.token = TOKEN.into();
-            settings.agent_server.metrics_listen = String::new();
-            let server = runtime
-                .block_on(AgentServer::build(settings, &[]))
-                .expect("the agent server builds");
-            address_tx
-                .send(format!("http://{}", server.local_addr()))
-                .unwrap();
-            runtime.spawn(server.run_until_stopped(std::future::pending()));
-            let _ = killed.recv();
-            runtime.shutdown_background();
-        });
-        Self {
-            address: address_rx.recv().expect("the agent server starts"),
-            kill: Some(kill),
-            thread: Some(thread),
-        }
-    }
-
-    fn kill(mut self) {
-        drop(self.kill.take());
-        self.thread.take().unwrap().join().unwrap();
-    }
+/// An agent server of the sandbox agents on a runtime of its own, which the test can kill.
+fn killable_worker() -> (String, OwnRuntime) {
+    OwnRuntime::start(|| async {
+        let mut settings = Settings::sandbox();
+        settings.agent_server.port = 0;
+        settings.agent_server.token = TOKEN.into();
+        settings.agent_server.metrics_listen = String::new();
+        let server = AgentServer::build(settings, &[])
+            .await
+            .expect("the agent server builds");
+        let address = format!("http://{}", server.local_addr());
+        (address, server.run_until_stopped(std::future::pending()))
+    })
 }
 
 #[tokio::test]
 async fn an_agent_server_killed_mid_session_costs_only_its_check() {
-    let worker = KillableWorker::start();
-    let url = worker.address.clone();
+    let (address, worker) = killable_worker();
+    let url = address.clone();
     let app = spawn_app_with(move |s| {
         s.orchestrator.session_deadline_ms = HOUR_MS;
         for agent in s.agents.values_mut() {
@@ -827,7 +800,7 @@ async fn an_agent_server_killed_mid_session_costs_only_its_check() {
         remote(s, &["ocr"], &url, json!({}));
     })
     .await;
-    let ocr_in_flight = format!("{}/health/ready", worker.address);
+    let ocr_in_flight = format!("{address}/health/ready");
     let id = app
         .start_session(&session_body(json!({ "ocr": { "latency_ms": 60000 } })))
         .await;
@@ -893,24 +866,13 @@ fn real_session(frames: &[image::RgbImage], document: &image::RgbImage) -> Value
 
 /// The head-turn frames of `../shared/data/headturn`, five from each clip, where the data is.
 fn shared_head_turns() -> Vec<Vec<image::RgbImage>> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/headturn");
-    let Ok(clips) = std::fs::read_dir(&root) else {
-        println!(
-            "skipping the shared head-turn clips: {} is absent",
-            root.display()
-        );
+    let Some(root) = crate::helpers::shared_data("headturn") else {
         return Vec::new();
     };
-    let mut clips: Vec<_> = clips.filter_map(|c| Some(c.ok()?.path())).collect();
-    clips.sort();
-    clips
+    sorted_entries(&root)
         .iter()
         .filter_map(|clip| {
-            let mut frames: Vec<_> = std::fs::read_dir(clip)
-                .ok()?
-                .filter_map(|f| Some(f.ok()?.path()))
-                .collect();
-            frames.sort();
+            let frames = sorted_entries(clip);
             let step = (frames.len() / 5).max(1);
             let picked = frames
                 .iter()
@@ -926,17 +888,10 @@ fn shared_head_turns() -> Vec<Vec<image::RgbImage>> {
 
 /// The face photos of `../shared/data/faces`, each a one-frame selfie, where the data is.
 fn shared_faces() -> Vec<Vec<image::RgbImage>> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/faces");
-    let Ok(photos) = std::fs::read_dir(&root) else {
-        println!(
-            "skipping the shared face photos: {} is absent",
-            root.display()
-        );
+    let Some(root) = crate::helpers::shared_data("faces") else {
         return Vec::new();
     };
-    let mut photos: Vec<_> = photos.filter_map(|p| Some(p.ok()?.path())).collect();
-    photos.sort();
-    photos
+    sorted_entries(&root)
         .iter()
         .filter_map(|photo| Some(vec![image::open(photo).ok()?.to_rgb8()]))
         .collect()

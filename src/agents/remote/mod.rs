@@ -256,16 +256,11 @@ impl AgentKind for HttpAgent {
             wire::agent_path(&remote)
         );
         endpoint.set_path(&path);
-        let token = match &settings.token_file {
-            Some(path) => std::fs::read_to_string(path)
-                .map_err(|source| ModelError::Read {
-                    path: path.clone(),
-                    source,
-                })?
-                .trim()
-                .to_owned(),
-            None => settings.token.clone(),
-        };
+        let token = crate::config::secret(&settings.token, settings.token_file.as_deref())
+            .map_err(|source| ModelError::SecretFile {
+                path: settings.token_file.clone().unwrap_or_default(),
+                source,
+            })?;
         let token = (!token.is_empty())
             .then(|| HeaderValue::from_str(&format!("Bearer {token}")))
             .transpose()
@@ -425,11 +420,7 @@ impl HttpAgent {
                     .map_err(|e| AgentError::Failed(format!("cannot encode the request: {e}")))
             }
         };
-        if cheap {
-            encode()
-        } else {
-            ctx.blocking(move |_| encode()).await?
-        }
+        ctx.blocking_unless(cheap, encode).await?
     }
 
     async fn attempt(&self, ctx: &AgentContext, body: Bytes) -> Attempt {
@@ -501,21 +492,15 @@ impl HttpAgent {
                 )
             })
         };
-        let answer = if small {
-            parse()?
-        } else {
-            ctx.blocking(move |_| parse())
-                .await
-                .map_err(|e| e.to_string())??
-        };
+        let answer = ctx
+            .blocking_unless(small, parse)
+            .await
+            .map_err(|e| e.to_string())??;
         let session = ctx.input_shared();
-        if answer.output.as_ref().is_none_or(wire::decodes_cheaply) {
-            answer.into_report(&session)
-        } else {
-            ctx.blocking(move |_| answer.into_report(&session))
-                .await
-                .map_err(|e| e.to_string())?
-        }
+        let cheap = answer.output.as_ref().is_none_or(wire::decodes_cheaply);
+        ctx.blocking_unless(cheap, move || answer.into_report(&session))
+            .await
+            .map_err(|e| e.to_string())?
     }
 }
 
