@@ -184,24 +184,16 @@ impl AgentServer {
             shutdown_timeout,
         } = self;
         let metrics = api::MetricsServer::start(metrics_listener);
-        let lifecycle = state.lifecycle.clone();
-        let stuck = {
-            let lifecycle = lifecycle.clone();
-            async move {
-                lifecycle.draining().await;
-                tokio::time::sleep(drain_delay + shutdown_timeout).await;
-            }
+        let draining = api::Draining {
+            lifecycle: state.lifecycle.clone(),
+            delay: drain_delay,
+            timeout: shutdown_timeout,
         };
-        let draining = async move {
-            shutdown.await;
-            lifecycle.start_draining();
+        let router = api::agent_router(state);
+        api::serve_until_drained(listener, router, connections, draining, shutdown, || {
             tracing::info!("shutting down: readiness is 503, requests in flight finish");
-            tokio::time::sleep(drain_delay).await;
-        };
-        tokio::select! {
-            () = api::serve(listener, api::agent_router(state), connections, draining) => {}
-            () = stuck => tracing::warn!("requests still in flight after the shutdown timeout"),
-        }
+        })
+        .await;
         drop(metrics);
         tracing::info!("stopped");
     }

@@ -219,32 +219,20 @@ impl Application {
         let mut dispatch = tokio::spawn(Arc::new(dispatcher).supervise(stop_dispatch.clone()));
         let review_metrics = tokio::spawn(state.reviews.clone().watch(stop_dispatch.clone()));
 
-        let stuck = {
-            let lifecycle = lifecycle.clone();
-            async move {
-                lifecycle.draining().await;
-                tokio::time::sleep(drain_delay + shutdown_timeout).await;
-            }
+        let router = api::router(state.clone());
+        let draining = api::Draining {
+            lifecycle,
+            delay: drain_delay,
+            timeout: shutdown_timeout,
         };
-        let draining = async move {
-            shutdown.await;
-            lifecycle.start_draining();
+        api::serve_until_drained(listener, router, connections, draining, shutdown, || {
             tracing::info!(
                 running_sessions = orchestrator.running(),
                 drain_delay_ms = drain_delay.as_millis() as u64,
                 "shutting down: readiness is 503, new sessions are refused"
             );
-            tokio::time::sleep(drain_delay).await;
-        };
-        let router = api::router(state.clone());
-        tokio::select! {
-            () = api::serve(listener, router, connections, draining) => {}
-            () = stuck => {
-                tracing::warn!(
-                    "connections still open after the shutdown timeout; no longer waiting for them"
-                );
-            }
-        };
+        })
+        .await;
         state.orchestrator.drain().await;
         state.orchestrator.retry_pending().await;
         // Attempts in flight finish (each bounded); what is left waits in the store.

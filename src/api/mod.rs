@@ -35,7 +35,7 @@ pub use docs::SCRIPT_FILE as DOCS_SCRIPT_FILE;
 pub use error::{ApiError, FieldError, PROBLEM_JSON};
 pub use health::{MetricsServer, metrics_router};
 pub use openapi::{agent_server_document, document as openapi_document};
-pub use serve::{Connections, listen, serve};
+pub use serve::{Connections, Draining, listen, serve, serve_until_drained};
 pub use sessions::NDJSON;
 
 /// What every handler can reach.

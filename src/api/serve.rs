@@ -116,6 +116,55 @@ pub async fn serve(
     connections.shutdown().await;
 }
 
+/// When and how a server stops serving.
+pub struct Draining {
+    pub lifecycle: super::Lifecycle,
+    /// How long the listener keeps accepting after the shutdown signal, with readiness 503, so
+    /// that the load balancer notices before connections are refused.
+    pub delay: Duration,
+    /// How much longer open connections get before they are dropped.
+    pub timeout: Duration,
+}
+
+/// Serves `router` until `shutdown` resolves; then `draining.lifecycle` starts draining (and
+/// `announce` says so in the log), the listener closes after `draining.delay`, and connections
+/// still open `draining.timeout` later are dropped.
+pub async fn serve_until_drained(
+    listener: TcpListener,
+    router: Router,
+    connections: Connections,
+    draining: Draining,
+    shutdown: impl Future<Output = ()>,
+    announce: impl FnOnce(),
+) {
+    let Draining {
+        lifecycle,
+        delay,
+        timeout,
+    } = draining;
+    let stuck = {
+        let lifecycle = lifecycle.clone();
+        async move {
+            lifecycle.draining().await;
+            tokio::time::sleep(delay + timeout).await;
+        }
+    };
+    let stop = async move {
+        shutdown.await;
+        lifecycle.start_draining();
+        announce();
+        tokio::time::sleep(delay).await;
+    };
+    tokio::select! {
+        () = serve(listener, router, connections, stop) => {}
+        () = stuck => {
+            tracing::warn!(
+                "connections still open after the shutdown timeout; no longer waiting for them"
+            );
+        }
+    }
+}
+
 /// After a failed accept. A connection the client gave up on before it was accepted is nothing
 /// to report; anything else (most often: out of file descriptors) is, and the loop waits a
 /// second (as `axum::serve` does) instead of spinning on it and flooding the log.

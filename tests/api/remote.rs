@@ -165,6 +165,11 @@ async fn scripted_remote(answers: Vec<Answer>) -> (String, Script) {
     (address, script)
 }
 
+/// The completion event of one unscripted session, streamed to its end.
+async fn decided(app: &TestApp) -> Value {
+    completion(&app.stream_session(&session_body(json!({}))).await).clone()
+}
+
 /// An app whose `liveness` calls `url`, every other agent local, deadlines of an hour unless the
 /// test sets them.
 async fn app_with_remote_liveness(url: &str, extra: Value) -> TestApp {
@@ -348,29 +353,13 @@ async fn the_breaker_opens_after_failures_fails_fast_and_closes_after_a_probe() 
         "breaker": { "consecutive_failures": 2, "failure_ratio": 0.0, "open_ms": 10000 },
     });
     let app = app_with_remote_liveness(&url, breaker).await;
-    let decide = |app: &TestApp| {
-        let client = app.client.clone();
-        let url = app.url("/v1/sessions");
-        async move {
-            let response = client
-                .post(url)
-                .header("accept", "application/x-ndjson")
-                .json(&session_body(json!({})))
-                .send()
-                .await
-                .unwrap();
-            let events = crate::helpers::parse_ndjson(&response.bytes().await.unwrap());
-            completion(&events).clone()
-        }
-    };
-
     for _ in 0..2 {
-        let done = decide(&app).await;
+        let done = decided(&app).await;
         assert_eq!(done["reasons"], json!(["agent_unavailable:liveness"]));
     }
     assert_eq!(script.seen().len(), 2);
 
-    let done = decide(&app).await;
+    let done = decided(&app).await;
     assert_eq!(done["decision"], "review");
     assert_eq!(done["reasons"], json!(["agent_unavailable:liveness"]));
     assert_eq!(script.seen().len(), 2, "open: no call reaches the remote");
@@ -388,7 +377,7 @@ async fn the_breaker_opens_after_failures_fails_fast_and_closes_after_a_probe() 
 
     script.then(vec![Answer::Report]);
     tokio::time::advance(Duration::from_secs(10)).await;
-    let done = decide(&app).await;
+    let done = decided(&app).await;
     assert_eq!(
         done["decision"], "approved",
         "the probe succeeded: {done:#}"
@@ -711,23 +700,9 @@ async fn the_agent_servers_document_is_the_committed_one() {
 async fn a_malformed_or_oversized_answer_is_a_clear_error() {
     let (url, script) = scripted_remote(vec![Answer::Raw("<html>gateway</html>".into())]).await;
     let app = app_with_remote_liveness(&url, json!({ "max_answer_bytes": 4096 })).await;
-    let check = |app: &TestApp| {
-        let (client, url) = (app.client.clone(), app.url("/v1/sessions"));
-        async move {
-            let response = client
-                .post(url)
-                .header("accept", "application/x-ndjson")
-                .json(&session_body(json!({})))
-                .send()
-                .await
-                .unwrap();
-            let events = crate::helpers::parse_ndjson(&response.bytes().await.unwrap());
-            let done = completion(&events).clone();
-            (done["decision"].clone(), done["checks"]["liveness"].clone())
-        }
-    };
 
-    let (decision, malformed) = check(&app).await;
+    let done = decided(&app).await;
+    let (decision, malformed) = (&done["decision"], &done["checks"]["liveness"]);
     assert_eq!(decision, "review");
     assert_eq!(malformed["status"], "error", "{malformed:#}");
     assert_eq!(malformed["reasons"], json!(["agent_unavailable:liveness"]));
@@ -740,7 +715,8 @@ async fn a_malformed_or_oversized_answer_is_a_clear_error() {
     );
 
     script.then(vec![Answer::Raw("x".repeat(10_000))]);
-    let (decision, oversized) = check(&app).await;
+    let done = decided(&app).await;
+    let (decision, oversized) = (&done["decision"], &done["checks"]["liveness"]);
     assert_eq!(decision, "review");
     assert_eq!(
         oversized["details"]["remote"]["outcomes"],
