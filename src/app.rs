@@ -311,7 +311,7 @@ async fn build_parts(
     } else {
         Some(Blobs::open(
             &settings.store.blob_dir,
-            settings.store.blob_fsync,
+            settings.store.sync_inputs(),
         )?)
     };
     let durability = Durability {

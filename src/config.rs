@@ -119,8 +119,10 @@ pub struct StoreSettings {
     pub memory_capacity: usize,
     /// Where session inputs (images) are kept for recovery until retention erases them.
     pub blob_dir: PathBuf,
-    /// Sync each input file (and its directory) before the session is accepted.
-    pub blob_fsync: bool,
+    /// Sync each input file (and its directory) before the session is accepted. Unset: as
+    /// durable as the session's row (see [`StoreSettings::sync_inputs`]).
+    #[serde(default)]
+    pub blob_fsync: Option<bool>,
     pub max_connections: u32,
     /// How long a query waits for a connection before the store counts as unavailable.
     pub acquire_timeout_ms: u64,
@@ -139,6 +141,22 @@ pub struct StoreSettings {
     pub lease_ms: u64,
     /// How often a follower of a session running on another instance reads new events.
     pub poll_interval_ms: u64,
+}
+
+impl StoreSettings {
+    /// Whether a session's input files are synced before it is accepted: `blob_fsync` if set,
+    /// else as durable as the row that names them. SQLite with `synchronous = normal` commits
+    /// without an fsync, so the row survives a crash of the process but not a power cut; input
+    /// files written without one are in the same case, and an fsync of theirs would buy nothing
+    /// (after a power cut the row naming them may be gone) at the price of most of a session's
+    /// cost in the store. With `full`, and on PostgreSQL, a commit is on disk when it returns,
+    /// so the inputs are too.
+    pub fn sync_inputs(&self) -> bool {
+        self.blob_fsync.unwrap_or_else(|| {
+            !(self.url.starts_with("sqlite:")
+                && self.sqlite_synchronous == SqliteSynchronous::Normal)
+        })
+    }
 }
 
 /// SQLite's `synchronous` pragma in WAL mode.

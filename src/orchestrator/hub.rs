@@ -151,25 +151,25 @@ impl Follow {
     }
 }
 
-/// The NDJSON lines of a session this instance has just started, from its first event: its
-/// history is read from the store as the stream begins, and read again until the store
-/// answers, so that a store failing at that moment does not turn an accepted session into an
-/// error for its client.
+/// The NDJSON lines of a session this instance has just started, from its first event: `live`
+/// was subscribed before the session could publish anything, so the store is read only if the
+/// follower falls behind (and read again until it answers, so that a store failing at that
+/// moment does not turn an accepted session into an error for its client).
 pub(crate) fn follow_new(
-    hub: &Hub,
     store: Arc<dyn SessionStore>,
     id: SessionId,
+    live: broadcast::Receiver<EventRecord>,
     poll_interval: Duration,
 ) -> impl Stream<Item = Bytes> + Send + 'static {
     let state = Follow {
         store,
         id,
         last: 0,
-        live: hub.subscribe(id),
+        live: Some(live),
         poll_interval,
         pending: VecDeque::new(),
         done: false,
-        behind: true,
+        behind: false,
     };
     futures::stream::unfold(state, |mut state| async move {
         state.next().await.map(|line| (line, state))
@@ -249,39 +249,64 @@ mod tests {
         );
     }
 
-    /// The store does not answer as a new session's stream begins (it was stored a moment
-    /// before): the stream waits for it instead of failing, and carries every event.
-    #[tokio::test(start_paused = true)]
-    async fn a_new_sessions_follower_outlasts_a_store_that_does_not_answer_at_first() {
+    /// A running session in a test store, its live channel and a subscription to it taken
+    /// as `Orchestrator::start` takes one.
+    async fn new_session() -> (
+        Arc<TestStore>,
+        Hub,
+        SessionId,
+        broadcast::Sender<EventRecord>,
+        broadcast::Receiver<EventRecord>,
+    ) {
         let store = Arc::new(TestStore::new());
         let hub = Hub::default();
         let id = SessionId::new();
         store.insert(&running(id), None).await.unwrap();
         let live = hub.open(id);
-        // Published before anyone follows: only the store's history has it.
-        store.append_events(id, &[line(1, false)]).await.unwrap();
-        let _ = live.send(line(1, false));
+        let subscription = live.subscribe();
+        (store, hub, id, live, subscription)
+    }
+
+    /// A new session's follower, collecting its lines in a task of its own.
+    fn spawn_new_follower(
+        store: &Arc<TestStore>,
+        id: SessionId,
+        subscription: broadcast::Receiver<EventRecord>,
+    ) -> tokio::task::JoinHandle<Vec<Bytes>> {
+        let store = Arc::clone(store) as Arc<dyn SessionStore>;
+        tokio::spawn(follow_new(store, id, subscription, POLL).collect())
+    }
+
+    /// A new session's follower has its events from the subscription taken when the session
+    /// opened, those published before the stream began too. Overrun, it catches up from the
+    /// store, and a store that does not answer at first is asked again, never the stream's end.
+    #[tokio::test(start_paused = true)]
+    async fn a_new_sessions_follower_catches_up_from_a_store_that_does_not_answer_at_first() {
+        let (store, _hub, id, live, subscription) = new_session().await;
+        // Published before anyone follows, and more than the channel holds: the follower
+        // lags and must read the store, which fails three reads first.
+        let last = 3 * LIVE_CAPACITY as u64;
+        for seq in 1..last {
+            store.append_events(id, &[line(seq, false)]).await.unwrap();
+            live.send(line(seq, false)).unwrap();
+        }
         store
             .failing_reads
             .store(3, std::sync::atomic::Ordering::SeqCst);
 
-        let follower = tokio::spawn(
-            follow_new(&hub, Arc::clone(&store) as Arc<dyn SessionStore>, id, POLL)
-                .collect::<Vec<Bytes>>(),
-        );
+        let follower = spawn_new_follower(&store, id, subscription);
         tokio::time::sleep(POLL * 5).await;
-        for seq in 2..4 {
-            store.append_events(id, &[line(seq, false)]).await.unwrap();
-            live.send(line(seq, false)).unwrap();
-        }
-        store.complete(id, &approved(), &closing(4)).await.unwrap();
-        live.send(line(4, true)).unwrap();
+        store
+            .complete(id, &approved(), &closing(last))
+            .await
+            .unwrap();
+        live.send(line(last, true)).unwrap();
 
         let lines = tokio::time::timeout(std::time::Duration::from_secs(60), follower)
             .await
             .expect("the follower ended")
             .unwrap();
-        let expected: Vec<Bytes> = (1..=4).map(|seq| line(seq, false).line).collect();
+        let expected: Vec<Bytes> = (1..=last).map(|seq| line(seq, false).line).collect();
         assert_eq!(lines, expected);
         assert_eq!(
             store
@@ -290,6 +315,31 @@ mod tests {
             0,
             "the reads did fail first"
         );
+    }
+
+    /// Kept up with, a new session's follower never reads the store: every event comes from
+    /// the subscription, the first ones (published before the stream began) included.
+    #[tokio::test(start_paused = true)]
+    async fn a_new_sessions_follower_that_keeps_up_reads_nothing_from_the_store() {
+        let (store, hub, id, live, subscription) = new_session().await;
+        live.send(line(1, false)).unwrap();
+        // Every read fails: a follower that read the store would stall here until the timeout.
+        store
+            .failing_reads
+            .store(usize::MAX, std::sync::atomic::Ordering::SeqCst);
+
+        let follower = spawn_new_follower(&store, id, subscription);
+        live.send(line(2, false)).unwrap();
+        live.send(line(3, true)).unwrap();
+        drop(live);
+        hub.close(id);
+
+        let lines = tokio::time::timeout(std::time::Duration::from_secs(60), follower)
+            .await
+            .expect("the follower ended without the store")
+            .unwrap();
+        let expected: Vec<Bytes> = (1..=3).map(|seq| line(seq, false).line).collect();
+        assert_eq!(lines, expected);
     }
 
     #[tokio::test(start_paused = true)]

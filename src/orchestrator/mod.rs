@@ -89,7 +89,13 @@ pub struct Started {
     pub deadline_at: DateTime<Utc>,
     /// Resolves when the session completes; dropping it does not cancel the session.
     pub outcome: JoinHandle<SessionOutcome>,
+    /// The session's events from its first one, for [`Orchestrator::follow_new`].
+    pub events: Subscription,
 }
+
+/// A subscription to a new session's live events, taken before it could publish any: its
+/// follower reads them all from memory, and the store only if it falls behind.
+pub struct Subscription(tokio::sync::broadcast::Receiver<EventRecord>);
 
 /// How a session ended, with the timings the benchmarks need.
 #[derive(Debug, Clone)]
@@ -401,6 +407,7 @@ impl Orchestrator {
         let inner = &self.inner;
         let id = record.id;
         let span = tracing::info_span!("session", session_id = %id);
+        let events = Subscription(live.subscribe());
         let session = run::SessionRun::new(
             Arc::clone(inner),
             id,
@@ -422,6 +429,7 @@ impl Orchestrator {
             created_at: record.created_at,
             deadline_at: clock.wall(deadline.instant()),
             outcome,
+            events,
         }
     }
 
@@ -523,13 +531,18 @@ impl Orchestrator {
     }
 
     /// The NDJSON lines of a session this instance has just started (`start_once` gave
-    /// `Start::New`), from its first event. It cannot fail: a store that does not answer is
-    /// asked again while the session runs, so an accepted session is never reported refused.
-    pub fn follow_new(&self, id: SessionId) -> impl Stream<Item = Bytes> + Send + 'static {
+    /// `Start::New`, with its `events`), from its first event. It cannot fail: the events come
+    /// from memory, and should the follower fall behind, a store that does not answer is asked
+    /// again while the session runs, so an accepted session is never reported refused.
+    pub fn follow_new(
+        &self,
+        id: SessionId,
+        events: Subscription,
+    ) -> impl Stream<Item = Bytes> + Send + 'static {
         hub::follow_new(
-            &self.inner.hub,
             Arc::clone(&self.inner.store),
             id,
+            events.0,
             self.inner.durability.poll_interval,
         )
     }

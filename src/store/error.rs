@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use crate::domain::SessionId;
 
-/// A cause that is not a database error.
-type Cause = Box<dyn std::error::Error + Send + Sync>;
+/// The underlying error: sqlx's, rusqlite's (SQLite's writer) or any other.
+pub(crate) type Cause = Box<dyn std::error::Error + Send + Sync>;
 
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +49,7 @@ pub enum StoreError {
     Unavailable {
         what: &'static str,
         #[source]
-        source: sqlx::Error,
+        source: Cause,
     },
     /// A call had no answer within its time limit, as on a connection the network left
     /// half-open. Whether a write landed is unknown.
@@ -64,14 +64,14 @@ pub enum StoreError {
     Constraint {
         what: &'static str,
         #[source]
-        source: sqlx::Error,
+        source: Cause,
     },
     /// Any other database failure: a statement the database rejected, a row gone mid-transaction.
     #[error("the database failed while {what}")]
     Database {
         what: &'static str,
         #[source]
-        source: sqlx::Error,
+        source: Cause,
     },
     /// A stored value we cannot read back: a column of the wrong type, text that is not a
     /// timestamp, an id, JSON of the expected shape or a known status.

@@ -140,7 +140,7 @@ impl TestStore {
         if result.is_ok() && write == self.lose_answer_to {
             return Err(StoreError::Unavailable {
                 what: "committing",
-                source: sqlx::Error::Io(std::io::ErrorKind::ConnectionAborted.into()),
+                source: sqlx::Error::Io(std::io::ErrorKind::ConnectionAborted.into()).into(),
             });
         }
         result
@@ -162,7 +162,7 @@ impl SessionStore for TestStore {
         if self.lose_insert_answers {
             return Err(StoreError::Unavailable {
                 what: "committing",
-                source: sqlx::Error::Io(std::io::ErrorKind::ConnectionAborted.into()),
+                source: sqlx::Error::Io(std::io::ErrorKind::ConnectionAborted.into()).into(),
             });
         }
         Ok(inserted)
@@ -220,7 +220,7 @@ impl SessionStore for TestStore {
         {
             return Err(StoreError::Unavailable {
                 what: "reading events",
-                source: sqlx::Error::Io(std::io::ErrorKind::ConnectionRefused.into()),
+                source: sqlx::Error::Io(std::io::ErrorKind::ConnectionRefused.into()).into(),
             });
         }
         let snapshot = self.inner.events_after(id, after).await;

@@ -13,13 +13,14 @@ use async_trait::async_trait;
 use sqlx::any::AnyRow;
 use sqlx::{Any, AssertSqlSafe, Transaction};
 
+use super::batch::insert_events;
 use super::{
-    ROWS_PER_STATEMENT, SqlStore, db_error, get, insert_events, json, optional_timestamp,
-    parse_timestamp, placeholders, seq_param, session_id, timestamp,
+    ROWS_PER_STATEMENT, SqlStore, db_error, get, json, optional_timestamp, parse_timestamp,
+    seq_param, session_id, timestamp,
 };
 use crate::domain::{
-    Completion, KeyId, MessageId, Owner, ReviewCase, ReviewDecision, ReviewQuery, ReviewState,
-    ReviewStatus, Reviewer, SessionId,
+    KeyId, MessageId, Owner, ReviewCase, ReviewDecision, ReviewQuery, ReviewState, ReviewStatus,
+    Reviewer, SessionId,
 };
 use crate::store::{Decided, ReviewBacklog, ReviewStore, ReviewWrite, StoreError};
 
@@ -66,36 +67,6 @@ fn decision_from_row(row: &AnyRow) -> Result<ReviewDecision, StoreError> {
         reasons: json("reasons", &get::<String>(row, "reasons")?)?,
         note: get(row, "note")?,
     })
-}
-
-/// Opens the review case of each of `opened` (session, its completion, the `review.opened`
-/// event's seq), in the caller's transaction: the completion's.
-pub(super) async fn open_cases(
-    tx: &mut Transaction<'static, Any>,
-    opened: &[(SessionId, &Completion, u64)],
-) -> Result<(), StoreError> {
-    for chunk in opened.chunks(ROWS_PER_STATEMENT) {
-        let sql = format!(
-            "INSERT INTO reviews (session_id, tenant, mode, status, opened_at, \
-             automated_reasons, opened_seq, last_seq) \
-             SELECT s.id, s.tenant, s.mode, 'open', v.column2, v.column3, v.column4, v.column4 \
-             FROM (VALUES {}) AS v JOIN sessions s ON s.id = v.column1",
-            placeholders(chunk.len(), 4)
-        );
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for (id, completion, seq) in chunk {
-            query = query
-                .bind(id.to_string())
-                .bind(timestamp(completion.completed_at))
-                .bind(serde_json::to_string(&completion.reasons).expect("reasons serialise"))
-                .bind(seq_param(*seq));
-        }
-        query
-            .execute(&mut **tx)
-            .await
-            .map_err(db_error("opening review cases"))?;
-    }
-    Ok(())
 }
 
 /// Clears the notes of a session's decisions, in the caller's transaction: its erasure's.
