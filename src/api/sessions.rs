@@ -128,9 +128,7 @@ pub(super) async fn create(
     {
         // Accepted: from here on the client hears of its session, whatever the store does.
         Start::New(started) if stream => {
-            return Ok(ndjson(
-                state.orchestrator.follow_new(started.id, started.events),
-            ));
+            return Ok(ndjson(state.orchestrator.follow_new(started.events)));
         }
         Start::New(started) => (started.id, accepted(&started)),
         Start::Existing {

@@ -95,7 +95,10 @@ pub struct Started {
 
 /// A subscription to a new session's live events, taken before it could publish any: its
 /// follower reads them all from memory, and the store only if it falls behind.
-pub struct Subscription(tokio::sync::broadcast::Receiver<EventRecord>);
+pub struct Subscription {
+    id: SessionId,
+    live: tokio::sync::broadcast::Receiver<EventRecord>,
+}
 
 /// How a session ended, with the timings the benchmarks need.
 #[derive(Debug, Clone)]
@@ -407,7 +410,10 @@ impl Orchestrator {
         let inner = &self.inner;
         let id = record.id;
         let span = tracing::info_span!("session", session_id = %id);
-        let events = Subscription(live.subscribe());
+        let events = Subscription {
+            id,
+            live: live.subscribe(),
+        };
         let session = run::SessionRun::new(
             Arc::clone(inner),
             id,
@@ -531,18 +537,14 @@ impl Orchestrator {
     }
 
     /// The NDJSON lines of a session this instance has just started (`start_once` gave
-    /// `Start::New`, with its `events`), from its first event. It cannot fail: the events come
+    /// `Start::New`), from its first event, by its `events`. It cannot fail: the events come
     /// from memory, and should the follower fall behind, a store that does not answer is asked
     /// again while the session runs, so an accepted session is never reported refused.
-    pub fn follow_new(
-        &self,
-        id: SessionId,
-        events: Subscription,
-    ) -> impl Stream<Item = Bytes> + Send + 'static {
+    pub fn follow_new(&self, events: Subscription) -> impl Stream<Item = Bytes> + Send + 'static {
         hub::follow_new(
             Arc::clone(&self.inner.store),
-            id,
-            events.0,
+            events.id,
+            events.live,
             self.inner.durability.poll_interval,
         )
     }

@@ -202,11 +202,11 @@ impl<'a> Sorted<'a> {
 }
 
 /// Runs `sql(rows)` once per chunk of `rows`, each row's parameters from `params`.
-async fn insert_chunked<T>(
+async fn insert_chunked<T, P: IntoIterator<Item = Param>>(
     tx: &mut Transaction<'static, Any>,
     rows: &[T],
     sql: fn(usize) -> String,
-    mut params: impl FnMut(&T) -> Result<Vec<Param>, StoreError>,
+    mut params: impl FnMut(&T) -> Result<P, StoreError>,
     what: &'static str,
 ) -> Result<(), StoreError> {
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
@@ -228,7 +228,7 @@ pub(super) async fn insert_events(
         tx,
         events,
         insert_events_sql,
-        |(id, event)| event_params(*id, event).map(Vec::from),
+        |(id, event)| event_params(*id, event),
         "appending events",
     )
     .await
@@ -243,7 +243,7 @@ pub(super) async fn insert_sessions(
         tx,
         sessions,
         insert_sessions_sql,
-        |s| Ok(session_params(s).into()),
+        |s| Ok(session_params(s)),
         "inserting sessions",
     )
     .await
@@ -282,7 +282,7 @@ impl BatchWriter<Write> for Writer {
             &mut tx,
             &sorted.completions,
             enqueue_completed_sql,
-            |(id, completion, seq)| Ok(message_params(*id, *seq, completion.completed_at).into()),
+            |(id, completion, seq)| Ok(message_params(*id, *seq, completion.completed_at)),
             "writing webhook messages",
         )
         .await?;
@@ -290,7 +290,7 @@ impl BatchWriter<Write> for Writer {
             &mut tx,
             &sorted.opened,
             open_cases_sql,
-            |(id, completion, seq)| Ok(case_params(*id, completion, *seq).into()),
+            |(id, completion, seq)| Ok(case_params(*id, completion, *seq)),
             "opening review cases",
         )
         .await?;

@@ -91,21 +91,19 @@ impl SqlStore {
     /// that manage keys.
     pub async fn connect(settings: &StoreSettings) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
-        let sqlite = settings.url.starts_with("sqlite:");
-        let url = if sqlite {
-            sqlite_url(&settings.url)?
+        let sqlite = if settings.url.starts_with("sqlite:") {
+            Some(SqliteFile::of(&settings.url)?)
         } else {
-            settings.url.clone()
+            None
         };
+        let url = sqlite
+            .as_ref()
+            .map_or_else(|| settings.url.clone(), |file| file.url.clone());
         let mut options = AnyPoolOptions::new()
             .max_connections(settings.max_connections.max(2))
             .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms));
-        if sqlite {
-            let pragmas = format!(
-                "PRAGMA journal_mode = WAL; PRAGMA synchronous = {}; PRAGMA foreign_keys = ON; \
-                 PRAGMA busy_timeout = 10000;",
-                settings.sqlite_synchronous.pragma()
-            );
+        if sqlite.is_some() {
+            let pragmas = sqlite_pragmas(settings.sqlite_synchronous);
             options = options.after_connect(move |conn, _| {
                 let pragmas = AssertSqlSafe(pragmas.clone());
                 Box::pin(async move {
@@ -128,8 +126,8 @@ impl SqlStore {
             0 => Duration::MAX,
             ms => Duration::from_millis(ms),
         };
-        let writer = if sqlite {
-            let writer = SqliteWriter::open(sqlite_path(&url), settings.sqlite_synchronous)?;
+        let writer = if let Some(file) = &sqlite {
+            let writer = SqliteWriter::open(&file.path, settings.sqlite_synchronous)?;
             GroupCommit::spawn(writer, max_batch, linger, timeout, max_batch * 8)
         } else {
             let writer = Writer { pool: pool.clone() };
@@ -147,38 +145,52 @@ impl SqlStore {
     }
 }
 
-/// `sqlite://PATH` with the directory created and `mode=rwc` (create if missing) added.
-fn sqlite_url(url: &str) -> Result<String, StoreError> {
-    let rest = url
-        .strip_prefix("sqlite://")
-        .ok_or_else(|| StoreError::UnsupportedUrl(url.to_owned()))?;
-    let path = rest.split('?').next().unwrap_or_default();
-    if path.is_empty() || path.starts_with(":memory:") {
-        return Err(StoreError::UnsupportedUrl(format!(
-            "{url} (an in-memory SQLite database is not shared between connections: use memory://)"
-        )));
-    }
-    if let Some(dir) = std::path::Path::new(path).parent()
-        && !dir.as_os_str().is_empty()
-    {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory {
-            path: dir.to_owned(),
-            source,
-        })?;
-    }
-    Ok(if rest.contains("mode=") {
-        url.to_owned()
-    } else if rest.contains('?') {
-        format!("{url}&mode=rwc")
-    } else {
-        format!("{url}?mode=rwc")
-    })
+/// A `sqlite://PATH` url: for sqlx, with `mode=rwc` (create if missing) added; and its file,
+/// whose directory is created.
+struct SqliteFile {
+    url: String,
+    path: std::path::PathBuf,
 }
 
-/// The file of a `sqlite://PATH?...` url.
-fn sqlite_path(url: &str) -> &std::path::Path {
-    let rest = url.strip_prefix("sqlite://").unwrap_or(url);
-    std::path::Path::new(rest.split('?').next().unwrap_or_default())
+impl SqliteFile {
+    fn of(url: &str) -> Result<Self, StoreError> {
+        let rest = url
+            .strip_prefix("sqlite://")
+            .ok_or_else(|| StoreError::UnsupportedUrl(url.to_owned()))?;
+        let path = rest.split('?').next().unwrap_or_default();
+        if path.is_empty() || path.starts_with(":memory:") {
+            return Err(StoreError::UnsupportedUrl(format!(
+                "{url} (an in-memory SQLite database is not shared between connections: use \
+                 memory://)"
+            )));
+        }
+        let path = std::path::PathBuf::from(path);
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory {
+                path: dir.to_owned(),
+                source,
+            })?;
+        }
+        let url = if rest.contains("mode=") {
+            url.to_owned()
+        } else if rest.contains('?') {
+            format!("{url}&mode=rwc")
+        } else {
+            format!("{url}?mode=rwc")
+        };
+        Ok(Self { url, path })
+    }
+}
+
+/// What every SQLite connection runs first: sqlx's pool and the writer's connection.
+fn sqlite_pragmas(synchronous: crate::config::SqliteSynchronous) -> String {
+    format!(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {}; PRAGMA foreign_keys = ON; \
+         PRAGMA busy_timeout = 10000;",
+        synchronous.pragma()
+    )
 }
 
 /// What a database error means to the caller, with `what` the store was doing: `Unavailable`
@@ -1073,7 +1085,7 @@ mod tests {
         );
         sqlx::any::install_default_drivers();
         let pool = AnyPoolOptions::new()
-            .connect(&sqlite_url(&settings.url).unwrap())
+            .connect(&SqliteFile::of(&settings.url).unwrap().url)
             .await
             .unwrap();
         earlier.run(&pool).await.unwrap();
@@ -1188,8 +1200,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("nested/kyc.db");
         let url = format!("sqlite://{}", path.display());
-        assert_eq!(sqlite_url(&url).unwrap(), format!("{url}?mode=rwc"));
+        let file = SqliteFile::of(&url).unwrap();
+        assert_eq!(file.url, format!("{url}?mode=rwc"));
+        assert_eq!(file.path, path);
         assert!(path.parent().unwrap().is_dir());
-        assert!(sqlite_url("sqlite://:memory:").is_err());
+        assert!(SqliteFile::of("sqlite://:memory:").is_err());
     }
 }
