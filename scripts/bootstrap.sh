@@ -33,6 +33,15 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
+# The test command lints with clippy-driver and checks formatting with rustfmt.
+for component in clippy rustfmt; do
+  if command -v rustup >/dev/null 2>&1 &&
+    ! rustup component list --installed | grep -q "^$component"; then
+    echo "bootstrap: adding the $component component"
+    rustup component add "$component"
+  fi
+done
+
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "bootstrap: installing cargo-nextest"
   cargo install --locked cargo-nextest

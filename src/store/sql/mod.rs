@@ -17,6 +17,7 @@
 //!   survivor resumes it.
 
 mod batch;
+mod migrations;
 mod reviews;
 mod sqlite_writer;
 mod webhooks;
@@ -32,6 +33,7 @@ use sqlx::error::{DatabaseError, ErrorKind};
 use sqlx::{Any, AnyPool, AssertSqlSafe, Executor, Row, Transaction};
 
 use self::batch::{Write, Writer, insert_sessions};
+use self::migrations::MIGRATOR;
 use self::sqlite_writer::SqliteWriter;
 use super::erasure::{scrub_checks, scrub_line};
 use super::group_commit::GroupCommit;
@@ -43,8 +45,6 @@ use crate::config::StoreSettings;
 use crate::domain::{
     Decision, KeyHash, KeyId, KeyRecord, Mode, Owner, Scopes, SessionId, SessionQuery, TenantId,
 };
-
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations");
 
 /// A session's columns, with its review case's: select them `FROM` [`SESSIONS`].
 const SESSION_COLUMNS: &str = "s.id, s.tenant, s.mode, s.created_by, s.reference, s.status, \
@@ -1074,10 +1074,8 @@ mod tests {
         version: i64,
     ) -> (crate::config::StoreSettings, AnyPool) {
         let settings = crate::store::fixtures::sqlite_in(dir);
-        let mut earlier = sqlx::migrate!("src/store/migrations");
-        earlier.migrations = std::borrow::Cow::Owned(
-            earlier
-                .migrations
+        let earlier = sqlx::migrate::Migrator::with_migrations(
+            MIGRATOR
                 .iter()
                 .filter(|m| m.version < version)
                 .cloned()
