@@ -1,22 +1,21 @@
 //! The hot path's writes (new sessions, events, completions with their webhook messages and
 //! review cases): what a batch holds, the statements that store it and their parameters.
 //!
-//! Two writers use them. On PostgreSQL, sqlx sends a batch as a few multi-row statements. On
-//! SQLite, [`super::sqlite_writer`] runs the one-row form of the same statements, prepared once,
-//! on a connection and thread of its own. Both take the text from the functions here and the
-//! values from the same `*_params` functions, so the two cannot store different things.
+//! Two writers use them. On SQLite, [`super::sqlite_writer`] runs the one-row form of these
+//! statements, prepared once, on a connection and thread of its own. On PostgreSQL,
+//! [`super::pg_writer`] binds the same rows as one array per column. Both take the values from
+//! the same `*_params` functions, so the two cannot store different things. The multi-row
+//! forms here also serve the rarer writes that bypass group commit.
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::any::AnyArguments;
 use sqlx::query::Query;
-use sqlx::{Any, AnyPool, AssertSqlSafe, Transaction};
+use sqlx::{Any, AssertSqlSafe, Transaction};
 
 use super::{ROWS_PER_STATEMENT, db_error, line_text, placeholders, seq_param, timestamp};
 use crate::domain::{Completion, MessageId, SessionId};
-use crate::store::group_commit::BatchWriter;
 use crate::store::{Closing, EventRecord, SessionRecord, StoreError};
 
 /// A write that goes through group commit. Cheap to clone: SQLite's writer takes its own copy
@@ -247,53 +246,4 @@ pub(super) async fn insert_sessions(
         "inserting sessions",
     )
     .await
-}
-
-/// The group-commit writer on PostgreSQL: a batch as a few multi-row statements in one
-/// transaction.
-pub(super) struct Writer {
-    pub pool: AnyPool,
-}
-
-#[async_trait]
-impl BatchWriter<Write> for Writer {
-    async fn write_batch(&mut self, batch: &[Write]) -> Result<(), StoreError> {
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(db_error("committing a batch"))?;
-        let sorted = Sorted::new(batch);
-        insert_sessions(&mut tx, &sorted.sessions).await?;
-        insert_events(&mut tx, &sorted.events).await?;
-        for (id, completion, _) in &sorted.completions {
-            let done = bind_all(
-                sqlx::query(COMPLETE_SESSION),
-                completion_params(*id, completion),
-            )
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error("completing a session"))?;
-            if done.rows_affected() == 0 {
-                return Err(StoreError::NotFound(*id));
-            }
-        }
-        insert_chunked(
-            &mut tx,
-            &sorted.completions,
-            enqueue_completed_sql,
-            |(id, completion, seq)| Ok(message_params(*id, *seq, completion.completed_at)),
-            "writing webhook messages",
-        )
-        .await?;
-        insert_chunked(
-            &mut tx,
-            &sorted.opened,
-            open_cases_sql,
-            |(id, completion, seq)| Ok(case_params(*id, completion, *seq)),
-            "opening review cases",
-        )
-        .await?;
-        tx.commit().await.map_err(db_error("committing a batch"))
-    }
 }

@@ -18,6 +18,7 @@
 
 mod batch;
 mod migrations;
+mod pg_writer;
 mod reviews;
 mod sqlite_writer;
 mod webhooks;
@@ -32,8 +33,9 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::error::{DatabaseError, ErrorKind};
 use sqlx::{Any, AnyPool, AssertSqlSafe, Executor, Row, Transaction};
 
-use self::batch::{Write, Writer, insert_sessions};
+use self::batch::{Write, insert_sessions};
 use self::migrations::MIGRATOR;
+use self::pg_writer::PgWriter;
 use self::sqlite_writer::SqliteWriter;
 use super::erasure::{scrub_checks, scrub_line};
 use super::group_commit::GroupCommit;
@@ -59,11 +61,10 @@ const SESSIONS: &str = "sessions s LEFT JOIN reviews r ON r.session_id = s.id";
 const KEY_COLUMNS: &str = "id, tenant, mode, scopes, label, hash, created_at, last_used_at, \
      expires_at, revoked_at, replaces";
 
-/// Rows per multi-row statement. Each size is a statement text of its own, which sqlx
-/// prepares once per connection and keeps in a cache of 100: every size from 1 to 16 of the
-/// four multi-row writes fits, where at 200 the sizes pushed each other out and each batch
-/// prepared its statements again (PostgreSQL at 400 clients: 330 sessions/s at 200 rows,
-/// 505 at 32, 1,105 at 16).
+/// Rows per multi-row statement, for the writes that bypass group commit (PostgreSQL's writer
+/// binds arrays instead, `pg_writer`). Each size is a statement text of its own, which sqlx
+/// prepares once per connection and keeps in a cache of 100; and a short message never waits on
+/// Nagle's algorithm, which sqlx 0.9.0 leaves on (see `pg_writer::STATEMENT_BYTES`).
 const ROWS_PER_STATEMENT: usize = 16;
 
 /// A database-backed store.
@@ -130,7 +131,7 @@ impl SqlStore {
             let writer = SqliteWriter::open(&file.path, settings.sqlite_synchronous)?;
             GroupCommit::spawn(writer, max_batch, linger, timeout, max_batch * 8)
         } else {
-            let writer = Writer { pool: pool.clone() };
+            let writer = PgWriter::new(&url, Duration::from_millis(settings.acquire_timeout_ms))?;
             GroupCommit::spawn(writer, max_batch, linger, timeout, max_batch * 8)
         };
         Ok(Self {
