@@ -5,8 +5,9 @@
 //!
 //! - Writes on the hot path (new sessions, events, completions) go through group commit: one
 //!   transaction per batch, each write acknowledged once its batch has committed. Their
-//!   statements and parameters are in [`batch`]; on SQLite a writer thread of its own runs them
-//!   ([`sqlite_writer`]), on PostgreSQL sqlx does, a batch as a few multi-row statements.
+//!   rows' parameters are in [`batch`]; on SQLite a writer thread of its own runs them
+//!   ([`sqlite_writer`]), on PostgreSQL a connection of its own binds them as arrays
+//!   ([`pg_writer`]).
 //! - SQLite runs in WAL mode, so readers never wait for the writer; sqlx runs each SQLite
 //!   connection on its own thread, so no query blocks the async runtime. `synchronous = NORMAL`
 //!   (the default, `store.sqlite_synchronous`) survives a crash of the process but may lose the
