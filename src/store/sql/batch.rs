@@ -116,18 +116,21 @@ pub(super) fn completion_params(id: SessionId, completion: &Completion) -> [Para
     ]
 }
 
+/// The condition on a session `s` for its completion to be a webhook message: its owner has
+/// an endpoint (enabled or paused: a paused one gets its messages when enabled again).
+pub(super) const HAS_ENDPOINT: &str = "WHERE EXISTS (SELECT 1 FROM webhook_endpoints e \
+     WHERE e.tenant = s.tenant AND e.mode = s.mode)";
+
 /// Puts a `session.completed` message for each row (message id, session, the terminal event's
-/// seq, completion time) whose owner has a webhook endpoint (enabled or paused: a paused one
-/// gets its messages when enabled again) into the outbox, in the completion's transaction, so a
+/// seq, completion time) whose owner has a webhook endpoint ([`HAS_ENDPOINT`]) into the
+/// outbox, in the completion's transaction, so a
 /// completion is never without its message nor a message without it. A VALUES list's columns
 /// are `column1`, `column2`, ... in both databases.
 pub(super) fn enqueue_completed_sql(rows: usize) -> String {
     format!(
         "INSERT INTO webhook_messages (id, tenant, mode, type, session_id, seq, created_at) \
          SELECT v.column1, s.tenant, s.mode, 'session.completed', s.id, v.column3, \
-         v.column4 FROM (VALUES {}) AS v JOIN sessions s ON s.id = v.column2 \
-         WHERE EXISTS (SELECT 1 FROM webhook_endpoints e \
-             WHERE e.tenant = s.tenant AND e.mode = s.mode)",
+         v.column4 FROM (VALUES {}) AS v JOIN sessions s ON s.id = v.column2 {HAS_ENDPOINT}",
         placeholders(rows, 4)
     )
 }

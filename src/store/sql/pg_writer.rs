@@ -11,16 +11,17 @@
 //! from the same `*_params` functions as SQLite's writer takes them from ([`super::batch`]).
 
 use std::str::FromStr;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::query::Query;
-use sqlx::{AssertSqlSafe, Postgres, Transaction};
+use sqlx::{Postgres, Transaction};
 
 use super::batch::{
-    Param, Sorted, Write, case_params, completion_params, event_params, message_params,
-    session_params,
+    HAS_ENDPOINT, Param, Sorted, Write, case_params, completion_params, event_params,
+    message_params, session_params,
 };
 use super::db_error;
 use crate::store::group_commit::BatchWriter;
@@ -88,14 +89,14 @@ fn wire_bytes(param: &Param) -> usize {
 /// Runs `sql` once for each chunk; the rows they changed, together.
 async fn execute(
     tx: &mut Transaction<'static, Postgres>,
-    sql: &str,
+    sql: &'static str,
     chunks: Vec<Columns>,
     what: &'static str,
 ) -> Result<u64, StoreError> {
     let mut changed = 0;
     for columns in chunks {
         let done = columns
-            .bind(sqlx::query(AssertSqlSafe(sql.to_owned())))
+            .bind(sqlx::query(sql))
             .execute(&mut **tx)
             .await
             .map_err(db_error(what))?;
@@ -104,24 +105,24 @@ async fn execute(
     Ok(changed)
 }
 
-fn insert_sessions_sql() -> String {
+static INSERT_SESSIONS_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "INSERT INTO sessions (id, tenant, mode, created_by, reference, status, created_at, \
          deadline_at, plan_version, instance) SELECT * FROM {}",
         unnest(&SESSION)
     )
-}
+});
 
-fn insert_events_sql() -> String {
+static INSERT_EVENTS_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "INSERT INTO events (session_id, seq, terminal, line) SELECT * FROM {}",
         unnest(&EVENT)
     )
-}
+});
 
 /// Marks running sessions completed; fewer rows changed than given means one of them is
 /// unknown or already completed.
-fn complete_sessions_sql() -> String {
+static COMPLETE_SESSIONS_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "UPDATE sessions AS s SET status = 'completed', completed_at = v.completed_at, \
          decision = v.decision, reasons = v.reasons, checks = v.checks, \
@@ -130,23 +131,22 @@ fn complete_sessions_sql() -> String {
          WHERE s.id = v.id AND s.status = 'running'",
         unnest(&COMPLETION)
     )
-}
+});
 
 /// As [`super::batch::enqueue_completed_sql`]: a message for each completion whose owner has a
 /// webhook endpoint.
-fn enqueue_completed_sql() -> String {
+static ENQUEUE_COMPLETED_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "INSERT INTO webhook_messages (id, tenant, mode, type, session_id, seq, created_at) \
          SELECT v.id, s.tenant, s.mode, 'session.completed', s.id, v.seq, v.created_at \
          FROM {} AS v (id, session_id, seq, created_at) JOIN sessions s ON s.id = v.session_id \
-         WHERE EXISTS (SELECT 1 FROM webhook_endpoints e \
-             WHERE e.tenant = s.tenant AND e.mode = s.mode)",
+         {HAS_ENDPOINT}",
         unnest(&MESSAGE)
     )
-}
+});
 
 /// As [`super::batch::open_cases_sql`].
-fn open_cases_sql() -> String {
+static OPEN_CASES_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "INSERT INTO reviews (session_id, tenant, mode, status, opened_at, \
          automated_reasons, opened_seq, last_seq) \
@@ -154,7 +154,7 @@ fn open_cases_sql() -> String {
          FROM {} AS v (session_id, opened_at, reasons, seq) JOIN sessions s ON s.id = v.session_id",
         unnest(&CASE)
     )
-}
+});
 
 /// One array per column. No `Debug`: the values may be personal data.
 enum Column {
@@ -167,17 +167,26 @@ enum Column {
 struct Columns(Vec<Column>);
 
 impl Columns {
-    fn new(types: &[Type], rows: usize) -> Self {
+    fn new(types: &[Type]) -> Self {
         Self(
             types
                 .iter()
                 .map(|column| match column {
-                    Type::Text => Column::Text(Vec::with_capacity(rows)),
-                    Type::BigInt => Column::BigInt(Vec::with_capacity(rows)),
-                    Type::Double => Column::Double(Vec::with_capacity(rows)),
+                    Type::Text => Column::Text(Vec::new()),
+                    Type::BigInt => Column::BigInt(Vec::new()),
+                    Type::Double => Column::Double(Vec::new()),
                 })
                 .collect(),
         )
+    }
+
+    fn rows(&self) -> usize {
+        match self.0.first() {
+            Some(Column::Text(values)) => values.len(),
+            Some(Column::BigInt(values)) => values.len(),
+            Some(Column::Double(values)) => values.len(),
+            None => 0,
+        }
     }
 
     /// `types`' columns of every row in `rows`, in statements of at most [`STATEMENT_BYTES`]
@@ -189,13 +198,13 @@ impl Columns {
         mut params: impl FnMut(&T) -> Result<P, StoreError>,
     ) -> Result<Vec<Self>, StoreError> {
         let mut chunks = Vec::new();
-        let mut current = Self::new(types, 0);
+        let mut current = Self::new(types);
         let mut bytes = 0;
         for row in rows {
             let row: Vec<Param> = params(row)?.into_iter().collect();
             let size: usize = row.iter().map(wire_bytes).sum();
             if bytes + size > STATEMENT_BYTES && current.rows() > 0 {
-                chunks.push(std::mem::replace(&mut current, Self::new(types, 0)));
+                chunks.push(std::mem::replace(&mut current, Self::new(types)));
                 bytes = 0;
             }
             current.push(row)?;
@@ -277,7 +286,7 @@ impl BatchWriter<Write> for PgWriter {
         let sessions = Columns::chunks(&SESSION, &sorted.sessions, |s| Ok(session_params(s)))?;
         execute(
             &mut tx,
-            &insert_sessions_sql(),
+            &INSERT_SESSIONS_SQL,
             sessions,
             "inserting sessions",
         )
@@ -285,13 +294,18 @@ impl BatchWriter<Write> for PgWriter {
         let events = Columns::chunks(&EVENT, &sorted.events, |(id, event)| {
             event_params(*id, event)
         })?;
-        execute(&mut tx, &insert_events_sql(), events, "appending events").await?;
+        execute(&mut tx, &INSERT_EVENTS_SQL, events, "appending events").await?;
         if let Some((first, _, _)) = sorted.completions.first() {
             let completions = Columns::chunks(&COMPLETION, &sorted.completions, |(id, c, _)| {
                 Ok(completion_params(*id, c))
             })?;
-            let sql = complete_sessions_sql();
-            let completed = execute(&mut tx, &sql, completions, "completing sessions").await?;
+            let completed = execute(
+                &mut tx,
+                &COMPLETE_SESSIONS_SQL,
+                completions,
+                "completing sessions",
+            )
+            .await?;
             if completed < sorted.completions.len() as u64 {
                 // Group commit writes the batch again one write at a time, and so finds which.
                 return Err(StoreError::NotFound(*first));
@@ -299,25 +313,19 @@ impl BatchWriter<Write> for PgWriter {
             let messages = Columns::chunks(&MESSAGE, &sorted.completions, |(id, c, seq)| {
                 Ok(message_params(*id, *seq, c.completed_at))
             })?;
-            let sql = enqueue_completed_sql();
-            execute(&mut tx, &sql, messages, "writing webhook messages").await?;
+            execute(
+                &mut tx,
+                &ENQUEUE_COMPLETED_SQL,
+                messages,
+                "writing webhook messages",
+            )
+            .await?;
         }
         let cases = Columns::chunks(&CASE, &sorted.opened, |(id, c, seq)| {
             Ok(case_params(*id, c, *seq))
         })?;
-        execute(&mut tx, &open_cases_sql(), cases, "opening review cases").await?;
+        execute(&mut tx, &OPEN_CASES_SQL, cases, "opening review cases").await?;
         tx.commit().await.map_err(db_error("committing a batch"))
-    }
-}
-
-impl Columns {
-    fn rows(&self) -> usize {
-        match self.0.first() {
-            Some(Column::Text(values)) => values.len(),
-            Some(Column::BigInt(values)) => values.len(),
-            Some(Column::Double(values)) => values.len(),
-            None => 0,
-        }
     }
 }
 
@@ -365,7 +373,7 @@ mod tests {
             (&CASE, case_params(id, &completion, 4).into()),
         ];
         for (types, row) in rows {
-            let mut columns = Columns::new(types, 1);
+            let mut columns = Columns::new(types);
             columns.push(row).unwrap();
             assert_eq!(columns.rows(), 1);
         }
@@ -373,7 +381,7 @@ mod tests {
 
     #[test]
     fn a_parameter_of_another_type_is_refused_not_bound() {
-        let mut columns = Columns::new(&EVENT, 1);
+        let mut columns = Columns::new(&EVENT);
         let wrong = [Param::Int(1), Param::Int(1), Param::Int(0), Param::Null];
         assert!(matches!(
             columns.push(wrong),
