@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use crate::agents::{AgentRegistry, Kinds, RegistryError};
 use crate::api::{self, Admission, AppState, Lifecycle};
 use crate::auth::{Authenticator, KeyManager};
+use crate::challenges::Challenges;
 use crate::config::Settings;
 use crate::orchestrator::{Durability, Maintenance, Orchestrator, PlanError, Policy};
 use crate::reviews::{ReviewPolicy, Reviews};
@@ -36,6 +37,8 @@ pub enum StartupError {
     Webhooks(#[from] webhooks::PolicyError),
     #[error("invalid review settings: {0}")]
     Review(String),
+    #[error("invalid challenge settings: {0}")]
+    Challenges(String),
     #[error("cannot listen on {addr}")]
     Bind {
         addr: String,
@@ -328,7 +331,15 @@ async fn build_parts(
         Policy::new(&settings.policy),
         stores.sessions.clone(),
         durability,
-    )?;
+    )?
+    .with_challenges(Arc::new(
+        Challenges::new(
+            &settings.challenges,
+            stores.challenges.clone(),
+            crate::clock::Clock::start(),
+        )
+        .map_err(StartupError::Challenges)?,
+    ));
     let plan = orchestrator.plan();
     for node in plan.nodes() {
         tracing::info!(

@@ -35,6 +35,7 @@ pub struct Settings {
     pub retention: RetentionSettings,
     pub webhooks: WebhookSettings,
     pub review: ReviewSettings,
+    pub challenges: ChallengeSettings,
     pub telemetry: TelemetrySettings,
     pub models: ModelSettings,
     /// `kyc-orchestrator agent-server`: the built-in agents served to other instances.
@@ -304,6 +305,17 @@ pub struct ReviewSettings {
     pub reasons: Vec<String>,
 }
 
+/// Liveness challenges (README, "Liveness challenges").
+#[derive(Debug, Clone, Deserialize)]
+pub struct ChallengeSettings {
+    /// The steps a challenge is drawn from.
+    pub steps: Vec<crate::domain::ChallengeStep>,
+    /// Steps per challenge.
+    pub length: usize,
+    /// Seconds from issue within which a session must answer.
+    pub ttl_s: u64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -422,6 +434,7 @@ impl Settings {
                 .try_parsing(true)
                 .list_separator(",")
                 .with_list_parse_key("policy.decline_on")
+                .with_list_parse_key("challenges.steps")
                 .source(env),
         );
         Ok(builder.build()?.try_deserialize()?)
@@ -455,6 +468,9 @@ mod tests {
             ("KYC__AGENTS__OCR__TIMEOUT_MS", "1234"),
             ("KYC__WEBHOOKS__RETRY_SCHEDULE", "0s,1s,2s"),
             ("KYC__WEBHOOKS__TIMEOUT", "5s"),
+            ("KYC__CHALLENGES__STEPS", "turn_left,look_up"),
+            ("KYC__CHALLENGES__LENGTH", "4"),
+            ("KYC__CHALLENGES__TTL_S", "60"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -471,6 +487,10 @@ mod tests {
         assert_eq!(settings.agents["ocr"].depends_on, ["doc_capture"]);
         assert_eq!(settings.webhooks.retry_schedule, "0s,1s,2s");
         assert_eq!(settings.webhooks.timeout, "5s");
+        use crate::domain::ChallengeStep::{LookUp, TurnLeft};
+        assert_eq!(settings.challenges.steps, [TurnLeft, LookUp]);
+        assert_eq!(settings.challenges.length, 4);
+        assert_eq!(settings.challenges.ttl_s, 60);
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub mod agents;
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod challenges;
+pub mod clock;
 pub mod config;
 pub mod cpu;
 pub mod domain;

@@ -107,7 +107,8 @@ impl super::wire::Portable for Selfie {
 pub const DETECTION_SIDE: u32 = 640;
 const MAX_ENLARGE: f32 = 2.5;
 
-/// One frame, analysed.
+/// One frame, analysed. Cheap to clone: the image is shared.
+#[derive(Clone)]
 pub struct Frame {
     /// The frame, scaled for detection.
     pub image: Arc<RgbImage>,

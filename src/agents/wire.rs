@@ -24,7 +24,9 @@ use super::doc_capture::Captured;
 use super::sandbox::SandboxOutput;
 use super::selfie::Selfie;
 use super::{Output, Report, Verdict};
-use crate::domain::{Claimed, DocumentType, ImageData, NewSession, SandboxDirective};
+use crate::domain::{
+    Claimed, DocumentType, ImageData, NewSession, SandboxDirective, SelfieChallenge,
+};
 
 /// Where an agent server answers for the agent `name`, under the base URL `url`.
 pub fn agent_path(name: &str) -> String {
@@ -131,6 +133,8 @@ pub(super) fn image_from_base64(text: &str) -> Result<Arc<RgbImage>, String> {
 pub struct AgentRequestOut<'a> {
     session: SessionOut<'a>,
     upstream: BTreeMap<&'a str, &'a serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    challenge: Option<&'a SelfieChallenge>,
 }
 
 #[derive(Serialize)]
@@ -215,6 +219,7 @@ impl<'a> AgentRequestOut<'a> {
                 .iter()
                 .map(|(name, value)| (name.as_str(), value.as_ref()))
                 .collect(),
+            challenge: input.selfie.challenge.as_ref(),
         }
     }
 }
@@ -228,6 +233,10 @@ pub struct AgentRequestIn<'a> {
     pub session: &'a serde_json::value::RawValue,
     #[serde(default)]
     pub upstream: BTreeMap<String, serde_json::Value>,
+    /// The liveness challenge the selfie answers, with the steps the caller took from its
+    /// store: the agent server trusts its authenticated caller, never a session's client.
+    #[serde(default)]
+    pub challenge: Option<SelfieChallenge>,
 }
 
 /// Whether the remote's check passed.

@@ -342,8 +342,10 @@ async fn parse(
     let sandbox = state.sandbox_agents.clone();
     let parse = move || {
         let request: AgentRequestIn<'_> = submission::from_json(&body)?;
-        let session =
+        let mut session =
             submission::session_from_json(request.session.get().as_bytes(), &limits, &sandbox)?;
+        // The caller took the challenge from its own store; its steps come with the request.
+        session.selfie.challenge = request.challenge;
         let cheap = request.upstream.values().all(wire::decodes_cheaply);
         Ok::<_, ApiError>((session, request.upstream, cheap))
     };

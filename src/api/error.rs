@@ -114,6 +114,11 @@ impl From<OrchestratorError> for ApiError {
         match error {
             OrchestratorError::Drained => Self::ShuttingDown,
             OrchestratorError::NotReady => Self::Starting,
+            OrchestratorError::Challenge(refusal) => Self::Invalid(vec![FieldError::new(
+                "selfie.challenge_id",
+                refusal.code(),
+                refusal.to_string(),
+            )]),
             OrchestratorError::Store(error) if error.is_unavailable() => {
                 tracing::error!(error = %ErrorChain(&error), "the session store is unavailable");
                 Self::StoreUnavailable

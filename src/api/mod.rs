@@ -4,6 +4,7 @@
 mod admission;
 mod agent_server;
 mod auth;
+mod challenges;
 mod docs;
 mod error;
 mod health;
@@ -67,6 +68,7 @@ pub fn router(state: AppState) -> Router {
         .merge(sessions::router(body_limit))
         .merge(webhooks::router())
         .merge(reviews::router())
+        .merge(challenges::router())
         .with_state(state);
     with_request_spans(router)
 }

@@ -52,6 +52,11 @@ pub(super) struct SelfieRequest {
     /// JPEG, PNG or WebP frames in capture order, base64; 1 to `limits.max_selfie_frames`.
     #[schema(min_items = 1)]
     frames: Vec<String>,
+    /// The liveness challenge these frames answer (`POST /v1/liveness/challenges`): the head
+    /// frontal in the first frame, then each step and back, in order. A challenge is answered
+    /// once, before it expires, by a session of the key's own tenant and mode.
+    #[schema(example = "chl_7Hq2LmX9bTz4RkWc1VnP0sJd")]
+    challenge_id: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -80,8 +85,8 @@ pub(super) struct SessionUpload {
     selfie: Vec<ImageFile>,
     document_front: ImageFile,
     document_back: Option<ImageFile>,
-    /// JSON: `reference`, `document` (`{"type": ...}`), `claimed` and `sandbox`, as in the JSON
-    /// request.
+    /// JSON: `reference`, `document` (`{"type": ...}`), `claimed`, `sandbox` and
+    /// `challenge_id` (the selfie's liveness challenge), as in the JSON request.
     #[schema(example = r#"{"reference": "customer-42", "document": {"type": "passport"}}"#)]
     metadata: Option<String>,
 }
@@ -102,6 +107,10 @@ pub(super) struct AgentRequest {
     /// `sandbox`: `agent`.
     #[schema(value_type = Object)]
     upstream: BTreeMap<String, Value>,
+    /// The liveness challenge the selfie answers: `id` and the `steps` the caller took from
+    /// its store (`turn_left`, `turn_right`, `look_up`, `look_down`). For liveness.
+    #[schema(value_type = Option<Object>)]
+    challenge: Option<Value>,
 }
 
 /// An 8x8 PNG, standing in for real photos in examples.
@@ -138,6 +147,7 @@ pub(super) fn example_request() -> Value {
         super::sessions::show,
         super::sessions::events,
         super::sessions::erase,
+        super::challenges::create,
         super::reviews::queue,
         super::reviews::decide,
         super::webhooks::create,
@@ -160,6 +170,8 @@ pub(super) fn example_request() -> Value {
     modifiers(&Conventions),
     tags(
         (name = "sessions", description = "Verification sessions"),
+        (name = "liveness", description = "Liveness challenges: a random sequence of head \
+            movements for the applicant to make, which a recording made before it cannot know"),
         (name = "reviews", description = "Manual review of sessions the agents decided \
             `review`: the queue and reviewers' decisions, with four-eyes when the service \
             requires it"),

@@ -4,6 +4,7 @@
 #[macro_use]
 mod public_id;
 mod api_key;
+mod challenge;
 mod check;
 mod claimed;
 mod image;
@@ -17,6 +18,9 @@ mod tenant;
 mod webhook;
 
 pub use api_key::{KeyHash, KeyRecord, Scope, Scopes};
+pub use challenge::{
+    Challenge, ChallengeId, ChallengeRefusal, ChallengeStep, SelfieChallenge, draw_steps,
+};
 pub use check::{CheckResult, CheckStatus, Decision};
 pub use claimed::{Claimed, MAX_CLAIM_LEN};
 pub use image::{ImageData, ImageError, ImageFormat, ImageLimits};

@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Claimed, ImageData, SandboxScript};
+use super::{Claimed, ImageData, SandboxScript, SelfieChallenge};
 
 /// Kinds of identity document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -23,16 +23,21 @@ pub struct Document {
     pub back: Option<ImageData>,
 }
 
-/// One or more selfie frames, in capture order; never empty.
+/// One or more selfie frames, in capture order; never empty. With a challenge, the frames
+/// answer it.
 #[derive(Debug, Clone)]
 pub struct Selfie {
     frames: Vec<ImageData>,
+    pub challenge: Option<SelfieChallenge>,
 }
 
 impl Selfie {
     /// `None` when there is no frame.
     pub fn new(frames: Vec<ImageData>) -> Option<Self> {
-        (!frames.is_empty()).then_some(Self { frames })
+        (!frames.is_empty()).then_some(Self {
+            frames,
+            challenge: None,
+        })
     }
 
     pub fn frames(&self) -> &[ImageData] {

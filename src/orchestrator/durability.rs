@@ -74,6 +74,8 @@ pub struct Sweep {
     pub images: usize,
     pub personal_data: usize,
     pub keys: u64,
+    /// Expired liveness challenges.
+    pub challenges: u64,
     /// Rows of instances gone for a day (`FORGET_INSTANCES_AFTER`).
     pub instances: u64,
 }
@@ -129,6 +131,7 @@ impl Orchestrator {
                             images = sweep.images,
                             personal_data = sweep.personal_data,
                             idempotency_keys = sweep.keys,
+                            challenges = sweep.challenges,
                             instances = sweep.instances,
                             "retention sweep erased expired data"
                         );
@@ -448,6 +451,9 @@ impl Orchestrator {
         metrics::counter!("kyc_sessions_erased_total", "by" => "retention")
             .increment(sweep.personal_data as u64);
         sweep.keys = store.purge_keys(now).await?;
+        if let Some(challenges) = &self.inner.challenges {
+            sweep.challenges = challenges.purge().await?;
+        }
         sweep.instances = store.forget_instances(now - FORGET_INSTANCES_AFTER).await?;
         Ok(sweep)
     }

@@ -34,9 +34,12 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::agents::{Agent, AgentRegistry};
+use crate::challenges::Challenges;
 use crate::config::OrchestratorSettings;
 use crate::cpu::{CpuPool, SessionContext, panic_message};
-use crate::domain::{CheckResult, Decision, NewSession, Owner, Principal, SessionId, SessionQuery};
+use crate::domain::{
+    ChallengeRefusal, CheckResult, Decision, NewSession, Owner, Principal, SessionId, SessionQuery,
+};
 use crate::store::{
     BlobError, Closing, Completion, EventRecord, IdempotencyKey, Inserted, SessionRecord,
     SessionStatus, SessionStore, StoreError, StoredInputs,
@@ -62,6 +65,9 @@ pub enum OrchestratorError {
     Drained,
     #[error("an agent's models are still loading")]
     NotReady,
+    /// The selfie names a challenge it may not answer.
+    #[error(transparent)]
+    Challenge(#[from] ChallengeRefusal),
 }
 
 /// What starting a session with an idempotency key did.
@@ -144,6 +150,8 @@ struct Inner {
     doubtful: Mutex<Vec<(SessionId, u8)>>,
     /// The store answered the last heartbeat.
     store_ok: AtomicBool,
+    /// Where a selfie's challenge is taken; without, a selfie naming one is refused.
+    challenges: Option<Arc<Challenges>>,
 }
 
 impl Inner {
@@ -214,8 +222,60 @@ impl Orchestrator {
                 pending: Mutex::default(),
                 doubtful: Mutex::default(),
                 store_ok: AtomicBool::new(true),
+                challenges: None,
             }),
         })
+    }
+
+    /// Sessions take their selfie's challenge from `challenges`.
+    pub fn with_challenges(mut self, challenges: Arc<Challenges>) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("challenges are set before the orchestrator is shared")
+            .challenges = Some(challenges);
+        self
+    }
+
+    /// Where liveness challenges are issued, when they are.
+    pub fn challenges(&self) -> Option<&Arc<Challenges>> {
+        self.inner.challenges.as_ref()
+    }
+
+    /// The challenge the selfie names, taken for session `id`: its steps go with the session.
+    async fn take_challenge(
+        &self,
+        owner: &Owner,
+        id: SessionId,
+        request: &mut NewSession,
+    ) -> Result<(), OrchestratorError> {
+        let Some(challenge) = request.selfie.challenge.as_mut() else {
+            return Ok(());
+        };
+        let challenges = self
+            .inner
+            .challenges
+            .as_ref()
+            .ok_or(ChallengeRefusal::Unknown)?;
+        challenge.steps = challenges.take(owner, &challenge.id, id).await??;
+        Ok(())
+    }
+
+    /// The steps of the challenge the selfie names, read without taking it: a repeated
+    /// request is compared with the first as that one was stored.
+    async fn read_challenge(
+        &self,
+        owner: &Owner,
+        request: &mut NewSession,
+    ) -> Result<(), OrchestratorError> {
+        if let (Some(challenge), Some(challenges)) = (
+            request.selfie.challenge.as_mut(),
+            self.inner.challenges.as_ref(),
+        ) {
+            challenge.steps = challenges
+                .steps(owner, &challenge.id)
+                .await?
+                .unwrap_or_default();
+        }
+        Ok(())
     }
 
     /// Whether the store answered this instance's last heartbeat.
@@ -280,7 +340,7 @@ impl Orchestrator {
     /// names its session instead of starting another.
     pub async fn start_once(
         &self,
-        request: NewSession,
+        mut request: NewSession,
         by: &Principal,
         permit: Option<OwnedSemaphorePermit>,
         key: Option<String>,
@@ -300,6 +360,7 @@ impl Orchestrator {
                 .find_key(&by.owner, key, chrono::Utc::now())
                 .await?
         {
+            self.read_challenge(&by.owner, &mut request).await?;
             let request = Arc::new(request);
             let ours =
                 tokio::task::spawn_blocking(move || StoredInputs::encode(&request).fingerprint())
@@ -311,6 +372,7 @@ impl Orchestrator {
             });
         }
         let id = SessionId::new();
+        self.take_challenge(&by.owner, id, &mut request).await?;
         let request = Arc::new(request);
         let fingerprint = self.keep_inputs(id, &request, key.is_some()).await?;
         let clock = SessionClock::start();

@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use super::UnreadableJson;
 use crate::domain::{
     Claimed, Document, DocumentType, ImageData, ImageLimits, NewSession, Reference, SandboxScript,
-    SessionId,
+    SelfieChallenge, SessionId,
 };
 
 const MAGIC: &[u8] = b"KYCIN1\n";
@@ -67,6 +67,9 @@ struct Header {
     sandbox: Option<SandboxScript>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     claimed: Option<Claimed>,
+    /// The liveness challenge the selfie answers, with its steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    challenge: Option<SelfieChallenge>,
     /// Role (`selfie`, `document_front`, `document_back`) and length of each part, in order.
     parts: Vec<(String, u64)>,
 }
@@ -94,6 +97,7 @@ impl StoredInputs {
             document_kind: session.document.kind,
             sandbox: session.sandbox.clone(),
             claimed: session.claimed.clone(),
+            challenge: session.selfie.challenge.clone(),
             parts: parts
                 .iter()
                 .map(|(role, image)| ((*role).to_owned(), image.bytes().len() as u64))
@@ -167,7 +171,12 @@ impl StoredInputs {
             .map_err(|e| BlobError::corrupt_because("reference", e))?;
         Ok(NewSession {
             reference,
-            selfie: crate::domain::Selfie::new(frames).ok_or_else(|| corrupt("no selfie"))?,
+            selfie: crate::domain::Selfie::new(frames)
+                .map(|mut selfie| {
+                    selfie.challenge = header.challenge;
+                    selfie
+                })
+                .ok_or_else(|| corrupt("no selfie"))?,
             document: Document {
                 kind: header.document_kind,
                 front: front.ok_or_else(|| corrupt("no document front"))?,
@@ -259,7 +268,7 @@ mod tests {
 
     use super::*;
     use crate::domain::SandboxDirective;
-    use crate::domain::Selfie;
+    use crate::domain::{ChallengeStep, Selfie};
 
     const LIMITS: ImageLimits = ImageLimits {
         max_bytes: 1 << 20,
@@ -278,7 +287,15 @@ mod tests {
     fn session() -> NewSession {
         NewSession {
             reference: Some(Reference::parse("customer-7".into(), 64).unwrap()),
-            selfie: Selfie::new(vec![png(10), png(20)]).unwrap(),
+            selfie: Selfie::new(vec![png(10), png(20)])
+                .map(|mut selfie| {
+                    selfie.challenge = Some(SelfieChallenge {
+                        id: "chl_abc".parse().unwrap(),
+                        steps: vec![ChallengeStep::TurnLeft, ChallengeStep::TurnRight],
+                    });
+                    selfie
+                })
+                .unwrap(),
             document: Document {
                 kind: Some(DocumentType::Passport),
                 front: png(30),
@@ -328,6 +345,7 @@ mod tests {
         assert_eq!(back.document.back.unwrap().bytes(), png(40).bytes());
         assert_eq!(back.reference.unwrap().as_str(), "customer-7");
         assert_eq!(back.claimed, session().claimed);
+        assert_eq!(back.selfie.challenge, session().selfie.challenge);
         assert_eq!(back.sandbox.unwrap().0["ocr"].latency_ms, Some(5));
 
         blobs.delete(id).unwrap();

@@ -15,14 +15,14 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    Backlog, Closing, Completion, Decided, Erasure, EventRecord, Expiry, IdempotencyKey, Inserted,
-    KeyStore, ReviewBacklog, ReviewStore, ReviewWrite, SessionRecord, SessionStore, StoreError,
-    WebhookStore, answered_within,
+    Backlog, ChallengeStore, Closing, Completion, Decided, Erasure, EventRecord, Expiry,
+    IdempotencyKey, Inserted, KeyStore, ReviewBacklog, ReviewStore, ReviewWrite, SessionRecord,
+    SessionStore, StoreError, WebhookStore, answered_within,
 };
 use crate::domain::{
-    Attempt, AttemptOutcome, Delivery, DueDelivery, Endpoint, EndpointId, KeyHash, KeyId,
-    KeyRecord, MessageId, OutboxMessage, Owner, ReviewCase, ReviewDecision, ReviewQuery, SessionId,
-    SessionQuery, TenantId,
+    Attempt, AttemptOutcome, Challenge, ChallengeId, ChallengeRefusal, Delivery, DueDelivery,
+    Endpoint, EndpointId, KeyHash, KeyId, KeyRecord, MessageId, OutboxMessage, Owner, ReviewCase,
+    ReviewDecision, ReviewQuery, SessionId, SessionQuery, TenantId,
 };
 
 /// A store whose calls each answer within `limit`.
@@ -173,4 +173,13 @@ forward!(ReviewStore {
     fn decide(&self, owner: &Owner, id: SessionId, write: &ReviewWrite) -> Decided;
     fn review_backlog(&self) -> ReviewBacklog;
     fn open_missing_cases(&self) -> u64;
+});
+
+forward!(ChallengeStore {
+    fn create_challenge(&self, challenge: &Challenge) -> ();
+    fn challenge(&self, owner: &Owner, id: &ChallengeId) -> Option<Challenge>;
+    fn take_challenge(
+        &self, owner: &Owner, id: &ChallengeId, session: SessionId, now: DateTime<Utc>
+    ) -> Result<Challenge, ChallengeRefusal>;
+    fn purge_challenges(&self, before: DateTime<Utc>) -> u64;
 });

@@ -6,6 +6,8 @@
 //! beside the database in a blob directory (`blobs`), never in a row or a log line.
 
 mod blobs;
+#[cfg(test)]
+mod challenge_tests;
 mod erasure;
 mod error;
 #[cfg(test)]
@@ -28,9 +30,9 @@ use chrono::{DateTime, Utc};
 
 use crate::config::StoreSettings;
 use crate::domain::{
-    AttemptOutcome, Delivery, DueDelivery, Endpoint, EndpointId, KeyHash, KeyId, KeyRecord,
-    MessageId, OutboxMessage, Owner, Resolution, ReviewCase, ReviewDecision, ReviewQuery,
-    ReviewStatus, SessionId, SessionQuery, TenantId,
+    AttemptOutcome, Challenge, ChallengeId, ChallengeRefusal, Delivery, DueDelivery, Endpoint,
+    EndpointId, KeyHash, KeyId, KeyRecord, MessageId, OutboxMessage, Owner, Resolution, ReviewCase,
+    ReviewDecision, ReviewQuery, ReviewStatus, SessionId, SessionQuery, TenantId,
 };
 
 pub use crate::domain::{Completion, Erasure, SessionRecord, SessionStatus};
@@ -293,6 +295,34 @@ pub trait KeyStore: Send + Sync + 'static {
     async fn key_used(&self, id: &KeyId, at: DateTime<Utc>) -> Result<(), StoreError>;
 }
 
+/// Liveness challenges: issued, then taken by at most one session.
+#[async_trait]
+pub trait ChallengeStore: Send + Sync + 'static {
+    /// Stores a new challenge (its id is fresh).
+    async fn create_challenge(&self, challenge: &Challenge) -> Result<(), StoreError>;
+
+    /// `owner`'s challenge `id`, used or not: another owner's is as absent as an unknown one.
+    async fn challenge(
+        &self,
+        owner: &Owner,
+        id: &ChallengeId,
+    ) -> Result<Option<Challenge>, StoreError>;
+
+    /// Marks `owner`'s challenge `id` used by `session` at `now`, if it is unused and unexpired,
+    /// as one compare-and-set: of two sessions taking it at once, on any instances, one gets it
+    /// and the other is refused as [`ChallengeRefusal::Used`].
+    async fn take_challenge(
+        &self,
+        owner: &Owner,
+        id: &ChallengeId,
+        session: SessionId,
+        now: DateTime<Utc>,
+    ) -> Result<Result<Challenge, ChallengeRefusal>, StoreError>;
+
+    /// Deletes challenges that expired before `before`; how many.
+    async fn purge_challenges(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
+}
+
 /// Webhook messages and deliveries waiting to be sent, across tenants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Backlog {
@@ -496,6 +526,7 @@ pub struct Stores {
     pub keys: Arc<dyn KeyStore>,
     pub webhooks: Arc<dyn WebhookStore>,
     pub reviews: Arc<dyn ReviewStore>,
+    pub challenges: Arc<dyn ChallengeStore>,
 }
 
 /// Opens the backend that `store.url` names, running migrations for a database, and registers
@@ -508,7 +539,8 @@ pub async fn open(settings: &StoreSettings) -> Result<Stores, StoreError> {
                 sessions: store.clone(),
                 keys: store.clone(),
                 webhooks: store.clone(),
-                reviews: store,
+                reviews: store.clone(),
+                challenges: store,
             })
         }
         Some(("sqlite" | "postgres" | "postgresql", _)) => {
@@ -520,7 +552,8 @@ pub async fn open(settings: &StoreSettings) -> Result<Stores, StoreError> {
                 sessions: store.clone(),
                 keys: store.clone(),
                 webhooks: store.clone(),
-                reviews: store,
+                reviews: store.clone(),
+                challenges: store,
             })
         }
         _ => Err(StoreError::UnsupportedUrl(redact_url(&settings.url))),

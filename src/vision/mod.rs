@@ -9,6 +9,7 @@ pub mod decode;
 pub mod faces;
 pub mod outline;
 pub mod pool;
+pub mod pose;
 pub mod quality;
 pub mod text;
 

@@ -24,6 +24,7 @@ use crate::domain::{
 };
 use crate::store::{StoreError, WebhookStore};
 
+pub use crate::clock::Clock;
 pub use dispatch::Dispatcher;
 pub use payload::{CheckSummary, MessageData, SessionCompleted, SessionReviewed, WebhookMessage};
 pub use schedule::Schedule;
@@ -453,32 +454,6 @@ fn check_description(description: Option<String>) -> Result<String, WebhookError
         ));
     }
     Ok(description)
-}
-
-/// The time the dispatcher schedules by: the wall clock, plus however far tokio's clock has
-/// run ahead of the real one since the start. In a running service the two run together, so
-/// this is the wall clock, NTP corrections included; in a test with paused time it moves with
-/// the test's clock.
-#[derive(Debug, Clone, Copy)]
-pub struct Clock {
-    tokio: tokio::time::Instant,
-    real: std::time::Instant,
-}
-
-impl Clock {
-    pub fn start() -> Self {
-        Self {
-            tokio: tokio::time::Instant::now(),
-            real: std::time::Instant::now(),
-        }
-    }
-
-    pub fn now(&self) -> DateTime<Utc> {
-        let virtual_elapsed = self.tokio.elapsed();
-        let real_elapsed = self.real.elapsed();
-        let ahead = virtual_elapsed.saturating_sub(real_elapsed);
-        Utc::now() + chrono::Duration::from_std(ahead).unwrap_or_default()
-    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@ use reqwest::Response;
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 
-use crate::helpers::{b64, jpeg, png, session_body, spawn_app, spawn_app_with};
+use crate::helpers::{b64, fields, jpeg, png, session_body, spawn_app, spawn_app_with};
 
 /// Asserts a problem+json body with `status` and returns it.
 async fn problem(response: Response, status: u16) -> Value {
@@ -22,20 +22,6 @@ async fn problem(response: Response, status: u16) -> Value {
             .starts_with("urn:kyc-orchestrator:problem:")
     );
     body
-}
-
-fn fields(problem: &Value) -> Vec<(String, String)> {
-    problem["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e["field"].as_str().unwrap().to_owned(),
-                e["code"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
 }
 
 #[tokio::test]

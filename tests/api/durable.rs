@@ -212,6 +212,38 @@ async fn a_repeated_idempotency_key_names_the_first_session(backend: Backend) {
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
 }
 
+/// A liveness challenge issued by one instance is answered once, on another, and a repeated
+/// request with the same `Idempotency-Key` names that session rather than being refused.
+async fn a_challenge_is_answered_once_across_instances(backend: Backend) {
+    let store = TestStore::new(backend).await;
+    let issuer = app_on(&store).await;
+    let other = app_on(&store).await;
+    let challenge: Value = issuer
+        .client
+        .post(issuer.url("/v1/liveness/challenges"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut body = session_body(json!({}));
+    body["selfie"]["challenge_id"] = challenge["id"].clone();
+
+    let first = post_with_key(&other, "capture-1", &body).await;
+    assert_eq!(first.status(), StatusCode::ACCEPTED);
+    let first: Value = first.json().await.unwrap();
+    let again = post_with_key(&issuer, "capture-1", &body).await;
+    assert_eq!(again.status(), StatusCode::OK);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["id"], first["id"]);
+
+    let used = issuer.post_session(&body).await;
+    assert_eq!(used.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let problem: Value = used.json().await.unwrap();
+    assert_eq!(problem["errors"][0]["code"], "challenge_used");
+}
+
 async fn erasure_removes_personal_data_and_keeps_the_decision(backend: Backend) {
     let store = TestStore::new(backend).await;
     let app = app_on(&store).await;
@@ -356,6 +388,7 @@ on_every_backend!(
     a_session_past_the_recovery_window_completes_as_interrupted,
     a_session_started_on_one_instance_streams_from_another,
     a_repeated_idempotency_key_names_the_first_session,
+    a_challenge_is_answered_once_across_instances,
     erasure_removes_personal_data_and_keeps_the_decision,
     the_retention_sweep_erases_what_has_expired,
 );

@@ -14,7 +14,7 @@ use kyc_orchestrator::agents::selfie::Selfie;
 use kyc_orchestrator::agents::{Report, standalone};
 use kyc_orchestrator::domain::ImageData;
 
-use crate::render;
+use crate::render::{self, frames};
 
 const HOPPER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/grace_hopper.jpg");
 
@@ -50,19 +50,11 @@ fn astronaut() -> RgbImage {
     render::selfie()
 }
 
-fn frames(images: &[RgbImage]) -> Vec<ImageData> {
-    let limits = Settings::defaults().limits.images();
-    images
-        .iter()
-        .map(|image| ImageData::parse(render::jpeg(image), &limits).unwrap())
-        .collect()
-}
-
 /// liveness on the frames; its signals are printed, for the record of what was measured.
 fn liveness(images: &[RgbImage]) -> Report {
     let report = agents()
         .liveness
-        .analyse(&frames(images), &Default::default())
+        .analyse(&frames(images), None, &Default::default())
         .unwrap();
     println!("signals: {}", report.details["signals"]);
     report

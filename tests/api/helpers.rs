@@ -598,3 +598,18 @@ impl Drop for TcpProxy {
         self.task.abort();
     }
 }
+
+/// A problem's field errors, as (field, code).
+pub fn fields(problem: &Value) -> Vec<(String, String)> {
+    problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["field"].as_str().unwrap().to_owned(),
+                e["code"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}

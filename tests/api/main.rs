@@ -3,6 +3,7 @@
 mod admission;
 mod auth;
 mod bad_input;
+mod challenges;
 mod decisions;
 mod documents;
 #[macro_use]

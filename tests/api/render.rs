@@ -67,3 +67,12 @@ pub fn blank() -> RgbImage {
         Rgb([shade, shade, shade + 4])
     })
 }
+
+/// Images as the JPEG frames a client sends.
+pub fn frames(images: &[RgbImage]) -> Vec<kyc_orchestrator::domain::ImageData> {
+    let limits = kyc_orchestrator::Settings::defaults().limits.images();
+    images
+        .iter()
+        .map(|image| kyc_orchestrator::domain::ImageData::parse(jpeg(image), &limits).unwrap())
+        .collect()
+}

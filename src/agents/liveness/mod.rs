@@ -11,10 +11,15 @@
 //!   They can stop a pass, and add to motion evidence of a flat picture, but never fail a
 //!   session on their own.
 //!
-//! What it cannot catch (README lists it): a video of the person replayed on a screen shows a
-//! live head's motion and can pass; a colour print held still shows no motion at all and goes
-//! to review. One frame alone is never a pass.
+//! With a challenge (a random sequence of head movements the server issued, see
+//! [`challenge`]) the motion must also make the challenge's steps, in order and nothing else,
+//! each a real turn of a head, with one person throughout: a video recorded before the challenge
+//! was drawn cannot know them. Without one, what it cannot catch (README lists it): a video of
+//! the person replayed on a screen shows a live head's motion and can pass; a colour print held
+//! still shows no motion at all and goes to review. With `require_challenge`, a selfie without
+//! a challenge never passes. One frame alone is never a pass.
 
+pub mod challenge;
 pub mod cues;
 pub mod motion;
 
@@ -28,9 +33,9 @@ use super::{
     AgentContext, AgentError, AgentKind, CheckSettings, CpuAgent, Output, Report, Resources,
     rounded,
 };
-use crate::domain::{ImageData, ImageLimits};
+use crate::domain::{ChallengeStep, ImageData, ImageLimits, SelfieChallenge};
 use crate::models::ModelError;
-use crate::vision::biometrics::{self, Biometrics, FaceBox};
+use crate::vision::biometrics::{self, Biometrics, FaceBox, Prepared};
 
 /// Consecutive frames' faces must overlap this much (intersection over union) to count as one
 /// face moving.
@@ -61,6 +66,21 @@ pub struct LivenessSettings {
     pub fail_at: f64,
     /// Spoof evidence below which live evidence may pass the check.
     pub pass_below: f64,
+    /// Without a challenge the check never passes (at best `challenge_required`, a review):
+    /// a replayed video of the person passes the passive check.
+    pub require_challenge: bool,
+    /// Degrees of yaw, away from the first frame's, at which a head has turned.
+    pub turn_deg: f64,
+    /// Degrees of pitch, away from the first frame's, at which a head has nodded.
+    pub nod_deg: f64,
+    /// Degrees within which a head is back at its first pose, between two steps.
+    pub start_deg: f64,
+    /// Root-mean-square misfit (millimetres of the model face) above which a frame's landmarks
+    /// give no pose.
+    pub max_pose_misfit_mm: f64,
+    /// Embedding distance between a step's frame and the first above which the face is
+    /// somebody else's (dlib's own threshold is 0.6).
+    pub same_person: f64,
 }
 
 impl Default for LivenessSettings {
@@ -75,6 +95,12 @@ impl Default for LivenessSettings {
             screen_glare: 0.05,
             fail_at: 0.7,
             pass_below: 0.25,
+            require_challenge: false,
+            turn_deg: 12.0,
+            nod_deg: 10.0,
+            start_deg: 6.0,
+            max_pose_misfit_mm: 8.0,
+            same_person: 0.6,
         }
     }
 }
@@ -94,6 +120,16 @@ impl CheckSettings for LivenessSettings {
                 self.pass_below
             ));
         }
+        if !(self.turn_deg > self.start_deg
+            && self.nod_deg > self.start_deg
+            && self.start_deg > 0.0)
+        {
+            return Err(format!(
+                "turn_deg ({}) and nod_deg ({}) must be above start_deg ({}), which must be \
+                 above 0",
+                self.turn_deg, self.nod_deg, self.start_deg
+            ));
+        }
         Ok(())
     }
 }
@@ -110,6 +146,8 @@ impl AgentKind for Liveness {
     const REASONS: &'static [&'static str] = &[
         "liveness_failed",
         "liveness_inconclusive",
+        "challenge_not_followed",
+        "challenge_required",
         "no_face_in_selfie",
         "image_too_large",
         "corrupt_image",
@@ -117,16 +155,18 @@ impl AgentKind for Liveness {
     type Settings = LivenessSettings;
 
     /// The agent, and the loader of its models (whose files must exist now), with one detector
-    /// per CPU slot.
+    /// and embedding network per CPU slot (the network tells whether a challenge's frames show
+    /// one person).
     fn build(
         settings: LivenessSettings,
         resources: &Resources,
     ) -> Result<(Self, Option<Loader>), ModelError> {
         let (limits, models, slots) = (resources.limits, resources.models, resources.slots);
         crate::models::locate(models, biometrics::LANDMARKS_68)?;
+        crate::models::locate(models, biometrics::EMBEDDING_MODEL)?;
         let dir = models.to_path_buf();
         let (engine, loader) =
-            Warm::new(move || Biometrics::load(&dir, biometrics::LANDMARKS_68, false, slots));
+            Warm::new(move || Biometrics::load(&dir, biometrics::LANDMARKS_68, true, slots));
         Ok((
             Self {
                 settings,
@@ -140,21 +180,51 @@ impl AgentKind for Liveness {
 
 impl Liveness {
     /// The whole check, synchronous: what `run` does on the blocking pool, and what the
-    /// evaluation command calls directly.
+    /// evaluation command calls directly. With `challenge`, the frames answer its steps.
     pub fn analyse(
         &self,
         frames: &[ImageData],
+        challenge: Option<&[ChallengeStep]>,
         cancel: &CancellationToken,
     ) -> Result<Report, AgentError> {
+        let selfie = self.frames(frames, cancel)?;
+        let report = self.judge(&selfie, challenge)?;
+        Ok(report.with_output(Output::portable(selfie)))
+    }
+
+    /// The frames decoded, with their faces and landmarks: the costly half of the check.
+    pub fn frames(
+        &self,
+        frames: &[ImageData],
+        cancel: &CancellationToken,
+    ) -> Result<Selfie, AgentError> {
+        Selfie::analyse(frames, &self.limits, self.engine.get()?, true, cancel)
+    }
+
+    /// The verdict on analysed frames, answering `challenge` when there is one: the evaluation
+    /// command judges one analysis against several challenges.
+    pub fn judge(
+        &self,
+        selfie: &Selfie,
+        challenge: Option<&[ChallengeStep]>,
+    ) -> Result<Report, AgentError> {
         let engine = self.engine.get()?;
-        let selfie = Selfie::analyse(frames, &self.limits, engine, true, cancel)?;
-        let models = json!({ "landmarks": engine.landmarks_model });
-        Ok(judge(&selfie, &self.settings, models).with_output(Output::portable(selfie)))
+        let models = json!({
+            "landmarks": engine.landmarks_model,
+            "embedding": engine.embedding_model,
+        });
+        Ok(judge(selfie, &self.settings, models, challenge, engine))
     }
 }
 
 /// The evidence, and the verdict it supports.
-fn judge(selfie: &Selfie, s: &LivenessSettings, models: serde_json::Value) -> Report {
+fn judge(
+    selfie: &Selfie,
+    s: &LivenessSettings,
+    models: serde_json::Value,
+    challenge: Option<&[ChallengeStep]>,
+    engine: &Biometrics,
+) -> Report {
     let faced: Vec<&Frame> = selfie
         .frames
         .iter()
@@ -191,12 +261,22 @@ fn judge(selfie: &Selfie, s: &LivenessSettings, models: serde_json::Value) -> Re
     let spoof = (moving.flat + 0.5 * cue_spoof).min(1.0);
     let score = rounded(moving.live * (1.0 - spoof), 3);
 
-    let reason = if spoof >= s.fail_at {
-        Some("liveness_failed")
-    } else if faced.len() >= 2 && moving.live >= 1.0 && spoof < s.pass_below {
-        None
-    } else {
-        Some("liveness_inconclusive")
+    let (reason, score, answered) = match challenge {
+        Some(steps) => {
+            let answer = answer(selfie, steps, s, engine, &moving, cue_spoof);
+            let details = answer.details;
+            (answer.reason, answer.score, Some(details))
+        }
+        None => {
+            let reason = if spoof >= s.fail_at {
+                Some("liveness_failed")
+            } else if faced.len() >= 2 && moving.live >= 1.0 && spoof < s.pass_below {
+                s.require_challenge.then_some("challenge_required")
+            } else {
+                Some("liveness_inconclusive")
+            };
+            (reason, score, None)
+        }
     };
     let details = json!({
         "score": score,
@@ -211,6 +291,7 @@ fn judge(selfie: &Selfie, s: &LivenessSettings, models: serde_json::Value) -> Re
             "screen_cue": rounded(glare, 3),
             "face_width_fraction": cues.as_ref().map(|c| rounded(c.face_width_fraction, 3)),
         },
+        "challenge": answered,
         "frames": frames,
         "thresholds": s,
         "models": models,
@@ -328,24 +409,101 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
+/// A challenge's answer: the verdict's reason (none for a pass), score and details.
+struct Answer {
+    reason: Option<&'static str>,
+    score: f64,
+    details: serde_json::Value,
+}
+
+/// Whether the selfie answers `steps`: the poses make them, each a real turn of a head, one
+/// person throughout, and neither the motion nor a cue looks like a picture.
+fn answer(
+    selfie: &Selfie,
+    steps: &[ChallengeStep],
+    s: &LivenessSettings,
+    engine: &Biometrics,
+    moving: &MotionEvidence,
+    cue_spoof: f64,
+) -> Answer {
+    let posed: Vec<challenge::Posed<'_>> = selfie
+        .frames
+        .iter()
+        .enumerate()
+        .filter_map(|(i, frame)| challenge::Posed::new(i, frame.as_ref()?, s.max_pose_misfit_mm))
+        .collect();
+    let pitch = steps.iter().any(|step| step.is_pitch());
+    let following = challenge::follow(&posed, pitch, s);
+    let mut details = following.details(steps);
+    let resolved = moving.summary["resolved"] == true;
+    // Each step's frame against the first: one person throughout.
+    let identity = if following.follows(steps) && resolved {
+        identity(&posed, &following, engine)
+    } else {
+        None
+    };
+    details["identity_distance"] = json!(identity.map(|d| rounded(d, 3)));
+    let (parallax, flat) = following.weakest();
+    let spoof = (flat + 0.5 * cue_spoof).min(1.0);
+    let reason = if steps.is_empty() || !resolved || following.posed < 2 {
+        // Too small, one frame, or faces swapped between frames: no pose sequence to judge.
+        Some("liveness_inconclusive")
+    } else if !following.follows(steps) {
+        Some("challenge_not_followed")
+    } else if identity.is_some_and(|d| d > s.same_person) || spoof >= s.fail_at {
+        Some("liveness_failed")
+    } else if identity.is_none() || parallax < 1.0 || spoof >= s.pass_below {
+        Some("liveness_inconclusive")
+    } else {
+        None
+    };
+    Answer {
+        reason,
+        score: rounded(parallax.min(1.0) * (1.0 - spoof), 3),
+        details,
+    }
+}
+
+/// The largest embedding distance between the first frame with a pose and each step's frame;
+/// `None` where a face could not be embedded.
+fn identity(
+    posed: &[challenge::Posed<'_>],
+    following: &challenge::Following,
+    engine: &Biometrics,
+) -> Option<f64> {
+    let embed = |frame: &challenge::Posed<'_>| {
+        let face = *frame.frame.faces.first()?;
+        engine.embed(&Prepared::new(&frame.frame.image), face)
+    };
+    let first = embed(posed.iter().find(|p| p.pose.is_some())?)?;
+    let mut largest = 0.0f64;
+    for made in &following.made {
+        let frame = posed.iter().find(|p| p.index == made.frame)?;
+        largest = largest.max(f64::from(first.distance(&embed(frame)?)));
+    }
+    Some(largest)
+}
+
 impl CpuAgent for Liveness {
-    /// The selfie frames.
-    type Input = Vec<ImageData>;
+    /// The selfie frames, and the challenge they answer.
+    type Input = (Vec<ImageData>, Option<SelfieChallenge>);
 
     fn models(&self) -> Option<&dyn Loading> {
         Some(&self.engine)
     }
 
     fn gather(&self, ctx: &AgentContext) -> Result<Self::Input, AgentError> {
-        Ok(ctx.input().selfie.frames().to_vec())
+        let selfie = &ctx.input().selfie;
+        Ok((selfie.frames().to_vec(), selfie.challenge.clone()))
     }
 
     fn compute(
         &self,
-        frames: Self::Input,
+        (frames, challenge): Self::Input,
         cancel: &CancellationToken,
     ) -> Result<Report, AgentError> {
-        self.analyse(&frames, cancel)
+        let steps = challenge.as_ref().map(|c| c.steps.as_slice());
+        self.analyse(&frames, steps, cancel)
     }
 }
 

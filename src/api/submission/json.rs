@@ -29,6 +29,7 @@ struct JsonBody<'a> {
 struct JsonSelfie<'a> {
     #[serde(borrow, default)]
     frames: Vec<Text<'a>>,
+    challenge_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -78,6 +79,7 @@ pub(super) fn parse(body: &[u8]) -> Result<Draft, ApiError> {
         ..Draft::default()
     };
     if let Some(selfie) = parsed.selfie {
+        draft.challenge_id = selfie.challenge_id;
         let mut frames = Vec::with_capacity(selfie.frames.len());
         for (i, frame) in selfie.frames.iter().enumerate() {
             let field = format!("selfie.frames[{i}]");

@@ -20,6 +20,8 @@ struct Metadata {
     document: Option<MetadataDocument>,
     claimed: Option<Claimed>,
     sandbox: Option<BTreeMap<String, SandboxDirective>>,
+    /// The liveness challenge the `selfie` parts answer.
+    challenge_id: Option<String>,
 }
 
 #[derive(Default, Deserialize)]
@@ -67,6 +69,7 @@ pub(super) async fn parse(mut multipart: Multipart, limit: usize) -> Result<Draf
     draft.reference = metadata.reference;
     draft.claimed = metadata.claimed;
     draft.sandbox = metadata.sandbox;
+    draft.challenge_id = metadata.challenge_id;
     draft.kind = metadata.document.and_then(|d| d.kind);
     draft.document_present = draft.front.is_some() || draft.back.is_some();
     if !frames.is_empty() {

@@ -8,7 +8,10 @@ use bytes::Bytes;
 use super::redact::echoable;
 use crate::api::error::{ApiError, FieldError};
 use crate::config::LimitSettings;
-use crate::domain::{Claimed, Document, DocumentType, ImageData, NewSession, Reference, Selfie};
+use crate::domain::{
+    ChallengeId, Claimed, Document, DocumentType, ImageData, NewSession, Reference, Selfie,
+    SelfieChallenge,
+};
 use crate::domain::{SandboxDirective, SandboxScript};
 
 /// The request's parts, images still raw, with their field names for error reports.
@@ -23,6 +26,8 @@ pub(super) struct Draft {
     pub(super) back: Option<(String, Bytes)>,
     pub(super) claimed: Option<Claimed>,
     pub(super) sandbox: Option<BTreeMap<String, SandboxDirective>>,
+    /// The liveness challenge the selfie answers, as sent.
+    pub(super) challenge_id: Option<String>,
     pub(super) errors: Vec<FieldError>,
 }
 
@@ -116,7 +121,22 @@ impl Draft {
             None => None,
         };
 
-        let selfie = Selfie::new(frames);
+        // An id that is not one names no challenge; the value itself is not echoed.
+        let challenge = self.challenge_id.take().and_then(|id| {
+            id.parse::<ChallengeId>()
+                .map_err(|_| {
+                    self.errors.push(FieldError::new(
+                        "selfie.challenge_id",
+                        "unknown_challenge",
+                        "not a challenge id (chl_...)",
+                    ))
+                })
+                .ok()
+        });
+        let selfie = Selfie::new(frames).map(|mut selfie| {
+            selfie.challenge = challenge.map(|id| SelfieChallenge { id, steps: vec![] });
+            selfie
+        });
         match (self.errors.is_empty(), selfie, front) {
             (true, Some(selfie), Some(front)) => Ok(NewSession {
                 reference,

@@ -2,6 +2,7 @@
 //! session and at most `capacity` completed ones, dropping the oldest completed first, so a
 //! long-running instance does not grow without bound.
 
+mod challenges;
 mod reviews;
 mod webhooks;
 
@@ -47,6 +48,8 @@ pub struct MemoryStore {
     api_keys: Mutex<Vec<KeyRecord>>,
     /// Locked after `inner` when both are (a completion writes its webhook message).
     webhooks: Mutex<webhooks::Webhooks>,
+    /// Liveness challenges, by id; never locked with another lock.
+    challenges: Mutex<HashMap<crate::domain::ChallengeId, crate::domain::Challenge>>,
     capacity: usize,
 }
 
@@ -56,6 +59,7 @@ impl MemoryStore {
             inner: Mutex::default(),
             api_keys: Mutex::default(),
             webhooks: Mutex::default(),
+            challenges: Mutex::default(),
             capacity: capacity.max(1),
         }
     }
@@ -68,6 +72,14 @@ impl MemoryStore {
 
     fn webhooks(&self) -> MutexGuard<'_, webhooks::Webhooks> {
         self.webhooks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn challenges(
+        &self,
+    ) -> MutexGuard<'_, HashMap<crate::domain::ChallengeId, crate::domain::Challenge>> {
+        self.challenges
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }

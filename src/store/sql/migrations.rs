@@ -15,7 +15,7 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 /// Each migration's version, its description (the file name's words) and its statements, in
 /// order. A new file in the folder goes here too; the test below fails until it does.
-const FILES: [(i64, &str, &str); 4] = [
+const FILES: [(i64, &str, &str); 5] = [
     (
         1,
         "sessions",
@@ -32,6 +32,11 @@ const FILES: [(i64, &str, &str); 4] = [
         include_str!("../migrations/0003_webhooks.sql"),
     ),
     (4, "reviews", include_str!("../migrations/0004_reviews.sql")),
+    (
+        5,
+        "challenges",
+        include_str!("../migrations/0005_challenges.sql"),
+    ),
 ];
 
 /// Every migration, run in one transaction each at start-up.

@@ -24,10 +24,18 @@
 //!
 //! `inputs` writes the drawn images README's latency figures were measured with.
 //!
+//!     kyc-eval challenge ../shared/data
+//!
+//! `challenge` measures the liveness challenge (see `challenge.rs`): the pose error on a head
+//! drawn in 3-D at known angles, challenges answered by that head and imitated by a flat photo,
+//! and windows of real head-turn clips judged against every sequence of the vocabulary.
+//!
 //! `liveness` slides a window of 5 frames over the GIF (frames 0-35 a live person, 36-63 a
 //! phone replay, 64-87 a printed photo; windows straddling two parts are skipped), runs
 //! liveness on each and prints the confusion table. Live windows must never be `failed`, replay
 //! and print windows never `passed`.
+
+mod challenge;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -78,6 +86,14 @@ enum Mode {
         #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=10))]
         window: u16,
     },
+    /// The liveness challenge: pose error, drawn heads and flat photos, real head-turn clips.
+    Challenge {
+        /// The shared data folder: `headturn/` clips and `liveness/demo.gif`, where present.
+        data: PathBuf,
+        /// scikit-image's astronaut.png (`scripts/fixtures.sh`): the drawn head's face.
+        #[arg(long, default_value = "fixtures/astronaut.png")]
+        face: PathBuf,
+    },
 }
 
 /// Published specimens: file-name stem, document number, birth, expiry.
@@ -93,6 +109,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Mode::Face { dir } => face(&dir, &args.models),
         Mode::Liveness { gif, window } => liveness(&gif, usize::from(window), &args.models),
         Mode::Inputs { face, out } => inputs(&face, &out, &args.models),
+        Mode::Challenge { data, face } => challenge::run(&data, &face, &args.models),
     }
 }
 
@@ -329,15 +346,14 @@ fn face(dir: &Path, models: &Path) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-fn liveness(gif: &Path, window: usize, models: &Path) -> Result<(), Box<dyn std::error::Error>> {
+/// Every frame of an animated GIF, as a PNG the agents accept.
+fn gif_frames(gif: &Path) -> Result<Vec<ImageData>, Box<dyn std::error::Error>> {
     use image::AnimationDecoder;
 
-    let settings = Settings::defaults();
-    let limits = settings.limits.images();
-    let checker: Liveness = standalone(&settings, "liveness", models)?;
+    let limits = Settings::defaults().limits.images();
     let decoder =
         image::codecs::gif::GifDecoder::new(std::io::BufReader::new(std::fs::File::open(gif)?))?;
-    let frames = decoder
+    decoder
         .into_frames()
         .collect_frames()?
         .into_iter()
@@ -347,7 +363,13 @@ fn liveness(gif: &Path, window: usize, models: &Path) -> Result<(), Box<dyn std:
             rgb.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
             Ok(ImageData::parse(Bytes::from(png), &limits)?)
         })
-        .collect::<Result<Vec<_>, Box<dyn std::error::Error>>>()?;
+        .collect()
+}
+
+fn liveness(gif: &Path, window: usize, models: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    let settings = Settings::defaults();
+    let checker: Liveness = standalone(&settings, "liveness", models)?;
+    let frames = gif_frames(gif)?;
     let truth = |frame: usize| match frame {
         0..=35 => "live",
         36..=63 => "replay",
@@ -364,7 +386,7 @@ fn liveness(gif: &Path, window: usize, models: &Path) -> Result<(), Box<dyn std:
             continue;
         }
         let started = Instant::now();
-        let report = checker.analyse(&frames[start..start + window], &Default::default())?;
+        let report = checker.analyse(&frames[start..start + window], None, &Default::default())?;
         times.push(started.elapsed().as_secs_f64() * 1000.0);
         let outcome = if report.reasons.is_empty() {
             "passed"

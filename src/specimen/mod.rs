@@ -7,7 +7,10 @@
 //! font is missing, naming the package that provides it.
 //!
 //! Selfies are made from a face photo (`scripts/fixtures.sh` fetches the public-domain
-//! astronaut portrait from the scikit-image wheel): [`head_turn`] draws a head turning.
+//! astronaut portrait from the scikit-image wheel): [`head_turn`] draws a head turning a few
+//! degrees, [`head::Head`] draws it in 3-D at known angles.
+
+pub mod head;
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -18,6 +21,7 @@ use imageproc::drawing::{draw_filled_rect_mut, draw_text_mut};
 use imageproc::geometric_transformations::{Border, Interpolation, Projection, warp_with};
 use imageproc::rect::Rect;
 
+use crate::domain::ChallengeStep;
 use crate::models::ModelError;
 use crate::vision::biometrics::{Biometrics, LANDMARKS_68, Prepared};
 
@@ -240,16 +244,76 @@ pub fn astronaut_selfie(photo: &RgbImage) -> RgbImage {
 /// `models`.
 pub fn turning_selfie(photo: &RgbImage, models: &Path) -> Result<Vec<RgbImage>, ModelError> {
     let selfie = astronaut_selfie(photo);
-    let engine = Biometrics::load(models, LANDMARKS_68, false, 1)?;
-    let prepared = Prepared::new(&selfie);
-    let face = *engine
-        .detect(&prepared)
-        .first()
-        .expect("the astronaut's face is found");
-    let nose = engine.landmarks(&prepared, face)[30];
+    let nose = landmarks(&selfie, models)?[30];
     Ok([-2.0, -1.0, 0.0, 1.0, 2.0]
         .map(|step| head_turn(&selfie, nose, step))
         .to_vec())
+}
+
+/// The 68 landmarks of the largest face on `image`, by the model in `models`.
+fn landmarks(image: &RgbImage, models: &Path) -> Result<Vec<(f32, f32)>, ModelError> {
+    let engine = Biometrics::load(models, LANDMARKS_68, false, 1)?;
+    let prepared = Prepared::new(image);
+    let face = *engine
+        .detect(&prepared)
+        .first()
+        .expect("the drawn selfie's face is found");
+    Ok(engine.landmarks(&prepared, face))
+}
+
+/// The astronaut's selfie as a head in 3-D, its relief built on the landmarks that the 68-point
+/// model in `models` finds.
+pub fn astronaut_in_3d(photo: &RgbImage, models: &Path) -> Result<head::Head, ModelError> {
+    let selfie = astronaut_selfie(photo);
+    let landmarks = landmarks(&selfie, models)?;
+    Ok(head::Head::new(selfie, &landmarks))
+}
+
+/// `photo` as a flat picture turned about its vertical axis by `degrees` (positive: its right
+/// edge away from the camera), seen from three picture widths away: what a print or a screen
+/// held up to imitate a head's turn looks like.
+pub fn flat_turn(photo: &RgbImage, degrees: f32) -> RgbImage {
+    let (w, h) = (photo.width() as f32, photo.height() as f32);
+    let (sin, cos) = degrees.to_radians().sin_cos();
+    let camera = 3.0 * w;
+    let corner = |x: f32, y: f32| {
+        let (dx, dy) = (x - w / 2.0, y - h / 2.0);
+        let k = camera / (camera + dx * sin);
+        (w / 2.0 + dx * cos * k, h / 2.0 + dy * k)
+    };
+    let projection = Projection::from_control_points(
+        [(0.0, 0.0), (w, 0.0), (w, h), (0.0, h)],
+        [
+            corner(0.0, 0.0),
+            corner(w, 0.0),
+            corner(w, h),
+            corner(0.0, h),
+        ],
+    )
+    .expect("four corners in general position");
+    imageproc::geometric_transformations::warp(
+        photo,
+        projection,
+        Interpolation::Bilinear,
+        Border::Constant(Rgb([128, 128, 128])),
+    )
+}
+
+/// The yaw and pitch (degrees) of each frame of a capture answering `steps`, `peak` degrees
+/// each: frontal, out in two frames, held for one, back in two, frontal for two; 19 frames for
+/// three steps, within a capture's 24.
+pub fn answer_angles(steps: &[ChallengeStep], peak: f32) -> Vec<(f32, f32)> {
+    let mut angles = vec![(0.0, 0.0)];
+    for step in steps {
+        let (yaw, pitch) = match step {
+            ChallengeStep::TurnLeft => (peak, 0.0),
+            ChallengeStep::TurnRight => (-peak, 0.0),
+            ChallengeStep::LookUp => (0.0, peak),
+            ChallengeStep::LookDown => (0.0, -peak),
+        };
+        angles.extend([0.5, 1.0, 1.0, 0.5, 0.0].map(|k| (k * yaw, k * pitch)));
+    }
+    angles
 }
 
 /// Frame `step` of a selfie whose head turns: the face around `nose` (the nose tip, in
