@@ -434,3 +434,33 @@ async fn a_reviewer_works_the_queue_from_the_terminal() {
     let empty = run(&["reviews", "list"]).await.unwrap();
     assert_eq!(text(&empty.stdout).lines().count(), 1, "only the header");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_challenge_from_kyc_challenge_is_answered_once_by_kyc_verify() {
+    let app = spawn_app().await;
+    let images = images();
+    let issued = kyc(&app.address, app.key.expose())
+        .args(["challenge", "--json"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(issued.status.code(), Some(0), "{}", text(&issued.stderr));
+    let challenge: Value = serde_json::from_slice(&issued.stdout).unwrap();
+    let id = challenge["id"].as_str().unwrap();
+    let answer = || {
+        let mut args = verify_args(&images, "{}");
+        args.extend(["--challenge", id]);
+        kyc(&app.address, app.key.expose()).args(args).output()
+    };
+
+    let first = answer().await.unwrap();
+    let second = answer().await.unwrap();
+
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
+    assert_eq!(second.status.code(), Some(1));
+    assert!(
+        text(&second.stderr).contains("challenge_used"),
+        "{}",
+        text(&second.stderr)
+    );
+}

@@ -46,9 +46,13 @@ pub struct Posed<'a> {
 }
 
 impl<'a> Posed<'a> {
-    pub fn new(index: usize, frame: &'a Frame, max_residual: f64) -> Option<Self> {
+    /// The frame's pose, unless its face is too blurred or the rigid face does not fit its
+    /// landmarks; `None` without landmarks.
+    pub fn new(index: usize, frame: &'a Frame, s: &LivenessSettings) -> Option<Self> {
         let landmarks = frame.landmarks.as_deref()?;
-        let pose = pose::estimate(landmarks).filter(|p| p.residual <= max_residual);
+        let pose = pose::estimate(landmarks).filter(|p| {
+            p.residual <= s.max_pose_misfit_mm && frame.sharpness >= s.min_face_sharpness
+        });
         Some(Self {
             index,
             frame,

@@ -78,6 +78,9 @@ pub struct LivenessSettings {
     /// Root-mean-square misfit (millimetres of the model face) above which a frame's landmarks
     /// give no pose.
     pub max_pose_misfit_mm: f64,
+    /// Sharpness of the face (variance of the Laplacian at 150 px) below which a challenge
+    /// frame's landmarks are too unsure to give a pose.
+    pub min_face_sharpness: f64,
     /// Embedding distance between a step's frame and the first above which the face is
     /// somebody else's (dlib's own threshold is 0.6).
     pub same_person: f64,
@@ -96,10 +99,11 @@ impl Default for LivenessSettings {
             fail_at: 0.7,
             pass_below: 0.25,
             require_challenge: false,
-            turn_deg: 12.0,
+            turn_deg: 10.0,
             nod_deg: 10.0,
             start_deg: 6.0,
             max_pose_misfit_mm: 8.0,
+            min_face_sharpness: 5.0,
             same_person: 0.6,
         }
     }
@@ -430,11 +434,17 @@ fn answer(
         .frames
         .iter()
         .enumerate()
-        .filter_map(|(i, frame)| challenge::Posed::new(i, frame.as_ref()?, s.max_pose_misfit_mm))
+        .filter_map(|(i, frame)| challenge::Posed::new(i, frame.as_ref()?, s))
         .collect();
+    // Most frames too blurred for their landmarks: nothing to judge the poses by.
+    let blurred = posed
+        .iter()
+        .filter(|p| p.frame.sharpness < s.min_face_sharpness)
+        .count();
     let pitch = steps.iter().any(|step| step.is_pitch());
     let following = challenge::follow(&posed, pitch, s);
     let mut details = following.details(steps);
+    details["blurred_frames"] = json!(blurred);
     let resolved = moving.summary["resolved"] == true;
     // Each step's frame against the first: one person throughout.
     let identity = if following.follows(steps) && resolved {
@@ -445,18 +455,19 @@ fn answer(
     details["identity_distance"] = json!(identity.map(|d| rounded(d, 3)));
     let (parallax, flat) = following.weakest();
     let spoof = (flat + 0.5 * cue_spoof).min(1.0);
-    let reason = if steps.is_empty() || !resolved || following.posed < 2 {
-        // Too small, one frame, or faces swapped between frames: no pose sequence to judge.
-        Some("liveness_inconclusive")
-    } else if !following.follows(steps) {
-        Some("challenge_not_followed")
-    } else if identity.is_some_and(|d| d > s.same_person) || spoof >= s.fail_at {
-        Some("liveness_failed")
-    } else if identity.is_none() || parallax < 1.0 || spoof >= s.pass_below {
-        Some("liveness_inconclusive")
-    } else {
-        None
-    };
+    let reason =
+        if steps.is_empty() || !resolved || following.posed < 2 || 2 * blurred > posed.len() {
+            // Too small, one frame, or faces swapped between frames: no pose sequence to judge.
+            Some("liveness_inconclusive")
+        } else if !following.follows(steps) {
+            Some("challenge_not_followed")
+        } else if identity.is_some_and(|d| d > s.same_person) || spoof >= s.fail_at {
+            Some("liveness_failed")
+        } else if identity.is_none() || parallax < 1.0 || spoof >= s.pass_below {
+            Some("liveness_inconclusive")
+        } else {
+            None
+        };
     Answer {
         reason,
         score: rounded(parallax.min(1.0) * (1.0 - spoof), 3),

@@ -31,7 +31,9 @@ type Error = Box<dyn std::error::Error>;
 const WINDOW: usize = 24;
 
 pub fn run(data: &Path, face: &Path, models: &Path) -> Result<(), Error> {
-    let settings = Settings::defaults();
+    // The configuration as the service loads it (KYC_ENV, KYC__* variables), so that a
+    // threshold can be tried without a rebuild.
+    let settings = Settings::load(None)?;
     let checker: Liveness = standalone(&settings, "liveness", models)?;
     let photo = image::open(face)?.to_rgb8();
     let head = specimen::astronaut_in_3d(&photo, models)?;
@@ -151,6 +153,7 @@ fn pose_error(checker: &Liveness, head: &Head) -> Result<(), Error> {
 
 fn drawn(checker: &Liveness, head: &Head, photo: &RgbImage) -> Result<(), Error> {
     println!("\n2. drawn answers: every challenge of 1 to 3 steps");
+    let (mut times, mut sharpness) = (Vec::new(), Vec::new());
     let all = sequences(&ChallengeStep::ALL, 3);
     println!(
         "{:<9} {:>6} {:>11} {:>14} {:>16}",
@@ -181,8 +184,12 @@ fn drawn(checker: &Liveness, head: &Head, photo: &RgbImage) -> Result<(), Error>
                     .iter()
                     .map(|&(yaw, pitch)| encoded(&head.render(yaw, pitch)))
                     .collect::<Result<Vec<_>, _>>()?;
+                let started = std::time::Instant::now();
                 let selfie = checker.frames(&frames, &Default::default())?;
-                if passes(checker, &selfie, &steps)? {
+                let passed = passes(checker, &selfie, &steps)?;
+                times.push(started.elapsed().as_secs_f64() * 1000.0);
+                sharpness.extend(selfie.frames.iter().flatten().map(|f| f.sharpness));
+                if passed {
                     own += 1;
                 } else {
                     let report = checker.judge(&selfie, Some(&steps))?;
@@ -216,7 +223,27 @@ fn drawn(checker: &Liveness, head: &Head, photo: &RgbImage) -> Result<(), Error>
             );
         }
     }
+    println!(
+        "liveness on a 19-frame answer (analysis and verdict, one thread): p50 {:.0} ms, max {:.0} ms \
+         ({} answers); face sharpness: {}",
+        super::median(&mut times),
+        times.iter().copied().fold(0.0, f64::max),
+        times.len(),
+        spread(&mut sharpness)
+    );
     Ok(())
+}
+
+/// The least, median and largest of `values`, rounded.
+fn spread(values: &mut [f64]) -> String {
+    values.sort_by(f64::total_cmp);
+    match (values.first(), values.last()) {
+        (Some(least), Some(most)) => format!(
+            "least {least:.0}, median {:.0}, most {most:.0}",
+            values[values.len() / 2]
+        ),
+        _ => "none".to_owned(),
+    }
 }
 
 /// The clip's own yaw estimate per frame file, by frame number.
@@ -294,11 +321,19 @@ fn clips(checker: &Liveness, dir: &Path, vocabulary: &[ChallengeStep]) -> Result
             .filter_map(|((_, t), o)| Some((*t, (*o)?)))
             .collect();
         let (slope, offset) = fit_line(&pairs);
+        let mut sharpness: Vec<f64> = selfie
+            .frames
+            .iter()
+            .flatten()
+            .map(|f| f.sharpness)
+            .collect();
         println!(
-            "{}: {} frames, {} with a pose; our yaw = {slope:.2} x theirs {offset:+.1}",
+            "{}: {} frames, {} with a pose; our yaw = {slope:.2} x theirs {offset:+.1}; face \
+             sharpness {}",
             clip.file_name().unwrap_or_default().to_string_lossy(),
             frames.len(),
-            pairs.len()
+            pairs.len(),
+            spread(&mut sharpness)
         );
         let (mut windows, mut own, mut others, mut skipped) = (0, 0, 0, 0);
         let mut margins = Vec::new();
@@ -340,6 +375,9 @@ fn clips(checker: &Liveness, dir: &Path, vocabulary: &[ChallengeStep]) -> Result
                     report.reasons,
                     report.details["challenge"]["made"]
                 );
+                if std::env::var_os("KYC_EVAL_VERBOSE").is_some() {
+                    println!("    {}", report.details["challenge"]["frames"]);
+                }
             }
             for other in all.iter().filter(|o| **o != expected) {
                 if passes(checker, &window, other)? {

@@ -31,6 +31,22 @@ impl fmt::Display for Failure {
     }
 }
 
+/// A problem's detail, with each invalid field and its code (`selfie.challenge_id:
+/// challenge_used`), which say what to change.
+fn with_fields(detail: &str, problem: &Value) -> String {
+    let fields: Vec<String> = problem["errors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| Some(format!("{}: {}", e["field"].as_str()?, e["code"].as_str()?)))
+        .collect();
+    if fields.is_empty() {
+        detail.to_owned()
+    } else {
+        format!("{detail} ({})", fields.join(", "))
+    }
+}
+
 /// The service at one URL, with one key.
 pub struct Client {
     http: reqwest::Client,
@@ -112,7 +128,7 @@ impl Client {
         let text = response.text().await.unwrap_or_default();
         let detail = serde_json::from_str::<Value>(&text)
             .ok()
-            .and_then(|problem| problem["detail"].as_str().map(str::to_owned))
+            .and_then(|problem| Some(with_fields(problem["detail"].as_str()?, &problem)))
             .unwrap_or(text);
         Err(Failure::Refused { status, detail })
     }

@@ -49,6 +49,13 @@ enum Command {
     /// The review queue, and a reviewer's decisions.
     #[command(subcommand)]
     Reviews(ReviewsCommand),
+    /// Issues a liveness challenge: its id, the head movements to make, and when it expires.
+    /// Capture the frames while the applicant makes them, then `kyc verify --challenge ID`.
+    Challenge {
+        /// The challenge as JSON instead of lines of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -111,6 +118,9 @@ pub struct VerifyArgs {
     /// A sandbox script (JSON), for a test key on sandbox agents.
     #[arg(long)]
     pub sandbox: Option<String>,
+    /// The liveness challenge (`kyc challenge`) the selfie frames answer.
+    #[arg(long)]
+    pub challenge: Option<String>,
     /// The events as NDJSON on stdout instead of the live view.
     #[arg(long)]
     pub json: bool,
@@ -191,11 +201,34 @@ async fn main() -> ExitCode {
         Command::Verify(args) => verify::run(&client, args).await,
         Command::Sessions(command) => sessions(&client, command).await.map(|()| 0),
         Command::Reviews(command) => reviews(&client, command).await.map(|()| 0),
+        Command::Challenge { json } => challenge(&client, json).await.map(|()| 0),
     };
     match outcome {
         Ok(code) => ExitCode::from(code),
         Err(failure) => fail(failure),
     }
+}
+
+async fn challenge(client: &Client, json: bool) -> Result<(), Failure> {
+    let issued = client
+        .post_json("/v1/liveness/challenges", &serde_json::json!({}))
+        .await?;
+    if json {
+        println!("{issued}");
+    } else {
+        let text = |key: &str| issued[key].as_str().unwrap_or("?").to_owned();
+        let steps: Vec<&str> = issued["steps"]
+            .as_array()
+            .map(|steps| steps.iter().filter_map(|s| s.as_str()).collect())
+            .unwrap_or_default();
+        println!("challenge  {}", text("id"));
+        println!(
+            "steps      {} (from the applicant's point of view)",
+            steps.join(", ")
+        );
+        println!("expires    {}", text("expires_at"));
+    }
+    Ok(())
 }
 
 fn fail(failure: Failure) -> ExitCode {

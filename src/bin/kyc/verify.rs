@@ -187,6 +187,9 @@ async fn form(args: &VerifyArgs) -> Result<Form, Failure> {
             .map_err(|e| Failure::Input(format!("--sandbox is not JSON: {e}")))?;
         metadata["sandbox"] = script;
     }
+    if let Some(challenge) = &args.challenge {
+        metadata["challenge_id"] = json!(challenge);
+    }
     let mut form = Form::new().text("metadata", metadata.to_string());
     form = form.part("document_front", file(&args.document).await?);
     if let Some(back) = &args.back {
