@@ -327,3 +327,38 @@ async fn a_multipart_session_names_its_challenge_in_the_metadata() {
     let problem: Value = again.json().await.unwrap();
     assert_eq!(problem["errors"][0]["code"], "challenge_used");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_answering_its_challenge_on_the_default_plan_is_approved() {
+    let app = crate::helpers::spawn_app_with(|settings| {
+        let defaults = Settings::defaults();
+        settings.agents = defaults.agents;
+        settings.models.dir = models();
+    })
+    .await;
+    crate::helpers::eventually(
+        "readiness 200 (the models loaded)",
+        std::time::Duration::from_secs(30),
+        || async { (app.get("/health/ready").await.status() == 200).then_some(()) },
+    )
+    .await;
+    let challenge = issue(&app).await;
+    let steps: Vec<ChallengeStep> = serde_json::from_value(challenge["steps"].clone()).unwrap();
+    let selfie: Vec<String> = render::answer_angles(&steps, 20.0)
+        .into_iter()
+        .map(|(yaw, pitch)| b64(&render::jpeg(&head().render(yaw, pitch))))
+        .collect();
+    let photo = render::photo(&render::page(&render::portrait_page()), render::ASKEW);
+    let body = json!({
+        "selfie": { "frames": selfie, "challenge_id": challenge["id"] },
+        "document": { "type": "passport", "front": b64(&render::jpeg(&photo)) },
+    });
+
+    let events = app.stream_session(&body).await;
+
+    let done = crate::helpers::completion(&events);
+    assert_eq!(done["decision"], "approved", "{done:#}");
+    let answered = &done["checks"]["liveness"]["details"]["challenge"];
+    assert_eq!(answered["followed"], true, "{answered:#}");
+    assert_eq!(answered["steps"], challenge["steps"]);
+}
