@@ -330,18 +330,7 @@ async fn a_multipart_session_names_its_challenge_in_the_metadata() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_answering_its_challenge_on_the_default_plan_is_approved() {
-    let app = crate::helpers::spawn_app_with(|settings| {
-        let defaults = Settings::defaults();
-        settings.agents = defaults.agents;
-        settings.models.dir = models();
-    })
-    .await;
-    crate::helpers::eventually(
-        "readiness 200 (the models loaded)",
-        std::time::Duration::from_secs(30),
-        || async { (app.get("/health/ready").await.status() == 200).then_some(()) },
-    )
-    .await;
+    let app = crate::helpers::spawn_real_agents_app().await;
     let challenge = issue(&app).await;
     let steps: Vec<ChallengeStep> = serde_json::from_value(challenge["steps"].clone()).unwrap();
     let selfie: Vec<String> = render::answer_angles(&steps, 20.0)

@@ -346,19 +346,7 @@ fn face_match_uses_the_sharpest_frame_liveness_analysed() {
 
 #[tokio::test]
 async fn a_session_on_the_default_plan_approves_a_live_person_matching_her_document() {
-    let app = crate::helpers::spawn_app_with(|settings| {
-        let defaults = Settings::defaults();
-        settings.agents = defaults.agents;
-        settings.models.dir = models();
-    })
-    .await;
-    // Readiness turns 200 once the models have loaded.
-    crate::helpers::eventually(
-        "readiness 200 (the models loaded)",
-        std::time::Duration::from_secs(20),
-        || async { (app.get("/health/ready").await.status() == 200).then_some(()) },
-    )
-    .await;
+    let app = crate::helpers::spawn_real_agents_app().await;
     let photo = render::photo(&render::page(&render::portrait_page()), render::ASKEW);
     let selfie: Vec<String> = head_turning()
         .iter()

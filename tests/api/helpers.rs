@@ -153,6 +153,23 @@ pub async fn spawn_app_with_kinds(kinds: &Kinds, configure: impl FnOnce(&mut Set
     }
 }
 
+/// The default plan's real agents, with the models `scripts/models.sh` fetched, once readiness
+/// says they have loaded.
+pub async fn spawn_real_agents_app() -> TestApp {
+    let app = spawn_app_with(|settings| {
+        settings.agents = Settings::defaults().agents;
+        settings.models.dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    })
+    .await;
+    eventually(
+        "readiness 200 (the models loaded)",
+        std::time::Duration::from_secs(30),
+        || async { (app.get("/health/ready").await.status() == 200).then_some(()) },
+    )
+    .await;
+    app
+}
+
 /// A new test key of [`TENANT`] with every scope.
 pub async fn test_key(keys: &KeyManager) -> ApiKey {
     keys.create(NewKey::new(TENANT.parse().unwrap(), Mode::Test))
