@@ -68,10 +68,13 @@ impl Head {
                 }
                 let mut z = relief * inside.sqrt();
                 // The nose's ridge, rising from the nasion to the tip, then falling to its base.
-                let t = ((fy - nasion.1) / (tip.1 - nasion.1).max(1.0)).clamp(0.0, 1.2);
-                let ridge_x = nasion.0 + (tip.0 - nasion.0) * t.min(1.0);
-                let along = if fy <= tip.1 {
-                    (0.12 + 0.38 * t) * (fy >= nasion.1 - 0.2 * unit) as u8 as f32
+                // (It starts a little above the nasion, where the brows meet.)
+                let t = ((fy - nasion.1) / (tip.1 - nasion.1).max(1.0)).clamp(0.0, 1.0);
+                let ridge_x = nasion.0 + (tip.0 - nasion.0) * t;
+                let along = if fy < nasion.1 - 0.2 * unit {
+                    0.0
+                } else if fy <= tip.1 {
+                    0.12 + 0.38 * t
                 } else {
                     0.5 * gauss((fy - tip.1).powi(2), 0.35 * (base.1 - tip.1).max(1.0))
                 };

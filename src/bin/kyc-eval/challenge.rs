@@ -260,8 +260,9 @@ fn yaw_estimates(dir: &Path) -> Result<Vec<(u32, f64)>, Error> {
     Ok(rows)
 }
 
-/// The steps a run of yaws makes (degrees, positive to the person's own left), by the check's
-/// own rule with the given thresholds: a turn from `turn`, back at the start within `back`.
+/// The steps a run of the clip's own yaw estimates makes (degrees, positive to the person's own
+/// left): a turn from `turn`, back at the start within `back` for one frame. The truth the
+/// check is scored against, so it is counted here on its own and not by the check's code.
 fn steps_of(yaws: &[f64], turn: f64, back: f64) -> Vec<ChallengeStep> {
     let mut steps: Vec<ChallengeStep> = Vec::new();
     let mut returned = true;
