@@ -17,6 +17,9 @@ scripts/deny.sh
 # integration tests, and the benches (built after the tests, not run). The smoke, soak and fuzz steps below
 # build with the same settings, so they reuse these artifacts. The docs' own check
 # (scripts/docs.sh) is left out: it would compile every dependency in check mode once more.
+# Incremental compilation only slows a build from scratch (measured: 235 s against 210 s for
+# this crate's targets); CI always builds from scratch.
+export CARGO_INCREMENTAL=0
 export RUSTC_WORKSPACE_WRAPPER=clippy-driver
 export CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
 cargo nextest run --locked --no-fail-fast
