@@ -314,6 +314,25 @@ mod tests {
         assert!(turned[30].0 - between_eyes(&turned) > frontal[30].0 - between_eyes(&frontal));
     }
 
+    /// What liveness's `max_pose_misfit_mm` (8 by default) separates: a face's landmarks with a
+    /// pixel of noise fit within a millimetre; the same points in the wrong places (no face at
+    /// all) miss by far more, whatever pose is tried.
+    #[test]
+    fn points_no_rigid_face_makes_fit_far_worse_than_a_face() {
+        let limit = 8.0;
+        let face = estimate(&landmarks_at(10.0, 0.0, 0.0, 1.0)).unwrap();
+        assert!(face.residual < 1.0, "{face:?}");
+        // Every model point moved to the next one's place: eyes, nose and mouth scrambled.
+        let placed = landmarks_at(10.0, 0.0, 0.0, 0.0);
+        let indices: Vec<usize> = model_points().map(|(i, _)| i).collect();
+        let mut scrambled = placed.clone();
+        for (n, &i) in indices.iter().enumerate() {
+            scrambled[i] = placed[indices[(n + 7) % indices.len()]];
+        }
+        let misfit = estimate(&scrambled).map_or(f64::INFINITY, |p| p.residual);
+        assert!(misfit > 2.0 * limit, "{misfit}");
+    }
+
     #[test]
     fn too_few_or_collapsed_points_have_no_pose() {
         assert_eq!(estimate(&[(1.0, 1.0); 5]), None);
