@@ -1,6 +1,7 @@
 //! Specimen documents, drawn: a passport data page with a real ICAO 9303 zone in OCR-B
 //! (Debian's `fonts-ocr-b`; the rest in DejaVu Sans, `fonts-dejavu-core`), photographed on a
-//! table at a slight angle. The tests and the smoke runner send these to the real agents;
+//! table at a slight angle, and as phone photos go wrong: an open booklet turned on a table
+//! ([`open_booklet`]), a streak of light ([`streaked`]), a photo of a screen ([`on_screen`]). The tests and the smoke runner send these to the real agents;
 //! nothing in the service uses them.
 //!
 //! The holder is ICAO's own specimen, Anna Maria Eriksson of Utopia. Drawing panics when a
@@ -203,6 +204,123 @@ pub fn photo(page: &RgbImage, corners: Corners) -> RgbImage {
         }
     }
     photo
+}
+
+/// The data page in an open booklet, as an applicant photographs it lying on a table: the
+/// facing page above it (a visa page, tinted, with lines of print) across the fold, both on the
+/// cover; turned `degrees` counter-clockwise and so close that the facing page runs out of the
+/// frame. No outline of one page is left to find.
+pub fn open_booklet(page: &RgbImage, degrees: f32) -> RgbImage {
+    let (pw, ph) = page.dimensions();
+    let (margin, fold) = (20, 40);
+    let (sw, sh) = (pw + 2 * margin, 2 * ph + fold + 2 * margin);
+    let mut spread = RgbImage::from_pixel(sw, sh, Rgb([90, 24, 36]));
+    // The facing page: a tinted ground with wavy security print and a few lines of text.
+    let facing = RgbImage::from_fn(pw, ph, |x, y| {
+        let wave = ((x as f32 / 23.0).sin() + (y as f32 / 17.0).cos()) * 6.0;
+        Rgb([
+            (214.0 + wave) as u8,
+            (228.0 + wave) as u8,
+            (218.0 - wave) as u8,
+        ])
+    });
+    image::imageops::replace(&mut spread, &facing, i64::from(margin), i64::from(margin));
+    let sans = font(SANS);
+    let text = [
+        (60, 60, 44.0, "VISAS"),
+        (60, 200, 30.0, "ENTRY  12 MAR 2019  PORT 04"),
+        (60, 260, 30.0, "DEPARTURE  30 MAR 2019"),
+        (560, 620, 26.0, "P0940409  0407  UTO  19032"),
+    ];
+    for (x, y, size, line) in text {
+        let (x, y) = (x + margin as i32, y + margin as i32);
+        draw_text_mut(&mut spread, Rgb([60, 70, 110]), x, y, size, sans, line);
+    }
+    // The fold: the pages curve down into it.
+    for y in 0..fold {
+        let depth = 1.0 - ((y as f32 / fold as f32) * 2.0 - 1.0).abs();
+        let shade = (200.0 - 110.0 * depth) as u8;
+        for x in margin..margin + pw {
+            spread.put_pixel(x, margin + ph + y, Rgb([shade, shade, shade - 10]));
+        }
+    }
+    image::imageops::replace(
+        &mut spread,
+        page,
+        i64::from(margin),
+        i64::from(margin + ph + fold),
+    );
+    // The data page's centre near the frame's, 0.85 of its size, turned.
+    let (sin, cos) = (-degrees).to_radians().sin_cos();
+    let centre = (
+        sw as f32 / 2.0,
+        (margin + ph + fold) as f32 + ph as f32 / 2.0,
+    );
+    let place = |(x, y): (f32, f32)| {
+        let (dx, dy) = (0.85 * (x - centre.0), 0.85 * (y - centre.1));
+        (800.0 + dx * cos - dy * sin, 640.0 + dx * sin + dy * cos)
+    };
+    let (w, h) = (sw as f32, sh as f32);
+    photo(
+        &spread,
+        [
+            place((0.0, 0.0)),
+            place((w, 0.0)),
+            place((w, h)),
+            place((0.0, h)),
+        ],
+    )
+}
+
+/// A streak of light across the photo (a window reflected in the laminate): a band a tenth of
+/// the frame wide, from the top left to the bottom right, washed out towards white.
+pub fn streaked(photo: &RgbImage) -> RgbImage {
+    let mut out = photo.clone();
+    let (w, h) = out.dimensions();
+    let (w, h) = (w as f32, h as f32);
+    let norm = w.hypot(h);
+    let band = 0.1 * w;
+    for (x, y, pixel) in out.enumerate_pixels_mut() {
+        // Distance from the diagonal through the frame's centre.
+        let d = ((x as f32 - w / 2.0) * h - (y as f32 - h / 2.0) * w).abs() / norm;
+        let light = (1.0 - d / band).clamp(0.0, 1.0) * 0.85;
+        pixel.0 = pixel
+            .0
+            .map(|c| (f32::from(c) + (255.0 - f32::from(c)) * light) as u8);
+    }
+    out
+}
+
+/// A photo shown on a monitor and photographed again, as a fraud or a careless applicant sends
+/// it: the monitor's black bezel on a grey desk, its pixel grid (columns of red, green and
+/// blue, a dark line between rows), the moire the grid makes with the camera's (broad bands of
+/// light and dark across the picture), a blue cast, and the camera's slight blur.
+pub fn on_screen(shown: &RgbImage) -> RgbImage {
+    let (fw, fh) = (1600, 1200);
+    let (sw, sh) = (1360, 1020);
+    let (sx, sy) = ((fw - sw) / 2, (fh - sh) / 2);
+    let screen = image::imageops::resize(shown, sw, sh, image::imageops::FilterType::Triangle);
+    let mut frame = RgbImage::from_fn(fw, fh, |x, y| {
+        let shade = 150 + ((x / 40 + y / 60) % 3) as u8;
+        Rgb([shade, shade, shade + 3])
+    });
+    draw_filled_rect_mut(
+        &mut frame,
+        Rect::at(sx as i32 - 50, sy as i32 - 50).of_size(sw + 100, sh + 100),
+        Rgb([18, 18, 20]),
+    );
+    for (x, y, pixel) in screen.enumerate_pixels() {
+        let moire =
+            1.0 + 0.12 * (std::f32::consts::TAU * (0.013 * x as f32 + 0.021 * y as f32)).cos();
+        let row = if y % 3 == 2 { 0.8 } else { 1.0 };
+        let lit = |c: usize| {
+            let column = if x as usize % 3 == c { 1.0 } else { 0.82 };
+            let tint = [0.92, 0.97, 1.05][c];
+            (f32::from(pixel[c]) * moire * row * column * tint).min(255.0) as u8
+        };
+        frame.put_pixel(sx + x, sy + y, Rgb([lit(0), lit(1), lit(2)]));
+    }
+    imageproc::filter::gaussian_blur_f32(&frame, 0.8)
 }
 
 fn bilinear(image: &RgbImage, u: f32, v: f32) -> Rgb<u8> {

@@ -184,8 +184,14 @@ fn order(mut corners: [(f32, f32); 4]) -> [(f32, f32); 4] {
     corners
 }
 
+/// How many times a small document is enlarged at most to reach the minimum size: a thumbnail
+/// enlarged to a page's size holds no more detail, and costs every agent after it as much as a
+/// page.
+const MAX_ENLARGEMENT: u32 = 4;
+
 /// The quadrilateral cut out and warped to a rectangle of its own proportions, landscape,
-/// with its longer side between `min_width` and `max_width` pixels.
+/// with its longer side between `min_width` and `max_width` pixels (or at most
+/// `MAX_ENLARGEMENT` times its own).
 pub fn rectify(image: &RgbImage, quad: &Quad, min_width: u32, max_width: u32) -> RgbImage {
     let dist = |a: (f32, f32), b: (f32, f32)| ((a.0 - b.0).powi(2) + (a.1 - b.1).powi(2)).sqrt();
     let [tl, tr, br, bl] = quad.0;
@@ -197,8 +203,19 @@ pub fn rectify(image: &RgbImage, quad: &Quad, min_width: u32, max_width: u32) ->
     } else {
         ([tl, tr, br, bl], top, side)
     };
-    let width = (long.round() as u32).clamp(min_width, max_width);
+    let long_px = long.round() as u32;
+    let width = long_px.clamp(min_width.min(MAX_ENLARGEMENT * long_px).max(1), max_width);
     let height = ((width as f32 * short / long.max(1.0)).round() as u32).max(1);
+    warp_to(image, corners, (width, height))
+}
+
+/// The quadrilateral `corners` (top left, top right, bottom right, bottom left) of `image`
+/// drawn as an upright `size` rectangle; white beyond the image's edges.
+pub fn warp_to(
+    image: &RgbImage,
+    corners: [(f32, f32); 4],
+    (width, height): (u32, u32),
+) -> RgbImage {
     let target = [
         (0.0, 0.0),
         (width as f32, 0.0),
@@ -222,13 +239,14 @@ pub fn rectify(image: &RgbImage, quad: &Quad, min_width: u32, max_width: u32) ->
     out
 }
 
-/// The whole frame, its longer side scaled into `min_side..=max_side` and otherwise as taken:
+/// The whole frame, its longer side scaled into `min_side..=max_side` (enlarged at most
+/// `MAX_ENLARGEMENT` times) and otherwise as taken:
 /// used when no outline is found (a scan, or a photo cropped to the document). Unlike
 /// `rectify` it never turns the image: an upright photo in portrait format holds upright text.
 pub fn whole_frame(image: &RgbImage, min_side: u32, max_side: u32) -> RgbImage {
     let (w, h) = image.dimensions();
     let long = w.max(h);
-    let target = long.clamp(min_side, max_side);
+    let target = long.clamp(min_side.min(MAX_ENLARGEMENT * long), max_side);
     if target == long {
         return image.clone();
     }
@@ -244,6 +262,19 @@ pub fn whole_frame(image: &RgbImage, min_side: u32, max_side: u32) -> RgbImage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_small_document_is_enlarged_four_times_at_most() {
+        let tiny = RgbImage::new(8, 6);
+        assert_eq!(whole_frame(&tiny, 1000, 1600).dimensions(), (32, 24));
+        let page = RgbImage::new(600, 420);
+        assert_eq!(whole_frame(&page, 1000, 1600).dimensions(), (1000, 700));
+        let big = RgbImage::new(3000, 2000);
+        assert_eq!(whole_frame(&big, 1000, 1600).dimensions(), (1600, 1067));
+
+        let quad = Quad([(10.0, 10.0), (50.0, 10.0), (50.0, 38.0), (10.0, 38.0)]);
+        assert_eq!(rectify(&page, &quad, 1000, 1600).dimensions(), (160, 112));
+    }
 
     #[test]
     fn corners_are_ordered_clockwise_from_the_top_left_however_the_document_is_turned() {

@@ -221,8 +221,61 @@ fn claimed_data_is_compared_ignoring_case_accents_and_fillers() {
     );
 }
 
+/// The zone read valid, with the specimen's document number.
+fn assert_read(report: &Report, case: &str) {
+    assert_eq!(
+        report.details["check_digits_valid"], true,
+        "{case}: {:?} {}",
+        report.reasons, report.details
+    );
+    assert_eq!(
+        report.extracted.as_ref().unwrap()["document_number"],
+        "L898902C3"
+    );
+}
+
+/// How applicants photograph a passport: open on a table, turned, the facing page in view and
+/// cut off by the frame, so no outline of the data page is found and the zone is read from
+/// the photo along its tilted lines.
+#[test]
+fn the_zone_of_an_open_booklet_turned_on_a_table_is_read() {
+    let page = render::page(&render::portrait_page());
+    for degrees in [-12.0, 5.0, 10.0, 15.0, 20.0] {
+        let photo = render::open_booklet(&page, degrees);
+        assert_read(&read(&photo, None), &format!("turned {degrees} degrees"));
+    }
+}
+
+/// A streak of light across the page, on a flat photo and on an open booklet.
+#[test]
+fn a_streak_of_light_across_the_page_leaves_its_zone_readable() {
+    let page = render::page(&render::portrait_page());
+    for (case, photo) in [
+        ("flat", render::streaked(&good_photo())),
+        (
+            "booklet",
+            render::streaked(&render::open_booklet(&page, 12.0)),
+        ),
+    ] {
+        assert_read(&read(&photo, None), case);
+    }
+}
+
+/// A page photographed off a monitor: its grid, the moire and the bezel.
+#[test]
+fn the_zone_of_a_page_photographed_off_a_screen_is_read() {
+    let page = render::page(&render::portrait_page());
+    for (case, shown) in [
+        ("flat", good_photo()),
+        ("booklet", render::open_booklet(&page, 10.0)),
+    ] {
+        let photo = render::on_screen(&shown);
+        assert_read(&read(&photo, None), case);
+    }
+}
+
 /// The published specimens in `../shared/data/mrz` (not part of the project; skipped where
-/// absent): the accuracy README reports, held as a floor.
+/// absent): the accuracy README reports, held as a floor, and two photos that must be read.
 #[test]
 fn the_specimen_zones_marked_valid_are_read_valid_with_their_published_data() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/mrz");
@@ -235,7 +288,10 @@ fn the_specimen_zones_marked_valid_are_read_valid_with_their_published_data() {
     for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let published = name.starts_with("passport-td3.").then_some("L898902C3");
-        if !name.starts_with("100_") && published.is_none() {
+        // Two photos PassportEye itself reads only in part (62 and 79 of 100), which must be
+        // read whole: among them an open booklet turned on a table (`62_pass-aus.png`).
+        let required = matches!(name.as_str(), "62_pass-aus.png" | "79_pass-hun.png");
+        if !name.starts_with("100_") && published.is_none() && !required {
             continue;
         }
         let image = ImageData::parse(std::fs::read(&path).unwrap().into(), &limits).unwrap();
@@ -257,6 +313,8 @@ fn the_specimen_zones_marked_valid_are_read_valid_with_their_published_data() {
             assert!(valid, "{name}");
             assert_eq!(zone.document_number, number, "{name}");
             assert_eq!(zone.date_of_birth.to_string(), "1974-08-12", "{name}");
+        } else if required {
+            assert!(valid, "{name}");
         } else {
             marked += 1;
             validated += usize::from(valid);

@@ -1,8 +1,9 @@
 //! ocr: read the document's machine-readable zone, check it, and compare it with what the
 //! applicant claimed.
 //!
-//! Text lines are detected on the rectified document; the long lines (an MRZ line spans the
-//! document) are recognised and handed to the `mrz` crate, which finds the zone in the text,
+//! Text lines are detected on the rectified document, each along its own direction (a page
+//! photographed turned has tilted lines); the long lines (an MRZ line spans the document) are
+//! cut out level, recognised and handed to the `mrz` crate, which finds the zone in the text,
 //! parses TD1/TD2/TD3 and visa layouts and verifies every check digit. It corrects a misread
 //! character only where a check digit confirms the correction (its `repair` module), and
 //! reports a zone that needed its damaged-capture search, which is recorded here.
@@ -24,7 +25,7 @@ use super::{
 };
 use crate::domain::Claimed;
 use crate::models::ModelError;
-use crate::vision::text::{self, DetectSettings, TextEngine};
+use crate::vision::text::{self, DetectSettings, TextBox, TextEngine};
 
 /// Thresholds, from the agent's `settings` table; every check records the ones it used.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -40,6 +41,9 @@ pub struct OcrSettings {
     pub min_line_aspect: f64,
     /// Candidates recognised per side, the bottom-most first.
     pub max_lines: usize,
+    /// A line tilted more than this (degrees) is not a candidate. Below it, the line of a page
+    /// photographed turned is read along its own direction.
+    pub max_line_tilt_deg: f64,
 }
 
 impl Default for OcrSettings {
@@ -50,6 +54,7 @@ impl Default for OcrSettings {
             min_line_width: 0.4,
             min_line_aspect: 8.0,
             max_lines: 6,
+            max_line_tilt_deg: 30.0,
         }
     }
 }
@@ -69,6 +74,10 @@ pub struct Reading {
     /// Lines recognised, and their mean confidence.
     pub lines: usize,
     pub confidence: f32,
+    /// The median tilt of those lines, degrees (positive: falling to the right), and whether
+    /// they are the second try's (split lines joined, lines beside a lone one).
+    pub tilt_deg: f32,
+    pub rejoined: bool,
     /// Which image and turn it came from: "front", "front_rotated", "back", ...
     pub source: &'static str,
 }
@@ -147,12 +156,15 @@ impl Ocr {
                     return Ok(reading);
                 }
                 let found = reading.mrz.is_some();
+                let lines = reading.lines;
                 if best.as_ref().is_none_or(|b| rank(&reading) > rank(b)) {
                     best = Some(reading);
                 }
                 // An upside-down image shows no long lines the right way up; only turn this
-                // one when the upright reading found no zone at all.
-                if found {
+                // one when the upright reading found no zone at all, but lines to read: turned,
+                // an image holds lines of the same lengths, so without one long enough to be a
+                // zone's there is nothing to read the other way up either.
+                if found || lines == 0 {
                     break;
                 }
             }
@@ -175,60 +187,52 @@ impl Ocr {
         let boxes = engine
             .detect(image, &detect)
             .map_err(|e| AgentError::Failed(e.to_string()))?;
-        let width = image.width() as f32;
-        let mut candidates: Vec<_> = boxes
-            .into_iter()
-            .filter(|b| {
-                b.width >= width * s.min_line_width as f32
-                    && b.width >= b.height * s.min_line_aspect as f32
-            })
-            .collect();
-        // The zone is at the bottom: keep the lowest lines, then read them top to bottom.
-        if candidates.len() > s.max_lines {
-            candidates.drain(..candidates.len() - s.max_lines);
-        }
-        let crops: Vec<RgbImage> = candidates
-            .iter()
-            .map(|b| {
-                let pad = b.height * 0.1;
-                let x = b.x.max(0.0) as u32;
-                let y = (b.y - pad).max(0.0) as u32;
-                let w = (b.width as u32).min(image.width() - x).max(1);
-                let h = ((b.height + 2.0 * pad) as u32)
-                    .min(image.height() - y)
-                    .max(1);
-                image::imageops::crop_imm(image, x, y, w, h).to_image()
-            })
-            .collect();
-        let lines = engine
-            .recognize(&crops)
-            .map_err(|e| AgentError::Failed(e.to_string()))?;
-        let confidence = if lines.is_empty() {
-            0.0
-        } else {
-            lines.iter().map(|l| l.confidence).sum::<f32>() / lines.len() as f32
-        };
-        let text: Vec<String> = lines
-            .iter()
-            .map(|line| normalise_line(&line.text))
-            .collect();
-        let mut zone = mrz::find_and_parse(&text.join("\n")).ok();
+        // First the long lines as found; where they hold no valid zone, also the lines the
+        // detector split (joined again), and the lines beside a lone long line (at its length).
+        let mut read = Recognised::default();
+        let found = self.candidates(&boxes, image.width());
+        let mut zone = read.zone(engine, image, &found)?;
+        let mut rejoined = false;
         if zone.as_ref().is_none_or(|z| !z.checks.all_valid()) {
-            // The document code opens the zone and is letters only; a reading that only
-            // verifies with a digit there turned back into its look-alike letter is kept.
-            let fixed: Vec<String> = text.iter().map(|line| fix_document_code(line)).collect();
-            if fixed != text
-                && let Ok(candidate) = mrz::find_and_parse(&fixed.join("\n"))
-                && candidate.checks.all_valid()
-            {
-                zone = Some(candidate);
+            let joined = text::join_lines(boxes);
+            let mut lines = self.candidates(&joined, image.width());
+            // A line is lone when no line of at least 0.8 of its length runs beside it; the
+            // strips laid beside it replace the pieces they cover.
+            let lone: Vec<_> = lines
+                .iter()
+                .filter(|line| {
+                    let peers: Vec<TextBox> = lines
+                        .iter()
+                        .filter(|other| other.length >= 0.8 * line.length)
+                        .copied()
+                        .collect();
+                    text::beside(line, &peers).is_empty()
+                })
+                .flat_map(|line| text::beside(line, &joined))
+                .collect();
+            lines.retain(|line| !lone.iter().any(|strip| strip.covers(line)));
+            lines.extend(lone);
+            lines.sort_by(|a, b| a.centre_y().total_cmp(&b.centre_y()));
+            self.lowest(&mut lines);
+            if lines != found {
+                let first = read.last.clone();
+                let second = read.zone(engine, image, &lines)?;
+                if second.as_ref().is_some_and(|z| z.checks.all_valid()) || zone.is_none() {
+                    zone = second;
+                    rejoined = true;
+                } else {
+                    read.last = first;
+                }
             }
         }
+        let (text, lines, confidence, tilt_deg) = read.last();
         Ok(Reading {
             mrz: zone,
             text,
-            lines: lines.len(),
+            lines,
             confidence,
+            tilt_deg,
+            rejoined,
             source: match (side, turned) {
                 ("front", false) => "front",
                 ("front", true) => "front_rotated",
@@ -238,6 +242,33 @@ impl Ocr {
                 (_, true) => "back_rotated",
             },
         })
+    }
+
+    /// The detected lines long and level enough to be a zone's, the lowest `max_lines` of
+    /// them, top to bottom.
+    fn candidates(&self, boxes: &[TextBox], width: u32) -> Vec<TextBox> {
+        let s = &self.settings;
+        let width = width as f32;
+        let mut lines: Vec<TextBox> = boxes
+            .iter()
+            .filter(|b| {
+                b.length >= width * s.min_line_width as f32
+                    && b.length >= b.thickness * s.min_line_aspect as f32
+                    && b.angle.to_degrees().abs() <= s.max_line_tilt_deg as f32
+            })
+            .copied()
+            .collect();
+        lines.sort_by(|a, b| a.centre_y().total_cmp(&b.centre_y()));
+        self.lowest(&mut lines);
+        lines
+    }
+
+    /// The zone is at the bottom: keeps the lowest `max_lines` lines.
+    fn lowest(&self, lines: &mut Vec<TextBox>) {
+        let max = self.settings.max_lines;
+        if lines.len() > max {
+            lines.drain(..lines.len() - max);
+        }
     }
 
     /// The check: the zone read and judged, compared with the claim, dated against `today`.
@@ -252,6 +283,8 @@ impl Ocr {
             "source": reading.source,
             "lines_read": reading.lines,
             "line_confidence": rounded(f64::from(reading.confidence), 3),
+            "line_tilt_deg": rounded(f64::from(reading.tilt_deg), 1),
+            "lines_rejoined": reading.rejoined,
             "models": {
                 "detection": engine.detection_model,
                 "recognition": engine.recognition_model,
@@ -337,6 +370,94 @@ fn rank(reading: &Reading) -> (bool, u32) {
     let applicable = digits.iter().flatten().count().max(1) as u32;
     let verified = digits.iter().filter(|v| **v == Some(true)).count() as u32;
     (true, verified * 1000 / applicable)
+}
+
+/// Lines recognised on one image, each read once however many candidate sets hold it, and the
+/// last set read.
+#[derive(Default)]
+struct Recognised {
+    read: Vec<(TextBox, String, f32)>,
+    last: Vec<usize>,
+}
+
+impl Recognised {
+    /// Reads `lines` (top to bottom) and finds a zone in their text. A reading that only
+    /// verifies with the document code's digit turned back into its look-alike letter (the
+    /// code opens the zone and is letters only) is kept.
+    fn zone(
+        &mut self,
+        engine: &TextEngine,
+        image: &RgbImage,
+        lines: &[TextBox],
+    ) -> Result<Option<mrz::MrzData>, AgentError> {
+        let new: Vec<&TextBox> = lines
+            .iter()
+            .filter(|line| !self.read.iter().any(|(read, ..)| read == *line))
+            .collect();
+        let crops: Vec<RgbImage> = new.iter().map(|line| line_image(image, line)).collect();
+        let recognised = engine
+            .recognize(&crops)
+            .map_err(|e| AgentError::Failed(e.to_string()))?;
+        for (line, text) in new.into_iter().zip(recognised) {
+            self.read
+                .push((*line, normalise_line(&text.text), text.confidence));
+        }
+        self.last = lines
+            .iter()
+            .filter_map(|line| self.read.iter().position(|(read, ..)| read == line))
+            .collect();
+        let text: Vec<&str> = self.last.iter().map(|&i| self.read[i].1.as_str()).collect();
+        let mut zone = mrz::find_and_parse(&text.join("\n")).ok();
+        if zone.as_ref().is_none_or(|z| !z.checks.all_valid()) {
+            let fixed: Vec<String> = text.iter().map(|line| fix_document_code(line)).collect();
+            if fixed.iter().zip(&text).any(|(f, t)| f != t)
+                && let Ok(candidate) = mrz::find_and_parse(&fixed.join("\n"))
+                && candidate.checks.all_valid()
+            {
+                zone = Some(candidate);
+            }
+        }
+        Ok(zone)
+    }
+
+    /// The last set's text, its number of lines, their mean confidence and median tilt.
+    fn last(&self) -> (Vec<String>, usize, f32, f32) {
+        let read: Vec<&(TextBox, String, f32)> = self.last.iter().map(|&i| &self.read[i]).collect();
+        let confidence = if read.is_empty() {
+            0.0
+        } else {
+            read.iter().map(|r| r.2).sum::<f32>() / read.len() as f32
+        };
+        let mut tilts: Vec<f32> = read.iter().map(|r| r.0.angle.to_degrees()).collect();
+        tilts.sort_by(f32::total_cmp);
+        let tilt = tilts.get(tilts.len() / 2).copied().unwrap_or(0.0);
+        (
+            read.iter().map(|r| r.1.clone()).collect(),
+            read.len(),
+            confidence,
+            tilt,
+        )
+    }
+}
+
+/// The line's own image, level: a tilted line's rectangle turned level, a level one cropped;
+/// both with a tenth of its height added above and below.
+fn line_image(image: &RgbImage, line: &text::TextBox) -> RgbImage {
+    let pad = line.thickness * 0.1;
+    if line.angle == 0.0 {
+        let x = line.x.max(0.0) as u32;
+        let y = (line.y - pad).max(0.0) as u32;
+        let w = (line.width as u32).min(image.width() - x).max(1);
+        let h = ((line.height + 2.0 * pad) as u32)
+            .min(image.height() - y)
+            .max(1);
+        return image::imageops::crop_imm(image, x, y, w, h).to_image();
+    }
+    let (w, h) = (
+        line.length.round().max(1.0),
+        (line.thickness + 2.0 * pad).round().max(1.0),
+    );
+    crate::vision::outline::warp_to(image, line.corners(pad), (w as u32, h as u32))
 }
 
 /// Recognition quirks of a general-purpose model on OCR-B: the filler `<` comes back as a

@@ -8,6 +8,9 @@
 //! published specimen are also checked against that specimen's number and dates: a zone that
 //! validates with a wrong value is the worst error an MRZ reader can make, and is counted.
 //!
+//! With `--turn DEG` each image is first turned on a plain table, whole: the same documents
+//! photographed askew.
+//!
 //! It prints the specimen data it reads; run it on specimens and test images only.
 //!
 //!     kyc-eval face ../shared/data/faces
@@ -68,7 +71,13 @@ struct Args {
 #[derive(Subcommand)]
 enum Mode {
     /// doc_capture and ocr on document photos.
-    Ocr { dir: PathBuf },
+    Ocr {
+        dir: PathBuf,
+        /// Turn each image this many degrees (counter-clockwise) on a plain table first, the
+        /// whole image kept in the frame: how the same documents read photographed askew.
+        #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+        turn: f32,
+    },
     /// face_match on every pair of face photos.
     Face { dir: PathBuf },
     /// Write the drawn inputs the benchmarks send: a passport photo with the astronaut's
@@ -105,7 +114,7 @@ const SPECIMENS: &[(&str, &str, &str, &str)] = &[
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     match args.mode {
-        Mode::Ocr { dir } => ocr(&dir, &args.models, args.debug.as_deref()),
+        Mode::Ocr { dir, turn } => ocr(&dir, turn, &args.models, args.debug.as_deref()),
         Mode::Face { dir } => face(&dir, &args.models),
         Mode::Liveness { gif, window } => liveness(&gif, usize::from(window), &args.models),
         Mode::Inputs { face, out } => inputs(&face, &out, &args.models),
@@ -130,7 +139,12 @@ fn images_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-fn ocr(dir: &Path, models: &Path, debug: Option<&Path>) -> Result<(), Box<dyn std::error::Error>> {
+fn ocr(
+    dir: &Path,
+    turn: f32,
+    models: &Path,
+    debug: Option<&Path>,
+) -> Result<(), Box<dyn std::error::Error>> {
     let settings = Settings::defaults();
     let capture: DocCapture = standalone(&settings, "doc_capture", models)?;
     let reader: Ocr = standalone(&settings, "ocr", models)?;
@@ -147,7 +161,11 @@ fn ocr(dir: &Path, models: &Path, debug: Option<&Path>) -> Result<(), Box<dyn st
     for path in &files {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("?");
         let expected: Option<u32> = name.split_once('_').and_then(|(n, _)| n.parse().ok());
-        let image = ImageData::parse(Bytes::from(std::fs::read(path)?), &settings.limits.images())?;
+        let mut bytes = Bytes::from(std::fs::read(path)?);
+        if turn != 0.0 {
+            bytes = turned(&image::load_from_memory(&bytes)?.to_rgb8(), turn)?;
+        }
+        let image = ImageData::parse(bytes, &settings.limits.images())?;
 
         let started = Instant::now();
         let captured = capture.analyse(&image, None, &Default::default())?;
@@ -224,6 +242,32 @@ fn ocr(dir: &Path, models: &Path, debug: Option<&Path>) -> Result<(), Box<dyn st
         files.len()
     );
     Ok(())
+}
+
+/// `photo` turned `degrees` counter-clockwise on a plain brown table large enough to hold all
+/// of it, as a lossless PNG.
+fn turned(photo: &image::RgbImage, degrees: f32) -> Result<Bytes, image::ImageError> {
+    use imageproc::geometric_transformations::{Border, Interpolation, rotate_about_center};
+    let table = image::Rgb([96u8, 84, 72]);
+    let (w, h) = (photo.width() as f32, photo.height() as f32);
+    let (sin, cos) = degrees.to_radians().sin_cos();
+    let side = |a: f32, b: f32| (a * cos.abs() + b * sin.abs()).ceil() as u32 + 20;
+    let mut canvas = image::RgbImage::from_pixel(side(w, h), side(h, w), table);
+    let (x, y) = (
+        (canvas.width() - photo.width()) / 2,
+        (canvas.height() - photo.height()) / 2,
+    );
+    image::imageops::replace(&mut canvas, photo, i64::from(x), i64::from(y));
+    // imageproc turns clockwise for a positive angle (y points down).
+    let turned = rotate_about_center(
+        &canvas,
+        -degrees.to_radians(),
+        Interpolation::Bilinear,
+        Border::Constant(table),
+    );
+    let mut out = std::io::Cursor::new(Vec::new());
+    turned.write_to(&mut out, image::ImageFormat::Png)?;
+    Ok(out.into_inner().into())
 }
 
 fn median(values: &mut [f64]) -> f64 {

@@ -23,7 +23,7 @@ use ort::session::builder::GraphOptimizationLevel;
 use super::pool::Pool;
 use crate::models::{ModelError, ModelFile, ModelId};
 
-pub use detect::{DetectSettings, TextBox};
+pub use detect::{DetectSettings, TextBox, beside, join_lines};
 pub use recognize::Line;
 
 /// The model files this engine loads, by name in the models directory.
