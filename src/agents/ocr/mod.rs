@@ -187,49 +187,26 @@ impl Ocr {
         let boxes = engine
             .detect(image, &detect)
             .map_err(|e| AgentError::Failed(e.to_string()))?;
-        // First the long lines as found; where they hold no valid zone, also the lines the
-        // detector split (joined again), and the lines beside a lone long line (at its length).
+        // First the long lines as found; where they hold no valid zone, a second try on the
+        // same detection (`second_try`). Lines in both are read once.
         let mut read = Recognised::default();
-        let found = self.candidates(&boxes, image.width());
-        let mut zone = read.zone(engine, image, &found)?;
+        let mut chosen = self.candidates(&boxes, image.width());
+        let mut zone = read.zone(engine, image, &chosen)?;
         let mut rejoined = false;
         if zone.as_ref().is_none_or(|z| !z.checks.all_valid()) {
-            let joined = text::join_lines(boxes);
-            let mut lines = self.candidates(&joined, image.width());
-            // A line is lone when no line of at least 0.8 of its length runs beside it; the
-            // strips laid beside it replace the pieces they cover.
-            let lone: Vec<_> = lines
-                .iter()
-                .filter(|line| {
-                    let peers: Vec<TextBox> = lines
-                        .iter()
-                        .filter(|other| other.length >= 0.8 * line.length)
-                        .copied()
-                        .collect();
-                    text::beside(line, &peers).is_empty()
-                })
-                .flat_map(|line| text::beside(line, &joined))
-                .collect();
-            lines.retain(|line| !lone.iter().any(|strip| strip.covers(line)));
-            lines.extend(lone);
-            lines.sort_by(|a, b| a.centre_y().total_cmp(&b.centre_y()));
-            self.lowest(&mut lines);
-            if lines != found {
-                let first = read.last.clone();
+            let lines = self.second_try(boxes, image.width());
+            if lines != chosen {
                 let second = read.zone(engine, image, &lines)?;
                 if second.as_ref().is_some_and(|z| z.checks.all_valid()) || zone.is_none() {
-                    zone = second;
-                    rejoined = true;
-                } else {
-                    read.last = first;
+                    (zone, chosen, rejoined) = (second, lines, true);
                 }
             }
         }
-        let (text, lines, confidence, tilt_deg) = read.last();
+        let (text, confidence, tilt_deg) = read.summary(&chosen);
         Ok(Reading {
             mrz: zone,
+            lines: text.len(),
             text,
-            lines,
             confidence,
             tilt_deg,
             rejoined,
@@ -258,6 +235,34 @@ impl Ocr {
             })
             .copied()
             .collect();
+        lines.sort_by(|a, b| a.centre_y().total_cmp(&b.centre_y()));
+        self.lowest(&mut lines);
+        lines
+    }
+
+    /// The candidates of a second try: the pieces of a line the detector split joined again
+    /// (an MRZ's name against its run of fillers is the common split), and over each line of
+    /// text beside a lone long line a strip of its length, replacing the pieces it covers (a
+    /// zone found whole on one line and in pieces on the other). A line is lone when no line
+    /// of at least 0.8 of its length runs beside it.
+    fn second_try(&self, boxes: Vec<TextBox>, width: u32) -> Vec<TextBox> {
+        let joined = text::join_lines(boxes);
+        let mut lines = self.candidates(&joined, width);
+        let lone = |line: &&TextBox| {
+            let peers: Vec<TextBox> = lines
+                .iter()
+                .filter(|other| other.length >= 0.8 * line.length)
+                .copied()
+                .collect();
+            text::beside(line, &peers).is_empty()
+        };
+        let strips: Vec<TextBox> = lines
+            .iter()
+            .filter(lone)
+            .flat_map(|line| text::beside(line, &joined))
+            .collect();
+        lines.retain(|line| !strips.iter().any(|strip| strip.covers(line)));
+        lines.extend(strips);
         lines.sort_by(|a, b| a.centre_y().total_cmp(&b.centre_y()));
         self.lowest(&mut lines);
         lines
@@ -372,13 +377,10 @@ fn rank(reading: &Reading) -> (bool, u32) {
     (true, verified * 1000 / applicable)
 }
 
-/// Lines recognised on one image, each read once however many candidate sets hold it, and the
-/// last set read.
+/// Lines recognised on one image, each read once however many candidate sets hold it: the
+/// line, its normalised text and the recogniser's confidence.
 #[derive(Default)]
-struct Recognised {
-    read: Vec<(TextBox, String, f32)>,
-    last: Vec<usize>,
-}
+struct Recognised(Vec<(TextBox, String, f32)>);
 
 impl Recognised {
     /// Reads `lines` (top to bottom) and finds a zone in their text. A reading that only
@@ -392,21 +394,17 @@ impl Recognised {
     ) -> Result<Option<mrz::MrzData>, AgentError> {
         let new: Vec<&TextBox> = lines
             .iter()
-            .filter(|line| !self.read.iter().any(|(read, ..)| read == *line))
+            .filter(|line| self.find(line).is_none())
             .collect();
         let crops: Vec<RgbImage> = new.iter().map(|line| line_image(image, line)).collect();
         let recognised = engine
             .recognize(&crops)
             .map_err(|e| AgentError::Failed(e.to_string()))?;
         for (line, text) in new.into_iter().zip(recognised) {
-            self.read
+            self.0
                 .push((*line, normalise_line(&text.text), text.confidence));
         }
-        self.last = lines
-            .iter()
-            .filter_map(|line| self.read.iter().position(|(read, ..)| read == line))
-            .collect();
-        let text: Vec<&str> = self.last.iter().map(|&i| self.read[i].1.as_str()).collect();
+        let text: Vec<&str> = self.of(lines).map(|read| read.1.as_str()).collect();
         let mut zone = mrz::find_and_parse(&text.join("\n")).ok();
         if zone.as_ref().is_none_or(|z| !z.checks.all_valid()) {
             let fixed: Vec<String> = text.iter().map(|line| fix_document_code(line)).collect();
@@ -420,23 +418,27 @@ impl Recognised {
         Ok(zone)
     }
 
-    /// The last set's text, its number of lines, their mean confidence and median tilt.
-    fn last(&self) -> (Vec<String>, usize, f32, f32) {
-        let read: Vec<&(TextBox, String, f32)> = self.last.iter().map(|&i| &self.read[i]).collect();
-        let confidence = if read.is_empty() {
+    fn find(&self, line: &TextBox) -> Option<&(TextBox, String, f32)> {
+        self.0.iter().find(|(read, ..)| read == line)
+    }
+
+    /// What was read of `lines`, in their order.
+    fn of<'a>(&'a self, lines: &'a [TextBox]) -> impl Iterator<Item = &'a (TextBox, String, f32)> {
+        lines.iter().filter_map(|line| self.find(line))
+    }
+
+    /// The text of `lines`, their mean confidence and their median tilt (degrees).
+    fn summary(&self, lines: &[TextBox]) -> (Vec<String>, f32, f32) {
+        let text: Vec<String> = self.of(lines).map(|read| read.1.clone()).collect();
+        let confidence = if text.is_empty() {
             0.0
         } else {
-            read.iter().map(|r| r.2).sum::<f32>() / read.len() as f32
+            self.of(lines).map(|read| read.2).sum::<f32>() / text.len() as f32
         };
-        let mut tilts: Vec<f32> = read.iter().map(|r| r.0.angle.to_degrees()).collect();
+        let mut tilts: Vec<f32> = lines.iter().map(|line| line.angle.to_degrees()).collect();
         tilts.sort_by(f32::total_cmp);
         let tilt = tilts.get(tilts.len() / 2).copied().unwrap_or(0.0);
-        (
-            read.iter().map(|r| r.1.clone()).collect(),
-            read.len(),
-            confidence,
-            tilt,
-        )
+        (text, confidence, tilt)
     }
 }
 

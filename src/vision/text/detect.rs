@@ -63,13 +63,8 @@ impl TextBox {
     /// Whether `other` is a shorter piece of this line: within 3 degrees of its direction, its
     /// centre within half a height across this line and within its length along it.
     pub fn covers(&self, other: &TextBox) -> bool {
-        let (c, s) = (self.angle.cos(), self.angle.sin());
-        let (dx, dy) = (
-            other.centre.0 - self.centre.0,
-            other.centre.1 - self.centre.1,
-        );
-        let (along, across) = (dx * c + dy * s, -dx * s + dy * c);
-        (other.angle - self.angle).abs() <= 3f32.to_radians()
+        let (along, across) = self.local(other.centre);
+        self.parallel(other)
             && across.abs() < 0.5 * self.thickness
             && along.abs() <= self.length / 2.0
             && other.length < self.length
@@ -88,10 +83,31 @@ impl TextBox {
     /// The line's rectangle, grown by `pad` across it on each side: top left, top right, bottom
     /// right, bottom left, as the text reads.
     pub fn corners(&self, pad: f32) -> [(f32, f32); 4] {
-        let (c, s) = (self.angle.cos(), self.angle.sin());
         let (hl, ht) = (self.length / 2.0, self.thickness / 2.0 + pad);
-        let at = |u: f32, v: f32| (self.centre.0 + u * c - v * s, self.centre.1 + u * s + v * c);
+        let at = |u, v| self.point(u, v);
         [at(-hl, -ht), at(hl, -ht), at(hl, ht), at(-hl, ht)]
+    }
+
+    /// The image point `along` the line from its centre and `across` it (positive: below the
+    /// line as the text reads).
+    fn point(&self, along: f32, across: f32) -> (f32, f32) {
+        let (s, c) = self.angle.sin_cos();
+        (
+            self.centre.0 + along * c - across * s,
+            self.centre.1 + along * s + across * c,
+        )
+    }
+
+    /// An image point in the line's own terms: how far along it from its centre, and across.
+    fn local(&self, (x, y): (f32, f32)) -> (f32, f32) {
+        let (s, c) = self.angle.sin_cos();
+        let (dx, dy) = (x - self.centre.0, y - self.centre.1);
+        (dx * c + dy * s, -dx * s + dy * c)
+    }
+
+    /// Whether `other` runs within 3 degrees of this line's direction.
+    fn parallel(&self, other: &TextBox) -> bool {
+        (other.angle - self.angle).abs() <= 3f32.to_radians()
     }
 }
 
@@ -139,28 +155,25 @@ pub fn join_lines(mut boxes: Vec<TextBox>) -> Vec<TextBox> {
 /// centre is between half a height and three heights away across it; boxes about as far
 /// count once. Each rectangle has the line's length and the thinner of the two heights.
 pub fn beside(line: &TextBox, boxes: &[TextBox]) -> Vec<TextBox> {
-    let (c, s) = (line.angle.cos(), line.angle.sin());
-    let relative = |p: (f32, f32)| {
-        let (dx, dy) = (p.0 - line.centre.0, p.1 - line.centre.1);
-        (dx * c + dy * s, -dx * s + dy * c)
-    };
     let mut found: Vec<TextBox> = Vec::new();
     for other in boxes {
-        let (along, across) = relative(other.centre);
-        let parallel = (other.angle - line.angle).abs() <= 3f32.to_radians();
+        let (along, across) = line.local(other.centre);
         let distance = across.abs() / line.thickness;
-        if !parallel || along.abs() > line.length / 2.0 || !(0.5..=3.0).contains(&distance) {
+        if !line.parallel(other)
+            || along.abs() > line.length / 2.0
+            || !(0.5..=3.0).contains(&distance)
+        {
             continue;
         }
         let thickness = line.thickness.min(other.thickness);
         if found
             .iter()
-            .any(|f| (relative(f.centre).1 - across).abs() < 0.5 * thickness)
+            .any(|f| (line.local(f.centre).1 - across).abs() < 0.5 * thickness)
         {
             continue;
         }
         let mut moved = TextBox {
-            centre: (line.centre.0 - across * s, line.centre.1 + across * c),
+            centre: line.point(0.0, across),
             thickness,
             ..*line
         };
@@ -172,26 +185,19 @@ pub fn beside(line: &TextBox, boxes: &[TextBox]) -> Vec<TextBox> {
 
 /// `a` and `b` as one line, where `b` continues `a`.
 fn join(a: &TextBox, b: &TextBox) -> Option<TextBox> {
-    let turn = (a.angle - b.angle).abs();
     let (thin, thick) = (a.thickness.min(b.thickness), a.thickness.max(b.thickness));
-    if turn > 3f32.to_radians() || thick > 1.6 * thin {
+    let (along, across) = a.local(b.centre);
+    if !a.parallel(b) || thick > 1.6 * thin || across.abs() > 0.5 * thin {
         return None;
     }
-    let (c, s) = (a.angle.cos(), a.angle.sin());
-    let along = |p: (f32, f32)| (p.0 - a.centre.0) * c + (p.1 - a.centre.1) * s;
-    let across = |p: (f32, f32)| -(p.0 - a.centre.0) * s + (p.1 - a.centre.1) * c;
-    if across(b.centre).abs() > 0.5 * thin {
-        return None;
-    }
-    let (b0, b1) = (
-        along(b.centre) - b.length / 2.0,
-        along(b.centre) + b.length / 2.0,
-    );
+    let (b0, b1) = (along - b.length / 2.0, along + b.length / 2.0);
     let (a0, a1) = (-a.length / 2.0, a.length / 2.0);
     let gap = (b0 - a1).max(a0 - b1);
     if gap > 1.5 * thick {
         return None;
     }
+    // The line's score: the two boxes' scores, weighed by their lengths.
+    let score = (a.score * a.length + b.score * b.length) / (a.length + b.length);
     if a.angle == 0.0 && b.angle == 0.0 {
         // Level boxes stay upright boxes: their union.
         let (x0, y0) = (a.x.min(b.x), a.y.min(b.y));
@@ -202,7 +208,7 @@ fn join(a: &TextBox, b: &TextBox) -> Option<TextBox> {
             y: y0,
             width: x1 - x0,
             height: y1 - y0,
-            score: (a.score * a.length + b.score * b.length) / (a.length + b.length),
+            score,
             angle: 0.0,
             centre: ((x0 + x1) / 2.0, (y0 + y1) / 2.0),
             length: x1 - x0,
@@ -211,11 +217,10 @@ fn join(a: &TextBox, b: &TextBox) -> Option<TextBox> {
     }
     let (u0, u1) = (a0.min(b0), a1.max(b1));
     // The line's centre across it: the two boxes' centres, weighed by their lengths.
-    let v = across(b.centre) * b.length / (a.length + b.length);
-    let u = (u0 + u1) / 2.0;
+    let v = across * b.length / (a.length + b.length);
     let mut line = TextBox {
-        score: (a.score * a.length + b.score * b.length) / (a.length + b.length),
-        centre: (a.centre.0 + u * c - v * s, a.centre.1 + u * s + v * c),
+        score,
+        centre: a.point((u0 + u1) / 2.0, v),
         length: u1 - u0,
         thickness: thick,
         ..*a
@@ -273,9 +278,11 @@ pub(super) fn detect(
     for region in &mut regions {
         region.orient();
     }
-    for (x, y, label) in labels.enumerate_pixels() {
-        if let Some(region) = (label[0] as usize).checked_sub(1).map(|i| &mut regions[i]) {
-            region.extend(x, y);
+    if regions.iter().any(|region| region.angle != 0.0) {
+        for (x, y, label) in labels.enumerate_pixels() {
+            if let Some(region) = (label[0] as usize).checked_sub(1).map(|i| &mut regions[i]) {
+                region.extend(x, y);
+            }
         }
     }
 
