@@ -18,6 +18,10 @@
 #               (kyc-load --review), on SQLite unless STORE_URL says otherwise
 #   remote      as throughput, every agent a remote one (kind "http") served by an agent server
 #               (`kyc-orchestrator agent-server`) on PORT+1: the cost of four HTTP calls a session
+#   real        the real agents on the default config (config/default.toml, a fresh SQLite file,
+#               a stored key): CLIENTS (1 2 8) closed-loop clients in turn, each sending the drawn
+#               passport photo and five selfie frames `kyc-eval inputs` writes; per-agent
+#               durations, sessions/s, the server's CPU and peak RSS
 #
 # Environment: RUNS of each scenario (1), DURATION seconds per measurement (10), STORE_URL
 # (memory:// keeping 100 completed sessions, so RSS is the sessions in flight; `sqlite` for a
@@ -27,7 +31,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
-cargo build --release --locked --bin kyc-orchestrator --bin kyc-load
+cargo build --release --locked --bin kyc-orchestrator --bin kyc-load --bin kyc-eval
 
 port="${PORT:-18009}"
 bin="${SERVER_BIN:-target/release/kyc-orchestrator}"
@@ -47,6 +51,9 @@ stop() {
 }
 trap 'stop; rm -rf "$scratch"' EXIT
 
+# The configuration the server runs: the sandbox plan, or the default one for `real`.
+config=config/sandbox.toml
+
 # serve MAX_INFLIGHT DEADLINE_MS: a fresh server and store, and KYC_API_KEY, a test key of
 # it, for kyc-load. A stored key (keys create) where the store keeps one, as a user runs it;
 # memory:// keeps nothing between processes, so there the key comes from auth.bootstrap_key.
@@ -64,7 +71,7 @@ serve() {
     KYC_API_KEY="$bootstrap"
   else
     KYC_API_KEY=$(KYC__STORE__URL="$store_url" "$bin" \
-      --config config/sandbox.toml keys create --tenant bench --label bench-http 2>/dev/null)
+      --config "$config" keys create --tenant bench --label bench-http 2>/dev/null)
   fi
   export KYC_API_KEY
   KYC__STORE__URL="$store_url" \
@@ -76,10 +83,11 @@ serve() {
   KYC__SERVER__MAX_INFLIGHT_SESSIONS="$1" \
   KYC__ORCHESTRATOR__SESSION_DEADLINE_MS="$2" \
   KYC__TELEMETRY__LEVEL=warn \
-    "$bin" --config config/sandbox.toml >"$scratch/server.log" 2>&1 &
+    "$bin" --config "$config" >"$scratch/server.log" 2>&1 &
   server=$!
-  for _ in $(seq 1 100); do
-    curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1 && return 0
+  # Ready, not only alive: the real agents' models load after the server binds.
+  for _ in $(seq 1 300); do
+    curl -fsS "http://127.0.0.1:$port/health/ready" >/dev/null 2>&1 && return 0
     sleep 0.1
   done
   echo "the server did not start:" >&2
@@ -171,8 +179,17 @@ scenario() {
       ticks=$(( $(cpu_ticks "$worker") - ticks ))
       echo "agent server CPU: $(( ticks * 100 * 1000000000 / $(getconf CLK_TCK) / ($(date +%s%N) - started) )) % of a core over the whole load run"
       ;;
+    real)
+      target/release/kyc-eval inputs "$scratch/inputs" >/dev/null
+      local inputs=(--document "$scratch/inputs/document.jpg" --selfie "$scratch/inputs"/selfie-*.jpg)
+      config=config/default.toml STORE_URL="${STORE_URL:-sqlite}" serve 20000 8000
+      load --concurrency 2 --duration 5 --warmup 0 "${inputs[@]}" >/dev/null
+      for clients in ${CLIENTS:-1 2 8}; do
+        load --concurrency "$clients" --duration "$duration" --warmup 2 "${inputs[@]}"
+        echo
+      done ;;
     *)
-      echo "unknown scenario: $1 (throughput, overload, open, health, deadline, webhooks, reviews, remote)" >&2
+      echo "unknown scenario: $1 (throughput, overload, open, health, deadline, webhooks, reviews, remote, real)" >&2
       exit 2 ;;
   esac
 }

@@ -210,8 +210,9 @@ fn find_portrait(
         } else {
             (selfie::DETECTION_SIDE as f32 / side).min(1.0)
         };
-        let prepared = Prepared::new(&selfie::scaled(image, k));
-        if let Some(&face) = engine.detect(&prepared).first() {
+        let scaled = selfie::scaled(image, k);
+        let prepared = Prepared::new(&scaled);
+        if let Some(&face) = engine.detect_large_first(&scaled, &prepared).first() {
             return Some((prepared, face, on, k));
         }
     }

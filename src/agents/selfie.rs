@@ -114,7 +114,9 @@ pub struct Frame {
     pub image: Arc<RgbImage>,
     /// `image`'s size over the frame's own.
     pub scale: f32,
-    /// Faces on `image`, largest first.
+    /// Faces on `image`, largest first. (Searched for on `image` itself, not first on a smaller
+    /// copy as the document's portrait is: that moves the boxes enough to change the poses the
+    /// landmarks give, and the challenge's verdicts on real clips with them.)
     pub faces: Vec<FaceBox>,
     /// The 68 landmarks of the largest face, when asked for.
     pub landmarks: Option<Vec<(f32, f32)>>,

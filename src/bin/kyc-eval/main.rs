@@ -13,6 +13,9 @@
 //!
 //! It prints the specimen data it reads; run it on specimens and test images only.
 //!
+//! Every mode runs the agents on the embedded defaults and the `KYC__*` variables, as the
+//! service would (`KYC__AGENTS__OCR__SETTINGS__DETECTION_SIDE=736`, say, to weigh a setting).
+//!
 //!     kyc-eval face ../shared/data/faces
 //!
 //! `face` runs face_match on every pair of photos, one as the selfie and the other as the
@@ -145,7 +148,7 @@ fn ocr(
     models: &Path,
     debug: Option<&Path>,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let settings = Settings::defaults();
+    let settings = Settings::load(None)?;
     let capture: DocCapture = standalone(&settings, "doc_capture", models)?;
     let reader: Ocr = standalone(&settings, "ocr", models)?;
     let today = chrono::Utc::now().date_naive();
@@ -292,7 +295,7 @@ fn person(path: &Path) -> String {
 }
 
 fn face(dir: &Path, models: &Path) -> Result<(), Box<dyn std::error::Error>> {
-    let settings = Settings::defaults();
+    let settings = Settings::load(None)?;
     let limits = settings.limits.images();
     let matcher: FaceMatch = standalone(&settings, "face_match", models)?;
     let files = images_in(dir)?;
@@ -411,7 +414,7 @@ fn gif_frames(gif: &Path) -> Result<Vec<ImageData>, Box<dyn std::error::Error>> 
 }
 
 fn liveness(gif: &Path, window: usize, models: &Path) -> Result<(), Box<dyn std::error::Error>> {
-    let settings = Settings::defaults();
+    let settings = Settings::load(None)?;
     let checker: Liveness = standalone(&settings, "liveness", models)?;
     let frames = gif_frames(gif)?;
     let truth = |frame: usize| match frame {

@@ -60,6 +60,14 @@ impl TextBox {
         self.centre.1
     }
 
+    /// This box `dy` pixels lower: a box found on the lower part of an image, in the whole
+    /// image's pixels.
+    pub fn lowered(mut self, dy: f32) -> Self {
+        self.y += dy;
+        self.centre.1 += dy;
+        self
+    }
+
     /// Whether `other` is a shorter piece of this line: within 3 degrees of its direction, its
     /// centre within half a height across this line and within its length along it.
     pub fn covers(&self, other: &TextBox) -> bool {
