@@ -10,6 +10,7 @@
 //! not from threads fighting inside one.
 
 mod detect;
+mod prune;
 mod recognize;
 
 use std::path::Path;
@@ -52,27 +53,21 @@ pub struct TextEngine {
 }
 
 impl TextEngine {
-    /// Loads both models with `sessions` sessions each. Slow (hundreds of milliseconds): call it
+    /// Loads both models with `sessions` sessions each, the recogniser cut down to the
+    /// characters `keep` accepts (see [`prune`]). Slow (hundreds of milliseconds): call it
     /// once, off the async runtime.
-    pub fn load(dir: &Path, sessions: usize) -> Result<Self, ModelError> {
+    pub fn load(
+        dir: &Path,
+        sessions: usize,
+        keep: impl Fn(&str) -> bool,
+    ) -> Result<Self, ModelError> {
         let environment = environment(dir)?;
         let det = ModelFile::read(dir, DETECTION_MODEL)?;
         let rec = ModelFile::read(dir, RECOGNITION_MODEL)?;
-        let detection = self::sessions(environment, &det, sessions)?;
-        let recognition = self::sessions(environment, &rec, sessions)?;
-        let charset = {
-            let characters = recognition
-                .lease()
-                .metadata()
-                .ok()
-                .and_then(|metadata| metadata.custom("character"));
-            let characters = characters.ok_or_else(|| rec.invalid("no `character` metadata"))?;
-            // CTC's blank is class 0 and the models append a space as the last class.
-            std::iter::once(String::new())
-                .chain(characters.lines().map(str::to_owned))
-                .chain(std::iter::once(" ".to_owned()))
-                .collect()
-        };
+        let (recogniser, charset) =
+            prune::keep_classes(&rec.bytes, keep).map_err(|reason| rec.invalid(reason))?;
+        let detection = self::sessions(environment, &det, &det.bytes, sessions)?;
+        let recognition = self::sessions(environment, &rec, &recogniser, sessions)?;
         Ok(Self {
             detection,
             recognition,
@@ -151,10 +146,11 @@ fn environment(dir: &Path) -> Result<&'static Environment, ModelError> {
         })
 }
 
-/// One model's sessions, one per CPU slot, each with one intra-op thread.
+/// Sessions of `model` (as `bytes`), one per CPU slot, each with one intra-op thread.
 fn sessions(
     environment: &Environment,
     model: &ModelFile,
+    bytes: &[u8],
     count: usize,
 ) -> Result<Pool<Session>, ModelError> {
     let sessions = (0..count.max(1))
@@ -170,7 +166,7 @@ fn sessions(
                 // run is wrong for the next. The arena is kept: reusing its buffers from run to
                 // run made ocr on the ICAO specimen faster (`kyc-load --document`).
                 .and_then(|b| b.with_memory_pattern(false).map_err(Into::into))
-                .and_then(|mut b| b.commit_from_memory(&model.bytes))
+                .and_then(|mut b| b.commit_from_memory(bytes))
                 .map_err(|e| model.invalid(e))
         })
         .collect::<Result<Vec<_>, _>>()?;
