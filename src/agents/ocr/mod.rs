@@ -224,7 +224,7 @@ impl Ocr {
         let mut read = Recognised::default();
         let mut chosen = self.candidates(&boxes, image.width());
         // A zone is the lowest two or three of them: those are read first, and the others only
-        // when they hold no valid zone (a recognised line costs about a tenth of a second).
+        // when they hold no valid zone (a line costs the recogniser tens of milliseconds).
         let lowest = chosen[chosen.len().saturating_sub(ZONE_LINES)..].to_vec();
         let mut zone = read.zone(engine, image, &lowest)?;
         if zone.as_ref().is_some_and(|z| z.checks.all_valid()) {

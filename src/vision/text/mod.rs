@@ -54,7 +54,7 @@ pub struct TextEngine {
 
 impl TextEngine {
     /// Loads both models with `sessions` sessions each, the recogniser cut down to the
-    /// characters `keep` accepts (see [`prune`]). Slow (hundreds of milliseconds): call it
+    /// characters `keep` accepts (`prune.rs` says how). Slow (hundreds of milliseconds): call it
     /// once, off the async runtime.
     pub fn load(
         dir: &Path,
@@ -90,8 +90,7 @@ impl TextEngine {
     /// Reads each line image (one text line, any width).
     pub fn recognize(&self, lines: &[RgbImage]) -> Result<Vec<Line>, InferenceError> {
         let mut session = self.recognition.lease();
-        // One line per run: the model scores ~18,000 classes per step, so a batch's output is
-        // that for every step of its widest line times its lines, and batching saved nothing
+        // One line per run: a batch pads its lines to its widest, and batching saved nothing
         // measurable on CPU.
         let mut read = Vec::with_capacity(lines.len());
         for line in lines.chunks(1) {
@@ -163,8 +162,9 @@ fn sessions(
                         .map_err(Into::into)
                 })
                 // Input shapes change with every image, so a memory pattern planned for one
-                // run is wrong for the next. The arena is kept: reusing its buffers from run to
-                // run made ocr on the ICAO specimen faster (`kyc-load --document`).
+                // run is wrong for the next. The arena is kept: with it off the server's peak
+                // RSS was higher, not lower, and ocr no faster (`scripts/bench-http.sh real`,
+                // README Performance).
                 .and_then(|b| b.with_memory_pattern(false).map_err(Into::into))
                 .and_then(|mut b| b.commit_from_memory(bytes))
                 .map_err(|e| model.invalid(e))
