@@ -65,6 +65,11 @@ impl Default for OcrSettings {
 /// Lines in the largest zone (TD1's three).
 const ZONE_LINES: usize = 3;
 
+/// The zone is at the bottom: keeps the lowest `n` of `lines` (top to bottom).
+fn keep_lowest(lines: &mut Vec<TextBox>, n: usize) {
+    lines.drain(..lines.len().saturating_sub(n));
+}
+
 /// The share of a side searched first: a passport's zone is in its lowest quarter, an ID
 /// card's in its lowest two fifths, with room left for an outline a little too large.
 const LOWER_PART: f32 = 0.55;
@@ -212,7 +217,7 @@ impl Ocr {
                 .collect();
             let mut read = Recognised::default();
             let mut lowest = self.candidates(&boxes, image.width());
-            lowest.drain(..lowest.len().saturating_sub(ZONE_LINES));
+            keep_lowest(&mut lowest, ZONE_LINES);
             let zone = read.zone(engine, image, &lowest)?;
             if zone.as_ref().is_some_and(|z| z.checks.all_valid()) {
                 return Ok(read.reading(zone, &lowest, false, source));
@@ -225,7 +230,8 @@ impl Ocr {
         let mut chosen = self.candidates(&boxes, image.width());
         // A zone is the lowest two or three of them: those are read first, and the others only
         // when they hold no valid zone (a line costs the recogniser tens of milliseconds).
-        let lowest = chosen[chosen.len().saturating_sub(ZONE_LINES)..].to_vec();
+        let mut lowest = chosen.clone();
+        keep_lowest(&mut lowest, ZONE_LINES);
         let mut zone = read.zone(engine, image, &lowest)?;
         if zone.as_ref().is_some_and(|z| z.checks.all_valid()) {
             chosen = lowest;
@@ -279,7 +285,7 @@ impl Ocr {
             .copied()
             .collect();
         lines.sort_by(|a, b| a.centre_y().total_cmp(&b.centre_y()));
-        self.lowest(&mut lines);
+        keep_lowest(&mut lines, self.settings.max_lines);
         lines
     }
 
@@ -307,16 +313,8 @@ impl Ocr {
         lines.retain(|line| !strips.iter().any(|strip| strip.covers(line)));
         lines.extend(strips);
         lines.sort_by(|a, b| a.centre_y().total_cmp(&b.centre_y()));
-        self.lowest(&mut lines);
+        keep_lowest(&mut lines, self.settings.max_lines);
         lines
-    }
-
-    /// The zone is at the bottom: keeps the lowest `max_lines` lines.
-    fn lowest(&self, lines: &mut Vec<TextBox>) {
-        let max = self.settings.max_lines;
-        if lines.len() > max {
-            lines.drain(..lines.len() - max);
-        }
     }
 
     /// The check: the zone read and judged, compared with the claim, dated against `today`.
@@ -470,7 +468,8 @@ impl Recognised {
         lines.iter().filter_map(|line| self.find(line))
     }
 
-    /// The reading of `lines`, in which `zone` was found.
+    /// The reading of `lines`, in which `zone` was found: their text, mean confidence and
+    /// median tilt (degrees).
     fn reading(
         &self,
         zone: Option<mrz::MrzData>,
@@ -478,20 +477,6 @@ impl Recognised {
         rejoined: bool,
         source: &'static str,
     ) -> Reading {
-        let (text, confidence, tilt_deg) = self.summary(lines);
-        Reading {
-            mrz: zone,
-            lines: text.len(),
-            text,
-            confidence,
-            tilt_deg,
-            rejoined,
-            source,
-        }
-    }
-
-    /// The text of `lines`, their mean confidence and their median tilt (degrees).
-    fn summary(&self, lines: &[TextBox]) -> (Vec<String>, f32, f32) {
         let text: Vec<String> = self.of(lines).map(|read| read.1.clone()).collect();
         let confidence = if text.is_empty() {
             0.0
@@ -500,8 +485,15 @@ impl Recognised {
         };
         let mut tilts: Vec<f32> = lines.iter().map(|line| line.angle.to_degrees()).collect();
         tilts.sort_by(f32::total_cmp);
-        let tilt = tilts.get(tilts.len() / 2).copied().unwrap_or(0.0);
-        (text, confidence, tilt)
+        Reading {
+            mrz: zone,
+            lines: text.len(),
+            text,
+            confidence,
+            tilt_deg: tilts.get(tilts.len() / 2).copied().unwrap_or(0.0),
+            rejoined,
+            source,
+        }
     }
 }
 
