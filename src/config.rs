@@ -125,6 +125,9 @@ pub struct StoreSettings {
     #[serde(default)]
     pub blob_fsync: Option<bool>,
     pub max_connections: u32,
+    /// PostgreSQL: the group commit's connections, each committing a batch while the next
+    /// gathers (SQLite has one writer whatever this says). Apart from `max_connections`.
+    pub writer_connections: u32,
     /// How long a query waits for a connection before the store counts as unavailable.
     pub acquire_timeout_ms: u64,
     /// How long one commit may take before the store counts as unavailable; 0: no limit.

@@ -459,30 +459,20 @@ impl Orchestrator {
     }
 }
 
-/// Writes a pending completion's events, then the completion itself: what the store does not
-/// hold yet, since an earlier attempt may have landed (see [`stored_through`]). A stored
-/// terminal event means the session is complete; it is not compared with this one, as an
-/// erasure may have scrubbed it since.
+/// Writes a pending completion with the events before it that the store does not hold yet,
+/// since an earlier attempt may have landed (see [`stored_through`]). A stored terminal event
+/// means the session is complete; it is not compared with this one, as an erasure may have
+/// scrubbed it since.
 async fn store_completion(
     inner: &Inner,
     pending: &mut PendingCompletion,
 ) -> Result<(), StoreError> {
-    let from = pending
-        .events
-        .first()
-        .unwrap_or(&pending.closing.terminal)
-        .seq;
+    let closing = &pending.closing;
+    let from = closing.before.first().unwrap_or(&closing.terminal).seq;
     let Some(through) = stored_through(&*inner.store, pending.id, from).await? else {
         return Ok(());
     };
-    pending.events.retain(|event| event.seq > through);
-    if !pending.events.is_empty() {
-        inner
-            .store
-            .append_events(pending.id, &pending.events)
-            .await?;
-        pending.events.clear();
-    }
+    pending.closing.before.retain(|event| event.seq > through);
     inner
         .store
         .complete(pending.id, &pending.completion, &pending.closing)
@@ -532,12 +522,12 @@ pub(super) async fn conclude(
         duration_ms: completion.duration_ms,
     });
     let closing = Closing {
+        before: events,
         terminal,
         review: EventKind::review_opening(&completion).map(&mut record),
     };
     let mut pending = PendingCompletion {
         id,
-        events,
         completion,
         closing,
     };

@@ -8,8 +8,10 @@
 //!
 //! The session does not wait for each write: a writer task of its own stores its events one
 //! after another and publishes each once it is stored, while the agents go on. Only the
-//! completion waits, for every event before it. Waiting for each commit would put a database's
-//! commit latency on the session's path once per event (README, Performance, has the figures).
+//! completion waits, for the write in progress; the events queued behind it (those of the last
+//! agents, typically) are stored with the completion, in its write. Waiting for each commit
+//! would put a database's commit latency on the session's path once per event (README,
+//! Performance, has the figures).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -177,10 +179,18 @@ impl WriterEnded {
     }
 }
 
+/// What the emitter hands its writer.
+enum Outgoing {
+    Event(EventRecord),
+    /// The run is over: what is still queued is stored with the completion, not by the writer.
+    /// A writer whose emitter is dropped without this (a runner that panicked) stores it all.
+    Close,
+}
+
 enum WriterState {
     /// Events go through `outbox` to the writer's task.
     Open {
-        outbox: mpsc::UnboundedSender<EventRecord>,
+        outbox: mpsc::UnboundedSender<Outgoing>,
         task: JoinHandle<Writer>,
     },
     /// The writer is back from its task, with what it could not store.
@@ -234,18 +244,18 @@ impl Emitter {
         let WriterState::Open { outbox, .. } = &self.writer else {
             unreachable!("no event is emitted after close");
         };
-        // The writer ends only when the outbox closes, so this send cannot fail.
-        let _ = outbox.send(record);
+        // The writer ends only at `Close` or when the outbox closes, so this cannot fail.
+        let _ = outbox.send(Outgoing::Event(record));
     }
 
-    /// Waits until every event emitted so far is stored and published; `false` if the store
-    /// failed (those events keep waiting, for `take_unstored`). No event is stored after this.
+    /// Ends the writer: waits for the write in progress, if any. The events emitted since are
+    /// left unstored, for `take_unstored` and the completion's write. `false` if the store
+    /// failed and still fails (those events keep waiting too). No event is stored after this.
     pub(crate) async fn close(&mut self) -> bool {
         if let WriterState::Open { outbox, task } =
             std::mem::replace(&mut self.writer, WriterState::Lost)
         {
-            // Closing the outbox ends the writer's loop once it has written what was queued.
-            drop(outbox);
+            let _ = outbox.send(Outgoing::Close);
             match task.await {
                 Ok(writer) => self.writer = WriterState::Closed(writer),
                 Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
@@ -253,13 +263,15 @@ impl Emitter {
             }
         }
         match &mut self.writer {
-            // One more try for events the store refused earlier.
-            WriterState::Closed(writer) => writer.flush().await,
-            _ => false,
+            // One more try for events the store refused earlier: it may hold some of them.
+            WriterState::Closed(writer) if writer.failed => writer.flush().await,
+            WriterState::Closed(_) => true,
+            WriterState::Open { .. } | WriterState::Lost => false,
         }
     }
 
-    /// The events still waiting for the store after `close`, for whoever retries them.
+    /// The events not stored after `close`, in order, for the completion's write (or whoever
+    /// retries it).
     pub(crate) fn take_unstored(&mut self) -> Vec<EventRecord> {
         match &mut self.writer {
             WriterState::Closed(writer) => writer.unstored.drain(..).collect(),
@@ -301,12 +313,21 @@ struct Writer {
 }
 
 impl Writer {
-    /// Until the outbox closes. Once the store has failed, events only queue (a store that is
-    /// down is not asked again for each of them); `close` tries once more.
-    async fn run(mut self, mut queued: mpsc::UnboundedReceiver<EventRecord>) -> Self {
+    /// Until `Close`, or the outbox closes. Once the store has failed, events only queue (a
+    /// store that is down is not asked again for each of them); `close` tries once more.
+    async fn run(mut self, mut queued: mpsc::UnboundedReceiver<Outgoing>) -> Self {
         let mut batch = Vec::new();
         while queued.recv_many(&mut batch, usize::MAX).await > 0 {
-            self.unstored.extend(batch.drain(..));
+            let mut closed = false;
+            for outgoing in batch.drain(..) {
+                match outgoing {
+                    Outgoing::Event(record) => self.unstored.push_back(record),
+                    Outgoing::Close => closed = true,
+                }
+            }
+            if closed {
+                break;
+            }
             if !self.failed {
                 self.flush().await;
             }
@@ -364,7 +385,64 @@ impl Writer {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
     use super::*;
+    use crate::store::fixtures::{TestStore, running};
+
+    fn started(agent: &str) -> EventKind {
+        EventKind::AgentStarted {
+            agent: agent.into(),
+        }
+    }
+
+    /// A session's emitter on a store whose event writes take 20 ms, with its first event's
+    /// write in progress and two more events queued behind it.
+    async fn behind_a_write() -> (Arc<TestStore>, SessionId, Emitter) {
+        let mut store = TestStore::new();
+        store.append_delay = Duration::from_millis(20);
+        let store = Arc::new(store);
+        let id = SessionId::new();
+        store.insert(&running(id), None).await.unwrap();
+        let (live, _) = broadcast::channel(16);
+        let mut emitter = Emitter::new(id, SessionClock::start(), store.clone(), live, 0);
+        emitter.emit(started("liveness"));
+        // The writer takes the first event and starts its write.
+        tokio::task::yield_now().await;
+        emitter.emit(started("ocr"));
+        emitter.emit(started("face_match"));
+        (store, id, emitter)
+    }
+
+    async fn stored(store: &TestStore, id: SessionId) -> Vec<u64> {
+        let events = store.inner.events_after(id, 0).await.unwrap().unwrap();
+        events.iter().map(|event| event.seq).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closing_waits_for_the_write_in_progress_and_hands_back_what_queued_behind_it() {
+        let (store, id, mut emitter) = behind_a_write().await;
+
+        assert!(emitter.close().await);
+
+        assert_eq!(stored(&store, id).await, [1]);
+        assert_eq!(store.writes.load(Ordering::SeqCst), 1);
+        let rest: Vec<u64> = emitter.take_unstored().iter().map(|e| e.seq).collect();
+        assert_eq!(rest, [2, 3], "for the completion's write");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_emitter_leaves_its_writer_to_store_everything() {
+        let (store, id, emitter) = behind_a_write().await;
+        let ended = emitter.writer_ended();
+
+        // As when a runner panics: nobody will complete with these events.
+        drop(emitter);
+        ended.wait().await;
+
+        assert_eq!(stored(&store, id).await, [1, 2, 3]);
+    }
 
     #[test]
     fn events_serialise_flat_with_their_type() {

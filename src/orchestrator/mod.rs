@@ -80,10 +80,10 @@ pub enum Start {
     },
 }
 
-/// A completion the store did not take, with the events before it: retried until it does.
+/// A completion the store did not take, with the events before it (`closing.before`): retried
+/// until it does.
 pub(crate) struct PendingCompletion {
     pub(crate) id: SessionId,
-    pub(crate) events: Vec<EventRecord>,
     pub(crate) completion: Completion,
     pub(crate) closing: Closing,
 }

@@ -287,6 +287,7 @@ impl SessionStore for TestStore {
 /// A run's end without a review: `session.completed` alone, at `seq`.
 pub(crate) fn closing(seq: u64) -> Closing {
     Closing {
+        before: Vec::new(),
         terminal: event(seq, true),
         review: None,
     }

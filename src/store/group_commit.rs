@@ -8,6 +8,13 @@
 //! A batch that fails for a reason other than the database being unreachable is retried one
 //! write at a time, so one bad write fails alone.
 //!
+//! There may be several writers, each with a connection of its own (PostgreSQL's
+//! `store.writer_connections`): whichever is free gathers the next batch from the one queue
+//! while the others commit. Batches on different connections commit in any order, which
+//! reorders no session's writes: a session never has two writes queued at once (its insert is
+//! acknowledged before its first events are queued, each event write before the next, and the
+//! last before its completion).
+//!
 //! A commit that takes longer than `timeout` (`store.write_timeout_ms`) counts as the store
 //! being unavailable: a connection the network left half-open would otherwise hold every write
 //! behind it until TCP gives up, minutes later. Whether such a write landed is unknown; the
@@ -17,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::{StoreError, answered_within};
 use crate::telemetry::ErrorChain;
@@ -47,21 +54,24 @@ impl<W> Clone for GroupCommit<W> {
 }
 
 impl<W: Send + Sync + 'static> GroupCommit<W> {
-    /// Starts the writer task on the current runtime.
-    pub(crate) fn spawn(
-        writer: impl BatchWriter<W>,
+    /// Starts a task for each writer on the current runtime, all taking from one queue.
+    pub(crate) fn spawn<B: BatchWriter<W>>(
+        writers: impl IntoIterator<Item = B>,
         max_batch: usize,
         linger: Duration,
         timeout: Duration,
         queue: usize,
     ) -> Self {
         let (tx, rx) = mpsc::channel(queue.max(1));
+        let rx = Arc::new(Mutex::new(rx));
         let limits = Limits {
             max_batch: max_batch.max(1),
             linger,
             timeout,
         };
-        tokio::spawn(run(writer, rx, limits));
+        for writer in writers {
+            tokio::spawn(run(writer, Arc::clone(&rx), limits));
+        }
         Self { queue: tx }
     }
 
@@ -76,6 +86,7 @@ impl<W: Send + Sync + 'static> GroupCommit<W> {
     }
 }
 
+#[derive(Clone, Copy)]
 struct Limits {
     max_batch: usize,
     linger: Duration,
@@ -91,25 +102,44 @@ async fn write_within<W>(
     answered_within(timeout, "a commit", writer.write_batch(batch)).await
 }
 
-async fn run<W: Send + Sync>(
-    mut writer: impl BatchWriter<W>,
-    mut queue: mpsc::Receiver<Queued<W>>,
+/// Waits for the next batch, up to `max_batch` writes: what is queued, and with a `linger` what
+/// arrives within it. Empty once every sender is gone.
+async fn gather<W>(
+    queue: &Mutex<mpsc::Receiver<Queued<W>>>,
+    batch: &mut Vec<Queued<W>>,
     Limits {
-        max_batch,
-        linger,
-        timeout,
+        max_batch, linger, ..
     }: Limits,
 ) {
-    let mut batch: Vec<Queued<W>> = Vec::with_capacity(max_batch);
-    while queue.recv_many(&mut batch, max_batch).await > 0 {
-        if !linger.is_zero() && batch.len() < max_batch {
-            let until = tokio::time::Instant::now() + linger;
-            while batch.len() < max_batch {
-                match tokio::time::timeout_at(until, queue.recv()).await {
-                    Ok(Some(queued)) => batch.push(queued),
-                    _ => break,
-                }
+    // Held while gathering only: the next free writer gathers while this one commits.
+    let mut queue = queue.lock().await;
+    if queue.recv_many(batch, max_batch).await == 0 {
+        return;
+    }
+    if !linger.is_zero() && batch.len() < max_batch {
+        let until = tokio::time::Instant::now() + linger;
+        while batch.len() < max_batch {
+            match tokio::time::timeout_at(until, queue.recv()).await {
+                Ok(Some(queued)) => batch.push(queued),
+                _ => break,
             }
+        }
+    }
+}
+
+async fn run<W: Send + Sync>(
+    mut writer: impl BatchWriter<W>,
+    queue: Arc<Mutex<mpsc::Receiver<Queued<W>>>>,
+    limits: Limits,
+) {
+    let Limits {
+        max_batch, timeout, ..
+    } = limits;
+    let mut batch: Vec<Queued<W>> = Vec::with_capacity(max_batch);
+    loop {
+        gather(&queue, &mut batch, limits).await;
+        if batch.is_empty() {
+            return;
         }
         let writes: Vec<W> = Vec::with_capacity(batch.len());
         let (writes, acks) = batch.drain(..).fold(
@@ -201,7 +231,7 @@ mod tests {
     async fn writes_queued_together_commit_together_and_a_bad_one_fails_alone() {
         let batches = Arc::new(Mutex::new(Vec::new()));
         let commit = GroupCommit::spawn(
-            Recorder(Arc::clone(&batches)),
+            [Recorder(Arc::clone(&batches))],
             100,
             Duration::ZERO,
             Duration::from_secs(60),
@@ -252,7 +282,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn writes_retried_one_by_one_stop_waiting_once_the_store_stops_answering() {
         let timeout = Duration::from_secs(10);
-        let commit = GroupCommit::spawn(RefusesThenHangs, 100, Duration::ZERO, timeout, 100);
+        let commit = GroupCommit::spawn([RefusesThenHangs], 100, Duration::ZERO, timeout, 100);
         let started = tokio::time::Instant::now();
 
         let results = futures::future::join_all((1..=3).map(|n| {
@@ -270,6 +300,69 @@ mod tests {
         assert_eq!(started.elapsed(), timeout, "one timeout, not one per write");
     }
 
+    /// Writers in `write_batch` now, and whether two ever were at once.
+    #[derive(Default)]
+    struct Overlap {
+        inside: usize,
+        met: bool,
+    }
+
+    /// Commits only once another writer is committing at the same time.
+    struct Together(Arc<tokio::sync::watch::Sender<Overlap>>);
+
+    /// Leaves `write_batch`, whether it returned or was dropped at its time limit.
+    struct Leaving(Arc<tokio::sync::watch::Sender<Overlap>>);
+
+    impl Drop for Leaving {
+        fn drop(&mut self) {
+            self.0.send_modify(|overlap| overlap.inside -= 1);
+        }
+    }
+
+    #[async_trait]
+    impl BatchWriter<u32> for Together {
+        async fn write_batch(&mut self, _: &[u32]) -> Result<(), StoreError> {
+            self.0.send_modify(|overlap| {
+                overlap.inside += 1;
+                overlap.met |= overlap.inside > 1;
+            });
+            let _leaving = Leaving(Arc::clone(&self.0));
+            let mut overlap = self.0.subscribe();
+            let _ = overlap.wait_for(|overlap| overlap.met).await;
+            Ok(())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn several_writers_commit_batches_at_the_same_time() {
+        let overlap = Arc::new(tokio::sync::watch::Sender::new(Overlap::default()));
+        let writers = [Together(Arc::clone(&overlap)), Together(overlap)];
+        // One write a batch: each writer takes one, and neither commits until both do.
+        let commit = GroupCommit::spawn(writers, 1, Duration::ZERO, Duration::from_secs(10), 8);
+        let both = futures::future::join(commit.submit(1), commit.submit(2));
+        let (first, second) = tokio::time::timeout(Duration::from_secs(5), both)
+            .await
+            .expect("the second batch commits while the first waits");
+        assert!(first.is_ok() && second.is_ok(), "{first:?} {second:?}");
+
+        // Alone, a writer waits for a second committer that never comes.
+        let lone = GroupCommit::spawn(
+            [Together(Arc::new(tokio::sync::watch::Sender::new(
+                Overlap::default(),
+            )))],
+            1,
+            Duration::ZERO,
+            Duration::from_secs(10),
+            8,
+        );
+        let both = futures::future::join(lone.submit(1), lone.submit(2));
+        let (first, second) = both.await;
+        assert!(
+            timed_out(&first) && timed_out(&second),
+            "{first:?} {second:?}"
+        );
+    }
+
     /// A write failed by its time limit, which the writer hands out shared.
     fn timed_out(result: &Result<(), StoreError>) -> bool {
         match result {
@@ -281,7 +374,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_commit_that_does_not_answer_fails_as_unavailable_after_the_timeout() {
         let timeout = Duration::from_secs(10);
-        let commit = GroupCommit::spawn(Hangs, 100, Duration::ZERO, timeout, 100);
+        let commit = GroupCommit::spawn([Hangs], 100, Duration::ZERO, timeout, 100);
         let started = tokio::time::Instant::now();
 
         let first = commit.submit(1).await;

@@ -56,6 +56,9 @@ pub struct EventRecord {
 /// The events that end a session's run, stored with its completion as one step.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Closing {
+    /// The run's events not stored yet, in order, right before `terminal`: usually those of
+    /// its last agents, which thus take no commit of their own before the completion's.
+    pub before: Vec<EventRecord>,
     /// `session.completed`.
     pub terminal: EventRecord,
     /// `review.opened`, right after it, when the agents decided `review`: the session's review
@@ -64,21 +67,33 @@ pub struct Closing {
 }
 
 impl Closing {
-    /// What live followers get: one record of both events' lines, under the last one's seq. A
-    /// follower ends at the terminal event; in one record, `review.opened` cannot be left
-    /// behind however the follower's reads and the publication interleave.
-    pub fn live(self) -> EventRecord {
-        let Some(review) = self.review else {
-            return self.terminal;
+    /// What live followers get, in order: the events `before`, then one record of the terminal
+    /// and review events' lines, under the last one's seq. A follower ends at the terminal
+    /// event; in one record, `review.opened` cannot be left behind however the follower's
+    /// reads and the publication interleave.
+    pub fn live(self) -> impl Iterator<Item = EventRecord> {
+        let last = match self.review {
+            None => self.terminal,
+            Some(review) => {
+                let mut line = Vec::with_capacity(self.terminal.line.len() + review.line.len());
+                line.extend_from_slice(&self.terminal.line);
+                line.extend_from_slice(&review.line);
+                EventRecord {
+                    seq: review.seq,
+                    terminal: true,
+                    line: line.into(),
+                }
+            }
         };
-        let mut line = Vec::with_capacity(self.terminal.line.len() + review.line.len());
-        line.extend_from_slice(&self.terminal.line);
-        line.extend_from_slice(&review.line);
-        EventRecord {
-            seq: review.seq,
-            terminal: true,
-            line: line.into(),
-        }
+        self.before.into_iter().chain(std::iter::once(last))
+    }
+
+    /// Every event, in order.
+    pub fn events(&self) -> impl Iterator<Item = &EventRecord> {
+        self.before
+            .iter()
+            .chain(std::iter::once(&self.terminal))
+            .chain(&self.review)
     }
 }
 

@@ -49,6 +49,7 @@ async fn in_review(
         duration_ms: 1.0,
     };
     let closing = Closing {
+        before: Vec::new(),
         terminal: EventRecord {
             terminal: true,
             ..line(1, serde_json::json!({ "type": "session.completed" }))

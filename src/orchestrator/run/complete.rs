@@ -44,11 +44,14 @@ impl SessionRun {
             checks: completion.checks.clone(),
             duration_ms: completion.duration_ms,
         });
+        let review = EventKind::review_opening(&completion).map(|kind| self.events.next(kind));
+        let closed = self.events.close().await;
         let closing = Closing {
+            before: self.events.take_unstored(),
             terminal,
-            review: EventKind::review_opening(&completion).map(|kind| self.events.next(kind)),
+            review,
         };
-        let stored = self.events.close().await
+        let stored = closed
             && match self
                 .inner
                 .store
@@ -63,13 +66,14 @@ impl SessionRun {
             };
         drop(self.permit.take());
         if stored {
-            self.events.publish(closing.live());
+            for record in closing.live() {
+                self.events.publish(record);
+            }
         } else {
             // Followers see the completion once it is stored: the retry loop writes it (and
             // any events before it) as soon as the store answers.
             self.inner.pending_completion(PendingCompletion {
                 id: self.id,
-                events: self.events.take_unstored(),
                 completion: completion.clone(),
                 closing,
             });

@@ -197,11 +197,19 @@ impl SessionStore for MemoryStore {
             .get_mut(&id)
             .filter(|entry| entry.record.status == SessionStatus::Running)
             .ok_or(StoreError::NotFound(id))?;
-        entry.events.push(terminal.clone());
+        // As append_events: an event already stored refuses the whole completion.
+        let last = entry.events.last().map_or(0, |event| event.seq);
+        if closing
+            .events()
+            .next()
+            .is_some_and(|event| event.seq <= last)
+        {
+            return Err(StoreError::Conflict(id));
+        }
+        entry.events.extend(closing.events().cloned());
         entry.record.status = SessionStatus::Completed;
         entry.record.completion = Some(completion.clone());
         if let Some(opened) = &closing.review {
-            entry.events.push(opened.clone());
             entry.record.review = Some(crate::domain::ReviewState {
                 status: crate::domain::ReviewStatus::Open,
                 opened_at: completion.completed_at,

@@ -188,9 +188,10 @@ impl<'a> Sorted<'a> {
                     sorted.events.extend(list.iter().map(|event| (*id, event)))
                 }
                 Write::Complete(id, completion, closing) => {
-                    sorted.events.push((*id, &closing.terminal));
+                    sorted
+                        .events
+                        .extend(closing.events().map(|event| (*id, event)));
                     if let Some(review) = &closing.review {
-                        sorted.events.push((*id, review));
                         sorted.opened.push((*id, completion, review.seq));
                     }
                     sorted

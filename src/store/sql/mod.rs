@@ -131,10 +131,14 @@ impl SqlStore {
         };
         let writer = if let Some(file) = &sqlite {
             let writer = SqliteWriter::open(&file.path, settings.sqlite_synchronous)?;
-            GroupCommit::spawn(writer, max_batch, linger, timeout, max_batch * 8)
+            GroupCommit::spawn([writer], max_batch, linger, timeout, max_batch * 8)
         } else {
-            let writer = PgWriter::new(&url, Duration::from_millis(settings.acquire_timeout_ms))?;
-            GroupCommit::spawn(writer, max_batch, linger, timeout, max_batch * 8)
+            let writers = PgWriter::pool(
+                &url,
+                settings.writer_connections,
+                Duration::from_millis(settings.acquire_timeout_ms),
+            )?;
+            GroupCommit::spawn(writers, max_batch, linger, timeout, max_batch * 8)
         };
         Ok(Self {
             pool,
@@ -997,6 +1001,47 @@ mod tests {
         let other = db_error("reading a session")(sqlx::Error::RowNotFound);
         assert!(matches!(other, StoreError::Database { .. }), "{other:?}");
         assert!(!other.is_unavailable());
+    }
+
+    /// A completion stores the events before it in its own write, all or nothing, on both
+    /// stores.
+    #[tokio::test]
+    async fn a_completion_stores_the_events_before_it_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let sql = SqlStore::open(&fixtures::sqlite_in(&dir)).await.unwrap();
+        let memory = crate::store::MemoryStore::new(10);
+        for store in [&sql as &dyn SessionStore, &memory] {
+            let id = SessionId::new();
+            store.insert(&fixtures::running(id), None).await.unwrap();
+            store
+                .append_events(id, &[fixtures::event(1, false)])
+                .await
+                .unwrap();
+            let again = Closing {
+                before: vec![fixtures::event(1, false), fixtures::event(2, false)],
+                ..fixtures::closing(3)
+            };
+            let closing = Closing {
+                before: vec![fixtures::event(2, false), fixtures::event(3, false)],
+                ..fixtures::closing(4)
+            };
+
+            let refused = store.complete(id, &fixtures::approved(), &again).await;
+            let seqs = |events: Option<Vec<EventRecord>>| -> Vec<u64> {
+                events.unwrap().iter().map(|event| event.seq).collect()
+            };
+            let after_refusal = seqs(store.events_after(id, 0).await.unwrap());
+            store
+                .complete(id, &fixtures::approved(), &closing)
+                .await
+                .unwrap();
+
+            assert!(refused.is_err(), "event 1 is stored already");
+            assert_eq!(after_refusal, [1], "nothing of a refused completion");
+            assert_eq!(seqs(store.events_after(id, 0).await.unwrap()), [1, 2, 3, 4]);
+            let record = store.get(id).await.unwrap().unwrap();
+            assert_eq!(record.status, SessionStatus::Completed);
+        }
     }
 
     #[tokio::test]

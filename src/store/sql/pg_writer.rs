@@ -254,23 +254,30 @@ impl Columns {
     }
 }
 
-/// The writer: a pool of one connection, its own.
+/// A writer: one of group commit's tasks, on a pool of the writers' own connections (one each).
+#[derive(Clone)]
 pub(super) struct PgWriter {
     pool: PgPool,
 }
 
 impl PgWriter {
-    /// Parses `url` now; connects at the first batch, and again after a lost connection.
-    pub(super) fn new(url: &str, acquire_timeout: Duration) -> Result<Self, StoreError> {
+    /// `connections` writers on a pool of as many connections. Parses `url` now; connects at
+    /// the first batch, and again after a lost connection.
+    pub(super) fn pool(
+        url: &str,
+        connections: u32,
+        acquire_timeout: Duration,
+    ) -> Result<Vec<Self>, StoreError> {
         let options = PgConnectOptions::from_str(url).map_err(|source| StoreError::Connect {
             url: redact_url(url),
             source,
         })?;
+        let connections = connections.max(1);
         let pool = PgPoolOptions::new()
-            .max_connections(1)
+            .max_connections(connections)
             .acquire_timeout(acquire_timeout)
             .connect_lazy_with(options);
-        Ok(Self { pool })
+        Ok(vec![Self { pool }; connections as usize])
     }
 }
 
