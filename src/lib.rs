@@ -22,6 +22,7 @@ pub mod clock;
 pub mod config;
 pub mod cpu;
 pub mod domain;
+pub mod http;
 pub mod models;
 pub mod orchestrator;
 pub mod reviews;

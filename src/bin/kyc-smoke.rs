@@ -80,7 +80,7 @@ async fn main() -> ExitCode {
             value.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, value);
         }
-        reqwest::Client::builder()
+        kyc_orchestrator::http::client()
             .timeout(Duration::from_secs(30))
             .default_headers(headers)
             .build()

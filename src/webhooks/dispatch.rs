@@ -544,7 +544,7 @@ fn log_store_error(error: &StoreError, doing: &'static str) {
 /// environment (the address connected to must be the one checked), and a resolver that hands
 /// out only allowed addresses.
 fn client(policy: &Policy) -> reqwest::Client {
-    reqwest::Client::builder()
+    crate::http::client()
         .user_agent(concat!(
             "kyc-orchestrator-webhooks/",
             env!("CARGO_PKG_VERSION")

@@ -123,9 +123,11 @@ async fn every_route_answers_each_kind_of_caller_as_the_contract_says() {
     let other = client_with(&key(&app, "globex", Mode::Test, Scopes::All).await);
     let live = client_with(&key(&app, TENANT, Mode::Live, Scopes::All).await);
     let revoked = client_with(&revoked_key(&app).await);
-    let anonymous = reqwest::Client::new();
+    let anonymous = kyc_orchestrator::http::client()
+        .build()
+        .expect("an HTTP client builds");
     let unknown = client_with(&unknown_key());
-    let garbage = reqwest::Client::builder()
+    let garbage = kyc_orchestrator::http::client()
         .default_headers(
             [(
                 reqwest::header::AUTHORIZATION,
@@ -471,7 +473,9 @@ async fn no_key_reaches_a_log_line() {
         client.get(app.url("/v1/sessions")).send().await.unwrap();
     }
     let almost = format!("{}x", &app.key.expose()[..app.key.expose().len() - 1]);
-    reqwest::Client::new()
+    kyc_orchestrator::http::client()
+        .build()
+        .expect("an HTTP client builds")
         .get(app.url("/v1/sessions"))
         .header("authorization", format!("Bearer {almost}"))
         .send()

@@ -179,12 +179,22 @@ pub async fn test_key(keys: &KeyManager) -> ApiKey {
 }
 
 /// A client that sends `key` with every request.
+/// `GET url` without credentials, as `reqwest::get` does, on a client from `http::client()`.
+pub async fn get(url: impl reqwest::IntoUrl) -> reqwest::Result<reqwest::Response> {
+    kyc_orchestrator::http::client()
+        .build()
+        .expect("an HTTP client builds")
+        .get(url)
+        .send()
+        .await
+}
+
 pub fn client_with(key: &ApiKey) -> reqwest::Client {
     let mut headers = HeaderMap::new();
     let mut value = HeaderValue::try_from(format!("Bearer {}", key.expose())).unwrap();
     value.set_sensitive(true);
     headers.insert(AUTHORIZATION, value);
-    reqwest::Client::builder()
+    kyc_orchestrator::http::client()
         .default_headers(headers)
         .build()
         .unwrap()
@@ -205,7 +215,7 @@ impl TestApp {
 
     /// `GET /metrics` on the metrics listener.
     pub async fn metrics(&self) -> String {
-        reqwest::get(format!("{}/metrics", self.metrics_address))
+        get(format!("{}/metrics", self.metrics_address))
             .await
             .unwrap()
             .text()

@@ -14,7 +14,7 @@ const REGENERATE: &str = "the API changed: regenerate the committed document wit
 async fn the_served_document_is_the_committed_one() {
     let app = spawn_app().await;
 
-    let served = reqwest::get(app.url("/openapi.json")).await.unwrap();
+    let served = crate::helpers::get(app.url("/openapi.json")).await.unwrap();
 
     assert_eq!(served.status(), StatusCode::OK, "no key needed");
     assert_eq!(served.headers()["content-type"], "application/json");
@@ -27,13 +27,15 @@ async fn the_served_document_is_the_committed_one() {
 #[tokio::test]
 async fn every_documented_operation_is_routed() {
     let app = spawn_app().await;
-    let document: Value = reqwest::get(app.url("/openapi.json"))
+    let document: Value = crate::helpers::get(app.url("/openapi.json"))
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    let anonymous = reqwest::Client::new();
+    let anonymous = kyc_orchestrator::http::client()
+        .build()
+        .expect("an HTTP client builds");
     let mut operations = 0;
 
     for (path, item) in document["paths"].as_object().unwrap() {
@@ -65,8 +67,8 @@ async fn every_documented_operation_is_routed() {
 async fn the_reference_page_renders_the_document_with_a_script_served_here() {
     let app = spawn_app().await;
 
-    let page = reqwest::get(app.url("/docs")).await.unwrap();
-    let script = reqwest::get(app.url("/docs/redoc.standalone.js"))
+    let page = crate::helpers::get(app.url("/docs")).await.unwrap();
+    let script = crate::helpers::get(app.url("/docs/redoc.standalone.js"))
         .await
         .unwrap();
 

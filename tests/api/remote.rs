@@ -390,7 +390,9 @@ async fn the_breaker_opens_after_failures_fails_fast_and_closes_after_a_probe() 
 #[tokio::test]
 async fn an_agent_server_wants_its_token_and_serves_only_its_agents() {
     let worker = Worker::start(|_| {}).await;
-    let client = reqwest::Client::new();
+    let client = kyc_orchestrator::http::client()
+        .build()
+        .expect("an HTTP client builds");
     let body = json!({ "session": session_body(json!({})) });
     let mut session = body["session"].clone();
     session.as_object_mut().unwrap().remove("reference");
@@ -449,7 +451,7 @@ async fn an_agent_server_wants_its_token_and_serves_only_its_agents() {
         json!({ "type": "sandbox", "agent": "liveness" })
     );
 
-    let ready: Value = reqwest::get(worker.url("/health/ready"))
+    let ready: Value = crate::helpers::get(worker.url("/health/ready"))
         .await
         .unwrap()
         .json()
@@ -477,7 +479,9 @@ async fn a_full_agent_server_answers_503_at_once_and_finishes_what_it_holds_at_s
         s.agent_server.retry_after_s = 3;
     })
     .await;
-    let client = reqwest::Client::new();
+    let client = kyc_orchestrator::http::client()
+        .build()
+        .expect("an HTTP client builds");
     let slow = {
         let client = client.clone();
         let url = worker.url("/v1/agents/ocr");
@@ -497,7 +501,7 @@ async fn a_full_agent_server_answers_503_at_once_and_finishes_what_it_holds_at_s
         || {
             let url = worker.url("/health/ready");
             async move {
-                let ready: Value = reqwest::get(url).await.ok()?.json().await.ok()?;
+                let ready: Value = crate::helpers::get(url).await.ok()?.json().await.ok()?;
                 (ready["in_flight"] == 1).then_some(())
             }
         },
@@ -522,7 +526,9 @@ async fn a_full_agent_server_answers_503_at_once_and_finishes_what_it_holds_at_s
 #[tokio::test]
 async fn an_agent_that_panics_answers_500_and_the_server_serves_on() {
     let worker = Worker::start(|_| {}).await;
-    let client = reqwest::Client::new();
+    let client = kyc_orchestrator::http::client()
+        .build()
+        .expect("an HTTP client builds");
     let post = |directive: Value| {
         client
             .post(worker.url("/v1/agents/face_match"))
@@ -548,7 +554,9 @@ async fn an_agent_that_panics_answers_500_and_the_server_serves_on() {
 async fn an_agent_server_refuses_a_body_over_its_limit() {
     let worker = Worker::start(|s| s.agent_server.body_limit_bytes = 1024).await;
 
-    let response = reqwest::Client::new()
+    let response = kyc_orchestrator::http::client()
+        .build()
+        .expect("an HTTP client builds")
         .post(worker.url("/v1/agents/liveness"))
         .bearer_auth(TOKEN)
         .json(&agent_request("liveness", json!({})))
@@ -621,7 +629,7 @@ async fn until_ready(url: String) {
     crate::helpers::eventually("the models to load", Duration::from_secs(60), || {
         let url = url.clone();
         async move {
-            let response = reqwest::get(url).await.ok()?;
+            let response = crate::helpers::get(url).await.ok()?;
             (response.status() == 200).then_some(())
         }
     })
@@ -678,7 +686,7 @@ async fn real_agents_on_a_worker_read_the_document_doc_capture_rectified_here() 
 async fn the_agent_servers_document_is_the_committed_one() {
     let worker = Worker::start(|_| {}).await;
 
-    let served: Value = reqwest::get(worker.url("/openapi.json"))
+    let served: Value = crate::helpers::get(worker.url("/openapi.json"))
         .await
         .unwrap()
         .json()
@@ -786,7 +794,7 @@ async fn an_agent_server_killed_mid_session_costs_only_its_check() {
         || {
             let url = ocr_in_flight.clone();
             async move {
-                let ready: Value = reqwest::get(url).await.ok()?.json().await.ok()?;
+                let ready: Value = crate::helpers::get(url).await.ok()?.json().await.ok()?;
                 (ready["in_flight"] == 1).then_some(())
             }
         },

@@ -272,7 +272,7 @@ impl AgentKind for HttpAgent {
                 value.set_sensitive(true);
                 value
             });
-        let client = reqwest::Client::builder()
+        let client = crate::http::client()
             .connect_timeout(Duration::from_millis(settings.connect_timeout_ms))
             .tcp_nodelay(true)
             // Agent servers sit on the operator's own network; a redirect there is a

@@ -170,7 +170,9 @@ fn probe_health(
             .enable_all()
             .build()
             .expect("a runtime builds");
-        let client = reqwest::Client::new();
+        let client = kyc_orchestrator::http::client()
+            .build()
+            .expect("an HTTP client builds");
         let interval = Duration::from_secs_f64(1.0 / rate);
         let mut probes = Probes::default();
         let mut next = measure_from;
@@ -253,7 +255,7 @@ async fn drive(args: Args) {
         });
     authorization.set_sensitive(true);
     headers.insert(reqwest::header::AUTHORIZATION, authorization);
-    let client = reqwest::Client::builder()
+    let client = kyc_orchestrator::http::client()
         .pool_max_idle_per_host(usize::MAX)
         .default_headers(headers)
         .build()

@@ -60,7 +60,7 @@ impl Client {
         value.set_sensitive(true);
         let mut headers = HeaderMap::new();
         headers.insert(AUTHORIZATION, value);
-        let http = reqwest::Client::builder()
+        let http = kyc_orchestrator::http::client()
             .default_headers(headers)
             .connect_timeout(Duration::from_secs(10))
             .build()
