@@ -292,10 +292,10 @@ impl Emitter {
         .to_record()
     }
 
-    /// Sends an already stored event (the terminal one, after `close`) to live followers.
+    /// Sends an event the completion's write stored (after `close`) to live followers.
     pub(crate) fn publish(&self, record: EventRecord) {
         let WriterState::Closed(writer) = &self.writer else {
-            unreachable!("the terminal event is published only after a successful close");
+            unreachable!("the closing events are published only after a successful close");
         };
         writer.publish(record);
     }
