@@ -5,7 +5,7 @@
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::spawn_app;
+use crate::helpers::{get, spawn_app};
 
 const REGENERATE: &str = "the API changed: regenerate the committed document with \
     `cargo run --bin kyc-orchestrator -- openapi > openapi.json` and review the difference";
@@ -14,7 +14,7 @@ const REGENERATE: &str = "the API changed: regenerate the committed document wit
 async fn the_served_document_is_the_committed_one() {
     let app = spawn_app().await;
 
-    let served = crate::helpers::get(app.url("/openapi.json")).await.unwrap();
+    let served = get(app.url("/openapi.json")).await.unwrap();
 
     assert_eq!(served.status(), StatusCode::OK, "no key needed");
     assert_eq!(served.headers()["content-type"], "application/json");
@@ -27,7 +27,7 @@ async fn the_served_document_is_the_committed_one() {
 #[tokio::test]
 async fn every_documented_operation_is_routed() {
     let app = spawn_app().await;
-    let document: Value = crate::helpers::get(app.url("/openapi.json"))
+    let document: Value = get(app.url("/openapi.json"))
         .await
         .unwrap()
         .json()
@@ -67,10 +67,8 @@ async fn every_documented_operation_is_routed() {
 async fn the_reference_page_renders_the_document_with_a_script_served_here() {
     let app = spawn_app().await;
 
-    let page = crate::helpers::get(app.url("/docs")).await.unwrap();
-    let script = crate::helpers::get(app.url("/docs/redoc.standalone.js"))
-        .await
-        .unwrap();
+    let page = get(app.url("/docs")).await.unwrap();
+    let script = get(app.url("/docs/redoc.standalone.js")).await.unwrap();
 
     assert_eq!(page.status(), StatusCode::OK);
     assert!(

@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::helpers::{
-    HOUR_MS, OwnRuntime, TestApp, completion, session_body, sorted_entries, spawn_app_with,
+    HOUR_MS, OwnRuntime, TestApp, completion, get, session_body, sorted_entries, spawn_app_with,
 };
 
 const TOKEN: &str = "worker-token-1";
@@ -451,7 +451,7 @@ async fn an_agent_server_wants_its_token_and_serves_only_its_agents() {
         json!({ "type": "sandbox", "agent": "liveness" })
     );
 
-    let ready: Value = crate::helpers::get(worker.url("/health/ready"))
+    let ready: Value = get(worker.url("/health/ready"))
         .await
         .unwrap()
         .json()
@@ -501,7 +501,7 @@ async fn a_full_agent_server_answers_503_at_once_and_finishes_what_it_holds_at_s
         || {
             let url = worker.url("/health/ready");
             async move {
-                let ready: Value = crate::helpers::get(url).await.ok()?.json().await.ok()?;
+                let ready: Value = get(url).await.ok()?.json().await.ok()?;
                 (ready["in_flight"] == 1).then_some(())
             }
         },
@@ -629,7 +629,7 @@ async fn until_ready(url: String) {
     crate::helpers::eventually("the models to load", Duration::from_secs(60), || {
         let url = url.clone();
         async move {
-            let response = crate::helpers::get(url).await.ok()?;
+            let response = get(url).await.ok()?;
             (response.status() == 200).then_some(())
         }
     })
@@ -686,7 +686,7 @@ async fn real_agents_on_a_worker_read_the_document_doc_capture_rectified_here() 
 async fn the_agent_servers_document_is_the_committed_one() {
     let worker = Worker::start(|_| {}).await;
 
-    let served: Value = crate::helpers::get(worker.url("/openapi.json"))
+    let served: Value = get(worker.url("/openapi.json"))
         .await
         .unwrap()
         .json()
@@ -794,7 +794,7 @@ async fn an_agent_server_killed_mid_session_costs_only_its_check() {
         || {
             let url = ocr_in_flight.clone();
             async move {
-                let ready: Value = crate::helpers::get(url).await.ok()?.json().await.ok()?;
+                let ready: Value = get(url).await.ok()?.json().await.ok()?;
                 (ready["in_flight"] == 1).then_some(())
             }
         },
