@@ -20,6 +20,11 @@ python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 [ -f /usr/include/dlib/dnn.h ] || missing+=(libdlib-dev)
 [ -f /usr/include/x86_64-linux-gnu/openblas-pthread/cblas.h ] || missing+=(libopenblas-dev)
 [ -e /usr/lib/x86_64-linux-gnu/liblapack.so ] || missing+=(liblapack-dev)
+# The pages' tests (scripts/web-test.sh): Playwright, from npm, drives Debian's Chromium;
+# Playwright cannot download a browser of its own here.
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 if ((${#missing[@]})); then
   sudo=""
   if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi

@@ -26,6 +26,8 @@ cargo nextest run --locked --no-fail-fast
 cargo build --locked --profile test --benches
 scripts/lint-container.sh
 scripts/smoke.sh
+# The capture page in Chromium, through Playwright (README, "Hosted capture").
+scripts/web-test.sh
 # 2,000 sessions with random faults while PostgreSQL restarts twice (README, "Operating it").
 scripts/soak.sh
 scripts/fuzz.sh

@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use crate::agents::{AgentRegistry, Kinds, RegistryError};
 use crate::api::{self, Admission, AppState, Lifecycle};
 use crate::auth::{Authenticator, KeyManager};
+use crate::capture::CaptureLinks;
 use crate::challenges::Challenges;
 use crate::config::Settings;
 use crate::orchestrator::{Durability, Maintenance, Orchestrator, PlanError, Policy};
@@ -39,6 +40,10 @@ pub enum StartupError {
     Review(String),
     #[error("invalid challenge settings: {0}")]
     Challenges(String),
+    #[error("invalid capture settings: {0}")]
+    Capture(String),
+    #[error("invalid web settings: {0}")]
+    Web(String),
     #[error("cannot listen on {addr}")]
     Bind {
         addr: String,
@@ -137,6 +142,8 @@ impl Application {
             body_limit: settings.server.body_limit_bytes,
             body_timeout: Duration::from_millis(settings.server.body_timeout_ms),
             docs_script,
+            capture_url: settings.capture.public_url.clone(),
+            pages: api::PageHeaders::new(&settings.web).map_err(StartupError::Web)?,
         };
         Ok(Self {
             listener,
@@ -339,6 +346,15 @@ async fn build_parts(
             crate::clock::Clock::start(),
         )
         .map_err(StartupError::Challenges)?,
+    ))
+    .with_capture(Arc::new(
+        CaptureLinks::new(
+            &settings.capture,
+            settings.limits.max_reference_len,
+            stores.capture.clone(),
+            crate::clock::Clock::start(),
+        )
+        .map_err(StartupError::Capture)?,
     ));
     let plan = orchestrator.plan();
     for node in plan.nodes() {

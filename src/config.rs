@@ -36,6 +36,8 @@ pub struct Settings {
     pub webhooks: WebhookSettings,
     pub review: ReviewSettings,
     pub challenges: ChallengeSettings,
+    pub capture: CaptureSettings,
+    pub web: WebSettings,
     pub telemetry: TelemetrySettings,
     pub models: ModelSettings,
     /// `kyc-orchestrator agent-server`: the built-in agents served to other instances.
@@ -319,6 +321,25 @@ pub struct ChallengeSettings {
     pub ttl_s: u64,
 }
 
+/// Hosted capture links (README, "Hosted capture").
+#[derive(Debug, Clone, Deserialize)]
+pub struct CaptureSettings {
+    /// Seconds a link lasts from when it is made.
+    pub ttl_s: u64,
+    /// The service's address as applicants' browsers reach it (`https://kyc.example.com`), the
+    /// start of every link's URL. Empty: taken from each request's `Host` and
+    /// `X-Forwarded-Proto` headers.
+    pub public_url: String,
+}
+
+/// The pages the service serves (the capture page and the console).
+#[derive(Debug, Clone, Deserialize)]
+pub struct WebSettings {
+    /// Who may show the pages in a frame: the sources of the Content-Security-Policy's
+    /// `frame-ancestors` (`'none'`, `'self'`, or origins such as `https://app.example.com`).
+    pub frame_ancestors: Vec<String>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -438,6 +459,7 @@ impl Settings {
                 .list_separator(",")
                 .with_list_parse_key("policy.decline_on")
                 .with_list_parse_key("challenges.steps")
+                .with_list_parse_key("web.frame_ancestors")
                 .source(env),
         );
         Ok(builder.build()?.try_deserialize()?)

@@ -17,6 +17,7 @@ pub mod agents;
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod capture;
 pub mod challenges;
 pub mod clock;
 pub mod config;

@@ -70,6 +70,12 @@ pub enum ApiError {
     RateLimited { retry_after_s: u64 },
     #[error("nothing here for this API key: no such resource in its tenant and mode")]
     NotFound,
+    /// A capture page's token that opens no link (malformed, unknown, or purged).
+    #[error("no capture link has this token; ask for a new link")]
+    CaptureUnknown,
+    /// A capture link that was used or has expired.
+    #[error("{0}")]
+    CaptureGone(crate::domain::CaptureRefusal),
     #[error("this Idempotency-Key was used for a different request")]
     IdempotencyConflict,
     #[error("the session is still running; erase it once it has completed")]
@@ -159,6 +165,8 @@ impl ApiError {
             Self::Forbidden(_) | Self::SameReviewer(_) => StatusCode::FORBIDDEN,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::NotFound => StatusCode::NOT_FOUND,
+            Self::CaptureUnknown => StatusCode::UNAUTHORIZED,
+            Self::CaptureGone(_) => StatusCode::GONE,
             Self::IdempotencyConflict
             | Self::SessionRunning
             | Self::EditConflict(_)
@@ -188,6 +196,8 @@ impl ApiError {
             Self::Forbidden(_) => ("forbidden", "Forbidden"),
             Self::RateLimited { .. } => ("rate-limited", "Rate limited"),
             Self::NotFound => ("not-found", "Not found"),
+            Self::CaptureUnknown => ("unknown-capture-link", "Unknown capture link"),
+            Self::CaptureGone(refusal) => (refusal.code(), "Capture link no longer valid"),
             Self::IdempotencyConflict => ("idempotency-key-reused", "Idempotency key reused"),
             Self::SessionRunning => ("session-running", "Session still running"),
             Self::EditConflict(_) => ("edit-conflict", "Changed by another request"),
@@ -244,6 +254,12 @@ impl IntoResponse for ApiError {
                     HeaderValue::from_static("Bearer realm=\"kyc\", error=\"invalid_token\"")
                 };
                 headers.insert(header::WWW_AUTHENTICATE, challenge);
+            }
+            Self::CaptureUnknown => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"capture\", error=\"invalid_token\""),
+                );
             }
             Self::StoreUnavailable | Self::Starting => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(STORE_RETRY_AFTER_S));

@@ -4,12 +4,14 @@
 mod admission;
 mod agent_server;
 mod auth;
+mod capture;
 mod challenges;
 mod docs;
 mod error;
 mod health;
 mod listing;
 mod openapi;
+mod pages;
 mod reviews;
 mod serve;
 mod sessions;
@@ -36,6 +38,7 @@ pub use docs::SCRIPT_FILE as DOCS_SCRIPT_FILE;
 pub use error::{ApiError, FieldError, PROBLEM_JSON};
 pub use health::{MetricsServer, metrics_router};
 pub use openapi::{agent_server_document, document as openapi_document};
+pub use pages::PageHeaders;
 pub use serve::{Connections, Draining, listen, serve, serve_until_drained};
 pub use sessions::NDJSON;
 
@@ -56,6 +59,10 @@ pub struct AppState {
     pub webhooks: crate::webhooks::Webhooks,
     /// Review cases and decisions.
     pub reviews: crate::reviews::Reviews,
+    /// `capture.public_url`: the start of capture links' URLs, or empty for the request's host.
+    pub capture_url: String,
+    /// The pages' security headers.
+    pub pages: pages::PageHeaders,
 }
 
 /// The whole HTTP surface, with request ids and request spans.
@@ -69,6 +76,8 @@ pub fn router(state: AppState) -> Router {
         .merge(webhooks::router())
         .merge(reviews::router())
         .merge(challenges::router())
+        .merge(capture::router(body_limit))
+        .merge(pages::router())
         .with_state(state);
     with_request_spans(router)
 }

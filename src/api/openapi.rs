@@ -148,6 +148,11 @@ pub(super) fn example_request() -> Value {
         super::sessions::events,
         super::sessions::erase,
         super::challenges::create,
+        super::capture::create,
+        super::capture::show,
+        super::capture::challenge,
+        super::capture::submit,
+        super::capture::events,
         super::reviews::queue,
         super::reviews::decide,
         super::webhooks::create,
@@ -172,6 +177,10 @@ pub(super) fn example_request() -> Value {
         (name = "sessions", description = "Verification sessions"),
         (name = "liveness", description = "Liveness challenges: a random sequence of head \
             movements for the applicant to make, which a recording made before it cannot know"),
+        (name = "capture", description = "Hosted capture: a single-use link to the page at \
+            `/capture`, where the applicant photographs the document and answers a liveness \
+            challenge. The `/v1/capture` routes are that page's; its credential is the link's \
+            token"),
         (name = "reviews", description = "Manual review of sessions the agents decided \
             `review`: the queue and reviewers' decisions, with four-eyes when the service \
             requires it"),
@@ -254,6 +263,19 @@ impl Modify for Conventions {
                     .description(Some(
                         "An API key (`kyc-orchestrator keys create`); its scopes are named on \
                          each operation",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "capture_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("cap_...")
+                    .description(Some(
+                        "A capture link's token, from the fragment of its URL; it opens that \
+                         link alone",
                     ))
                     .build(),
             ),

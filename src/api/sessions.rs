@@ -329,7 +329,7 @@ impl<S: Send + Sync> FromRequestParts<S> for WantsNdjson {
     }
 }
 
-fn ndjson(lines: impl Stream<Item = Bytes> + Send + 'static) -> Response {
+pub(super) fn ndjson(lines: impl Stream<Item = Bytes> + Send + 'static) -> Response {
     let body = Body::from_stream(lines.map(Ok::<_, std::convert::Infallible>));
     (
         [

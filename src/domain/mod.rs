@@ -4,6 +4,7 @@
 #[macro_use]
 mod public_id;
 mod api_key;
+mod capture;
 mod challenge;
 mod check;
 mod claimed;
@@ -18,6 +19,7 @@ mod tenant;
 mod webhook;
 
 pub use api_key::{KeyHash, KeyRecord, Scope, Scopes};
+pub use capture::{CaptureLink, CaptureLinkId, CaptureRefusal, CaptureToken, MalformedToken};
 pub use challenge::{
     Challenge, ChallengeId, ChallengeRefusal, ChallengeStep, SelfieChallenge, draw_steps,
 };

@@ -15,6 +15,34 @@ pub enum DocumentType {
     DrivingLicence,
 }
 
+impl DocumentType {
+    pub const ALL: [Self; 3] = [Self::Passport, Self::IdCard, Self::DrivingLicence];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Passport => "passport",
+            Self::IdCard => "id_card",
+            Self::DrivingLicence => "driving_licence",
+        }
+    }
+
+    /// Whether the document has a back worth photographing (an ID card's MRZ is on its back).
+    pub fn has_back(self) -> bool {
+        !matches!(self, Self::Passport)
+    }
+}
+
+impl std::str::FromStr for DocumentType {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == s)
+            .ok_or_else(|| format!("`{s}` is not a document type"))
+    }
+}
+
 /// The identity document's images.
 #[derive(Debug, Clone)]
 pub struct Document {

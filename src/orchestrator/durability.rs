@@ -76,6 +76,8 @@ pub struct Sweep {
     pub keys: u64,
     /// Expired liveness challenges.
     pub challenges: u64,
+    /// Expired capture links.
+    pub capture_links: u64,
     /// Rows of instances gone for a day (`FORGET_INSTANCES_AFTER`).
     pub instances: u64,
 }
@@ -132,6 +134,7 @@ impl Orchestrator {
                             personal_data = sweep.personal_data,
                             idempotency_keys = sweep.keys,
                             challenges = sweep.challenges,
+                            capture_links = sweep.capture_links,
                             instances = sweep.instances,
                             "retention sweep erased expired data"
                         );
@@ -453,6 +456,9 @@ impl Orchestrator {
         sweep.keys = store.purge_keys(now).await?;
         if let Some(challenges) = &self.inner.challenges {
             sweep.challenges = challenges.purge().await?;
+        }
+        if let Some(capture) = &self.inner.capture {
+            sweep.capture_links = capture.purge().await?;
         }
         sweep.instances = store.forget_instances(now - FORGET_INSTANCES_AFTER).await?;
         Ok(sweep)

@@ -10,6 +10,7 @@
 //! - `durability` keeps sessions alive across crashes: stored inputs, recovery of the sessions of
 //!   a stopped instance, retried completions, erasure and retention.
 
+mod capture;
 mod deadline;
 mod durability;
 mod events;
@@ -34,6 +35,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::agents::{Agent, AgentRegistry};
+use crate::capture::CaptureLinks;
 use crate::challenges::Challenges;
 use crate::config::OrchestratorSettings;
 use crate::cpu::{CpuPool, SessionContext, panic_message};
@@ -152,6 +154,8 @@ struct Inner {
     store_ok: AtomicBool,
     /// Where a selfie's challenge is taken; without, a selfie naming one is refused.
     challenges: Option<Arc<Challenges>>,
+    /// Capture links, which start sessions of their own; purged by the retention sweep.
+    capture: Option<Arc<CaptureLinks>>,
 }
 
 impl Inner {
@@ -223,6 +227,7 @@ impl Orchestrator {
                 doubtful: Mutex::default(),
                 store_ok: AtomicBool::new(true),
                 challenges: None,
+                capture: None,
             }),
         })
     }

@@ -15,14 +15,15 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    Backlog, ChallengeStore, Closing, Completion, Decided, Erasure, EventRecord, Expiry,
-    IdempotencyKey, Inserted, KeyStore, ReviewBacklog, ReviewStore, ReviewWrite, SessionRecord,
-    SessionStore, StoreError, WebhookStore, answered_within,
+    Backlog, CaptureStore, ChallengeStore, Closing, Completion, Decided, Erasure, EventRecord,
+    Expiry, IdempotencyKey, Inserted, KeyStore, ReviewBacklog, ReviewStore, ReviewWrite,
+    SessionRecord, SessionStore, StoreError, WebhookStore, answered_within,
 };
 use crate::domain::{
-    Attempt, AttemptOutcome, Challenge, ChallengeId, ChallengeRefusal, Delivery, DueDelivery,
-    Endpoint, EndpointId, KeyHash, KeyId, KeyRecord, MessageId, OutboxMessage, Owner, ReviewCase,
-    ReviewDecision, ReviewQuery, SessionId, SessionQuery, TenantId,
+    Attempt, AttemptOutcome, CaptureLink, CaptureLinkId, Challenge, ChallengeId, ChallengeRefusal,
+    Delivery, DueDelivery, Endpoint, EndpointId, KeyHash, KeyId, KeyRecord, MessageId,
+    OutboxMessage, Owner, ReviewCase, ReviewDecision, ReviewQuery, SessionId, SessionQuery,
+    TenantId,
 };
 
 /// A store whose calls each answer within `limit`.
@@ -182,4 +183,11 @@ forward!(ChallengeStore {
         &self, owner: &Owner, id: &ChallengeId, session: SessionId, now: DateTime<Utc>
     ) -> Result<Challenge, ChallengeRefusal>;
     fn purge_challenges(&self, before: DateTime<Utc>) -> u64;
+});
+
+forward!(CaptureStore {
+    fn create_capture_link(&self, link: &CaptureLink) -> ();
+    fn capture_link(&self, token_hash: &str) -> Option<CaptureLink>;
+    fn use_capture_link(&self, id: &CaptureLinkId, session: SessionId, now: DateTime<Utc>) -> bool;
+    fn purge_capture_links(&self, before: DateTime<Utc>) -> u64;
 });

@@ -7,6 +7,8 @@
 
 mod blobs;
 #[cfg(test)]
+mod capture_tests;
+#[cfg(test)]
 mod challenge_tests;
 mod erasure;
 mod error;
@@ -30,9 +32,10 @@ use chrono::{DateTime, Utc};
 
 use crate::config::StoreSettings;
 use crate::domain::{
-    AttemptOutcome, Challenge, ChallengeId, ChallengeRefusal, Delivery, DueDelivery, Endpoint,
-    EndpointId, KeyHash, KeyId, KeyRecord, MessageId, OutboxMessage, Owner, Resolution, ReviewCase,
-    ReviewDecision, ReviewQuery, ReviewStatus, SessionId, SessionQuery, TenantId,
+    AttemptOutcome, CaptureLink, CaptureLinkId, Challenge, ChallengeId, ChallengeRefusal, Delivery,
+    DueDelivery, Endpoint, EndpointId, KeyHash, KeyId, KeyRecord, MessageId, OutboxMessage, Owner,
+    Resolution, ReviewCase, ReviewDecision, ReviewQuery, ReviewStatus, SessionId, SessionQuery,
+    TenantId,
 };
 
 pub use crate::domain::{Completion, Erasure, SessionRecord, SessionStatus};
@@ -338,6 +341,28 @@ pub trait ChallengeStore: Send + Sync + 'static {
     async fn purge_challenges(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
 }
 
+/// Capture links: made, looked up by their token's hash, used by at most one session.
+#[async_trait]
+pub trait CaptureStore: Send + Sync + 'static {
+    /// Stores a new link (its id and token are fresh).
+    async fn create_capture_link(&self, link: &CaptureLink) -> Result<(), StoreError>;
+
+    /// The link whose token hashes to `token_hash`, used or not.
+    async fn capture_link(&self, token_hash: &str) -> Result<Option<CaptureLink>, StoreError>;
+
+    /// Marks link `id` used by `session` at `now` if it is unused and unexpired, as one
+    /// compare-and-set: of two pages submitting at once, on any instances, one gets `true`.
+    async fn use_capture_link(
+        &self,
+        id: &CaptureLinkId,
+        session: SessionId,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+
+    /// Deletes links that expired before `before`; how many.
+    async fn purge_capture_links(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
+}
+
 /// Webhook messages and deliveries waiting to be sent, across tenants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Backlog {
@@ -542,6 +567,7 @@ pub struct Stores {
     pub webhooks: Arc<dyn WebhookStore>,
     pub reviews: Arc<dyn ReviewStore>,
     pub challenges: Arc<dyn ChallengeStore>,
+    pub capture: Arc<dyn CaptureStore>,
 }
 
 /// Opens the backend that `store.url` names, running migrations for a database, and registers
@@ -555,7 +581,8 @@ pub async fn open(settings: &StoreSettings) -> Result<Stores, StoreError> {
                 keys: store.clone(),
                 webhooks: store.clone(),
                 reviews: store.clone(),
-                challenges: store,
+                challenges: store.clone(),
+                capture: store,
             })
         }
         Some(("sqlite" | "postgres" | "postgresql", _)) => {
@@ -568,7 +595,8 @@ pub async fn open(settings: &StoreSettings) -> Result<Stores, StoreError> {
                 keys: store.clone(),
                 webhooks: store.clone(),
                 reviews: store.clone(),
-                challenges: store,
+                challenges: store.clone(),
+                capture: store,
             })
         }
         _ => Err(StoreError::UnsupportedUrl(redact_url(&settings.url))),

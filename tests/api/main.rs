@@ -3,6 +3,7 @@
 mod admission;
 mod auth;
 mod bad_input;
+mod capture;
 mod challenges;
 mod decisions;
 mod documents;

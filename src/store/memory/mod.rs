@@ -2,6 +2,7 @@
 //! session and at most `capacity` completed ones, dropping the oldest completed first, so a
 //! long-running instance does not grow without bound.
 
+mod capture;
 mod challenges;
 mod reviews;
 mod webhooks;
@@ -50,6 +51,8 @@ pub struct MemoryStore {
     webhooks: Mutex<webhooks::Webhooks>,
     /// Liveness challenges, by id; never locked with another lock.
     challenges: Mutex<HashMap<crate::domain::ChallengeId, crate::domain::Challenge>>,
+    /// Capture links, by their token's hash; never locked with another lock.
+    capture_links: Mutex<HashMap<String, crate::domain::CaptureLink>>,
     capacity: usize,
 }
 
@@ -60,6 +63,7 @@ impl MemoryStore {
             api_keys: Mutex::default(),
             webhooks: Mutex::default(),
             challenges: Mutex::default(),
+            capture_links: Mutex::default(),
             capacity: capacity.max(1),
         }
     }
@@ -80,6 +84,12 @@ impl MemoryStore {
         &self,
     ) -> MutexGuard<'_, HashMap<crate::domain::ChallengeId, crate::domain::Challenge>> {
         self.challenges
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn capture_links(&self) -> MutexGuard<'_, HashMap<String, crate::domain::CaptureLink>> {
+        self.capture_links
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }

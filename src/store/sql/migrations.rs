@@ -15,7 +15,7 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 /// Each migration's version, its description (the file name's words) and its statements, in
 /// order. A new file in the folder goes here too; the test below fails until it does.
-const FILES: [(i64, &str, &str); 5] = [
+const FILES: [(i64, &str, &str); 6] = [
     (
         1,
         "sessions",
@@ -36,6 +36,11 @@ const FILES: [(i64, &str, &str); 5] = [
         5,
         "challenges",
         include_str!("../migrations/0005_challenges.sql"),
+    ),
+    (
+        6,
+        "capture links",
+        include_str!("../migrations/0006_capture_links.sql"),
     ),
 ];
 

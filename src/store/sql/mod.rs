@@ -18,6 +18,7 @@
 //!   survivor resumes it.
 
 mod batch;
+mod capture;
 mod challenges;
 mod migrations;
 mod pg_writer;

@@ -1,0 +1,383 @@
+//! Hosted capture: links made by an integrator's key, opened by the applicant's page with the
+//! link's token alone, which starts one session and sees its progress but not its results.
+
+use reqwest::StatusCode;
+use reqwest::header::{AUTHORIZATION, CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFERRER_POLICY};
+use reqwest::multipart::{Form, Part};
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, fields, jpeg, logs, parse_ndjson, png, spawn_app};
+
+/// A link made by the app's key; its URL and token.
+async fn make_link(app: &TestApp, body: &Value) -> (Value, String) {
+    let response = app
+        .client
+        .post(app.url("/v1/capture-links"))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let link: Value = response.json().await.unwrap();
+    let url = link["url"].as_str().unwrap();
+    let (_, token) = url
+        .split_once("/capture#")
+        .expect("the token is the URL's fragment");
+    let token = token.to_owned();
+    (link, token)
+}
+
+fn link_body() -> Value {
+    json!({
+        "reference": "applicant-7",
+        "document_type": "id_card",
+        "claimed": { "surname": "Eriksson" },
+        "redirect_url": "https://bank.example/kyc/done?step=2",
+    })
+}
+
+/// A request of the capture page: the token and nothing else.
+fn page(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    token: &str,
+) -> reqwest::RequestBuilder {
+    kyc_orchestrator::http::client()
+        .build()
+        .unwrap()
+        .request(method, app.url(path))
+        .header(AUTHORIZATION, format!("Bearer {token}"))
+}
+
+fn images(challenge_id: Option<&str>, frame_side: u32) -> Form {
+    let metadata = match challenge_id {
+        Some(id) => json!({ "challenge_id": id }),
+        None => json!({}),
+    };
+    Form::new()
+        .part(
+            "document_front",
+            Part::bytes(png(96, 64)).file_name("front.png"),
+        )
+        .part(
+            "document_back",
+            Part::bytes(png(96, 64)).file_name("back.png"),
+        )
+        .part(
+            "selfie",
+            Part::bytes(jpeg(frame_side, frame_side)).file_name("s.jpg"),
+        )
+        .text("metadata", metadata.to_string())
+}
+
+async fn problem_type(response: reqwest::Response) -> String {
+    response.json::<Value>().await.unwrap()["type"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_link_starts_one_session_with_the_integrators_reference_and_shows_only_progress() {
+    let app = spawn_app().await;
+    let (link, token) = make_link(&app, &link_body()).await;
+    assert!(link["id"].as_str().unwrap().starts_with("cpl_"));
+    assert!(token.starts_with("cap_"));
+
+    let shown: Value = page(&app, reqwest::Method::GET, "/v1/capture", &token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(shown["document_type"], "id_card");
+    assert_eq!(shown["document_back"], true);
+    assert_eq!(shown["selfie_frames"], 24);
+    let challenge: Value = page(&app, reqwest::Method::POST, "/v1/capture/challenge", &token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let challenge_id = challenge["id"].as_str().unwrap();
+
+    let response = page(&app, reqwest::Method::POST, "/v1/capture/session", &token)
+        .multipart(images(Some(challenge_id), 64))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()[CONTENT_TYPE], "application/x-ndjson");
+    let lines = parse_ndjson(&response.bytes().await.unwrap());
+    let kinds: Vec<&str> = lines.iter().map(|l| l["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds.first(), Some(&"started"));
+    assert_eq!(kinds.last(), Some(&"completed"));
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "done").count(),
+        4,
+        "{kinds:?}"
+    );
+    for line in &lines {
+        let keys: Vec<&String> = line.as_object().unwrap().keys().collect();
+        for key in keys {
+            assert!(
+                ["type", "checks", "check", "session_id", "redirect_url"].contains(&key.as_str()),
+                "the page sees no result: {line}"
+            );
+        }
+    }
+    let completed = lines.last().unwrap();
+    let session_id = completed["session_id"].as_str().unwrap();
+    assert_eq!(
+        completed["redirect_url"],
+        format!("https://bank.example/kyc/done?step=2&session_id={session_id}")
+    );
+
+    // The integrator's key sees the session as its own, with the link's reference.
+    let session: Value = app.get_session(session_id).await.json().await.unwrap();
+    assert_eq!(session["status"], "completed");
+    assert_eq!(session["reference"], "applicant-7");
+    let key_id = app.keys.list(None).await.unwrap()[0].id.to_string();
+    assert_eq!(session["created_by"], key_id.as_str());
+
+    // The link is spent: it shows nothing more and starts nothing more, but follows its session.
+    let again = page(&app, reqwest::Method::GET, "/v1/capture", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::GONE);
+    assert_eq!(
+        problem_type(again).await,
+        "urn:kyc-orchestrator:problem:capture-link-used"
+    );
+    let other = page(&app, reqwest::Method::POST, "/v1/capture/session", &token)
+        .multipart(images(None, 80))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), StatusCode::GONE);
+    let followed = page(&app, reqwest::Method::GET, "/v1/capture/events", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(followed.status(), 200);
+    let followed = parse_ndjson(&followed.bytes().await.unwrap());
+    assert_eq!(followed.last(), Some(completed));
+
+    // The token is a secret: no log line holds it.
+    let logged = serde_json::to_string(&logs().lines()).unwrap();
+    assert!(!logged.contains(&token));
+    assert!(!logged.contains("applicant-7"));
+}
+
+#[tokio::test]
+async fn a_token_opens_its_own_link_and_nothing_else() {
+    let app = spawn_app().await;
+    let (_, token) = make_link(&app, &link_body()).await;
+
+    // Not an API key.
+    let sessions = page(&app, reqwest::Method::GET, "/v1/sessions", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sessions.status(), StatusCode::UNAUTHORIZED);
+    let challenges = page(
+        &app,
+        reqwest::Method::POST,
+        "/v1/liveness/challenges",
+        &token,
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(challenges.status(), StatusCode::UNAUTHORIZED);
+
+    // A token no link has, a malformed one, an API key, and none at all.
+    let unknown = format!("cap_{}", "A".repeat(40));
+    for presented in [unknown.as_str(), "cap_short", app.key.expose()] {
+        let response = page(&app, reqwest::Method::GET, "/v1/capture", presented)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{presented}");
+        assert!(response.headers().contains_key("www-authenticate"));
+        assert_eq!(
+            problem_type(response).await,
+            "urn:kyc-orchestrator:problem:unknown-capture-link"
+        );
+    }
+    let bare = crate::helpers::get(app.url("/v1/capture")).await.unwrap();
+    assert_eq!(bare.status(), StatusCode::UNAUTHORIZED);
+
+    // A link that started nothing has nothing to follow.
+    let events = page(&app, reqwest::Method::GET, "/v1/capture/events", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), StatusCode::GONE);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_link_expires_after_its_time_to_live() {
+    let app = spawn_app().await;
+    let (link, token) = make_link(&app, &link_body()).await;
+    let expires: chrono::DateTime<chrono::Utc> =
+        link["expires_at"].as_str().unwrap().parse().unwrap();
+    let ttl = expires - chrono::Utc::now();
+    assert!(ttl > chrono::Duration::minutes(29) && ttl <= chrono::Duration::minutes(30));
+
+    tokio::time::advance(std::time::Duration::from_secs(30 * 60 + 1)).await;
+
+    let response = page(&app, reqwest::Method::GET, "/v1/capture", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::GONE);
+    assert_eq!(
+        problem_type(response).await,
+        "urn:kyc-orchestrator:problem:capture-link-expired"
+    );
+    let submitted = page(&app, reqwest::Method::POST, "/v1/capture/session", &token)
+        .multipart(images(None, 64))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(submitted.status(), StatusCode::GONE);
+}
+
+#[tokio::test]
+async fn a_link_request_is_checked_field_by_field() {
+    let app = spawn_app().await;
+    let response = app
+        .client
+        .post(app.url("/v1/capture-links"))
+        .json(&json!({
+            "reference": " ",
+            "document_type": "passport",
+            "claimed": {},
+            "redirect_url": "javascript:alert(1)",
+        }))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let problem: Value = response.json().await.unwrap();
+    let named: Vec<String> = fields(&problem).into_iter().map(|(f, _)| f).collect();
+    assert_eq!(named, ["reference", "claimed", "redirect_url"]);
+    assert!(!problem.to_string().contains("javascript"), "{problem}");
+
+    for body in [
+        json!({ "document_type": "library_card" }),
+        json!({ "reference": "x" }),
+        json!({ "document_type": "passport", "colour": "blue" }),
+    ] {
+        let response = app
+            .client
+            .post(app.url("/v1/capture-links"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body}");
+    }
+    let anonymous = kyc_orchestrator::http::client()
+        .build()
+        .unwrap()
+        .post(app.url("/v1/capture-links"))
+        .json(&link_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_capture_session_takes_no_reference_claim_or_script_from_the_page() {
+    let app = spawn_app().await;
+    let (_, token) = make_link(&app, &link_body()).await;
+    let form = Form::new()
+        .part(
+            "document_front",
+            Part::bytes(png(96, 64)).file_name("f.png"),
+        )
+        .part("selfie", Part::bytes(jpeg(64, 64)).file_name("s.jpg"))
+        .text(
+            "metadata",
+            json!({ "sandbox": { "liveness": { "result": "pass" } } }).to_string(),
+        );
+
+    let response = page(&app, reqwest::Method::POST, "/v1/capture/session", &token)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    // Refused before it started anything: the link still opens.
+    let shown = page(&app, reqwest::Method::GET, "/v1/capture", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(shown.status(), 200);
+}
+
+#[tokio::test]
+async fn the_capture_page_is_served_with_a_strict_content_security_policy() {
+    let app = spawn_app().await;
+
+    let response = crate::helpers::get(app.url("/capture")).await.unwrap();
+
+    assert_eq!(response.status(), 200);
+    let headers = response.headers().clone();
+    assert_eq!(headers[CONTENT_TYPE], "text/html; charset=utf-8");
+    let csp = headers[CONTENT_SECURITY_POLICY].to_str().unwrap();
+    assert!(csp.contains("default-src 'none'"), "{csp}");
+    assert!(csp.contains("script-src 'self';"), "{csp}");
+    assert!(csp.ends_with("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(headers[REFERRER_POLICY], "no-referrer");
+    let html = response.text().await.unwrap();
+    // No inline script: every script element names its file.
+    assert_eq!(
+        html.matches("<script").count(),
+        html.matches("<script type=\"module\" src=\"/assets/")
+            .count()
+    );
+    for asset in ["capture.js", "capture.css", "progress.js"] {
+        let response = crate::helpers::get(app.url(&format!("/assets/{asset}")))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{asset}");
+        assert!(response.headers().contains_key(CONTENT_SECURITY_POLICY));
+    }
+    let missing = crate::helpers::get(app.url("/assets/../Cargo.toml"))
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn integrators_who_embed_the_page_name_their_origins() {
+    let app = crate::helpers::spawn_app_with(|s| {
+        s.web.frame_ancestors = vec!["'self'".into(), "https://bank.example".into()];
+        s.capture.public_url = "https://kyc.bank.example/".into();
+    })
+    .await;
+
+    let response = crate::helpers::get(app.url("/capture")).await.unwrap();
+    let csp = response.headers()[CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap();
+    assert!(csp.ends_with("frame-ancestors 'self' https://bank.example"));
+    let (link, _) = make_link(&app, &link_body()).await;
+    assert!(
+        link["url"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://kyc.bank.example/capture#cap_")
+    );
+}

@@ -1,0 +1,126 @@
+// The capture page as an applicant uses it: a link from the integrator, the document and the
+// liveness challenge through the (fake) camera or through files, and a session that completes.
+
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+
+import {
+  SCREENSHOTS,
+  browser,
+  drawnDocument,
+  makeLink,
+  png,
+  startService,
+  y4m,
+} from "./harness.mjs";
+
+const PHONE = { width: 390, height: 844 };
+const DESKTOP = { width: 1280, height: 900 };
+// The challenge takes about ten seconds to perform; the session a few hundred milliseconds.
+const FLOW_MS = 60_000;
+
+let service;
+let camera;
+
+before(async () => {
+  service = await startService();
+  const video = y4m(
+    join(SCREENSHOTS, "..", "fake-camera.y4m"),
+    drawnDocument(640, 480),
+    640,
+    480,
+    10,
+  );
+  camera = await browser(video);
+});
+
+after(async () => {
+  await camera?.close();
+  await service?.stop();
+});
+
+test("an applicant photographs an ID card and answers the challenge; the session completes", async () => {
+  const link = await makeLink(service, {
+    reference: "applicant-7",
+    document_type: "id_card",
+    redirect_url: `${service.base}/health?from=capture`,
+  });
+  const context = await camera.newContext({ viewport: PHONE });
+  await context.grantPermissions(["camera"], { origin: service.base });
+  const page = await context.newPage();
+
+  await page.goto(link.url);
+  await page.getByRole("button", { name: "Start" }).click();
+
+  // The token left the address bar at once.
+  assert.equal(new URL(page.url()).hash, "");
+  await page.screenshot({ path: join(SCREENSHOTS, "capture-start-phone.png") });
+
+  for (const side of ["front", "back"]) {
+    // The button shows once the step's camera runs.
+    const shoot = page.getByRole("button", { name: "Take photo" });
+    await shoot.waitFor();
+    if (side === "front") {
+      await page.screenshot({ path: join(SCREENSHOTS, "capture-document-phone.png") });
+    }
+    await shoot.click();
+    await page.getByRole("button", { name: "Use this photo" }).click();
+  }
+
+  await page.getByRole("button", { name: "I am ready" }).click();
+  await page.waitForFunction(() => document.getElementById("prompt").textContent.includes("head"));
+  await page.screenshot({ path: join(SCREENSHOTS, "capture-challenge-phone.png") });
+
+  await page.waitForURL(/session_id=/, { timeout: FLOW_MS });
+  const sessionId = new URL(page.url()).searchParams.get("session_id");
+  const session = await (await service.api(`/v1/sessions/${sessionId}`)).json();
+  assert.equal(session.status, "completed");
+  assert.equal(session.reference, "applicant-7");
+
+  // The link is spent: opened again, it says so.
+  const again = await context.newPage();
+  await again.goto(link.url);
+  await again.getByText("This link has already been used").first().waitFor();
+  await context.close();
+});
+
+test("without a camera the applicant chooses files, and the session completes", async () => {
+  const link = await makeLink(service, { document_type: "passport" });
+  // No fake camera and no permission: getUserMedia fails as on a desktop that denies it.
+  const plain = await browser();
+  try {
+    const context = await plain.newContext({ viewport: DESKTOP });
+    const page = await context.newPage();
+    await page.goto(link.url);
+    await page.getByRole("button", { name: "Start" }).click();
+    await page.getByText("Choose a photo of your document", { exact: true }).waitFor();
+    await page.screenshot({ path: join(SCREENSHOTS, "capture-files-desktop.png") });
+
+    const document = png(drawnDocument(320, 240), 320, 240);
+    await page.setInputFiles("#file", { name: "passport.png", mimeType: "image/png", buffer: document });
+    await page.getByRole("button", { name: "Use this photo" }).click();
+    await page.setInputFiles("#selfie-files", [
+      { name: "face-1.png", mimeType: "image/png", buffer: document },
+      { name: "face-2.png", mimeType: "image/png", buffer: document },
+    ]);
+    await page.getByText("All done").first().waitFor({ timeout: FLOW_MS });
+    await context.close();
+  } finally {
+    await plain.close();
+  }
+});
+
+test("a link that is not valid says so, and offers nothing to photograph", async () => {
+  const context = await camera.newContext({ viewport: PHONE });
+  const page = await context.newPage();
+
+  await page.goto(`${service.base}/capture#cap_${"A".repeat(40)}`);
+  await page.getByText("This link is not valid").first().waitFor();
+  assert.equal(await page.getByRole("button", { name: "Start" }).isVisible(), false);
+
+  const bare = await context.newPage();
+  await bare.goto(`${service.base}/capture`);
+  await bare.getByText("This page needs the link you were sent").first().waitFor();
+  await context.close();
+});
