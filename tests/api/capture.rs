@@ -78,6 +78,26 @@ async fn problem_type(response: reqwest::Response) -> String {
         .to_owned()
 }
 
+/// The link `token` is spent for `reason` (`used` or `expired`): it shows nothing and starts
+/// nothing more.
+async fn assert_spent(app: &TestApp, token: &str, reason: &str) {
+    let shown = page(app, reqwest::Method::GET, "/v1/capture", token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(shown.status(), StatusCode::GONE);
+    assert_eq!(
+        problem_type(shown).await,
+        format!("urn:kyc-orchestrator:problem:capture-link-{reason}")
+    );
+    let submitted = page(app, reqwest::Method::POST, "/v1/capture/session", token)
+        .multipart(images(None, 80))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(submitted.status(), StatusCode::GONE);
+}
+
 #[tokio::test]
 async fn a_link_starts_one_session_with_the_integrators_reference_and_shows_only_progress() {
     let app = spawn_app().await;
@@ -145,21 +165,7 @@ async fn a_link_starts_one_session_with_the_integrators_reference_and_shows_only
     assert_eq!(session["created_by"], key_id.as_str());
 
     // The link is spent: it shows nothing more and starts nothing more, but follows its session.
-    let again = page(&app, reqwest::Method::GET, "/v1/capture", &token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(again.status(), StatusCode::GONE);
-    assert_eq!(
-        problem_type(again).await,
-        "urn:kyc-orchestrator:problem:capture-link-used"
-    );
-    let other = page(&app, reqwest::Method::POST, "/v1/capture/session", &token)
-        .multipart(images(None, 80))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(other.status(), StatusCode::GONE);
+    assert_spent(&app, &token, "used").await;
     let followed = page(&app, reqwest::Method::GET, "/v1/capture/events", &token)
         .send()
         .await
@@ -232,21 +238,7 @@ async fn a_link_expires_after_its_time_to_live() {
 
     tokio::time::advance(std::time::Duration::from_secs(30 * 60 + 1)).await;
 
-    let response = page(&app, reqwest::Method::GET, "/v1/capture", &token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::GONE);
-    assert_eq!(
-        problem_type(response).await,
-        "urn:kyc-orchestrator:problem:capture-link-expired"
-    );
-    let submitted = page(&app, reqwest::Method::POST, "/v1/capture/session", &token)
-        .multipart(images(None, 64))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(submitted.status(), StatusCode::GONE);
+    assert_spent(&app, &token, "expired").await;
 }
 
 #[tokio::test]
