@@ -81,6 +81,8 @@ pub(super) struct LinkView {
     request_body = LinkBody,
     responses(
         (status = 201, description = "Made", body = LinkView),
+        (status = 400, description = "Not a JSON body, or a missing, unknown or mistyped field",
+            body = super::openapi::Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields, each with a code",
             body = super::openapi::Problem, content_type = "application/problem+json"),
     ),
