@@ -11,4 +11,4 @@ if [ ! -x "$server" ]; then
 fi
 npm ci --prefix web/tests --no-audit --no-fund --loglevel=error
 cd web/tests
-node --test --test-reporter=spec
+node --test --test-concurrency=1 --test-reporter=spec

@@ -70,6 +70,9 @@ pub enum ApiError {
     RateLimited { retry_after_s: u64 },
     #[error("nothing here for this API key: no such resource in its tenant and mode")]
     NotFound,
+    /// A session's images, asked for after its erasure.
+    #[error("the session's images were erased")]
+    ImagesErased,
     /// A capture page's token that opens no link (malformed, unknown, or purged).
     #[error("no capture link has this token; ask for a new link")]
     CaptureUnknown,
@@ -166,7 +169,7 @@ impl ApiError {
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::CaptureUnknown => StatusCode::UNAUTHORIZED,
-            Self::CaptureGone(_) => StatusCode::GONE,
+            Self::CaptureGone(_) | Self::ImagesErased => StatusCode::GONE,
             Self::IdempotencyConflict
             | Self::SessionRunning
             | Self::EditConflict(_)
@@ -197,6 +200,7 @@ impl ApiError {
             Self::RateLimited { .. } => ("rate-limited", "Rate limited"),
             Self::NotFound => ("not-found", "Not found"),
             Self::CaptureUnknown => ("unknown-capture-link", "Unknown capture link"),
+            Self::ImagesErased => ("erased", "Erased"),
             Self::CaptureGone(refusal) => (refusal.code(), "Capture link no longer valid"),
             Self::IdempotencyConflict => ("idempotency-key-reused", "Idempotency key reused"),
             Self::SessionRunning => ("session-running", "Session still running"),

@@ -9,6 +9,7 @@ mod challenges;
 mod docs;
 mod error;
 mod health;
+mod images;
 mod listing;
 mod openapi;
 mod pages;
@@ -77,6 +78,7 @@ pub fn router(state: AppState) -> Router {
         .merge(reviews::router())
         .merge(challenges::router())
         .merge(capture::router(body_limit))
+        .merge(images::router())
         .merge(pages::router())
         .with_state(state);
     with_request_spans(router)

@@ -147,6 +147,8 @@ pub(super) fn example_request() -> Value {
         super::sessions::show,
         super::sessions::events,
         super::sessions::erase,
+        super::images::index,
+        super::images::image,
         super::challenges::create,
         super::capture::create,
         super::capture::show,

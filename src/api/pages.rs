@@ -1,4 +1,5 @@
-//! The pages people use in a browser: `/capture` for applicants. Their files live in `web/` and
+//! The pages people use in a browser: `/capture` for applicants, `/console` for compliance
+//! officers. Their files live in `web/` and
 //! are compiled into the binary, so an instance serves them with nothing to install and nothing
 //! loaded from elsewhere at run time. Plain HTML, CSS and JavaScript modules with no build step:
 //! there is nothing to bundle for a page this size, and every file served is the file in the
@@ -36,11 +37,14 @@ macro_rules! asset {
 }
 
 const CAPTURE_PAGE: &str = include_str!("../../web/capture.html");
+const CONSOLE_PAGE: &str = include_str!("../../web/console.html");
 
 const ASSETS: &[Asset] = &[
     asset!("capture.js", "text/javascript; charset=utf-8"),
     asset!("capture.css", "text/css; charset=utf-8"),
     asset!("progress.js", "text/javascript; charset=utf-8"),
+    asset!("console.js", "text/javascript; charset=utf-8"),
+    asset!("console.css", "text/css; charset=utf-8"),
 ];
 
 /// The security headers of every page and asset, built once from `web` settings.
@@ -111,17 +115,22 @@ impl PageHeaders {
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/capture", get(capture))
+        .route("/console", get(console))
         .route("/assets/{name}", get(asset))
 }
 
 async fn capture(State(state): State<AppState>) -> Response {
-    state.pages.apply(
-        (
-            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-            CAPTURE_PAGE,
-        )
-            .into_response(),
-    )
+    page(&state, CAPTURE_PAGE)
+}
+
+async fn console(State(state): State<AppState>) -> Response {
+    page(&state, CONSOLE_PAGE)
+}
+
+fn page(state: &AppState, html: &'static str) -> Response {
+    state
+        .pages
+        .apply(([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response())
 }
 
 async fn asset(State(state): State<AppState>, Path(name): Path<String>) -> Response {
@@ -164,12 +173,20 @@ mod tests {
 
     #[test]
     fn every_asset_the_pages_name_is_served() {
-        for name in ["capture.js", "capture.css", "progress.js"] {
+        for name in [
+            "capture.js",
+            "capture.css",
+            "progress.js",
+            "console.js",
+            "console.css",
+        ] {
             assert!(ASSETS.iter().any(|a| a.name == name), "{name}");
         }
         for asset in ASSETS {
             assert!(
-                CAPTURE_PAGE.contains(&format!("/assets/{}", asset.name))
+                [CAPTURE_PAGE, CONSOLE_PAGE]
+                    .iter()
+                    .any(|page| page.contains(&format!("/assets/{}", asset.name)))
                     || ASSETS
                         .iter()
                         .any(|a| a.body.contains(&format!("./{}", asset.name))),

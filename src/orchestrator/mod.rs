@@ -15,6 +15,7 @@ mod deadline;
 mod durability;
 mod events;
 mod hub;
+mod images;
 mod plan;
 mod policy;
 mod run;
@@ -51,6 +52,7 @@ use crate::telemetry::ErrorChain;
 pub use deadline::{Deadline, SessionClock};
 pub use durability::{Durability, Maintenance, Sweep};
 pub use events::{Event, EventKind, TimeoutCause};
+pub use images::{ImagePart, SessionImages};
 pub use plan::{Plan, PlanError, PlanNode};
 pub use policy::{Policy, Verdict};
 

@@ -14,6 +14,7 @@ mod extending;
 mod faces;
 mod health;
 mod helpers;
+mod images;
 mod keys_cli;
 mod kyc_cli;
 mod openapi;

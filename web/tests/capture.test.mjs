@@ -1,5 +1,7 @@
-// The capture page as an applicant uses it: a link from the integrator, the document and the
-// liveness challenge through the (fake) camera or through files, and a session that completes.
+// The pages as people use them: the applicant's capture page (a link from the integrator, the
+// document and the liveness challenge through the (fake) camera or through files, a session
+// that completes), then the compliance officer's console (the review queue, the session, a
+// decision with a note, the audit trail), and what another tenant's officer sees of it.
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -40,7 +42,7 @@ after(async () => {
   await service?.stop();
 });
 
-test("an applicant photographs an ID card and answers the challenge; the session completes", async () => {
+test("an applicant photographs an ID card and answers the challenge; an officer approves it in the console", async () => {
   const link = await makeLink(service, {
     reference: "applicant-7",
     document_type: "id_card",
@@ -83,7 +85,53 @@ test("an applicant photographs an ID card and answers the challenge; the session
   await again.goto(link.url);
   await again.getByText("This link has already been used").first().waitFor();
   await context.close();
+
+  // The sandbox's ocr read nothing, so the session waits for a reviewer.
+  assert.equal(session.decision, "review");
+  const officer = await camera.newContext({ viewport: DESKTOP });
+  const desk = await signIn(officer, service.makeKey("acme", "Ada Reviewer"));
+  assert.ok(!desk.url().includes("kyc_test_"), "the key is in no URL");
+  await desk.screenshot({ path: join(SCREENSHOTS, "console-queue-desktop.png") });
+  await desk.getByRole("button", { name: sessionId }).click();
+  await desk.getByRole("heading", { name: "Your decision" }).waitFor();
+  await desk.locator("#images img").nth(2).waitFor();
+  // The document's two sides, then the selfie frames.
+  assert.ok((await desk.locator("#images img").count()) >= 3);
+  await desk.screenshot({ path: join(SCREENSHOTS, "console-session-desktop.png") });
+
+  await desk.getByLabel("Approve", { exact: true }).check();
+  await desk.getByLabel("Reasons").selectOption("document_verified_manually");
+  await desk.getByLabel("Note for the audit trail").fill("Compared with the issuer's specimen.");
+  await desk.getByRole("button", { name: "Record decision" }).click();
+
+  await desk.getByText("Your decision (approved) is recorded.").waitFor();
+  const audit = await desk.locator("#audit").innerText();
+  assert.match(audit, /Ada Reviewer .* decided approved, document_verified_manually/);
+  assert.match(audit, /Compared with the issuer's specimen\./);
+  const decided = await (await service.api(`/v1/sessions/${sessionId}`)).json();
+  assert.equal(decided.decision, "approved");
+  assert.equal(decided.automated_decision, "review");
+  await desk.locator("#timeline li", { hasText: "Ada Reviewer decided approved" }).waitFor();
+
+  // Another tenant's officer sees nothing of it.
+  const stranger = await camera.newContext({ viewport: DESKTOP });
+  const theirs = await signIn(stranger, service.makeKey("other-bank", "Other officer"));
+  await theirs.getByText("Nothing waits for a decision.").waitFor();
+  await theirs.goto(`${service.base}/console#/session/${sessionId}`);
+  await theirs.getByText("No such session for your key's tenant.").waitFor();
+  await stranger.close();
+  await officer.close();
 });
+
+/** The console, signed in with `key` in a page of `context`, showing the review queue. */
+async function signIn(context, key) {
+  const page = await context.newPage();
+  await page.goto(`${service.base}/console`);
+  await page.getByLabel("API key").fill(key);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByRole("heading", { name: "Review queue" }).waitFor();
+  return page;
+}
 
 test("without a camera the applicant chooses files, and the session completes", async () => {
   const link = await makeLink(service, { document_type: "passport" });

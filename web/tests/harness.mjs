@@ -1,10 +1,11 @@
 // What the pages' tests share: a service started from the test build on a free port (sandbox
-// agents, the memory store, a bootstrap key), Debian's Chromium driven by Playwright with a fake
-// camera, and the images the tests feed it, drawn here.
+// agents whose ocr finds nothing readable, so sessions go to review; SQLite in a fresh folder,
+// so images are kept; keys made with the `keys create` command), Debian's Chromium driven by
+// Playwright with a fake camera, and the images the tests feed it, drawn here.
 
-import { spawn } from "node:child_process";
-import { randomBytes } from "node:crypto";
-import { mkdirSync, writeFileSync } from "node:fs";
+import { execFileSync, spawn } from "node:child_process";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { createServer } from "node:net";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -27,29 +28,31 @@ async function freePort() {
   });
 }
 
-function keyText() {
-  const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-  return `kyc_test_${[...randomBytes(32)].map((b) => alphabet[b % 62]).join("")}`;
-}
-
-/** The service from the test build, ready; `stop()` ends it. */
+/** The service from the test build, ready; `stop()` ends it and removes its data. */
 export async function startService() {
   const port = await freePort();
-  const key = keyText();
   const binary = process.env.SERVER_BIN ?? join(ROOT, "target", "debug", "kyc-orchestrator");
+  const data = mkdtempSync(join(tmpdir(), "kyc-web-"));
+  const env = {
+    ...process.env,
+    KYC__SERVER__PORT: String(port),
+    KYC__SERVER__HOST: "127.0.0.1",
+    KYC__STORE__URL: `sqlite://${data}/kyc.db`,
+    KYC__STORE__BLOB_DIR: join(data, "blobs"),
+    KYC__METRICS__LISTEN: "",
+    KYC__AGENTS__OCR__SANDBOX__RESULT: "fail",
+    KYC__AGENTS__OCR__SANDBOX__REASON: "mrz_unreadable",
+  };
+  const config = ["--config", join(ROOT, "config", "sandbox.toml")];
+  /** A stored key of `tenant`, made as an operator makes one. */
+  const makeKey = (tenant, label) =>
+    execFileSync(binary, [...config, "keys", "create", "--tenant", tenant, "--label", label], {
+      env,
+      encoding: "utf8",
+    }).trim();
+  const key = makeKey("acme", "Integration backend");
   const logs = [];
-  const child = spawn(binary, ["--config", join(ROOT, "config", "sandbox.toml")], {
-    env: {
-      ...process.env,
-      KYC__SERVER__PORT: String(port),
-      KYC__SERVER__HOST: "127.0.0.1",
-      KYC__STORE__URL: "memory://",
-      KYC__METRICS__LISTEN: "",
-      KYC__AUTH__BOOTSTRAP_KEY: key,
-      KYC__AUTH__BOOTSTRAP_TENANT: "acme",
-    },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
+  const child = spawn(binary, config, { env, stdio: ["ignore", "pipe", "pipe"] });
   child.stdout.on("data", (chunk) => logs.push(chunk));
   child.stderr.on("data", (chunk) => logs.push(chunk));
   const base = `http://127.0.0.1:${port}`;
@@ -71,14 +74,16 @@ export async function startService() {
   return {
     base,
     key,
+    makeKey,
     logs: () => Buffer.concat(logs).toString(),
     async api(path, init = {}) {
       const headers = { authorization: `Bearer ${key}`, ...(init.headers ?? {}) };
       return fetch(`${base}${path}`, { ...init, headers });
     },
-    stop() {
+    async stop() {
       child.kill("SIGTERM");
-      return new Promise((resolve) => child.once("exit", resolve));
+      await new Promise((resolve) => child.once("exit", resolve));
+      rmSync(data, { recursive: true, force: true });
     },
   };
 }

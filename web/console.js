@@ -1,0 +1,534 @@
+// The compliance console: sessions, the review queue, a session's checks, images and audit
+// trail, review decisions, erasure, and webhook deliveries, all through the public API with the
+// officer's own key.
+//
+// The key lives in this tab's sessionStorage: never in a URL, a cookie or localStorage. Views
+// are chosen by the URL's fragment (#/sessions, #/session/<id>...), which holds ids only.
+
+import { readLines } from "./progress.js";
+
+const KEY = "kyc.console.key";
+
+// The service's default review vocabulary (config/default.toml, review.reasons); a session's own
+// reason codes are offered beside them.
+const REVIEW_REASONS = [
+  "verified_manually",
+  "document_verified_manually",
+  "face_verified_manually",
+  "document_fraud",
+  "document_unacceptable",
+  "selfie_unacceptable",
+  "identity_mismatch",
+  "duplicate_applicant",
+  "watchlist_match",
+  "applicant_withdrew",
+  "other",
+];
+
+const VIEWS = ["signin", "sessions", "reviews", "session", "webhooks"];
+const $ = (id) => document.getElementById(id);
+
+let imageUrls = [];
+
+function say(text) {
+  $("status").textContent = text;
+}
+
+function show(view) {
+  for (const id of VIEWS) {
+    $(id).hidden = id !== view;
+  }
+  $("nav").hidden = view === "signin";
+}
+
+function key() {
+  return sessionStorage.getItem(KEY);
+}
+
+/** An API call with the officer's key; a 401 signs out. */
+async function api(path, init = {}) {
+  const headers = new Headers(init.headers);
+  headers.set("Authorization", `Bearer ${key()}`);
+  const response = await fetch(path, { ...init, headers, cache: "no-store" });
+  if (response.status === 401) {
+    signOut("Your key was refused (revoked or expired): sign in again.");
+    throw new Error("signed out");
+  }
+  return response;
+}
+
+async function problemText(response) {
+  try {
+    const problem = await response.json();
+    const fields = (problem.errors ?? []).map((e) => `${e.field}: ${e.detail}`).join("; ");
+    return fields ? `${problem.detail} (${fields})` : problem.detail;
+  } catch {
+    return `the service answered ${response.status}`;
+  }
+}
+
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  Object.assign(node, props);
+  node.append(...children.filter((c) => c !== null && c !== undefined));
+  return node;
+}
+
+function when(iso) {
+  return iso ? new Date(iso).toLocaleString() : "";
+}
+
+function sessionLink(id) {
+  const button = el("button", { type: "button", className: "link", textContent: id });
+  button.onclick = () => {
+    location.hash = `#/session/${id}`;
+  };
+  return button;
+}
+
+function signOut(message) {
+  sessionStorage.removeItem(KEY);
+  show("signin");
+  say(message ?? "Signed out.");
+}
+
+async function signIn(event) {
+  event.preventDefault();
+  const candidate = $("key").value.trim();
+  const response = await fetch("/v1/reviews?limit=1", {
+    headers: { Authorization: `Bearer ${candidate}` },
+    cache: "no-store",
+  });
+  if (!response.ok) {
+    say(
+      response.status === 403
+        ? "This key may not read sessions (it needs sessions:read)."
+        : "This key was not accepted.",
+    );
+    return;
+  }
+  sessionStorage.setItem(KEY, candidate);
+  $("key").value = "";
+  if (!location.hash || location.hash === "#/") {
+    location.hash = "#/reviews";
+  } else {
+    route();
+  }
+}
+
+// Sessions: the list with filters, a keyset page at a time.
+let sessionCursor = null;
+
+async function listSessions(cursor) {
+  show("sessions");
+  const query = new URLSearchParams();
+  const form = new FormData($("filters"));
+  for (const [name, value] of form) {
+    if (!value) {
+      continue;
+    }
+    if (name === "created_after") {
+      query.set(name, new Date(`${value}T00:00:00`).toISOString());
+    } else if (name === "created_before") {
+      query.set(name, new Date(`${value}T23:59:59.999`).toISOString());
+    } else {
+      query.set(name, value);
+    }
+  }
+  query.set("limit", "25");
+  if (cursor) {
+    query.set("cursor", cursor);
+  }
+  const response = await api(`/v1/sessions?${query}`);
+  if (!response.ok) {
+    say(`The list failed: ${await problemText(response)}`);
+    return;
+  }
+  const page = await response.json();
+  $("session-rows").replaceChildren(
+    ...page.data.map((s) =>
+      el(
+        "tr",
+        {},
+        el("td", { textContent: when(s.created_at) }),
+        el("td", {}, sessionLink(s.id)),
+        el("td", { textContent: s.reference ?? "" }),
+        el("td", { textContent: s.review_status ? `${s.status}, review ${s.review_status}` : s.status }),
+        el("td", { textContent: s.decision ?? "" }),
+        el("td", { textContent: (s.reasons ?? []).join(", ") }),
+      ),
+    ),
+  );
+  sessionCursor = page.next_cursor ?? null;
+  $("next-page").disabled = !sessionCursor;
+  say(`${page.data.length} sessions${sessionCursor ? ", more on the next page" : ""}.`);
+}
+
+// The review queue, oldest first.
+let reviewCursor = null;
+
+async function listReviews(cursor) {
+  show("reviews");
+  const query = new URLSearchParams({ limit: "25" });
+  if (cursor) {
+    query.set("cursor", cursor);
+  }
+  const response = await api(`/v1/reviews?${query}`);
+  if (!response.ok) {
+    say(`The queue failed: ${await problemText(response)}`);
+    return;
+  }
+  const page = await response.json();
+  $("review-rows").replaceChildren(
+    ...page.data.map((c) =>
+      el(
+        "tr",
+        {},
+        el("td", { textContent: when(c.opened_at) }),
+        el("td", {}, sessionLink(c.session_id)),
+        el("td", { textContent: c.reference ?? "" }),
+        el("td", { textContent: c.status.replace("_", " ") }),
+        el("td", { textContent: c.reasons.join(", ") }),
+      ),
+    ),
+  );
+  reviewCursor = page.next_cursor ?? null;
+  $("next-reviews").disabled = !reviewCursor;
+  say(
+    page.data.length
+      ? `${page.data.length} sessions wait for a decision.`
+      : "Nothing waits for a decision.",
+  );
+}
+
+/** A value of a check's details, as a person reads it. */
+function readable(value) {
+  if (value === null || value === undefined) {
+    return "";
+  }
+  if (typeof value === "number") {
+    return Number.isInteger(value) ? String(value) : value.toFixed(3);
+  }
+  if (typeof value === "boolean") {
+    return value ? "yes" : "no";
+  }
+  if (Array.isArray(value)) {
+    return value.map(readable).join(", ");
+  }
+  if (typeof value === "object") {
+    return Object.entries(value)
+      .map(([k, v]) => `${k.replaceAll("_", " ")}: ${readable(v)}`)
+      .join("; ");
+  }
+  return String(value);
+}
+
+function table(object) {
+  return el(
+    "table",
+    {},
+    el(
+      "tbody",
+      {},
+      ...Object.entries(object).map(([name, value]) =>
+        el(
+          "tr",
+          {},
+          el("th", { scope: "row", textContent: name.replaceAll("_", " ") }),
+          el("td", { textContent: readable(value) }),
+        ),
+      ),
+    ),
+  );
+}
+
+function renderCheck(name, check) {
+  const facts = {
+    status: check.status,
+    score: check.score,
+    reasons: check.reasons,
+    detail: check.detail,
+    "time (ms)": check.duration_ms,
+  };
+  for (const [k, v] of Object.entries(facts)) {
+    if (v === undefined || v === null || (Array.isArray(v) && !v.length)) {
+      delete facts[k];
+    }
+  }
+  return el(
+    "section",
+    { className: "check" },
+    el("h3", { textContent: name.replace("_", " ") }),
+    table(facts),
+    check.details ? el("h4", { textContent: "Measured" }) : null,
+    check.details ? table(check.details) : null,
+    check.extracted ? el("h4", { textContent: "Read from the document" }) : null,
+    check.extracted ? table(check.extracted) : null,
+  );
+}
+
+let current = null;
+
+async function openSession(id) {
+  show("session");
+  for (const url of imageUrls) {
+    URL.revokeObjectURL(url);
+  }
+  imageUrls = [];
+  const response = await api(`/v1/sessions/${encodeURIComponent(id)}`);
+  if (response.status === 404) {
+    say("No such session for your key's tenant.");
+    $("summary").replaceChildren();
+    return;
+  }
+  if (!response.ok) {
+    say(`The session failed to load: ${await problemText(response)}`);
+    return;
+  }
+  const s = await response.json();
+  current = s;
+  $("session-title").textContent = `Session ${s.id}`;
+  const facts = [
+    ["Decision", s.decision ?? "(running)"],
+    ["Reasons", (s.reasons ?? []).join(", ")],
+    ["Agents decided", s.automated_decision ? `${s.automated_decision} (${(s.automated_reasons ?? []).join(", ")})` : null],
+    ["Review", s.review ? s.review.status.replace("_", " ") : null],
+    ["Reference", s.reference],
+    ["Status", s.status],
+    ["Created", when(s.created_at)],
+    ["Created by key", s.created_by],
+    ["Erased", s.erased_at ? `${when(s.erased_at)} by ${s.erased_by ?? "retention"}` : null],
+  ].filter(([, v]) => v);
+  $("summary").replaceChildren(
+    ...facts.flatMap(([k, v]) => [el("dt", { textContent: k }), el("dd", { textContent: v })]),
+  );
+  $("audit").replaceChildren(
+    ...(s.review?.decisions ?? []).map((d) =>
+      el(
+        "li",
+        {},
+        `${when(d.decided_at)}: ${d.reviewer.label ?? d.reviewer.key_id} (${d.reviewer.key_id}) decided ${d.decision}, ${d.reasons.join(", ")}`,
+        d.note ? el("blockquote", { textContent: d.note }) : null,
+      ),
+    ),
+  );
+  if (!s.review?.decisions?.length) {
+    $("audit").append(el("li", { textContent: "No reviewer has decided this session." }));
+  }
+  const open = s.review && ["open", "pending_second"].includes(s.review.status);
+  $("review-panel").hidden = !open;
+  if (open) {
+    const reasons = [...new Set([...REVIEW_REASONS, ...(s.reasons ?? [])])];
+    $("review-reasons").replaceChildren(...reasons.map((r) => el("option", { value: r, textContent: r })));
+    $("review-note").value = "";
+  }
+  $("checks").replaceChildren(
+    ...Object.entries(s.checks ?? {}).map(([name, check]) => renderCheck(name, check)),
+  );
+  $("erase").hidden = Boolean(s.erased_at) || s.status !== "completed";
+  $("erase-confirm").hidden = true;
+  say(`Session ${s.id}: ${s.decision ?? s.status}.`);
+  await Promise.all([showImages(s), showTimeline(s)]);
+}
+
+async function showImages(s) {
+  $("images").replaceChildren();
+  const index = await api(`/v1/sessions/${s.id}/images`);
+  if (index.status === 410) {
+    $("images-note").textContent = "The images were erased.";
+    return;
+  }
+  if (!index.ok) {
+    $("images-note").textContent = "This service keeps no images for this session.";
+    return;
+  }
+  $("images-note").textContent = "";
+  const { images } = await index.json();
+  for (const name of images) {
+    const response = await api(`/v1/sessions/${s.id}/images/${name}`);
+    if (!response.ok) {
+      continue;
+    }
+    const url = URL.createObjectURL(await response.blob());
+    imageUrls.push(url);
+    const label = name.replace("document_", "document ").replace("selfie_", "selfie frame ");
+    $("images").append(
+      el("figure", {}, el("img", { src: url, alt: label }), el("figcaption", { textContent: label })),
+    );
+  }
+}
+
+function describeEvent(event) {
+  switch (event.type) {
+    case "agent.completed":
+      return `${event.agent}: ${event.status}${event.reasons?.length ? ` (${event.reasons.join(", ")})` : ""}`;
+    case "agent.failed":
+    case "agent.timed_out":
+    case "agent.skipped":
+    case "agent.started":
+      return `${event.type.replace("agent.", "")}: ${event.agent}`;
+    case "session.completed":
+      return `completed: ${event.decision} (${event.reasons.join(", ")})`;
+    case "review.decided":
+      return `${event.reviewer.label ?? event.reviewer.key_id} decided ${event.decision}`;
+    case "review.resolved":
+      return `review resolved: ${event.decision}`;
+    default:
+      return event.type;
+  }
+}
+
+async function showTimeline(s) {
+  $("timeline").replaceChildren();
+  if (s.status !== "completed") {
+    return;
+  }
+  const response = await api(`/v1/sessions/${s.id}/events`);
+  if (!response.ok) {
+    return;
+  }
+  await readLines(response, (event) => {
+    $("timeline").append(el("li", { textContent: `${when(event.ts)}: ${describeEvent(event)}` }));
+  });
+}
+
+async function decide(event) {
+  event.preventDefault();
+  const form = new FormData($("review-form"));
+  const body = {
+    decision: form.get("decision"),
+    reasons: form.getAll("reasons"),
+  };
+  const note = String(form.get("note") ?? "").trim();
+  if (note) {
+    body.note = note;
+  }
+  const response = await api(`/v1/sessions/${current.id}/review`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  if (!response.ok) {
+    say(`The decision was not recorded: ${await problemText(response)}`);
+    return;
+  }
+  await openSession(current.id);
+  say(`Your decision (${body.decision}) is recorded.`);
+}
+
+async function erase() {
+  const response = await api(`/v1/sessions/${current.id}`, { method: "DELETE" });
+  if (!response.ok) {
+    say(`The erasure failed: ${await problemText(response)}`);
+    return;
+  }
+  await openSession(current.id);
+  say("The session's personal data is erased.");
+}
+
+async function listWebhooks() {
+  show("webhooks");
+  const response = await api("/v1/webhooks");
+  if (response.status === 403) {
+    $("endpoints").replaceChildren(el("p", { textContent: "Your key may not manage webhooks (webhooks:manage)." }));
+    return;
+  }
+  if (!response.ok) {
+    say(`The endpoints failed to load: ${await problemText(response)}`);
+    return;
+  }
+  const { data } = await response.json();
+  $("endpoints").replaceChildren();
+  if (!data.length) {
+    $("endpoints").append(el("p", { textContent: "No endpoints." }));
+  }
+  for (const endpoint of data) {
+    const deliveries = await (await api(`/v1/webhooks/${endpoint.id}/deliveries`)).json();
+    const rows = deliveries.data.map((d) => {
+      const resend = el("button", { type: "button", textContent: "Send again" });
+      resend.onclick = async () => {
+        const sent = await api(`/v1/webhooks/${endpoint.id}/deliveries/${d.message_id}/resend`, { method: "POST" });
+        say(sent.ok ? `Message ${d.message_id} will be sent again.` : `Not sent again: ${await problemText(sent)}`);
+        if (sent.ok) {
+          listWebhooks();
+        }
+      };
+      const last = d.attempts.at(-1);
+      return el(
+        "tr",
+        {},
+        el("td", { textContent: when(d.created_at) }),
+        el("td", { textContent: d.type }),
+        el("td", { textContent: d.state }),
+        el("td", { textContent: last ? `${d.attempts.length}, last ${readable(last)}` : "none" }),
+        el("td", {}, resend),
+      );
+    });
+    $("endpoints").append(
+      el(
+        "section",
+        { className: "check" },
+        el("h2", { textContent: endpoint.url }),
+        el("p", {
+          textContent: `${endpoint.enabled ? "enabled" : `disabled (${endpoint.disabled_reason ?? "by you"})`}; events: ${endpoint.events.join(", ")}`,
+        }),
+        el(
+          "table",
+          {},
+          el(
+            "thead",
+            {},
+            el(
+              "tr",
+              {},
+              ...["Created", "Type", "State", "Attempts", ""].map((h) => el("th", { scope: "col", textContent: h })),
+            ),
+          ),
+          el("tbody", {}, ...rows),
+        ),
+      ),
+    );
+  }
+  say(`${data.length} endpoints.`);
+}
+
+function route() {
+  if (!key()) {
+    show("signin");
+    say("Sign in with your API key.");
+    $("key").focus();
+    return;
+  }
+  const [, view, id] = location.hash.split("/");
+  const go = {
+    sessions: () => listSessions(null),
+    session: () => openSession(decodeURIComponent(id ?? "")),
+    webhooks: () => listWebhooks(),
+  }[view] ?? (() => listReviews(null));
+  go().catch((error) => {
+    if (error.message !== "signed out") {
+      say(`Something failed: ${error.message}`);
+    }
+  });
+}
+
+$("signin-form").addEventListener("submit", signIn);
+$("sign-out").onclick = () => signOut();
+$("filters").addEventListener("submit", (event) => {
+  event.preventDefault();
+  listSessions(null);
+});
+$("first-page").onclick = () => listSessions(null);
+$("next-page").onclick = () => listSessions(sessionCursor);
+$("next-reviews").onclick = () => listReviews(reviewCursor);
+$("review-form").addEventListener("submit", decide);
+$("erase").onclick = () => {
+  $("erase-confirm").hidden = false;
+  $("erase-yes").focus();
+};
+$("erase-no").onclick = () => {
+  $("erase-confirm").hidden = true;
+};
+$("erase-yes").onclick = erase;
+window.addEventListener("hashchange", route);
+route();
