@@ -40,6 +40,7 @@ const CAPTURE_PAGE: &str = include_str!("../../web/capture.html");
 const CONSOLE_PAGE: &str = include_str!("../../web/console.html");
 
 const ASSETS: &[Asset] = &[
+    asset!("base.css", "text/css; charset=utf-8"),
     asset!("capture.js", "text/javascript; charset=utf-8"),
     asset!("capture.css", "text/css; charset=utf-8"),
     asset!("progress.js", "text/javascript; charset=utf-8"),
@@ -174,6 +175,7 @@ mod tests {
     #[test]
     fn every_asset_the_pages_name_is_served() {
         for name in [
+            "base.css",
             "capture.js",
             "capture.css",
             "progress.js",

@@ -15,7 +15,7 @@ use kyc_orchestrator::specimen::head::Head;
 use kyc_orchestrator::vision::pose;
 use serde_json::{Value, json};
 
-use crate::helpers::{b64, client_with, fields, jpeg, png, spawn_app};
+use crate::helpers::{b64, fields, jpeg, other_tenant_client, png, spawn_app};
 use crate::render::{self, frames};
 
 fn models() -> std::path::PathBuf {
@@ -259,16 +259,8 @@ async fn a_challenge_answers_one_session_and_a_second_is_refused() {
 #[tokio::test]
 async fn an_unknown_or_another_tenants_challenge_is_refused_alike() {
     let app = spawn_app().await;
-    let other_key = app
-        .keys
-        .create(kyc_orchestrator::auth::NewKey::new(
-            "other-bank".parse().unwrap(),
-            kyc_orchestrator::domain::Mode::Test,
-        ))
+    let response = other_tenant_client(&app)
         .await
-        .unwrap()
-        .0;
-    let response = client_with(&other_key)
         .post(app.url("/v1/liveness/challenges"))
         .send()
         .await

@@ -178,6 +178,17 @@ pub async fn test_key(keys: &KeyManager) -> ApiKey {
         .0
 }
 
+/// A client with a test key of another tenant than [`TENANT`]: what must see nothing of the
+/// app's own client's data.
+pub async fn other_tenant_client(app: &TestApp) -> reqwest::Client {
+    let (key, _) = app
+        .keys
+        .create(NewKey::new("other-bank".parse().unwrap(), Mode::Test))
+        .await
+        .expect("a key is created");
+    client_with(&key)
+}
+
 /// A client that sends `key` with every request.
 /// `GET url` without credentials, as `reqwest::get` does, on a client from `http::client()`.
 pub async fn get(url: impl reqwest::IntoUrl) -> reqwest::Result<reqwest::Response> {

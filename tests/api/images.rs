@@ -5,7 +5,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::durable::{Backend, TestStore};
-use crate::helpers::{b64, client_with, jpeg, png, spawn_app, spawn_app_with};
+use crate::helpers::{b64, jpeg, other_tenant_client, png, spawn_app, spawn_app_with};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reviewer_sees_the_images_as_sent_until_they_are_erased() {
@@ -48,16 +48,8 @@ async fn a_reviewer_sees_the_images_as_sent_until_they_are_erased() {
     }
 
     // Another tenant's key sees nothing.
-    let other = app
-        .keys
-        .create(kyc_orchestrator::auth::NewKey::new(
-            "other-bank".parse().unwrap(),
-            kyc_orchestrator::domain::Mode::Test,
-        ))
+    let theirs = other_tenant_client(&app)
         .await
-        .unwrap()
-        .0;
-    let theirs = client_with(&other)
         .get(app.url(&format!("/v1/sessions/{id}/images/document_front")))
         .send()
         .await
