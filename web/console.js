@@ -9,21 +9,16 @@ import { readLines } from "./progress.js";
 
 const KEY = "kyc.console.key";
 
-// The service's default review vocabulary (config/default.toml, review.reasons); a session's own
-// reason codes are offered beside them.
-const REVIEW_REASONS = [
-  "verified_manually",
-  "document_verified_manually",
-  "face_verified_manually",
-  "document_fraud",
-  "document_unacceptable",
-  "selfie_unacceptable",
-  "identity_mismatch",
-  "duplicate_applicant",
-  "watchlist_match",
-  "applicant_withdrew",
-  "other",
-];
+// The reason codes a reviewer may give (GET /v1/reviews/reasons), read once per sign-in.
+let reviewReasons = null;
+
+async function reasonsOffered() {
+  if (!reviewReasons) {
+    const response = await api("/v1/reviews/reasons");
+    reviewReasons = response.ok ? (await response.json()).reasons : [];
+  }
+  return reviewReasons;
+}
 
 const VIEWS = ["signin", "sessions", "reviews", "session", "webhooks"];
 const $ = (id) => document.getElementById(id);
@@ -88,6 +83,7 @@ function sessionLink(id) {
 
 function signOut(message) {
   sessionStorage.removeItem(KEY);
+  reviewReasons = null;
   show("signin");
   say(message ?? "Signed out.");
 }
@@ -318,7 +314,7 @@ async function openSession(id) {
   const open = s.review && ["open", "pending_second"].includes(s.review.status);
   $("review-panel").hidden = !open;
   if (open) {
-    const reasons = [...new Set([...REVIEW_REASONS, ...(s.reasons ?? [])])];
+    const reasons = await reasonsOffered();
     $("review-reasons").replaceChildren(...reasons.map((r) => el("option", { value: r, textContent: r })));
     $("review-note").value = "";
   }

@@ -156,6 +156,7 @@ pub(super) fn example_request() -> Value {
         super::capture::submit,
         super::capture::events,
         super::reviews::queue,
+        super::reviews::reasons,
         super::reviews::decide,
         super::webhooks::create,
         super::webhooks::list,

@@ -32,6 +32,7 @@ const MAX_LIMIT: usize = 100;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/reviews", get(queue))
+        .route("/v1/reviews/reasons", get(reasons))
         .route("/v1/sessions/{id}/review", post(decide))
 }
 
@@ -186,6 +187,34 @@ impl QueueItem {
             links: Links::of(case.session_id),
         }
     }
+}
+
+/// The codes a reviewer may give.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct ReasonList {
+    /// `review.reasons` as configured, then the agents' own codes.
+    reasons: Vec<String>,
+}
+
+/// The reason codes a reviewer may give, in the order to offer them.
+#[utoipa::path(
+    get,
+    path = "/v1/reviews/reasons",
+    tag = "reviews",
+    operation_id = "list_review_reasons",
+    summary = "The reason codes a reviewer may give",
+    description = "The service's review vocabulary (`review.reasons`), then the codes its agents \
+        report; `POST /v1/sessions/{id}/review` accepts these and no others.",
+    responses((status = 200, description = "The codes", body = ReasonList)),
+    security(("api_key" = ["sessions:read"])),
+)]
+pub(super) async fn reasons(
+    Authorized(_, _): Authorized<SessionsRead>,
+    State(state): State<AppState>,
+) -> Json<ReasonList> {
+    Json(ReasonList {
+        reasons: state.reviews.reasons().to_vec(),
+    })
 }
 
 /// The review queue, oldest first.

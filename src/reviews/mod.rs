@@ -38,6 +38,9 @@ pub struct ReviewPolicy {
     pub four_eyes: bool,
     /// Every reason code a reviewer may give.
     pub vocabulary: BTreeSet<String>,
+    /// The vocabulary in the order people are offered it: `review.reasons` as configured, then
+    /// the agents' codes.
+    pub offered: Vec<String>,
 }
 
 impl ReviewPolicy {
@@ -51,14 +54,17 @@ impl ReviewPolicy {
                 "review.reasons: `{bad}` is not a reason code (1 to 64 of a-z, 0-9, `_`, `:`)"
             ));
         }
+        let mut offered = settings.reasons.clone();
+        offered.extend(
+            agent_reasons
+                .iter()
+                .filter(|code| !settings.reasons.contains(code))
+                .cloned(),
+        );
         Ok(Self {
             four_eyes: settings.four_eyes,
-            vocabulary: settings
-                .reasons
-                .iter()
-                .chain(agent_reasons)
-                .cloned()
-                .collect(),
+            vocabulary: offered.iter().cloned().collect(),
+            offered,
         })
     }
 }
@@ -139,6 +145,11 @@ impl Reviews {
             keys,
             policy: Arc::new(policy),
         }
+    }
+
+    /// The reason codes a reviewer may give, in the order to offer them.
+    pub fn reasons(&self) -> &[String] {
+        &self.policy.offered
     }
 
     /// The decisions on a session's review, oldest first; none when it has no review.

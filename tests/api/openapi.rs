@@ -60,7 +60,7 @@ async fn every_documented_operation_is_routed() {
             operations += 1;
         }
     }
-    assert_eq!(operations, 26);
+    assert_eq!(operations, 27);
 }
 
 #[tokio::test]

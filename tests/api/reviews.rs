@@ -486,3 +486,33 @@ async fn open_reviews_and_the_oldest_ones_age_are_in_the_metrics() {
         "the age gauge: {metrics}"
     );
 }
+
+#[tokio::test]
+async fn the_reasons_a_reviewer_may_give_are_listed_configured_first() {
+    let app = spawn_app_with(|s| {
+        s.review.reasons = vec!["verified_manually".into(), "watchlist_match".into()];
+    })
+    .await;
+
+    let listed: Value = app.get("/v1/reviews/reasons").await.json().await.unwrap();
+
+    let reasons: Vec<&str> = listed["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert_eq!(reasons[..2], ["verified_manually", "watchlist_match"]);
+    // Then the agents' own codes, which a reviewer may repeat.
+    assert!(reasons.contains(&"liveness_failed"), "{reasons:?}");
+    assert!(!reasons.contains(&"document_fraud"), "{reasons:?}");
+    let id = in_review(&app).await;
+    let (status, _) = decide(
+        &app,
+        &app.client,
+        &id,
+        json!({ "decision": "declined", "reasons": ["document_fraud"] }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "not in the list");
+}
