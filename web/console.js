@@ -5,6 +5,7 @@
 // The key lives in this tab's sessionStorage: never in a URL, a cookie or localStorage. Views
 // are chosen by the URL's fragment (#/sessions, #/session/<id>...), which holds ids only.
 
+import { judged } from "./judge.js";
 import { readLines } from "./progress.js";
 
 const KEY = "kyc.console.key";
@@ -238,6 +239,18 @@ function table(object) {
   );
 }
 
+/** The check's measures against its thresholds, in words, where it recorded them. */
+function againstThresholds(details) {
+  const lines = judged(details);
+  if (!lines.length) {
+    return [];
+  }
+  return [
+    el("h4", { textContent: "Against its thresholds" }),
+    el("ul", {}, ...lines.map((line) => el("li", { textContent: line }))),
+  ];
+}
+
 function renderCheck(name, check) {
   const facts = {
     status: check.status,
@@ -256,6 +269,7 @@ function renderCheck(name, check) {
     { className: "check" },
     el("h3", { textContent: name.replace("_", " ") }),
     table(facts),
+    ...againstThresholds(check.details),
     check.details ? el("h4", { textContent: "Measured" }) : null,
     check.details ? table(check.details) : null,
     check.extracted ? el("h4", { textContent: "Read from the document" }) : null,

@@ -45,6 +45,7 @@ const ASSETS: &[Asset] = &[
     asset!("capture.css", "text/css; charset=utf-8"),
     asset!("progress.js", "text/javascript; charset=utf-8"),
     asset!("console.js", "text/javascript; charset=utf-8"),
+    asset!("judge.js", "text/javascript; charset=utf-8"),
     asset!("console.css", "text/css; charset=utf-8"),
 ];
 
@@ -181,6 +182,7 @@ mod tests {
             "progress.js",
             "console.js",
             "console.css",
+            "judge.js",
         ] {
             assert!(ASSETS.iter().any(|a| a.name == name), "{name}");
         }
