@@ -4,8 +4,8 @@
 //! is stored), the session's reference, document type and claim fixed by the integrator, and an
 //! expiry (`capture.ttl_s`). The page at `/capture` holds the token and may then, with it alone,
 //! read what to photograph, ask for a liveness challenge, start the one session, and follow its
-//! progress. The orchestrator starts that session and marks the link used (one compare-and-set
-//! in the store, so a link starts one session across instances and restarts).
+//! progress. The orchestrator starts that session under the link's id as its idempotency key
+//! (so a link starts one session, across instances and restarts), then marks the link used.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,6 +45,9 @@ pub struct LinkProblem {
 /// Why a token opens nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
+    /// The link is open: it has started no session to follow yet.
+    #[error("the capture link has started no session yet")]
+    NotStarted,
     /// Malformed, or no link has it (or it was purged).
     #[error("no capture link has this token")]
     Unknown,
@@ -129,6 +132,7 @@ impl CaptureLinks {
             document_type: request.document_type,
             claimed: request.claimed,
             redirect_url: request.redirect_url,
+            challenge_id: None,
             created_at: now,
             expires_at: now + self.ttl,
             used_by: None,
@@ -160,12 +164,20 @@ impl CaptureLinks {
     pub async fn session(&self, token: &str) -> Result<(CaptureLink, SessionId), OpenError> {
         let link = self.find(token).await?;
         let now = self.clock.now();
-        match link.followable(now) {
-            Some(session) => Ok((link, session)),
-            None => Err(OpenError::Refused(
-                link.refusal(now).unwrap_or(CaptureRefusal::Expired),
-            )),
+        match (link.followable(now), link.refusal(now)) {
+            (Some(session), _) => Ok((link, session)),
+            (None, Some(refusal)) => Err(OpenError::Refused(refusal)),
+            (None, None) => Err(OpenError::NotStarted),
         }
+    }
+
+    /// Records `challenge` as the one `link`'s page may answer.
+    pub async fn give_challenge(
+        &self,
+        link: &CaptureLink,
+        challenge: &crate::domain::ChallengeId,
+    ) -> Result<(), StoreError> {
+        self.store.set_capture_challenge(&link.id, challenge).await
     }
 
     /// Records that `link` started `session`; `false` when it had already started another or
@@ -292,7 +304,7 @@ mod tests {
         ));
         assert!(matches!(
             links.session(token.expose()).await,
-            Err(OpenError::Refused(CaptureRefusal::Expired))
+            Err(OpenError::NotStarted)
         ));
 
         let session = SessionId::new();

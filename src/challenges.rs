@@ -109,6 +109,20 @@ impl Challenges {
         Ok(self.store.challenge(owner, id).await?.map(|c| c.steps))
     }
 
+    /// `owner`'s challenge `id`, if it may still be answered (unused, unexpired).
+    pub async fn answerable(
+        &self,
+        owner: &Owner,
+        id: &ChallengeId,
+    ) -> Result<Option<Challenge>, StoreError> {
+        let now = self.clock.now();
+        Ok(self
+            .store
+            .challenge(owner, id)
+            .await?
+            .filter(|c| c.refusal(owner, now).is_none()))
+    }
+
     /// Forgets challenges expired before now.
     pub async fn purge(&self) -> Result<u64, StoreError> {
         self.store.purge_challenges(self.clock.now()).await

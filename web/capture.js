@@ -60,10 +60,14 @@ const state = {
   challengeId: null,
   stream: null,
   hintTimer: null,
+  // Bumped by every step: a step's work that resumes after another step began (a camera
+  // permission answered late) sees it is stale and stops.
+  step: 0,
 };
 
 function takeToken() {
-  const fromUrl = decodeURIComponent(location.hash.slice(1));
+  // Tokens are letters, digits and `_`: nothing to decode.
+  const fromUrl = location.hash.slice(1);
   if (fromUrl) {
     sessionStorage.setItem(TOKEN_KEY, fromUrl);
     history.replaceState(null, "", location.pathname);
@@ -209,6 +213,7 @@ function jpeg(canvas, quality) {
 
 async function documentStep(side) {
   stopCamera();
+  const step = ++state.step;
   show("camera");
   const title =
     side === "front" ? `Photograph your ${documentName()}` : `Now the back of your ${documentName()}`;
@@ -223,11 +228,26 @@ async function documentStep(side) {
   $("shoot").hidden = true;
   $("shoot").onclick = null;
   const video = $("preview");
-  state.stream = await openCamera("environment");
+  // Files are accepted from the start, while the camera permission may still be asked.
+  $("file").onchange = () => {
+    const file = $("file").files[0];
+    if (file && step === state.step) {
+      review(side, file);
+    }
+  };
+  const stream = await openCamera("environment");
+  if (step !== state.step) {
+    stream?.getTracks().forEach((track) => track.stop());
+    return;
+  }
+  state.stream = stream;
   if (state.stream) {
     video.srcObject = state.stream;
     $("file-label").textContent = "Or choose a photo from this device";
     await ready(video);
+    if (step !== state.step) {
+      return;
+    }
     $("shoot").hidden = false;
     say(`${title}. Press Take photo when it is sharp and fills the frame.`);
     startHints(video);
@@ -238,18 +258,15 @@ async function documentStep(side) {
   }
   $("shoot").onclick = async () => {
     const blob = await jpeg(frameOf(video, 2560), 0.92);
-    review(side, blob);
-  };
-  $("file").onchange = () => {
-    const file = $("file").files[0];
-    if (file) {
-      review(side, file);
+    if (step === state.step) {
+      review(side, blob);
     }
   };
 }
 
 function review(side, blob) {
   stopCamera();
+  state.step++;
   show("check");
   const shot = $("shot");
   if (shot.src) {
@@ -345,12 +362,18 @@ function hintFor(canvas) {
 
 async function selfieStep() {
   stopCamera();
+  const step = ++state.step;
   show("selfie");
   $("prompt").textContent = "";
   $("record").hidden = true;
   $("record").onclick = null;
   $("selfie-fallback").hidden = true;
-  state.stream = await openCamera("user");
+  const stream = await openCamera("user");
+  if (step !== state.step) {
+    stream?.getTracks().forEach((track) => track.stop());
+    return;
+  }
+  state.stream = stream;
   if (!state.stream) {
     $("selfie-fallback").hidden = false;
     $("selfie-files").value = "";
@@ -368,6 +391,9 @@ async function selfieStep() {
   const video = $("face");
   video.srcObject = state.stream;
   await ready(video);
+  if (step !== state.step) {
+    return;
+  }
   $("record").hidden = false;
   say("Put your face in the oval, then press I am ready.");
   $("record").onclick = () => recordChallenge(video);
@@ -506,6 +532,12 @@ async function follow() {
     response = await api("/v1/capture/events");
   } catch {
     fail(OFFLINE, follow);
+    return;
+  }
+  if (response.status === 404) {
+    // The link started no session after all: start over.
+    sessionStorage.removeItem(SUBMITTED_KEY);
+    start();
     return;
   }
   if (!response.ok) {

@@ -278,17 +278,31 @@ function renderCheck(name, check) {
 }
 
 let current = null;
+// Bumped by every opening: work for a session the officer has left sees it is stale and stops.
+let opened = 0;
 
 async function openSession(id) {
+  const view = ++opened;
   show("session");
+  current = null;
   for (const url of imageUrls) {
     URL.revokeObjectURL(url);
   }
   imageUrls = [];
+  for (const part of ["summary", "audit", "checks", "images", "timeline"]) {
+    $(part).replaceChildren();
+  }
+  $("images-note").textContent = "";
+  $("review-panel").hidden = true;
+  $("erase").hidden = true;
+  $("erase-confirm").hidden = true;
+  $("session-title").textContent = "Session";
   const response = await api(`/v1/sessions/${encodeURIComponent(id)}`);
+  if (view !== opened) {
+    return;
+  }
   if (response.status === 404) {
     say("No such session for your key's tenant.");
-    $("summary").replaceChildren();
     return;
   }
   if (!response.ok) {
@@ -296,6 +310,9 @@ async function openSession(id) {
     return;
   }
   const s = await response.json();
+  if (view !== opened) {
+    return;
+  }
   current = s;
   $("session-title").textContent = `Session ${s.id}`;
   const facts = [
@@ -329,6 +346,9 @@ async function openSession(id) {
   $("review-panel").hidden = !open;
   if (open) {
     const reasons = await reasonsOffered();
+    if (view !== opened) {
+      return;
+    }
     $("review-reasons").replaceChildren(...reasons.map((r) => el("option", { value: r, textContent: r })));
     $("review-note").value = "";
   }
@@ -338,12 +358,14 @@ async function openSession(id) {
   $("erase").hidden = Boolean(s.erased_at) || s.status !== "completed";
   $("erase-confirm").hidden = true;
   say(`Session ${s.id}: ${s.decision ?? s.status}.`);
-  await Promise.all([showImages(s), showTimeline(s)]);
+  await Promise.all([showImages(s, view), showTimeline(s, view)]);
 }
 
-async function showImages(s) {
-  $("images").replaceChildren();
+async function showImages(s, view) {
   const index = await api(`/v1/sessions/${s.id}/images`);
+  if (view !== opened) {
+    return;
+  }
   if (index.status === 410) {
     $("images-note").textContent = "The images were erased.";
     return;
@@ -359,7 +381,11 @@ async function showImages(s) {
     if (!response.ok) {
       continue;
     }
-    const url = URL.createObjectURL(await response.blob());
+    const blob = await response.blob();
+    if (view !== opened) {
+      return;
+    }
+    const url = URL.createObjectURL(blob);
     imageUrls.push(url);
     const label = name.replace("document_", "document ").replace("selfie_", "selfie frame ");
     $("images").append(
@@ -388,22 +414,27 @@ function describeEvent(event) {
   }
 }
 
-async function showTimeline(s) {
-  $("timeline").replaceChildren();
+async function showTimeline(s, view) {
   if (s.status !== "completed") {
     return;
   }
   const response = await api(`/v1/sessions/${s.id}/events`);
-  if (!response.ok) {
+  if (!response.ok || view !== opened) {
     return;
   }
   await readLines(response, (event) => {
+    if (view !== opened) {
+      return;
+    }
     $("timeline").append(el("li", { textContent: `${when(event.ts)}: ${describeEvent(event)}` }));
   });
 }
 
 async function decide(event) {
   event.preventDefault();
+  if (!current) {
+    return;
+  }
   const form = new FormData($("review-form"));
   const body = {
     decision: form.get("decision"),
@@ -427,6 +458,9 @@ async function decide(event) {
 }
 
 async function erase() {
+  if (!current) {
+    return;
+  }
   const response = await api(`/v1/sessions/${current.id}`, { method: "DELETE" });
   if (!response.ok) {
     say(`The erasure failed: ${await problemText(response)}`);
@@ -456,13 +490,13 @@ async function listWebhooks() {
     const deliveries = await (await api(`/v1/webhooks/${endpoint.id}/deliveries`)).json();
     const rows = deliveries.data.map((d) => {
       const resend = el("button", { type: "button", textContent: "Send again" });
-      resend.onclick = async () => {
+      resend.onclick = guarded(async () => {
         const sent = await api(`/v1/webhooks/${endpoint.id}/deliveries/${d.message_id}/resend`, { method: "POST" });
         say(sent.ok ? `Message ${d.message_id} will be sent again.` : `Not sent again: ${await problemText(sent)}`);
         if (sent.ok) {
-          listWebhooks();
+          await listWebhooks();
         }
-      };
+      }, resend);
       const last = d.attempts.at(-1);
       return el(
         "tr",
@@ -522,16 +556,45 @@ function route() {
   });
 }
 
-$("signin-form").addEventListener("submit", signIn);
+/**
+ * `action` as an event handler: a failure (the network, a refused key) is said, never left
+ * silent, and `button` is disabled while it runs so a decision cannot be sent twice.
+ */
+function guarded(action, button) {
+  return async (event) => {
+    if (button) {
+      button.disabled = true;
+    }
+    try {
+      await action(event);
+    } catch (error) {
+      if (error.message !== "signed out") {
+        say(`That failed: ${error.message}. Check the connection and try again.`);
+      }
+    } finally {
+      if (button) {
+        button.disabled = false;
+      }
+    }
+  };
+}
+
+$("signin-form").addEventListener("submit", guarded(signIn));
 $("sign-out").onclick = () => signOut();
-$("filters").addEventListener("submit", (event) => {
-  event.preventDefault();
-  listSessions(null);
-});
-$("first-page").onclick = () => listSessions(null);
-$("next-page").onclick = () => listSessions(sessionCursor);
-$("next-reviews").onclick = () => listReviews(reviewCursor);
-$("review-form").addEventListener("submit", decide);
+$("filters").addEventListener(
+  "submit",
+  guarded((event) => {
+    event.preventDefault();
+    return listSessions(null);
+  }),
+);
+$("first-page").onclick = guarded(() => listSessions(null));
+$("next-page").onclick = guarded(() => listSessions(sessionCursor));
+$("next-reviews").onclick = guarded(() => listReviews(reviewCursor));
+$("review-form").addEventListener(
+  "submit",
+  guarded(decide, $("review-form").querySelector("button[type=submit]")),
+);
 $("erase").onclick = () => {
   $("erase-confirm").hidden = false;
   $("erase-yes").focus();
@@ -539,6 +602,6 @@ $("erase").onclick = () => {
 $("erase-no").onclick = () => {
   $("erase-confirm").hidden = true;
 };
-$("erase-yes").onclick = erase;
+$("erase-yes").onclick = guarded(erase, $("erase-yes"));
 window.addEventListener("hashchange", route);
 route();

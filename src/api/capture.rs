@@ -173,7 +173,9 @@ pub(super) async fn show(
     tag = "capture",
     operation_id = "create_capture_challenge",
     summary = "Issue the capture's liveness challenge",
-    description = "As `POST /v1/liveness/challenges`, for the tenant and mode of the link.",
+    description = "As `POST /v1/liveness/challenges`, for the tenant and mode of the link, and \
+        for its session alone. Asked again, it answers the same challenge until that one \
+        expires, and only then draws another; the session may answer no other.",
     responses(
         (status = 201, description = "Issued", body = ChallengeView),
         (status = 401, description = "No link has this token",
@@ -187,12 +189,13 @@ pub(super) async fn challenge(
     OpenLink(link): OpenLink,
     State(state): State<AppState>,
 ) -> Result<(StatusCode, Json<ChallengeView>), ApiError> {
-    let challenges = state.orchestrator.challenges().ok_or(ApiError::NotFound)?;
-    let challenge = challenges
-        .issue(&link.owner)
+    let challenge = state
+        .orchestrator
+        .capture_challenge(&link)
         .await
-        .map_err(OrchestratorError::Store)?;
-    tracing::info!(capture_link = %link.id.as_str(), challenge_id = %challenge.id, "capture challenge issued");
+        .map_err(OrchestratorError::Store)?
+        .ok_or(ApiError::NotFound)?;
+    tracing::info!(capture_link = %link.id.as_str(), challenge_id = %challenge.id, "capture challenge given");
     Ok((StatusCode::CREATED, Json(challenge.into())))
 }
 
@@ -286,7 +289,9 @@ pub(super) async fn submit(
             content_type = "application/x-ndjson"),
         (status = 401, description = "No link has this token",
             body = super::openapi::Problem, content_type = "application/problem+json"),
-        (status = 410, description = "The link has expired, or started no session",
+        (status = 404, description = "The link is open: it has started no session yet",
+            body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 410, description = "The link has expired",
             body = super::openapi::Problem, content_type = "application/problem+json"),
     ),
     security(("capture_token" = [])),
@@ -402,6 +407,7 @@ fn public_url(state: &AppState, headers: &HeaderMap) -> String {
 fn open_error(error: OpenError) -> ApiError {
     match error {
         OpenError::Unknown => ApiError::CaptureUnknown,
+        OpenError::NotStarted => ApiError::NotFound,
         OpenError::Refused(refusal) => ApiError::CaptureGone(refusal),
         OpenError::Store(error) => OrchestratorError::Store(error).into(),
     }

@@ -30,6 +30,10 @@ use crate::domain::{
 };
 use crate::orchestrator::{OrchestratorError, Start, Started};
 
+/// The prefix of the idempotency keys of capture links' sessions (the link's id follows), which
+/// no client's key may take.
+const CAPTURE_KEYS: &str = "capture:";
+
 /// Longest `Idempotency-Key` accepted.
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
@@ -212,6 +216,11 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         && key.bytes().all(|b| b.is_ascii_graphic());
     if !valid {
         return Err(bad());
+    }
+    if key.starts_with(CAPTURE_KEYS) {
+        return Err(ApiError::BadRequest(format!(
+            "Idempotency-Key: keys starting `{CAPTURE_KEYS}` are the capture links' own"
+        )));
     }
     Ok(Some(key.to_owned()))
 }

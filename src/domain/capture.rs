@@ -10,7 +10,7 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
-use super::{Claimed, DocumentType, KeyId, Owner, SessionId, random_text};
+use super::{ChallengeId, Claimed, DocumentType, KeyId, Owner, SessionId, random_text};
 
 prefixed_id!(
     /// A capture link's public id, `cpl_` and 16 letters or digits: what logs and lists show,
@@ -82,6 +82,8 @@ pub struct CaptureLink {
     pub claimed: Option<Claimed>,
     /// Where the page sends the applicant when the session has been decided.
     pub redirect_url: Option<String>,
+    /// The liveness challenge its page was given: the only one its session may answer.
+    pub challenge_id: Option<ChallengeId>,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     /// The session the link started: a link starts one.
@@ -167,6 +169,7 @@ mod tests {
             document_type: DocumentType::Passport,
             claimed: None,
             redirect_url: None,
+            challenge_id: None,
             created_at: now,
             expires_at: now + chrono::Duration::minutes(30),
             used_by: None,

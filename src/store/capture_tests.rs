@@ -5,7 +5,9 @@ use chrono::{Duration, SubsecRound, Utc};
 
 use super::fixtures::{principal, sqlite_in};
 use super::{CaptureStore, MemoryStore, SqlStore};
-use crate::domain::{CaptureLink, CaptureLinkId, CaptureToken, Claimed, DocumentType, SessionId};
+use crate::domain::{
+    CaptureLink, CaptureLinkId, CaptureToken, ChallengeId, Claimed, DocumentType, SessionId,
+};
 
 fn made(ttl: Duration) -> CaptureLink {
     // Microseconds, as the SQL store keeps them.
@@ -24,6 +26,7 @@ fn made(ttl: Duration) -> CaptureLink {
             ..Claimed::default()
         }),
         redirect_url: Some("https://bank.example/done".into()),
+        challenge_id: None,
         created_at: now,
         expires_at: now + ttl,
         used_by: None,
@@ -47,6 +50,14 @@ async fn links_are_used_once(store: &dyn CaptureStore) {
         None
     );
 
+    let challenge = ChallengeId::generate();
+    store
+        .set_capture_challenge(&link.id, &challenge)
+        .await
+        .unwrap();
+    let read = store.capture_link(&link.token_hash).await.unwrap().unwrap();
+    assert_eq!(read.challenge_id, Some(challenge.clone()));
+
     let session = SessionId::new();
     assert!(
         store
@@ -60,8 +71,17 @@ async fn links_are_used_once(store: &dyn CaptureStore) {
             .await
             .unwrap()
     );
-    let read = store.capture_link(&link.token_hash).await.unwrap();
-    assert_eq!(read.unwrap().used_by, Some(session));
+    let read = store.capture_link(&link.token_hash).await.unwrap().unwrap();
+    assert_eq!(read.used_by, Some(session));
+    // The session holds the integrator's data now; the link keeps none of it.
+    assert_eq!((read.reference, read.claimed), (None, None));
+    // A used link takes no other challenge.
+    store
+        .set_capture_challenge(&link.id, &ChallengeId::generate())
+        .await
+        .unwrap();
+    let read = store.capture_link(&link.token_hash).await.unwrap().unwrap();
+    assert_eq!(read.challenge_id, Some(challenge));
 
     let late = made(Duration::seconds(10));
     store.create_capture_link(&late).await.unwrap();

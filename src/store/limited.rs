@@ -188,6 +188,7 @@ forward!(ChallengeStore {
 forward!(CaptureStore {
     fn create_capture_link(&self, link: &CaptureLink) -> ();
     fn capture_link(&self, token_hash: &str) -> Option<CaptureLink>;
+    fn set_capture_challenge(&self, id: &CaptureLinkId, challenge: &ChallengeId) -> ();
     fn use_capture_link(&self, id: &CaptureLinkId, session: SessionId, now: DateTime<Utc>) -> bool;
     fn purge_capture_links(&self, before: DateTime<Utc>) -> u64;
 });

@@ -350,8 +350,15 @@ pub trait CaptureStore: Send + Sync + 'static {
     /// The link whose token hashes to `token_hash`, used or not.
     async fn capture_link(&self, token_hash: &str) -> Result<Option<CaptureLink>, StoreError>;
 
-    /// Marks link `id` used by `session` at `now` if it is unused and unexpired, as one
-    /// compare-and-set: of two pages submitting at once, on any instances, one gets `true`.
+    /// Records `challenge` as the one the unused link `id`'s page may answer.
+    async fn set_capture_challenge(
+        &self,
+        id: &CaptureLinkId,
+        challenge: &ChallengeId,
+    ) -> Result<(), StoreError>;
+
+    /// Marks link `id` used by `session` at `now` if it is unused and unexpired, and clears its
+    /// reference and claim (the session has them now); `false` when it was used or expired.
     async fn use_capture_link(
         &self,
         id: &CaptureLinkId,

@@ -219,12 +219,77 @@ async fn a_token_opens_its_own_link_and_nothing_else() {
     let bare = crate::helpers::get(app.url("/v1/capture")).await.unwrap();
     assert_eq!(bare.status(), StatusCode::UNAUTHORIZED);
 
-    // A link that started nothing has nothing to follow.
+    // A link that started nothing has nothing to follow yet.
     let events = page(&app, reqwest::Method::GET, "/v1/capture/events", &token)
         .send()
         .await
         .unwrap();
-    assert_eq!(events.status(), StatusCode::GONE);
+    assert_eq!(events.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_links_page_gets_one_challenge_and_its_session_answers_no_other() {
+    let app = spawn_app().await;
+    let (_, token) = make_link(&app, &link_body()).await;
+    let ask = || async {
+        page(&app, reqwest::Method::POST, "/v1/capture/challenge", &token)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+
+    let first = ask().await;
+    let again = ask().await;
+
+    assert_eq!(
+        first["id"], again["id"],
+        "no drawing until the sequence suits"
+    );
+    assert_eq!(first["steps"], again["steps"]);
+    // One of the tenant's own challenges, issued with its key, is not the link's.
+    let others: Value = app
+        .client
+        .post(app.url("/v1/liveness/challenges"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let refused = page(&app, reqwest::Method::POST, "/v1/capture/session", &token)
+        .multipart(images(others["id"].as_str(), 64))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let problem: Value = refused.json().await.unwrap();
+    assert_eq!(problem["errors"][0]["code"], "unknown_challenge");
+    // Refused before it started: the link's own challenge still works.
+    let answered = page(&app, reqwest::Method::POST, "/v1/capture/session", &token)
+        .multipart(images(first["id"].as_str(), 64))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answered.status(), 200);
+}
+
+#[tokio::test]
+async fn a_clients_idempotency_key_may_not_pose_as_a_capture_links() {
+    let app = spawn_app().await;
+
+    let response = app
+        .client
+        .post(app.url("/v1/sessions"))
+        .header("Idempotency-Key", "capture:cpl_Xq7Lm2bT9RkWc1Vn")
+        .json(&crate::helpers::session_body(json!({})))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test(start_paused = true)]

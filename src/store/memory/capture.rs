@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::MemoryStore;
-use crate::domain::{CaptureLink, CaptureLinkId, SessionId};
+use crate::domain::{CaptureLink, CaptureLinkId, ChallengeId, SessionId};
 use crate::store::{CaptureStore, StoreError};
 
 #[async_trait]
@@ -17,6 +17,21 @@ impl CaptureStore for MemoryStore {
 
     async fn capture_link(&self, token_hash: &str) -> Result<Option<CaptureLink>, StoreError> {
         Ok(self.capture_links().get(token_hash).cloned())
+    }
+
+    async fn set_capture_challenge(
+        &self,
+        id: &CaptureLinkId,
+        challenge: &ChallengeId,
+    ) -> Result<(), StoreError> {
+        if let Some(link) = self
+            .capture_links()
+            .values_mut()
+            .find(|link| &link.id == id && link.used_by.is_none())
+        {
+            link.challenge_id = Some(challenge.clone());
+        }
+        Ok(())
     }
 
     async fn use_capture_link(
@@ -33,6 +48,8 @@ impl CaptureStore for MemoryStore {
             return Ok(false);
         }
         link.used_by = Some(session);
+        link.reference = None;
+        link.claimed = None;
         Ok(true)
     }
 

@@ -1,9 +1,10 @@
 -- Capture links: made by POST /v1/capture-links, opened by an applicant's page, and used by the one
--- session that page starts (README, "Hosted capture"). Only the token's SHA-256 is kept. A link
--- is used by setting `used_by` where it is still empty, so of two pages submitting at once on
--- any instances exactly one starts a session. `reference` and `claimed` (JSON) are the
--- integrator's data about the applicant: they are copied into the session's inputs when it
--- starts, and the row is purged a day after the link expires.
+-- session that page starts (README, "Hosted capture"). Only the token's SHA-256 is kept.
+-- `used_by` records that session (the link's id is also its idempotency key, which is what holds
+-- two pages submitting at once to one session). `reference` and `claimed` (JSON) are the
+-- integrator's data about the applicant: copied into the session's inputs when it starts, and
+-- cleared from here then; the row is purged a day after the link expires. `challenge_id` is the
+-- one liveness challenge the link's page may answer.
 CREATE TABLE capture_links (
     id            TEXT PRIMARY KEY,
     token_hash    TEXT NOT NULL UNIQUE,
@@ -14,6 +15,7 @@ CREATE TABLE capture_links (
     document_type TEXT NOT NULL,
     claimed       TEXT,
     redirect_url  TEXT,
+    challenge_id  TEXT,
     created_at    TEXT NOT NULL,
     expires_at    TEXT NOT NULL,
     used_by       TEXT,

@@ -8,11 +8,11 @@ use sqlx::any::AnyRow;
 
 use super::{SqlStore, db_error, get, optional_timestamp, owner_from_row, parse_timestamp};
 use super::{session_id, timestamp};
-use crate::domain::{CaptureLink, CaptureLinkId, Claimed, SessionId};
+use crate::domain::{CaptureLink, CaptureLinkId, ChallengeId, Claimed, SessionId};
 use crate::store::{CaptureStore, StoreError, UnreadableJson};
 
 const COLUMNS: &str = "id, token_hash, tenant, mode, created_by, reference, document_type, \
-    claimed, redirect_url, created_at, expires_at, used_by, used_at";
+    claimed, redirect_url, challenge_id, created_at, expires_at, used_by, used_at";
 
 fn link_from_row(row: &AnyRow) -> Result<CaptureLink, StoreError> {
     let id: String = get(row, "id")?;
@@ -20,6 +20,7 @@ fn link_from_row(row: &AnyRow) -> Result<CaptureLink, StoreError> {
     let document_type: String = get(row, "document_type")?;
     let claimed: Option<String> = get(row, "claimed")?;
     let used_by: Option<String> = get(row, "used_by")?;
+    let challenge_id: Option<String> = get(row, "challenge_id")?;
     // Read so that a corrupt value is reported, though nothing shows it yet.
     optional_timestamp(row, "used_at")?;
     Ok(CaptureLink {
@@ -43,6 +44,10 @@ fn link_from_row(row: &AnyRow) -> Result<CaptureLink, StoreError> {
                 source: Some(Box::new(UnreadableJson::from(e))),
             })?,
         redirect_url: get(row, "redirect_url")?,
+        challenge_id: challenge_id
+            .map(|id| id.parse())
+            .transpose()
+            .map_err(|e| StoreError::corrupt(format!("capture link challenge_id: {e}")))?,
         created_at: parse_timestamp(&get::<String>(row, "created_at")?)?,
         expires_at: parse_timestamp(&get::<String>(row, "expires_at")?)?,
         used_by: used_by.map(|_| session_id(row, "used_by")).transpose()?,
@@ -88,6 +93,20 @@ impl CaptureStore for SqlStore {
         row.as_ref().map(link_from_row).transpose()
     }
 
+    async fn set_capture_challenge(
+        &self,
+        id: &CaptureLinkId,
+        challenge: &ChallengeId,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE capture_links SET challenge_id = $2 WHERE id = $1 AND used_by IS NULL")
+            .bind(id.as_str().to_owned())
+            .bind(challenge.as_str().to_owned())
+            .execute(&self.pool)
+            .await
+            .map_err(db_error("giving a capture link its challenge"))?;
+        Ok(())
+    }
+
     async fn use_capture_link(
         &self,
         id: &CaptureLinkId,
@@ -95,8 +114,8 @@ impl CaptureStore for SqlStore {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let used = sqlx::query(
-            "UPDATE capture_links SET used_by = $2, used_at = $3 \
-             WHERE id = $1 AND used_by IS NULL AND expires_at > $3",
+            "UPDATE capture_links SET used_by = $2, used_at = $3, reference = NULL, \
+             claimed = NULL WHERE id = $1 AND used_by IS NULL AND expires_at > $3",
         )
         .bind(id.as_str().to_owned())
         .bind(session.to_string())
