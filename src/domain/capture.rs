@@ -10,7 +10,7 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
-use super::{ChallengeId, Claimed, DocumentType, KeyId, Owner, SessionId, random_text};
+use super::{ChallengeId, Claimed, DocumentType, KeyHash, KeyId, Owner, SessionId, random_text};
 
 prefixed_id!(
     /// A capture link's public id, `cpl_` and 16 letters or digits: what logs and lists show,
@@ -47,10 +47,7 @@ impl CaptureToken {
 
     /// What the store keeps and looks the link up by: SHA-256 of the token, in hex.
     pub fn hash(&self) -> String {
-        Sha256::digest(self.0.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        KeyHash(Sha256::digest(self.0.as_bytes()).into()).to_hex()
     }
 
     /// The token itself, for the one answer that carries it (the link's URL).

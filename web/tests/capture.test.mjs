@@ -94,9 +94,13 @@ test("an applicant photographs an ID card and answers the challenge; an officer 
   await desk.screenshot({ path: join(SCREENSHOTS, "console-queue-desktop.png") });
   await desk.getByRole("button", { name: sessionId }).click();
   await desk.getByRole("heading", { name: "Your decision" }).waitFor();
-  await desk.locator("#images img").nth(2).waitFor();
-  // The document's two sides, then the selfie frames.
-  assert.ok((await desk.locator("#images img").count()) >= 3);
+  // Every image the session has: the document's two sides, then the selfie frames.
+  const { images } = await (await service.api(`/v1/sessions/${sessionId}/images`)).json();
+  assert.ok(images.length >= 3, `${images}`);
+  await desk.waitForFunction(
+    (count) => document.querySelectorAll("#images img").length === count,
+    images.length,
+  );
   await desk.screenshot({ path: join(SCREENSHOTS, "console-session-desktop.png") });
 
   await desk.getByLabel("Approve", { exact: true }).check();
