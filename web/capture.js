@@ -121,6 +121,9 @@ async function linkRefused(response) {
   if (String(problem.type).endsWith("capture-link-used")) {
     return "This link has already been used. Ask for a new one if you need to verify again.";
   }
+  if (String(problem.type).endsWith("capture-link-revoked")) {
+    return "This link has been withdrawn. Ask for a new one.";
+  }
   return "This link has expired. Ask for a new one.";
 }
 

@@ -5,7 +5,7 @@
 // The key lives in this tab's sessionStorage: never in a URL, a cookie or localStorage. Views
 // are chosen by the URL's fragment (#/sessions, #/session/<id>...), which holds ids only.
 
-import { judged } from "./judge.js";
+import { judged, poses } from "./judge.js";
 import { readLines } from "./progress.js";
 
 const KEY = "kyc.console.key";
@@ -251,6 +251,28 @@ function againstThresholds(details) {
   ];
 }
 
+/** liveness's reading of each frame's head pose, as a table with a row per frame. */
+function poseTable(details) {
+  const rows = poses(details);
+  if (!rows.length) {
+    return [];
+  }
+  const columns = Object.keys(rows[0]);
+  return [
+    el("h4", { textContent: "Head pose per frame, against the first" }),
+    el(
+      "table",
+      {},
+      el("thead", {}, el("tr", {}, ...columns.map((c) => el("th", { scope: "col", textContent: c })))),
+      el(
+        "tbody",
+        {},
+        ...rows.map((row) => el("tr", {}, ...columns.map((c) => el("td", { textContent: String(row[c]) })))),
+      ),
+    ),
+  ];
+}
+
 function renderCheck(name, check) {
   const facts = {
     status: check.status,
@@ -270,6 +292,7 @@ function renderCheck(name, check) {
     el("h3", { textContent: name.replace("_", " ") }),
     table(facts),
     ...againstThresholds(check.details),
+    ...poseTable(check.details),
     check.details ? el("h4", { textContent: "Measured" }) : null,
     check.details ? table(check.details) : null,
     check.extracted ? el("h4", { textContent: "Read from the document" }) : null,
@@ -289,10 +312,11 @@ async function openSession(id) {
     URL.revokeObjectURL(url);
   }
   imageUrls = [];
-  for (const part of ["summary", "audit", "checks", "images", "timeline"]) {
+  for (const part of ["summary", "audit", "checks", "faces", "images", "timeline"]) {
     $(part).replaceChildren();
   }
   $("images-note").textContent = "";
+  $("faces-note").textContent = "";
   $("review-panel").hidden = true;
   $("erase").hidden = true;
   $("erase-confirm").hidden = true;
@@ -368,14 +392,17 @@ async function showImages(s, view) {
   }
   if (index.status === 410) {
     $("images-note").textContent = "The images were erased.";
+    $("faces-note").textContent = "The images were erased.";
     return;
   }
   if (!index.ok) {
     $("images-note").textContent = "This service keeps no images for this session.";
+    $("faces-note").textContent = "This service keeps no images for this session.";
     return;
   }
   $("images-note").textContent = "";
   const { images } = await index.json();
+  const urls = new Map();
   for (const name of images) {
     const response = await api(`/v1/sessions/${s.id}/images/${name}`);
     if (!response.ok) {
@@ -387,11 +414,71 @@ async function showImages(s, view) {
     }
     const url = URL.createObjectURL(blob);
     imageUrls.push(url);
+    urls.set(name, url);
     const label = name.replace("document_", "document ").replace("selfie_", "selfie frame ");
     $("images").append(
       el("figure", {}, el("img", { src: url, alt: label }), el("figcaption", { textContent: label })),
     );
   }
+  await showFaces(s, urls, view);
+}
+
+/**
+ * The two faces face_match compared, side by side: the portrait the agents cut out of the
+ * document, and the selfie frame it chose, cropped around the face it found there.
+ */
+async function showFaces(s, urls, view) {
+  const figures = [];
+  const portrait = urls.get("document_portrait");
+  if (portrait) {
+    figures.push(
+      el(
+        "figure",
+        {},
+        el("img", { src: portrait, alt: "The portrait on the document" }),
+        el("figcaption", { textContent: "document portrait" }),
+      ),
+    );
+  }
+  const selfie = s.checks?.face_match?.details?.selfie;
+  const frame = selfie && urls.get(`selfie_${selfie.frame}`);
+  if (frame && selfie.face) {
+    try {
+      const crop = await faceCrop(frame, selfie.face, `The face in selfie frame ${selfie.frame}`);
+      if (view !== opened) {
+        return;
+      }
+      figures.push(el("figure", {}, crop, el("figcaption", { textContent: `selfie frame ${selfie.frame}, face` })));
+    } catch {
+      // An image the browser cannot draw is still listed below, as sent.
+    }
+  }
+  $("faces").replaceChildren(...figures);
+  if (!figures.length) {
+    $("faces-note").textContent = "No faces were compared: face_match found none, or did not run.";
+  } else if (!portrait) {
+    $("faces-note").textContent = "The agents found no portrait on the document to keep.";
+  }
+}
+
+/** The region of the image at `url` around `face` (pixels of the upright image), drawn. */
+async function faceCrop(url, face, label) {
+  const image = new Image();
+  image.src = url;
+  await image.decode();
+  const margin = 0.35 * Math.max(face.width, face.height);
+  const x = Math.max(0, face.x - margin);
+  const y = Math.max(0, face.y - margin);
+  const width = Math.min(image.naturalWidth - x, face.width + 2 * margin);
+  const height = Math.min(image.naturalHeight - y, face.height + 2 * margin);
+  if (!(width > 0 && height > 0)) {
+    throw new Error("the face lies outside the image");
+  }
+  const canvas = el("canvas", { width: Math.round(width), height: Math.round(height) });
+  canvas.setAttribute("role", "img");
+  canvas.setAttribute("aria-label", label);
+  canvas.getContext("2d").drawImage(image, x, y, width, height, 0, 0, canvas.width, canvas.height);
+  return canvas;
 }
 
 function describeEvent(event) {

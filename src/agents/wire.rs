@@ -11,7 +11,6 @@
 //! inputs), and the sandbox's marker.
 
 use std::collections::BTreeMap;
-use std::io::Cursor;
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -104,17 +103,9 @@ const WIRE_IMAGE_LIMITS: crate::domain::ImageLimits = crate::domain::ImageLimits
 /// An image as base64 PNG: lossless, so a remote agent sees the pixels a local one would, and
 /// compressed fast (the wire is a data-centre network, the CPU is the scarce part).
 pub(super) fn png_base64(image: &RgbImage) -> Result<String, String> {
-    use image::codecs::png::{CompressionType, FilterType, PngEncoder};
-    let mut png = Vec::with_capacity(image.as_raw().len() / 2);
-    let encoder = PngEncoder::new_with_quality(
-        Cursor::new(&mut png),
-        CompressionType::Fast,
-        FilterType::Sub,
-    );
-    image
-        .write_with_encoder(encoder)
-        .map_err(|e| format!("cannot encode an image: {e}"))?;
-    Ok(STANDARD.encode(png))
+    crate::vision::encode_png(image)
+        .map(|png| STANDARD.encode(png))
+        .map_err(|e| format!("cannot encode an image: {e}"))
 }
 
 /// An image from [`png_base64`]'s form, decoded within `WIRE_IMAGE_LIMITS` (read from its
@@ -325,7 +316,7 @@ mod tests {
     fn session() -> NewSession {
         let mut png = Vec::new();
         RgbImage::new(8, 8)
-            .write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
             .unwrap();
         let limits = crate::domain::ImageLimits {
             max_bytes: 1 << 20,

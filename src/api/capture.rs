@@ -26,7 +26,7 @@ use super::error::{ApiError, FieldError};
 use super::sessions::ndjson;
 use super::submission::Submission;
 use crate::capture::{CaptureLinks, LinkRequest, OpenError};
-use crate::domain::{CaptureLink, CaptureLinkId, Claimed, DocumentType, SessionId};
+use crate::domain::{CaptureLink, CaptureLinkId, CaptureRefusal, Claimed, DocumentType, SessionId};
 use crate::orchestrator::{Event, EventKind, OrchestratorError, Start};
 
 pub fn router(body_limit: usize) -> Router<AppState> {
@@ -149,7 +149,7 @@ pub(super) struct CaptureView {
         (status = 200, description = "The link is open", body = CaptureView),
         (status = 401, description = "No link has this token",
             body = super::openapi::Problem, content_type = "application/problem+json"),
-        (status = 410, description = "The link was used or has expired",
+        (status = 410, description = "The link was used or has expired, or its key revoked",
             body = super::openapi::Problem, content_type = "application/problem+json"),
     ),
     security(("capture_token" = [])),
@@ -180,7 +180,7 @@ pub(super) async fn show(
         (status = 201, description = "Issued", body = ChallengeView),
         (status = 401, description = "No link has this token",
             body = super::openapi::Problem, content_type = "application/problem+json"),
-        (status = 410, description = "The link was used or has expired",
+        (status = 410, description = "The link was used or has expired, or its key revoked",
             body = super::openapi::Problem, content_type = "application/problem+json"),
     ),
     security(("capture_token" = [])),
@@ -237,7 +237,7 @@ pub(super) enum Progress {
             content_type = "application/x-ndjson"),
         (status = 401, description = "No link has this token",
             body = super::openapi::Problem, content_type = "application/problem+json"),
-        (status = 410, description = "The link was used or has expired",
+        (status = 410, description = "The link was used or has expired, or its key revoked",
             body = super::openapi::Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid parts, each with a code",
             body = super::openapi::Problem, content_type = "application/problem+json"),
@@ -269,7 +269,7 @@ pub(super) async fn submit(
         Start::Existing {
             same_request: false,
             ..
-        } => return Err(ApiError::CaptureGone(crate::domain::CaptureRefusal::Used)),
+        } => return Err(ApiError::CaptureGone(CaptureRefusal::Used)),
         Start::Existing { id, .. } => following(&state, link, id).await?,
     };
     Ok(ndjson(lines))
@@ -443,6 +443,15 @@ impl FromRequestParts<AppState> for OpenLink {
             .await
             .map_err(open_error)?;
         tracing::Span::current().record("tenant", link.owner.tenant.as_str());
+        // A link acts for the key that made it, so no longer than that key may.
+        if !state
+            .auth
+            .may_act(&link.created_by)
+            .await
+            .map_err(OrchestratorError::Store)?
+        {
+            return Err(ApiError::CaptureGone(CaptureRefusal::Revoked));
+        }
         Ok(Self(link))
     }
 }

@@ -123,6 +123,7 @@ impl From<OrchestratorError> for ApiError {
         match error {
             OrchestratorError::Drained => Self::ShuttingDown,
             OrchestratorError::NotReady => Self::Starting,
+            OrchestratorError::Capture(refusal) => Self::CaptureGone(refusal),
             OrchestratorError::Challenge(refusal) => Self::Invalid(vec![FieldError::new(
                 "selfie.challenge_id",
                 refusal.code(),

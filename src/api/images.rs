@@ -25,7 +25,8 @@ pub fn router() -> Router<AppState> {
 /// The images a session has.
 #[derive(Serialize, utoipa::ToSchema)]
 pub(super) struct ImageIndex {
-    /// `document_front`, `document_back` (when sent), then `selfie_0`, `selfie_1`... in
+    /// `document_front`, `document_back` (when sent), `document_portrait` (the portrait the
+    /// agents cut out of the document, when they found one), then `selfie_0`, `selfie_1`... in
     /// capture order: each is `GET /v1/sessions/{id}/images/{name}`.
     images: Vec<String>,
 }
@@ -55,11 +56,8 @@ pub(super) async fn index(
 ) -> Result<Json<ImageIndex>, ApiError> {
     let id: SessionId = id.parse().map_err(|_| ApiError::NotFound)?;
     match state.orchestrator.images(&caller.key.owner, id).await? {
-        SessionImages::Kept(inputs) => Ok(Json(ImageIndex {
-            images: ImagePart::all_of(&inputs)
-                .iter()
-                .map(ToString::to_string)
-                .collect(),
+        images @ SessionImages::Kept { .. } => Ok(Json(ImageIndex {
+            images: images.names().iter().map(ToString::to_string).collect(),
         })),
         images => Err(absent(&images)),
     }
@@ -72,8 +70,9 @@ pub(super) async fn index(
     tag = "sessions",
     operation_id = "get_session_image",
     summary = "One of a session's images",
-    description = "The image as the client sent it (JPEG, PNG or WebP). Personal data: answered \
-        with `Cache-Control: no-store`.",
+    description = "The image as the client sent it (JPEG, PNG or WebP), or for \
+        `document_portrait` the portrait as the agents compared it (PNG). Personal data: \
+        answered with `Cache-Control: no-store`.",
     params(
         ("id" = String, Path, description = "The session's id"),
         ("part" = String, Path, description = "A name from the session's image list"),

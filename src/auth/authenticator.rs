@@ -206,6 +206,20 @@ impl Authenticator {
         Ok(Caller { key: record })
     }
 
+    /// Whether the key `id` may still act: the configured bootstrap key, or a stored key neither
+    /// revoked nor expired. What a key made on its own (a capture link) lasts only as long as
+    /// this holds. Read from the store each time: a revocation counts at once.
+    pub async fn may_act(&self, id: &KeyId) -> Result<bool, StoreError> {
+        if self.bootstrap.as_ref().is_some_and(|b| &b.id == id) {
+            return Ok(true);
+        }
+        Ok(self
+            .keys
+            .key(id)
+            .await?
+            .is_some_and(|key| key.usable_at(Utc::now())))
+    }
+
     /// The record for `hash`: cached, or read (and cached) when the cache has none or an old one.
     async fn record(&self, hash: KeyHash) -> Result<Option<Arc<KeyRecord>>, StoreError> {
         let now = Instant::now();
@@ -565,6 +579,41 @@ mod tests {
             auth.authenticate(None).await,
             Err(AuthError::Missing)
         ));
+    }
+
+    #[tokio::test]
+    async fn a_key_may_act_until_it_is_revoked_and_the_bootstrap_key_while_configured() {
+        let store = Arc::new(MemoryStore::new(10));
+        let boot = ApiKey::generate(Mode::Test);
+        let auth = Authenticator::new(
+            store.clone(),
+            Duration::from_secs(30),
+            0,
+            Some((boot.expose(), "ops")),
+        )
+        .unwrap();
+        let manager = KeyManager::new(store.clone());
+        let (key, record) = manager
+            .create(NewKey::new("acme".parse().unwrap(), Mode::Test))
+            .await
+            .unwrap();
+        // Cached as valid: the revocation below must count all the same.
+        assert!(auth.authenticate(Some(&header(&key))).await.is_ok());
+        assert!(auth.may_act(&record.id).await.unwrap());
+        manager.revoke(&record.id).await.unwrap();
+        assert!(!auth.may_act(&record.id).await.unwrap());
+        assert!(!auth.may_act(&KeyId::generate()).await.unwrap());
+
+        let booted = auth
+            .authenticate(Some(&header(&boot)))
+            .await
+            .unwrap()
+            .key
+            .id
+            .clone();
+        assert!(auth.may_act(&booted).await.unwrap());
+        let unconfigured = Authenticator::new(store, Duration::ZERO, 0, None).unwrap();
+        assert!(!unconfigured.may_act(&booted).await.unwrap());
     }
 
     #[tokio::test]

@@ -94,6 +94,9 @@ pub enum CaptureRefusal {
     Used,
     #[error("this capture link has expired; ask for a new one")]
     Expired,
+    /// The key that made it has been revoked, or has expired: what it made goes with it.
+    #[error("the key that made this capture link no longer acts; ask for a new link")]
+    Revoked,
 }
 
 impl CaptureRefusal {
@@ -102,6 +105,7 @@ impl CaptureRefusal {
         match self {
             Self::Used => "capture-link-used",
             Self::Expired => "capture-link-expired",
+            Self::Revoked => "capture-link-revoked",
         }
     }
 }

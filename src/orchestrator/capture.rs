@@ -7,7 +7,9 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::{Orchestrator, OrchestratorError, Start};
 use crate::capture::CaptureLinks;
-use crate::domain::{CaptureLink, Challenge, ChallengeRefusal, NewSession, Principal, Reference};
+use crate::domain::{
+    CaptureLink, CaptureRefusal, Challenge, ChallengeRefusal, NewSession, Principal, Reference,
+};
 use crate::store::StoreError;
 use crate::telemetry::ErrorChain;
 
@@ -81,7 +83,15 @@ impl Orchestrator {
         };
         // `POST /v1/sessions` refuses client keys of this prefix.
         let key = format!("capture:{}", link.id.as_str());
-        let start = self.start_once(request, &by, permit, Some(key)).await?;
+        let start = match self.start_once(request, &by, permit, Some(key)).await {
+            // The link's challenge is answered by the link's session alone, so another
+            // submission of this link took it: one that raced this one and won. Its page
+            // follows that session.
+            Err(OrchestratorError::Challenge(ChallengeRefusal::Used)) => {
+                return Err(CaptureRefusal::Used.into());
+            }
+            start => start?,
+        };
         let id = match &start {
             Start::New(started) => started.id,
             Start::Existing {

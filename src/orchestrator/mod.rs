@@ -72,6 +72,9 @@ pub enum OrchestratorError {
     /// The selfie names a challenge it may not answer.
     #[error(transparent)]
     Challenge(#[from] ChallengeRefusal),
+    /// A capture link may start no more sessions.
+    #[error(transparent)]
+    Capture(#[from] crate::domain::CaptureRefusal),
 }
 
 /// What starting a session with an idempotency key did.

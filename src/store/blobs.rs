@@ -252,12 +252,44 @@ impl Blobs {
         }
     }
 
-    /// Deletes the session's inputs; deleting what is not there is not an error.
-    pub fn delete(&self, id: SessionId) -> Result<(), BlobError> {
-        match fs::remove_file(self.path(id)) {
-            Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error.into()),
-            _ => Ok(()),
+    fn portrait_path(&self, id: SessionId) -> PathBuf {
+        self.path(id).with_extension("portrait.png")
+    }
+
+    /// Keeps the document's portrait as the agents found it (PNG), beside the inputs, for the
+    /// people who review the session. Made from the inputs, so not synced: a crash may lose
+    /// it, never the session. Blocking.
+    pub fn save_portrait(&self, id: SessionId, png: &[u8]) -> Result<(), BlobError> {
+        let path = self.portrait_path(id);
+        fs::create_dir_all(path.parent().expect("a blob path has a shard directory"))?;
+        // Written aside and renamed: a reader never sees half a picture.
+        let partial = path.with_extension("png.partial");
+        fs::write(&partial, png)?;
+        fs::rename(&partial, &path)?;
+        Ok(())
+    }
+
+    /// The kept portrait, if any.
+    pub fn portrait(&self, id: SessionId) -> Result<Option<Bytes>, BlobError> {
+        match fs::read(self.portrait_path(id)) {
+            Ok(bytes) => Ok(Some(bytes.into())),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(error.into()),
         }
+    }
+
+    /// Deletes the session's inputs and what was kept of them; deleting what is not there is
+    /// not an error.
+    pub fn delete(&self, id: SessionId) -> Result<(), BlobError> {
+        for path in [self.portrait_path(id), self.path(id)] {
+            match fs::remove_file(path) {
+                Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(error.into());
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 }
 
@@ -351,6 +383,24 @@ mod tests {
         blobs.delete(id).unwrap();
         assert!(blobs.load(id).unwrap().is_none());
         blobs.delete(id).unwrap();
+    }
+
+    #[test]
+    fn a_kept_portrait_goes_with_the_inputs() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = Blobs::open(dir.path(), false).unwrap();
+        let id = SessionId::new();
+        assert!(blobs.portrait(id).unwrap().is_none());
+        blobs.save(id, &StoredInputs::encode(&session())).unwrap();
+        let portrait = png(50);
+
+        blobs.save_portrait(id, portrait.bytes()).unwrap();
+
+        assert_eq!(blobs.portrait(id).unwrap().unwrap(), portrait.bytes());
+        assert!(blobs.load(id).unwrap().is_some(), "beside the inputs");
+        blobs.delete(id).unwrap();
+        assert!(blobs.portrait(id).unwrap().is_none());
+        assert!(blobs.load(id).unwrap().is_none());
     }
 
     #[test]

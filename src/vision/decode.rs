@@ -54,6 +54,20 @@ fn classify(error: image::ImageError) -> DecodeError {
     }
 }
 
+/// `image` as PNG: lossless, and compressed fast (these images are made on the request path,
+/// where the CPU is the scarce part).
+pub fn encode_png(image: &RgbImage) -> Result<Vec<u8>, image::ImageError> {
+    use image::codecs::png::{CompressionType, FilterType, PngEncoder};
+    let mut png = Vec::with_capacity(image.as_raw().len() / 2);
+    let encoder = PngEncoder::new_with_quality(
+        Cursor::new(&mut png),
+        CompressionType::Fast,
+        FilterType::Sub,
+    );
+    image.write_with_encoder(encoder)?;
+    Ok(png)
+}
+
 #[cfg(test)]
 mod tests {
     use image::{ImageEncoder, Rgb};

@@ -13,4 +13,4 @@ pub mod pose;
 pub mod quality;
 pub mod text;
 
-pub use decode::{DecodeError, decode};
+pub use decode::{DecodeError, decode, encode_png};

@@ -6,12 +6,18 @@ use reqwest::header::{AUTHORIZATION, CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFE
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, fields, jpeg, logs, parse_ndjson, png, spawn_app};
+use crate::helpers::{
+    TestApp, fields, jpeg, logs, parse_ndjson, png, spawn_app, spawn_patient_app,
+};
 
 /// A link made by the app's key; its URL and token.
 async fn make_link(app: &TestApp, body: &Value) -> (Value, String) {
-    let response = app
-        .client
+    link_by(&app.client, app, body).await
+}
+
+/// A link made by `client`'s key.
+async fn link_by(client: &reqwest::Client, app: &TestApp, body: &Value) -> (Value, String) {
+    let response = client
         .post(app.url("/v1/capture-links"))
         .json(body)
         .send()
@@ -290,6 +296,132 @@ async fn a_clients_idempotency_key_may_not_pose_as_a_capture_links() {
         .unwrap();
 
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn a_link_dies_with_the_key_that_made_it() {
+    let app = spawn_app().await;
+    let (key, record) = app
+        .keys
+        .create(kyc_orchestrator::auth::NewKey::new(
+            crate::helpers::TENANT.parse().unwrap(),
+            kyc_orchestrator::domain::Mode::Test,
+        ))
+        .await
+        .unwrap();
+    let maker = crate::helpers::client_with(&key);
+    let (_, token) = link_by(&maker, &app, &link_body()).await;
+    let challenge = page(&app, reqwest::Method::POST, "/v1/capture/challenge", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(challenge.status(), 201);
+
+    app.keys.revoke(&record.id).await.unwrap();
+
+    assert_spent(&app, &token, "revoked").await;
+    let sessions: Value = app.get("/v1/sessions").await.json().await.unwrap();
+    assert_eq!(sessions["data"], json!([]), "it started nothing");
+}
+
+/// Posts the capture's images and reads the progress to its end; the session id it names, or
+/// the refusal's status.
+async fn submit(app: &TestApp, token: &str, challenge_id: &str) -> Result<String, StatusCode> {
+    let response = page(app, reqwest::Method::POST, "/v1/capture/session", token)
+        .multipart(images(Some(challenge_id), 64))
+        .send()
+        .await
+        .unwrap();
+    if response.status() != StatusCode::OK {
+        return Err(response.status());
+    }
+    let lines = parse_ndjson(&response.bytes().await.unwrap());
+    let last = lines.last().expect("progress to the end");
+    assert_eq!(last["type"], "completed", "{lines:?}");
+    Ok(last["session_id"].as_str().unwrap().to_owned())
+}
+
+async fn challenge_of(app: &TestApp, token: &str) -> String {
+    let challenge: Value = page(app, reqwest::Method::POST, "/v1/capture/challenge", token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    challenge["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn two_pages_submitting_at_once_start_one_session() {
+    let app = spawn_app().await;
+    let (_, token) = make_link(&app, &link_body()).await;
+    let challenge_id = challenge_of(&app, &token).await;
+
+    let (a, b) = tokio::join!(
+        submit(&app, &token, &challenge_id),
+        submit(&app, &token, &challenge_id)
+    );
+
+    // Each either follows the one session or is told the link is used; never a second session.
+    let started: Vec<&String> = [&a, &b].into_iter().flatten().collect();
+    assert!(!started.is_empty(), "{a:?} {b:?}");
+    assert!(started.iter().all(|id| *id == started[0]), "{a:?} {b:?}");
+    for refused in [&a, &b].into_iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(*refused, StatusCode::GONE);
+    }
+    let sessions: Value = app
+        .get("/v1/sessions?reference=applicant-7")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let listed: Vec<&str> = sessions["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, [started[0].as_str()]);
+}
+
+#[tokio::test]
+async fn a_page_that_lost_its_connection_follows_its_session_and_cannot_send_again() {
+    let app = spawn_patient_app().await;
+    let (_, token) = make_link(&app, &link_body()).await;
+    let challenge_id = challenge_of(&app, &token).await;
+    let mut response = page(&app, reqwest::Method::POST, "/v1/capture/session", &token)
+        .multipart(images(Some(&challenge_id), 64))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let first = response.chunk().await.unwrap().expect("a first line");
+    assert_eq!(parse_ndjson(&first)[0]["type"], "started");
+    drop(response);
+
+    // Sending the photos again is refused: the link started its session.
+    assert_eq!(
+        submit(&app, &token, &challenge_id).await,
+        Err(StatusCode::GONE)
+    );
+    // Following it gives the whole progress, from the start to the decision.
+    let followed = page(&app, reqwest::Method::GET, "/v1/capture/events", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(followed.status(), 200);
+    let lines = parse_ndjson(&followed.bytes().await.unwrap());
+    assert_eq!(lines.first().unwrap()["type"], "started");
+    let last = lines.last().unwrap();
+    assert_eq!(last["type"], "completed");
+    let session: Value = app
+        .get_session(last["session_id"].as_str().unwrap())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(session["status"], "completed");
 }
 
 #[tokio::test(start_paused = true)]

@@ -346,7 +346,8 @@ fn face_match_uses_the_sharpest_frame_liveness_analysed() {
 
 #[tokio::test]
 async fn a_session_on_the_default_plan_approves_a_live_person_matching_her_document() {
-    let app = crate::helpers::spawn_real_agents_app().await;
+    let store = crate::durable::TestStore::new(crate::durable::Backend::Sqlite).await;
+    let app = crate::helpers::spawn_real_agents_app_with(|s| store.configure(s)).await;
     let photo = render::photo(&render::page(&render::portrait_page()), render::ASKEW);
     let selfie: Vec<String> = head_turning()
         .iter()
@@ -377,6 +378,30 @@ async fn a_session_on_the_default_plan_approves_a_live_person_matching_her_docum
             .as_f64()
             .unwrap()
             <= 0.5
+    );
+
+    // The reviewer sees the portrait the agents compared beside the photo it came from.
+    let id = done["session_id"].as_str().unwrap();
+    let index: serde_json::Value = app
+        .get(&format!("/v1/sessions/{id}/images"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        index["images"].as_array().unwrap()[..2],
+        ["document_front", "document_portrait"]
+    );
+    let portrait = app
+        .get(&format!("/v1/sessions/{id}/images/document_portrait"))
+        .await;
+    assert_eq!(portrait.headers()["content-type"], "image/png");
+    let portrait = image::load_from_memory(&portrait.bytes().await.unwrap()).unwrap();
+    let (width, height) = (portrait.width(), portrait.height());
+    let (page_w, page_h) = (photo.width(), photo.height());
+    assert!(
+        width >= 64 && height >= 64 && 4 * width * height < page_w * page_h,
+        "a crop of the face, not the page: {width}x{height} of {page_w}x{page_h}"
     );
 
     // With no sandbox agent configured, a request cannot script an outcome.

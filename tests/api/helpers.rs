@@ -156,9 +156,15 @@ pub async fn spawn_app_with_kinds(kinds: &Kinds, configure: impl FnOnce(&mut Set
 /// The default plan's real agents, with the models `scripts/models.sh` fetched, once readiness
 /// says they have loaded.
 pub async fn spawn_real_agents_app() -> TestApp {
+    spawn_real_agents_app_with(|_| {}).await
+}
+
+/// As [`spawn_real_agents_app`], configured further by `configure`.
+pub async fn spawn_real_agents_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let app = spawn_app_with(|settings| {
         settings.agents = Settings::defaults().agents;
         settings.models.dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+        configure(settings);
     })
     .await;
     eventually(

@@ -40,7 +40,7 @@ async fn a_reviewer_sees_the_images_as_sent_until_they_are_erased() {
         assert_eq!(response.headers()["cache-control"], "no-store, private");
         assert_eq!(&response.bytes().await.unwrap()[..], &sent[..], "{name}");
     }
-    for missing in ["selfie_2", "selfie_01", "portrait"] {
+    for missing in ["selfie_2", "selfie_01", "portrait", "document_portrait"] {
         let response = app
             .get(&format!("/v1/sessions/{id}/images/{missing}"))
             .await;

@@ -1,7 +1,8 @@
 // What the pages' tests share: a service started from the test build on a free port (sandbox
-// agents whose ocr finds nothing readable, so sessions go to review; SQLite in a fresh folder,
-// so images are kept; keys made with the `keys create` command), Debian's Chromium driven by
-// Playwright with a fake camera, and the images the tests feed it, drawn here.
+// agents whose ocr finds nothing readable, so sessions go to review, or the real agents; SQLite
+// in a fresh folder, so images are kept; keys made with the `keys create` command), Debian's
+// Chromium driven by Playwright with a fake camera, and the images the tests feed it, drawn here
+// (or by `kyc-eval inputs`).
 
 import { execFileSync, spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -28,8 +29,12 @@ async function freePort() {
   });
 }
 
-/** The service from the test build, ready; `stop()` ends it and removes its data. */
-export async function startService() {
+/**
+ * The service from the test build, ready; `stop()` ends it and removes its data. With `real`,
+ * the embedded defaults' real agents on the models `scripts/models.sh` fetched, in place of the
+ * sandbox ones.
+ */
+export async function startService({ real = false } = {}) {
   const port = await freePort();
   const binary = process.env.SERVER_BIN ?? join(ROOT, "target", "debug", "kyc-orchestrator");
   const data = mkdtempSync(join(tmpdir(), "kyc-web-"));
@@ -40,10 +45,14 @@ export async function startService() {
     KYC__STORE__URL: `sqlite://${data}/kyc.db`,
     KYC__STORE__BLOB_DIR: join(data, "blobs"),
     KYC__METRICS__LISTEN: "",
-    KYC__AGENTS__OCR__SANDBOX__RESULT: "fail",
-    KYC__AGENTS__OCR__SANDBOX__REASON: "mrz_unreadable",
   };
-  const config = ["--config", join(ROOT, "config", "sandbox.toml")];
+  if (real) {
+    env.KYC__MODELS__DIR = join(ROOT, "models");
+  } else {
+    env.KYC__AGENTS__OCR__SANDBOX__RESULT = "fail";
+    env.KYC__AGENTS__OCR__SANDBOX__REASON = "mrz_unreadable";
+  }
+  const config = real ? [] : ["--config", join(ROOT, "config", "sandbox.toml")];
   /** A stored key of `tenant`, made as an operator makes one. */
   const makeKey = (tenant, label) =>
     execFileSync(binary, [...config, "keys", "create", "--tenant", tenant, "--label", label], {

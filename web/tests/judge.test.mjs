@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { judged } from "../judge.js";
+import { judged, poses } from "../judge.js";
 
 test("a measure is read against its min_ or max_ threshold, nested or not", () => {
   const lines = judged({
@@ -29,4 +29,43 @@ test("a face distance is read against both of face_match's distances", () => {
 test("details without thresholds (a sandbox agent's) read as nothing", () => {
   assert.deepEqual(judged({ sandbox: true }), []);
   assert.deepEqual(judged(undefined), []);
+});
+
+test("ocr's check digits read one by one, with the expiry", () => {
+  const lines = judged({
+    thresholds: { min_line_confidence: 0.5 },
+    checks: { document_number: true, date_of_birth: false, personal_number: null },
+    check_digits_valid: false,
+    expired: true,
+  });
+  assert.deepEqual(lines, [
+    "check digits: document number held, date of birth did not hold, personal number not on this document",
+    "date of expiry: passed, the document has expired",
+  ]);
+});
+
+test("a challenge reads as the steps asked against the steps made, frame by frame", () => {
+  const details = {
+    thresholds: { min_turn_degrees: 15 },
+    challenge: {
+      steps: ["turn_left", "look_up"],
+      made: [{ step: "turn_left", frame: 3, degrees: 24.14, parallax: 0.2, flat: 0.1 }],
+      followed: false,
+      frames: [
+        { index: 0, yaw: 0.5, pitch: -1, roll: 0, label: "start" },
+        { index: 3, yaw: 24.14, pitch: 0, roll: 1.2, label: { step: "turn_left" } },
+        { index: 4, yaw: null, pitch: null, roll: null, label: "unknown" },
+      ],
+    },
+  };
+  assert.ok(
+    judged(details).includes("challenge: asked turn left, then look up; made turn left at frame 3 (24.14°); not followed"),
+    judged(details).join("\n"),
+  );
+  assert.deepEqual(poses(details), [
+    { frame: 0, yaw: "0.5°", pitch: "-1°", roll: "0°", "read as": "start" },
+    { frame: 3, yaw: "24.14°", pitch: "0°", roll: "1.2°", "read as": "turn left" },
+    { frame: 4, yaw: "", pitch: "", roll: "", "read as": "unknown" },
+  ]);
+  assert.deepEqual(poses({ thresholds: {} }), []);
 });

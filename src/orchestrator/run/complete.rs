@@ -45,7 +45,13 @@ impl SessionRun {
             duration_ms: completion.duration_ms,
         });
         let review = EventKind::review_opening(&completion).map(|kind| self.events.next(kind));
-        let closed = self.events.close().await;
+        // The portrait is on disk before the completion is stored: a reviewer who sees the
+        // session decided sees it too.
+        let outputs = self.slots.iter().filter_map(|slot| slot.output.as_ref());
+        let (closed, ()) = tokio::join!(
+            self.events.close(),
+            self.inner.keep_portrait(self.id, outputs)
+        );
         let closing = Closing {
             before: self.events.take_unstored(),
             terminal,
