@@ -176,3 +176,27 @@ test("a link that is not valid says so, and offers nothing to photograph", async
   await bare.getByText("This page needs the link you were sent").first().waitFor();
   await context.close();
 });
+
+// An expired link takes half an hour and a revoked one an operator; the service's side of both
+// is tested in Rust (tests/api/capture.rs). Here the page gets the service's answers for them.
+test("an expired or withdrawn link says to ask for a new one", async () => {
+  const context = await camera.newContext({ viewport: PHONE });
+  for (const [code, message] of [
+    ["capture-link-expired", "This link has expired. Ask for a new one."],
+    ["capture-link-revoked", "This link has been withdrawn. Ask for a new one."],
+  ]) {
+    const page = await context.newPage();
+    await page.route("**/v1/capture", (route) =>
+      route.fulfill({
+        status: 410,
+        contentType: "application/problem+json",
+        body: JSON.stringify({ type: `urn:kyc-orchestrator:problem:${code}`, status: 410 }),
+      }),
+    );
+    await page.goto(`${service.base}/capture#cap_${"B".repeat(40)}`);
+    await page.getByText(message).first().waitFor();
+    assert.equal(await page.getByRole("button", { name: "Start" }).isVisible(), false);
+    await page.close();
+  }
+  await context.close();
+});
