@@ -90,6 +90,7 @@ test("an officer sees the faces the agents compared and the checks read against 
   assert.match(checks, /check digits: document number held, date of birth held, date of expiry held/);
   assert.match(checks, /sharpness [\d.]+: at least \d+ needed, met/);
   await page.screenshot({ path: join(SCREENSHOTS, "console-real-session-desktop.png"), fullPage: true });
+  await page.locator("#faces").screenshot({ path: join(SCREENSHOTS, "console-faces-desktop.png") });
 
   // The personal data on the page never reached the service's log.
   const logs = service.logs();
