@@ -342,7 +342,12 @@ async function openSession(id) {
   const facts = [
     ["Decision", s.decision ?? "(running)"],
     ["Reasons", (s.reasons ?? []).join(", ")],
-    ["Agents decided", s.automated_decision ? `${s.automated_decision} (${(s.automated_reasons ?? []).join(", ")})` : null],
+    [
+      "Agents decided",
+      s.automated_decision
+        ? `${s.automated_decision}${s.automated_reasons?.length ? ` (${s.automated_reasons.join(", ")})` : ""}`
+        : null,
+    ],
     ["Review", s.review ? s.review.status.replace("_", " ") : null],
     ["Reference", s.reference],
     ["Status", s.status],

@@ -14,6 +14,7 @@ import { after, before, test } from "node:test";
 import { ROOT, SCREENSHOTS, browser, startService } from "./harness.mjs";
 
 const DESKTOP = { width: 1280, height: 900 };
+const PHONE = { width: 390, height: 844 };
 
 let service;
 let chromium;
@@ -83,6 +84,7 @@ test("an officer sees the faces the agents compared and the checks read against 
   assert.ok(portraitSize[0] > 50 && portraitSize[0] < 800, `portrait ${portraitSize}`);
   assert.ok(faceSize[0] > 50 && faceSize[0] < 520, `face ${faceSize}`);
   assert.equal(await page.locator("#faces-note").innerText(), "");
+  assert.doesNotMatch(await page.locator("#summary").innerText(), /\(\)/, "no empty list of reasons");
 
   // Every check's figures in words: the face distance, the MRZ's digits, the photo's quality.
   const checks = await page.locator("#checks").innerText();
@@ -91,6 +93,12 @@ test("an officer sees the faces the agents compared and the checks read against 
   assert.match(checks, /sharpness [\d.]+: at least \d+ needed, met/);
   await page.screenshot({ path: join(SCREENSHOTS, "console-real-session-desktop.png"), fullPage: true });
   await page.locator("#faces").screenshot({ path: join(SCREENSHOTS, "console-faces-desktop.png") });
+  // On a phone the page reflows to its width: nothing wider than the screen but the tables'
+  // own scrolling.
+  await page.setViewportSize(PHONE);
+  await page.screenshot({ path: join(SCREENSHOTS, "console-real-session-phone.png") });
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(overflow <= 0, `the page is ${overflow} px wider than a phone`);
 
   // The personal data on the page never reached the service's log.
   const logs = service.logs();
