@@ -9,7 +9,7 @@
 use std::any::Any;
 use std::sync::Arc;
 
-use tokio::sync::Semaphore;
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -83,17 +83,101 @@ pub fn panic_message(payload: Box<dyn Any + Send>) -> String {
 
 /// Bounds CPU-bound agent work to a number of slots (by default one per core), so that agents
 /// queue for the cores instead of oversubscribing them, and the async runtime stays free.
+///
+/// A free slot goes to the waiting job of the oldest session (session ids are time-ordered),
+/// not to the job that has waited longest. With more sessions than slots, first come first
+/// served interleaves every session's agents, so all of them hold their decoded images between
+/// agents and all of them near the deadline together; oldest first finishes the sessions that
+/// started first, and a newer session waits until the older ones are through. Jobs outside a
+/// session come first.
 #[derive(Clone)]
 pub struct CpuPool {
-    slots: Arc<Semaphore>,
+    slots: Arc<Slots>,
     size: usize,
+}
+
+/// The slots, and the jobs waiting for one, by session then arrival.
+struct Slots {
+    state: std::sync::Mutex<SlotState>,
+}
+
+struct SlotState {
+    free: usize,
+    /// Never holds a waiter while `free > 0`: a freed slot goes to a waiter if there is one.
+    waiting: std::collections::BTreeMap<(Option<SessionId>, u64), oneshot::Sender<Slot>>,
+    arrivals: u64,
+}
+
+/// A held slot; dropping it gives it to the next waiter, or back to the pool.
+struct Slot {
+    slots: Option<Arc<Slots>>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(slots) = self.slots.take() {
+            slots.release();
+        }
+    }
+}
+
+impl Slots {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    async fn acquire(self: &Arc<Self>, session: Option<SessionId>) -> Slot {
+        let granted = {
+            let mut state = self.lock();
+            if state.free > 0 {
+                state.free -= 1;
+                return Slot {
+                    slots: Some(Arc::clone(self)),
+                };
+            }
+            let (grant, granted) = oneshot::channel();
+            state.arrivals += 1;
+            let arrival = state.arrivals;
+            state.waiting.insert((session, arrival), grant);
+            granted
+        };
+        // A waiter that gives up drops its receiver; a slot sent to it meanwhile is dropped
+        // with the channel and passed on by its own `Drop`.
+        granted
+            .await
+            .expect("a waiter's sender is only consumed by sending it a slot")
+    }
+
+    /// Hands a freed slot to the first waiter still waiting, or back to the pool.
+    fn release(self: &Arc<Self>) {
+        let mut state = self.lock();
+        while let Some((_, grant)) = state.waiting.pop_first() {
+            let slot = Slot {
+                slots: Some(Arc::clone(self)),
+            };
+            match grant.send(slot) {
+                Ok(()) => return,
+                // That waiter gave up: this slot is still the one being released.
+                Err(mut unsent) => unsent.slots = None,
+            }
+        }
+        state.free += 1;
+    }
 }
 
 impl CpuPool {
     pub fn new(size: usize) -> Self {
         let size = size.max(1);
         Self {
-            slots: Arc::new(Semaphore::new(size)),
+            slots: Arc::new(Slots {
+                state: std::sync::Mutex::new(SlotState {
+                    free: size,
+                    waiting: std::collections::BTreeMap::new(),
+                    arrivals: 0,
+                }),
+            }),
             size,
         }
     }
@@ -104,7 +188,12 @@ impl CpuPool {
 
     /// Slots in use right now.
     pub fn busy(&self) -> usize {
-        self.size - self.slots.available_permits()
+        self.size - self.slots.lock().free
+    }
+
+    /// Jobs waiting for a slot (some of which may have given up since).
+    pub fn waiting(&self) -> usize {
+        self.slots.lock().waiting.len()
     }
 
     /// Waits for a slot (the wait counts against the caller's timeout), then runs `work` on a
@@ -116,17 +205,18 @@ impl CpuPool {
         R: Send + 'static,
     {
         let queued = tokio::time::Instant::now();
-        let permit = Arc::clone(&self.slots)
-            .acquire_owned()
+        let session = SessionContext::current().map(|ctx| ctx.session_id);
+        let slot = self
+            .slots
+            .acquire(session)
             .instrument(tracing::trace_span!("cpu_slot_wait"))
-            .await
-            .expect("the CPU pool's semaphore is never closed");
+            .await;
         metrics::histogram!("kyc_cpu_slot_wait_seconds").record(queued.elapsed().as_secs_f64());
         if cancel.is_cancelled() {
             return Err(CpuError::Cancelled);
         }
         spawn_blocking_in_session(move || {
-            let _slot = permit;
+            let _slot = slot;
             yield_to_the_runtime();
             work(&cancel)
         })
@@ -225,6 +315,63 @@ mod tests {
             before,
             "the runtime's thread keeps its priority"
         );
+    }
+
+    #[tokio::test]
+    async fn a_free_slot_goes_to_the_oldest_session_and_a_waiter_that_gave_up_loses_nothing() {
+        let pool = CpuPool::new(1);
+        let ran = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let holder = tokio::spawn({
+            let pool = pool.clone();
+            async move {
+                pool.run(CancellationToken::new(), move |_| release_rx.recv())
+                    .await
+            }
+        });
+        while pool.busy() == 0 {
+            tokio::task::yield_now().await;
+        }
+        let older: SessionId = "01a1ffba-9973-76c3-9344-15a4a723fd1a".parse().unwrap();
+        let newer: SessionId = "01a1ffbb-0000-76c3-9344-15a4a723fd1a".parse().unwrap();
+        let job = |session: SessionId, name: &'static str| {
+            let (pool, ran) = (pool.clone(), Arc::clone(&ran));
+            tokio::spawn(
+                SessionContext {
+                    session_id: session,
+                }
+                .scope(async move {
+                    pool.run(CancellationToken::new(), move |_| {
+                        ran.lock().unwrap().push(name)
+                    })
+                    .await
+                }),
+            )
+        };
+        // The newer session's job queues first, then one that gives up, then the older one's.
+        let newer_job = job(newer, "newer");
+        while pool.waiting() < 1 {
+            tokio::task::yield_now().await;
+        }
+        let gave_up = job(older, "gave up");
+        while pool.waiting() < 2 {
+            tokio::task::yield_now().await;
+        }
+        gave_up.abort();
+        assert!(gave_up.await.unwrap_err().is_cancelled());
+        let older_job = job(older, "older");
+        while pool.waiting() < 3 {
+            tokio::task::yield_now().await;
+        }
+
+        release_tx.send(()).unwrap();
+        holder.await.unwrap().unwrap().unwrap();
+        older_job.await.unwrap().unwrap();
+        newer_job.await.unwrap().unwrap();
+
+        assert_eq!(*ran.lock().unwrap(), ["older", "newer"]);
+        assert_eq!(pool.busy(), 0, "every slot is back");
+        assert_eq!(pool.waiting(), 0);
     }
 
     #[tokio::test]
