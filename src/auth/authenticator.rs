@@ -210,7 +210,7 @@ impl Authenticator {
     /// revoked nor expired. What a key made on its own (a capture link) lasts only as long as
     /// this holds. Read from the store each time: a revocation counts at once.
     pub async fn may_act(&self, id: &KeyId) -> Result<bool, StoreError> {
-        if self.bootstrap.as_ref().is_some_and(|b| &b.id == id) {
+        if self.is_bootstrap(id) {
             return Ok(true);
         }
         Ok(self
@@ -218,6 +218,11 @@ impl Authenticator {
             .key(id)
             .await?
             .is_some_and(|key| key.usable_at(Utc::now())))
+    }
+
+    /// Whether `id` is the configured bootstrap key's, which no store holds.
+    fn is_bootstrap(&self, id: &KeyId) -> bool {
+        self.bootstrap.as_ref().is_some_and(|b| &b.id == id)
     }
 
     /// The record for `hash`: cached, or read (and cached) when the cache has none or an old one.
@@ -275,7 +280,7 @@ impl Authenticator {
 
     /// Writes the key's `last_used_at` in the background, at most once a minute.
     fn note_use(&self, key: &KeyRecord) {
-        if self.bootstrap.as_ref().is_some_and(|b| b.id == key.id) {
+        if self.is_bootstrap(&key.id) {
             return;
         }
         let now = Instant::now();

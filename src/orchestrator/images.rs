@@ -24,21 +24,6 @@ pub enum ImagePart {
     Selfie(usize),
 }
 
-impl ImagePart {
-    /// The parts kept, in order: the document, its portrait, then the frames.
-    pub fn all_of(inputs: &NewSession, portrait: bool) -> Vec<Self> {
-        let mut parts = vec![Self::DocumentFront];
-        if inputs.document.back.is_some() {
-            parts.push(Self::DocumentBack);
-        }
-        if portrait {
-            parts.push(Self::DocumentPortrait);
-        }
-        parts.extend((0..inputs.selfie.frames().len()).map(Self::Selfie));
-        parts
-    }
-}
-
 impl std::fmt::Display for ImagePart {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -93,10 +78,18 @@ pub enum SessionImages {
 impl SessionImages {
     /// The names of the images kept, in order.
     pub fn names(&self) -> Vec<ImagePart> {
-        match self {
-            Self::Kept { inputs, portrait } => ImagePart::all_of(inputs, portrait.is_some()),
-            _ => Vec::new(),
+        let Self::Kept { inputs, portrait } = self else {
+            return Vec::new();
+        };
+        let mut names = vec![ImagePart::DocumentFront];
+        if inputs.document.back.is_some() {
+            names.push(ImagePart::DocumentBack);
         }
+        if portrait.is_some() {
+            names.push(ImagePart::DocumentPortrait);
+        }
+        names.extend((0..inputs.selfie.frames().len()).map(ImagePart::Selfie));
+        names
     }
 
     /// The image `part`, where kept.

@@ -77,6 +77,30 @@ fn images(challenge_id: Option<&str>, frame_side: u32) -> Form {
         .text("metadata", metadata.to_string())
 }
 
+/// The page's submission of the images, answering `challenge_id` when given.
+async fn send_images(
+    app: &TestApp,
+    token: &str,
+    challenge_id: Option<&str>,
+    frame_side: u32,
+) -> reqwest::Response {
+    page(app, reqwest::Method::POST, "/v1/capture/session", token)
+        .multipart(images(challenge_id, frame_side))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The page's challenge (`201`), as JSON.
+async fn link_challenge(app: &TestApp, token: &str) -> Value {
+    let response = page(app, reqwest::Method::POST, "/v1/capture/challenge", token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    response.json().await.unwrap()
+}
+
 async fn problem_type(response: reqwest::Response) -> String {
     response.json::<Value>().await.unwrap()["type"]
         .as_str()
@@ -96,11 +120,7 @@ async fn assert_spent(app: &TestApp, token: &str, reason: &str) {
         problem_type(shown).await,
         format!("urn:kyc-orchestrator:problem:capture-link-{reason}")
     );
-    let submitted = page(app, reqwest::Method::POST, "/v1/capture/session", token)
-        .multipart(images(None, 80))
-        .send()
-        .await
-        .unwrap();
+    let submitted = send_images(app, token, None, 80).await;
     assert_eq!(submitted.status(), StatusCode::GONE);
 }
 
@@ -121,20 +141,9 @@ async fn a_link_starts_one_session_with_the_integrators_reference_and_shows_only
     assert_eq!(shown["document_type"], "id_card");
     assert_eq!(shown["document_back"], true);
     assert_eq!(shown["selfie_frames"], 24);
-    let challenge: Value = page(&app, reqwest::Method::POST, "/v1/capture/challenge", &token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let challenge_id = challenge["id"].as_str().unwrap();
+    let challenge = link_challenge(&app, &token).await;
 
-    let response = page(&app, reqwest::Method::POST, "/v1/capture/session", &token)
-        .multipart(images(Some(challenge_id), 64))
-        .send()
-        .await
-        .unwrap();
+    let response = send_images(&app, &token, challenge["id"].as_str(), 64).await;
 
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()[CONTENT_TYPE], "application/x-ndjson");
@@ -237,18 +246,9 @@ async fn a_token_opens_its_own_link_and_nothing_else() {
 async fn a_links_page_gets_one_challenge_and_its_session_answers_no_other() {
     let app = spawn_app().await;
     let (_, token) = make_link(&app, &link_body()).await;
-    let ask = || async {
-        page(&app, reqwest::Method::POST, "/v1/capture/challenge", &token)
-            .send()
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap()
-    };
 
-    let first = ask().await;
-    let again = ask().await;
+    let first = link_challenge(&app, &token).await;
+    let again = link_challenge(&app, &token).await;
 
     assert_eq!(
         first["id"], again["id"],
@@ -256,29 +256,13 @@ async fn a_links_page_gets_one_challenge_and_its_session_answers_no_other() {
     );
     assert_eq!(first["steps"], again["steps"]);
     // One of the tenant's own challenges, issued with its key, is not the link's.
-    let others: Value = app
-        .client
-        .post(app.url("/v1/liveness/challenges"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let refused = page(&app, reqwest::Method::POST, "/v1/capture/session", &token)
-        .multipart(images(others["id"].as_str(), 64))
-        .send()
-        .await
-        .unwrap();
+    let others = app.issue_challenge().await;
+    let refused = send_images(&app, &token, others["id"].as_str(), 64).await;
     assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let problem: Value = refused.json().await.unwrap();
     assert_eq!(problem["errors"][0]["code"], "unknown_challenge");
     // Refused before it started: the link's own challenge still works.
-    let answered = page(&app, reqwest::Method::POST, "/v1/capture/session", &token)
-        .multipart(images(first["id"].as_str(), 64))
-        .send()
-        .await
-        .unwrap();
+    let answered = send_images(&app, &token, first["id"].as_str(), 64).await;
     assert_eq!(answered.status(), 200);
 }
 
@@ -311,11 +295,7 @@ async fn a_link_dies_with_the_key_that_made_it() {
         .unwrap();
     let maker = crate::helpers::client_with(&key);
     let (_, token) = link_by(&maker, &app, &link_body()).await;
-    let challenge = page(&app, reqwest::Method::POST, "/v1/capture/challenge", &token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(challenge.status(), 201);
+    link_challenge(&app, &token).await;
 
     app.keys.revoke(&record.id).await.unwrap();
 
@@ -327,11 +307,7 @@ async fn a_link_dies_with_the_key_that_made_it() {
 /// Posts the capture's images and reads the progress to its end; the session id it names, or
 /// the refusal's status.
 async fn submit(app: &TestApp, token: &str, challenge_id: &str) -> Result<String, StatusCode> {
-    let response = page(app, reqwest::Method::POST, "/v1/capture/session", token)
-        .multipart(images(Some(challenge_id), 64))
-        .send()
-        .await
-        .unwrap();
+    let response = send_images(app, token, Some(challenge_id), 64).await;
     if response.status() != StatusCode::OK {
         return Err(response.status());
     }
@@ -341,26 +317,16 @@ async fn submit(app: &TestApp, token: &str, challenge_id: &str) -> Result<String
     Ok(last["session_id"].as_str().unwrap().to_owned())
 }
 
-async fn challenge_of(app: &TestApp, token: &str) -> String {
-    let challenge: Value = page(app, reqwest::Method::POST, "/v1/capture/challenge", token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    challenge["id"].as_str().unwrap().to_owned()
-}
-
 #[tokio::test]
 async fn two_pages_submitting_at_once_start_one_session() {
     let app = spawn_app().await;
     let (_, token) = make_link(&app, &link_body()).await;
-    let challenge_id = challenge_of(&app, &token).await;
+    let challenge = link_challenge(&app, &token).await;
+    let challenge_id = challenge["id"].as_str().unwrap();
 
     let (a, b) = tokio::join!(
-        submit(&app, &token, &challenge_id),
-        submit(&app, &token, &challenge_id)
+        submit(&app, &token, challenge_id),
+        submit(&app, &token, challenge_id)
     );
 
     // Each either follows the one session or is told the link is used; never a second session.
@@ -389,12 +355,9 @@ async fn two_pages_submitting_at_once_start_one_session() {
 async fn a_page_that_lost_its_connection_follows_its_session_and_cannot_send_again() {
     let app = spawn_patient_app().await;
     let (_, token) = make_link(&app, &link_body()).await;
-    let challenge_id = challenge_of(&app, &token).await;
-    let mut response = page(&app, reqwest::Method::POST, "/v1/capture/session", &token)
-        .multipart(images(Some(&challenge_id), 64))
-        .send()
-        .await
-        .unwrap();
+    let challenge = link_challenge(&app, &token).await;
+    let challenge_id = challenge["id"].as_str().unwrap();
+    let mut response = send_images(&app, &token, Some(challenge_id), 64).await;
     assert_eq!(response.status(), 200);
     let first = response.chunk().await.unwrap().expect("a first line");
     assert_eq!(parse_ndjson(&first)[0]["type"], "started");
@@ -402,7 +365,7 @@ async fn a_page_that_lost_its_connection_follows_its_session_and_cannot_send_aga
 
     // Sending the photos again is refused: the link started its session.
     assert_eq!(
-        submit(&app, &token, &challenge_id).await,
+        submit(&app, &token, challenge_id).await,
         Err(StatusCode::GONE)
     );
     // Following it gives the whole progress, from the start to the decision.

@@ -191,17 +191,6 @@ fn a_capture_too_blurred_to_read_is_inconclusive() {
     );
 }
 
-async fn issue(app: &crate::helpers::TestApp) -> Value {
-    let response = app
-        .client
-        .post(app.url("/v1/liveness/challenges"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    response.json().await.unwrap()
-}
-
 fn answering_body(challenge_id: &str) -> Value {
     json!({
         "selfie": { "frames": [b64(&jpeg(64, 64))], "challenge_id": challenge_id },
@@ -213,7 +202,7 @@ fn answering_body(challenge_id: &str) -> Value {
 async fn a_challenge_is_issued_with_random_steps_and_an_expiry() {
     let app = spawn_app().await;
 
-    let challenge = issue(&app).await;
+    let challenge = app.issue_challenge().await;
 
     assert!(challenge["id"].as_str().unwrap().starts_with("chl_"));
     let steps: Vec<&str> = challenge["steps"]
@@ -238,7 +227,7 @@ async fn a_challenge_is_issued_with_random_steps_and_an_expiry() {
 #[tokio::test]
 async fn a_challenge_answers_one_session_and_a_second_is_refused() {
     let app = spawn_app().await;
-    let challenge = issue(&app).await;
+    let challenge = app.issue_challenge().await;
     let id = challenge["id"].as_str().unwrap();
 
     let first = app.post_session(&answering_body(id)).await;
@@ -292,7 +281,7 @@ async fn an_unknown_or_another_tenants_challenge_is_refused_alike() {
 #[tokio::test]
 async fn a_multipart_session_names_its_challenge_in_the_metadata() {
     let app = spawn_app().await;
-    let challenge = issue(&app).await;
+    let challenge = app.issue_challenge().await;
     let metadata = json!({ "challenge_id": challenge["id"] }).to_string();
     let form = || {
         reqwest::multipart::Form::new()
@@ -323,7 +312,7 @@ async fn a_multipart_session_names_its_challenge_in_the_metadata() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_answering_its_challenge_on_the_default_plan_is_approved() {
     let app = crate::helpers::spawn_real_agents_app().await;
-    let challenge = issue(&app).await;
+    let challenge = app.issue_challenge().await;
     let steps: Vec<ChallengeStep> = serde_json::from_value(challenge["steps"].clone()).unwrap();
     let selfie: Vec<String> = render::answer_angles(&steps, 20.0)
         .into_iter()

@@ -218,15 +218,7 @@ async fn a_challenge_is_answered_once_across_instances(backend: Backend) {
     let store = TestStore::new(backend).await;
     let issuer = app_on(&store).await;
     let other = app_on(&store).await;
-    let challenge: Value = issuer
-        .client
-        .post(issuer.url("/v1/liveness/challenges"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let challenge = issuer.issue_challenge().await;
     let mut body = session_body(json!({}));
     body["selfie"]["challenge_id"] = challenge["id"].clone();
 

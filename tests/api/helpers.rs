@@ -311,6 +311,18 @@ impl TestApp {
         self.client.get(self.url(path)).send().await.unwrap()
     }
 
+    /// A liveness challenge issued to the client's key (`201`), as JSON.
+    pub async fn issue_challenge(&self) -> Value {
+        let response = self
+            .client
+            .post(self.url("/v1/liveness/challenges"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        response.json().await.unwrap()
+    }
+
     /// Sends the shutdown signal and waits until the instance is draining (not stopped).
     pub async fn signal_shutdown(&mut self) {
         if let Some(shutdown) = self.shutdown.take() {
