@@ -45,8 +45,9 @@ for profile in sandbox default workers; do
         "KYC__AGENTS__${agent}__SETTINGS__URL=http://127.0.0.1:8010" \
         "KYC__AGENTS__${agent}__SETTINGS__TOKEN=$KYC__AGENT_SERVER__TOKEN"
     done
+    # The container's probe, `health`, waits for it here: 0 once it is ready.
     for _ in $(seq 1 300); do
-      curl -fsS http://127.0.0.1:8010/health/ready >/dev/null 2>&1 && break
+      target/debug/kyc-orchestrator health --ready --url http://127.0.0.1:8010 2>/dev/null && break
       sleep 0.1
     done
   fi
@@ -67,9 +68,14 @@ for profile in sandbox default workers; do
     fi
     exit 1
   fi
+  target/debug/kyc-orchestrator health
   kill -TERM "$server"
   wait "$server"
   server=""
+  if target/debug/kyc-orchestrator health 2>/dev/null; then
+    echo "== kyc-orchestrator health answered 0 with the instance stopped" >&2
+    exit 1
+  fi
   if [ -n "$worker" ]; then
     kill -TERM "$worker"
     wait "$worker"

@@ -47,6 +47,16 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         agents: Vec<String>,
     },
+    /// Exits 0 when a running instance answers GET /health with 200, 1 otherwise: the
+    /// container's HEALTHCHECK, which needs no other program in the image.
+    Health {
+        /// The instance (or agent server) to ask.
+        #[arg(long, default_value = "http://127.0.0.1:8009")]
+        url: String,
+        /// Ask GET /health/ready instead: whether to send it new sessions.
+        #[arg(long)]
+        ready: bool,
+    },
 }
 
 #[tokio::main]
@@ -63,6 +73,9 @@ async fn main() -> ExitCode {
             document.to_pretty_json().expect("the document serialises")
         );
         return ExitCode::SUCCESS;
+    }
+    if let Some(Command::Health { url, ready }) = &cli.command {
+        return probe(url, *ready).await;
     }
     // Every session stream is a socket; the common soft limit of 1024 is far below what one
     // instance serves, so take what the hard limit allows.
@@ -122,6 +135,33 @@ async fn serve_agents(settings: Settings, agents: &[String]) -> ExitCode {
     );
     server.run_until_stopped(shutdown_signal()).await;
     ExitCode::SUCCESS
+}
+
+/// `health`: one GET, bounded to 2 s so that it ends within a HEALTHCHECK's timeout.
+async fn probe(url: &str, ready: bool) -> ExitCode {
+    let path = if ready { "/health/ready" } else { "/health" };
+    let url = format!("{}{path}", url.trim_end_matches('/'));
+    let client = kyc_orchestrator::http::client()
+        .timeout(std::time::Duration::from_secs(2))
+        .build();
+    let answer = match client {
+        Ok(client) => client.get(&url).send().await,
+        Err(error) => Err(error),
+    };
+    match answer {
+        Ok(response) if response.status().is_success() => ExitCode::SUCCESS,
+        Ok(response) => {
+            eprintln!(
+                "kyc-orchestrator health: GET {url} answered {}",
+                response.status()
+            );
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("kyc-orchestrator health: GET {url}: {}", ErrorChain(&error));
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Resolves on SIGTERM (what orchestrators send) or ctrl-c.

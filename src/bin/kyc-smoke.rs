@@ -47,6 +47,10 @@ enum Command {
         /// Agents the instance runs on an agent server: their checks must say so.
         #[arg(long, value_delimiter = ',')]
         remote: Vec<String>,
+        /// Another instance on the same store: a session started here is followed there,
+        /// live, from its first event to its last.
+        #[arg(long)]
+        follower: Option<String>,
     },
 }
 
@@ -94,13 +98,22 @@ async fn main() -> ExitCode {
             wait,
             key,
             remote,
+            follower,
         } => {
             let url = url.trim_end_matches('/');
             let wait = Duration::from_secs(wait);
-            match unauthorized(&client(None), url).await {
-                Ok(()) => run(&client(Some(&key)), url, profile, wait, &remote).await,
-                Err(failure) => Err(failure),
-            }
+            let keyed = client(Some(&key));
+            let checks = async {
+                unauthorized(&client(None), url).await?;
+                run(&keyed, url, profile, wait, &remote).await?;
+                match follower {
+                    Some(follower) => {
+                        followed_elsewhere(&keyed, url, follower.trim_end_matches('/')).await
+                    }
+                    None => Ok(()),
+                }
+            };
+            checks.await.map(|()| println!("all checks passed"))
         }
     };
     match outcome {
@@ -171,7 +184,39 @@ async fn run(
             real_agents_on_a_passport(client, url).await?;
         }
     }
-    println!("all checks passed");
+    Ok(())
+}
+
+/// A session accepted by the instance at `url` is followed on the one at `follower`, which
+/// reads it from the shared store while it runs: the follower's stream must be the session's
+/// whole history, and the session must still have been running when the follower asked (or
+/// the check would be of a replay). The real agents reading a passport take long enough.
+async fn followed_elsewhere(client: &reqwest::Client, url: &str, follower: &str) -> Check {
+    let response = post(client, url, &passport_session(), false).await?;
+    let location = header(&response, "location");
+    if response.status().as_u16() != 202 || location.is_empty() {
+        return fail("a session without Accept is 202 with a Location", location);
+    }
+    let (status, session) = get_json(client, &format!("{follower}{location}")).await?;
+    if status != 200 || session["status"] != "running" {
+        return fail(
+            &format!("the other instance, {follower}, sees the session running"),
+            format!("{status} {session}"),
+        );
+    }
+    let events = match client
+        .get(format!("{follower}{location}/events"))
+        .send()
+        .await
+    {
+        Ok(response) => response.text().await.unwrap_or_default(),
+        Err(error) => return fail(&format!("GET {follower}{location}/events answers"), error),
+    };
+    history(&format!("the events followed on {follower}"), &events)?;
+    ok(&format!(
+        "a session running on {url} is followed live on {follower} from seq 1 to \
+         session.completed"
+    ));
     Ok(())
 }
 
@@ -481,20 +526,12 @@ fn real_agents_on_a_card(events: &[Value]) -> Check {
 /// A drawn passport page (ICAO's specimen holder, a zone valid until 2034, no portrait)
 /// photographed askew: ocr reads and verifies the zone, doc_capture misses the portrait.
 async fn real_agents_on_a_passport(client: &reqwest::Client, url: &str) -> Check {
-    use kyc_orchestrator::specimen;
-    let photo = specimen::photo(&specimen::page(&specimen::Page::default()), specimen::ASKEW);
-    let body = json!({
-        "reference": "smoke",
-        "selfie": { "frames": [STANDARD.encode(card(320, 400, false))] },
-        "document": { "type": "passport", "front": STANDARD.encode(specimen::jpeg(&photo)) },
-        "claimed": { "surname": "Eriksson", "date_of_birth": "1974-08-12" },
-    });
-    let events = stream(client, url, &body).await?;
+    let events = stream(client, url, &passport_session()).await?;
     let done = &events[completion_at(&events).expect("history checked it")];
     let ocr = &done["checks"]["ocr"];
     if ocr["status"] != "passed"
         || ocr["details"]["check_digits_valid"] != true
-        || ocr["extracted"]["document_number"] != specimen::ANNA.number
+        || ocr["extracted"]["document_number"] != kyc_orchestrator::specimen::ANNA.number
     {
         return fail(
             "ocr reads and verifies the drawn passport's zone, and the claim agrees",
@@ -514,6 +551,18 @@ async fn real_agents_on_a_passport(client: &reqwest::Client, url: &str) -> Check
         "the real ocr read and verified a drawn passport's zone; no portrait and no face send it to review",
     );
     Ok(())
+}
+
+/// The drawn passport page photographed askew, with a grey selfie and a claim its zone bears out.
+fn passport_session() -> Value {
+    use kyc_orchestrator::specimen;
+    let photo = specimen::photo(&specimen::page(&specimen::Page::default()), specimen::ASKEW);
+    json!({
+        "reference": "smoke",
+        "selfie": { "frames": [STANDARD.encode(card(320, 400, false))] },
+        "document": { "type": "passport", "front": STANDARD.encode(specimen::jpeg(&photo)) },
+        "claimed": { "surname": "Eriksson", "date_of_birth": "1974-08-12" },
+    })
 }
 
 /// Every agent in `remote` ran on an agent server: its check records the remote's answer.

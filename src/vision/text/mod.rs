@@ -135,6 +135,8 @@ fn environment(dir: &Path) -> Result<&'static Environment, ModelError> {
             ort::init_from(&library)
                 .map_err(|e| e.to_string())?
                 .with_name("kyc-orchestrator")
+                // Nothing about a verification service's work leaves the process.
+                .with_telemetry(false)
                 .build()
                 .map_err(|e| e.to_string())
         })
