@@ -193,9 +193,13 @@ async fn run(
 /// the check would be of a replay). The real agents reading a passport take long enough.
 async fn followed_elsewhere(client: &reqwest::Client, url: &str, follower: &str) -> Check {
     let response = post(client, url, &passport_session(), false).await?;
+    let status = response.status().as_u16();
     let location = header(&response, "location");
-    if response.status().as_u16() != 202 || location.is_empty() {
-        return fail("a session without Accept is 202 with a Location", location);
+    if status != 202 || location.is_empty() {
+        return fail(
+            "a session without Accept is 202 with a Location",
+            format!("{status} {location:?}"),
+        );
     }
     let (status, session) = get_json(client, &format!("{follower}{location}")).await?;
     if status != 200 || session["status"] != "running" {
