@@ -21,8 +21,8 @@
 #   scripts/docker-base.sh              make whichever of the three are missing
 #   scripts/docker-base.sh --rebuild    make all three again
 #
-# Needs root (debootstrap), Debian's debootstrap package, a running Docker engine, and rustup's
-# 1.95 toolchain (`rustup toolchain install 1.95`). DEBIAN_MIRROR overrides the archive.
+# Needs root (debootstrap), Debian's debootstrap package, a running Docker engine, and Rust 1.95
+# as the toolchain `rustc` runs here (`rustup default 1.95`). DEBIAN_MIRROR overrides the archive.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -82,9 +82,8 @@ EOF
 fi
 
 if ! have "rust:$rust_version-slim-bookworm"; then
-  toolchain=$(rustup toolchain list | awk -v v="$rust_version" '$1 ~ "^"v"(\\.[0-9]+)?-" || $1 ~ "^stable-" {print $1; exit}')
-  toolchain_dir=$(rustup run "$toolchain" rustc --print sysroot)
-  case $(rustup run "$toolchain" rustc --version) in
+  toolchain_dir=$(rustc --print sysroot)
+  case $(rustc --version) in
     "rustc $rust_version."*) ;;
     *) echo "docker-base: the installed toolchain is not Rust $rust_version" >&2; exit 1 ;;
   esac
