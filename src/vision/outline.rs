@@ -4,9 +4,9 @@
 //! convex hull that a quadrilateral fits closely is the document. A quadrilateral with a corner
 //! on the frame's edge means the document runs out of the picture.
 
-use image::{GrayImage, Rgb, RgbImage};
+use image::{GrayImage, RgbImage};
 use imageproc::contours::{BorderType, find_contours};
-use imageproc::geometric_transformations::{Border, Interpolation, Projection, warp_into};
+use imageproc::geometric_transformations::Projection;
 use imageproc::geometry::{approximate_polygon_dp, arc_length, contour_area, convex_hull};
 use imageproc::point::Point;
 use serde::Serialize;
@@ -222,18 +222,65 @@ pub fn warp_to(
         (width as f32, height as f32),
         (0.0, height as f32),
     ];
-    let mut out = RgbImage::new(width, height);
     match Projection::from_control_points(corners, target) {
-        Some(projection) => warp_into(
-            image,
-            projection,
-            Interpolation::Bilinear,
-            Border::Constant(Rgb([255, 255, 255])),
-            &mut out,
-        ),
+        Some(projection) => warp_bilinear(image, projection, (width, height)),
         None => {
-            out =
-                image::imageops::resize(image, width, height, image::imageops::FilterType::Triangle)
+            image::imageops::resize(image, width, height, image::imageops::FilterType::Triangle)
+        }
+    }
+}
+
+/// White, beyond the image's edges.
+const OUTSIDE: [u8; 3] = [255, 255, 255];
+
+/// `image` through `projection`, bilinearly, as a `size` image; white beyond the image's edges.
+///
+/// The same pixels as imageproc's `warp_into` with `Interpolation::Bilinear` and a white
+/// `Border::Constant` (a unit test holds them equal, byte for byte), for 18 % fewer
+/// instructions (README, Real agents): that one reads every pixel through a bounds-checked
+/// accessor and blends through closures per channel, and rectifying a photographed page is
+/// about a twentieth of a real session's CPU.
+fn warp_bilinear(
+    image: &RgbImage,
+    projection: Projection,
+    (width, height): (u32, u32),
+) -> RgbImage {
+    let inverse = projection.invert();
+    let (w, h) = (i64::from(image.width()), i64::from(image.height()));
+    let src = image.as_raw();
+    let pixel = |x: i64, y: i64| -> [u8; 3] {
+        if x < 0 || x >= w || y < 0 || y >= h {
+            return OUTSIDE;
+        }
+        let i = 3 * (y * w + x) as usize;
+        [src[i], src[i + 1], src[i + 2]]
+    };
+    // As imageproc's clamp to u8: truncated, not rounded.
+    let blend = |a: u8, b: u8, weight: f32| -> u8 {
+        let v = (1f32 - weight) * f32::from(a) + weight * f32::from(b);
+        if v < 255.0 {
+            if v > 0.0 { v as u8 } else { 0 }
+        } else {
+            255
+        }
+    };
+    let mut out = RgbImage::new(width, height);
+    for (y, row) in out
+        .as_mut()
+        .chunks_exact_mut(3 * width as usize)
+        .enumerate()
+    {
+        for (x, rgb) in row.chunks_exact_mut(3).enumerate() {
+            let (px, py) = inverse * (x as f32, y as f32);
+            let (left, top) = (px.floor() as i64, py.floor() as i64);
+            let (right_weight, bottom_weight) = (px - left as f32, py - top as f32);
+            let (tl, tr) = (pixel(left, top), pixel(left + 1, top));
+            let (bl, br) = (pixel(left, top + 1), pixel(left + 1, top + 1));
+            for c in 0..3 {
+                let upper = blend(tl[c], tr[c], right_weight);
+                let lower = blend(bl[c], br[c], right_weight);
+                rgb[c] = blend(upper, lower, bottom_weight);
+            }
         }
     }
     out
@@ -288,5 +335,65 @@ mod tests {
         assert_eq!(tr, (300.0, 40.0));
         assert_eq!(br, (520.0, 250.0));
         assert_eq!(bl, (270.0, 470.0));
+    }
+
+    #[test]
+    fn the_warp_gives_imageproc_s_bilinear_pixels_exactly() {
+        use image::Rgb;
+        use imageproc::geometric_transformations::{Border, Interpolation, warp_into};
+
+        // Every value in every channel, in no smooth order, so a rounding apart shows.
+        let image = RgbImage::from_fn(97, 61, |x, y| {
+            let v = x * 7919 + y * 104_729;
+            Rgb([
+                (v % 251) as u8,
+                (v / 3 % 256) as u8,
+                ((x ^ y) * 37 % 256) as u8,
+            ])
+        });
+        type Case = ([(f32, f32); 4], (u32, u32));
+        let cases: [Case; 4] = [
+            // A page photographed askew, in perspective, enlarged.
+            (
+                [(12.5, 8.0), (90.2, 3.1), (80.0, 58.7), (4.0, 50.3)],
+                (160, 112),
+            ),
+            // Corners beyond the image: the white border, and the edges' half pixels.
+            (
+                [(-10.0, -6.0), (110.0, 2.0), (99.0, 70.0), (-3.0, 64.0)],
+                (120, 75),
+            ),
+            // An upright rectangle (a translation and scale: imageproc's affine path).
+            (
+                [(10.0, 10.0), (50.0, 10.0), (50.0, 38.0), (10.0, 38.0)],
+                (33, 23),
+            ),
+            // The whole image, as it is (a translation).
+            (
+                [(0.0, 0.0), (97.0, 0.0), (97.0, 61.0), (0.0, 61.0)],
+                (97, 61),
+            ),
+        ];
+        for (corners, (width, height)) in cases {
+            let target = [
+                (0.0, 0.0),
+                (width as f32, 0.0),
+                (width as f32, height as f32),
+                (0.0, height as f32),
+            ];
+            let projection = Projection::from_control_points(corners, target).unwrap();
+            let mut expected = RgbImage::new(width, height);
+            warp_into(
+                &image,
+                projection,
+                Interpolation::Bilinear,
+                Border::Constant(Rgb(OUTSIDE)),
+                &mut expected,
+            );
+
+            let warped = warp_to(&image, corners, (width, height));
+
+            assert!(warped == expected, "pixels differ for corners {corners:?}");
+        }
     }
 }
