@@ -208,15 +208,12 @@ async fn followed_elsewhere(client: &reqwest::Client, url: &str, follower: &str)
             format!("{status} {session}"),
         );
     }
-    let events = match client
-        .get(format!("{follower}{location}/events"))
-        .send()
-        .await
-    {
-        Ok(response) => response.text().await.unwrap_or_default(),
-        Err(error) => return fail(&format!("GET {follower}{location}/events answers"), error),
-    };
-    history(&format!("the events followed on {follower}"), &events)?;
+    replay(
+        client,
+        &format!("{follower}{location}/events"),
+        &format!("the events followed on {follower}"),
+    )
+    .await?;
     ok(&format!(
         "a session running on {url} is followed live on {follower} from seq 1 to \
          session.completed"
@@ -263,6 +260,16 @@ async fn get_json(client: &reqwest::Client, url: &str) -> Check<(u16, Value)> {
     let text = response.text().await.unwrap_or_default();
     let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
     Ok((status, body))
+}
+
+/// A session's events as `GET .../events` (at `url`) streams them to the end, checked as
+/// `what`: a whole history, from seq 1 to `session.completed`.
+async fn replay(client: &reqwest::Client, url: &str, what: &str) -> Check<Vec<Value>> {
+    let text = match client.get(url).send().await {
+        Ok(response) => response.text().await.unwrap_or_default(),
+        Err(error) => return fail(&format!("GET {url} answers"), error),
+    };
+    history(what, &text)
 }
 
 async fn post(
@@ -427,11 +434,12 @@ async fn accepted_then_replayed(client: &reqwest::Client, url: &str, body: &Valu
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     ok("a session is accepted with 202, and GET shows it completed");
-    let events = match client.get(format!("{url}{location}/events")).send().await {
-        Ok(response) => response.text().await.unwrap_or_default(),
-        Err(error) => return fail("GET .../events answers", error),
-    };
-    let events = history("the replayed events", &events)?;
+    let events = replay(
+        client,
+        &format!("{url}{location}/events"),
+        "the replayed events",
+    )
+    .await?;
     let completed = &events[completion_at(&events).expect("history checked it")];
     if completed["decision"] != session["decision"] {
         return fail("the replay ends with the session's decision", completed);

@@ -216,18 +216,18 @@ pub fn warp_to(
     corners: [(f32, f32); 4],
     (width, height): (u32, u32),
 ) -> RgbImage {
-    let target = [
-        (0.0, 0.0),
-        (width as f32, 0.0),
-        (width as f32, height as f32),
-        (0.0, height as f32),
-    ];
-    match Projection::from_control_points(corners, target) {
+    match Projection::from_control_points(corners, upright((width, height))) {
         Some(projection) => warp_bilinear(image, projection, (width, height)),
         None => {
             image::imageops::resize(image, width, height, image::imageops::FilterType::Triangle)
         }
     }
+}
+
+/// The corners of an upright `size` rectangle, in `warp_to`'s order.
+fn upright((width, height): (u32, u32)) -> [(f32, f32); 4] {
+    let (w, h) = (width as f32, height as f32);
+    [(0.0, 0.0), (w, 0.0), (w, h), (0.0, h)]
 }
 
 /// White, beyond the image's edges.
@@ -375,13 +375,8 @@ mod tests {
             ),
         ];
         for (corners, (width, height)) in cases {
-            let target = [
-                (0.0, 0.0),
-                (width as f32, 0.0),
-                (width as f32, height as f32),
-                (0.0, height as f32),
-            ];
-            let projection = Projection::from_control_points(corners, target).unwrap();
+            let projection =
+                Projection::from_control_points(corners, upright((width, height))).unwrap();
             let mut expected = RgbImage::new(width, height);
             warp_into(
                 &image,
