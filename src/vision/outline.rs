@@ -15,6 +15,13 @@ use serde::Serialize;
 const SEARCH_SIDE: u32 = 480;
 /// Corners closer than this fraction of a side to the frame's edge touch it.
 const EDGE_MARGIN: f32 = 0.01;
+/// A quadrilateral covering less than this share of the frame is the document only where it
+/// stands out from its surroundings ([`stands_out`]): a phone photo often shows the document
+/// small on a table (a third of the frame's width is a tenth of its area), while inside a scan
+/// whose own outline was not found the largest quadrilateral is a part of the page, its printed
+/// header or the portrait's frame. From this share up, the largest quadrilateral is taken as
+/// before.
+const SURROUNDED_BELOW: f64 = 0.2;
 
 /// The document's corners in the photo: top-left, top-right, bottom-right, bottom-left.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -41,7 +48,8 @@ pub struct Outline {
     pub touches_edge: bool,
 }
 
-/// Finds the largest quadrilateral covering at least `min_area_fraction` of the frame.
+/// Finds the largest quadrilateral covering at least `min_area_fraction` of the frame (below
+/// [`SURROUNDED_BELOW`], one that stands out from its surroundings).
 pub fn find(image: &RgbImage, min_area_fraction: f32) -> Option<Outline> {
     let (width, height) = image.dimensions();
     let scale = (SEARCH_SIDE as f32 / width.max(height) as f32).min(1.0);
@@ -70,6 +78,9 @@ pub fn find(image: &RgbImage, min_area_fraction: f32) -> Option<Outline> {
             (area >= frame * f64::from(min_area_fraction)).then_some((hull, area))
         })
         .filter_map(|(hull, area)| fit_quad(&hull, area).map(|quad| (quad, area)))
+        .filter(|(quad, area)| {
+            *area >= frame * SURROUNDED_BELOW || (document_shaped(quad) && stands_out(&edges, quad))
+        })
         .max_by(|a, b| a.1.total_cmp(&b.1))?;
 
     let (corners, area) = best;
@@ -129,15 +140,67 @@ fn fit_quad(hull: &[Point<i32>], hull_area: f64) -> Option<[(f32, f32); 4]> {
     (area >= hull_area * 0.88 && plausible(&corners)).then_some(corners)
 }
 
+/// The length of side `i` of `quad`, from corner `i` to the next.
+fn side(quad: &[(f32, f32); 4], i: usize) -> f32 {
+    let (a, b) = (quad[i], quad[(i + 1) % 4]);
+    (a.0 - b.0).hypot(a.1 - b.1)
+}
+
+/// Whether `quad` has a document's proportions: ICAO's formats are 1.42 to 1.59 times as long
+/// as high, and a page leaning away from the camera looks longer still, so up to 2.2. A line of
+/// print boxed by its edges (a zone's band, a header) is far longer.
+fn document_shaped(quad: &[(f32, f32); 4]) -> bool {
+    let side = |i: usize| side(quad, i);
+    let (across, down) = (side(0) + side(2), side(1) + side(3));
+    across.max(down) <= 2.2 * across.min(down)
+}
+
+/// Whether `quad` stands out from its surroundings as a document on a table does: the band
+/// around it, from 6 to 25 % of its size beyond its edges, holds under a third as many edge
+/// pixels per pixel as its inside (print, the portrait). Around a part of a page the rest of the
+/// page's print goes on. Only the band's pixels inside the frame count; a quadrilateral with no
+/// band in the frame, or an empty inside, does not stand out.
+fn stands_out(edges: &GrayImage, quad: &[(f32, f32); 4]) -> bool {
+    let centre = quad
+        .iter()
+        .fold((0.0, 0.0), |(x, y), c| (x + c.0 / 4.0, y + c.1 / 4.0));
+    let grown =
+        |k: f32| quad.map(|(x, y)| (centre.0 + (x - centre.0) * k, centre.1 + (y - centre.1) * k));
+    let (inner, near, far) = (grown(0.94), grown(1.06), grown(1.25));
+    let (mut inside, mut band) = ((0u32, 0u32), (0u32, 0u32));
+    for (x, y, pixel) in edges.enumerate_pixels() {
+        let point = (x as f32 + 0.5, y as f32 + 0.5);
+        let count = if contains(&inner, point) {
+            &mut inside
+        } else if contains(&far, point) && !contains(&near, point) {
+            &mut band
+        } else {
+            continue;
+        };
+        count.0 += 1;
+        count.1 += u32::from(pixel[0] > 0);
+    }
+    let density = |(pixels, edges): (u32, u32)| edges as f32 / pixels.max(1) as f32;
+    band.0 > 0 && inside.1 > 0 && density(band) * 3.0 < density(inside)
+}
+
+/// Whether `point` is inside the convex quadrilateral `quad` (corners in order around it, either
+/// way) or on its edge.
+fn contains(quad: &[(f32, f32); 4], point: (f32, f32)) -> bool {
+    let side = |i: usize| {
+        let (a, b) = (quad[i], quad[(i + 1) % 4]);
+        (b.0 - a.0) * (point.1 - a.1) - (b.1 - a.1) * (point.0 - a.0)
+    };
+    let sides = [side(0), side(1), side(2), side(3)];
+    sides.iter().all(|&s| s >= 0.0) || sides.iter().all(|&s| s <= 0.0)
+}
+
 /// Whether a quadrilateral could be a rectangle seen at a moderate angle: every interior angle
 /// between 50 and 130 degrees, and opposite sides within a factor of two of each other. A hull
 /// whose edges were only partly found fits a sliver or a near-triangle, which would rectify
 /// into nonsense.
 fn plausible(corners: &[(f32, f32); 4]) -> bool {
-    let side = |i: usize| {
-        let (a, b) = (corners[i], corners[(i + 1) % 4]);
-        (a.0 - b.0).hypot(a.1 - b.1)
-    };
+    let side = |i: usize| side(corners, i);
     let similar = |a: f32, b: f32| a.min(b) * 2.0 >= a.max(b);
     if !similar(side(0), side(2)) || !similar(side(1), side(3)) {
         return false;

@@ -274,6 +274,44 @@ fn the_zone_of_a_page_photographed_off_a_screen_is_read() {
     }
 }
 
+/// A phone photo taken from further away: the page a third of the frame's width, a tenth of its
+/// area, on a table. Its outline is found, and with it the portrait and the zone.
+#[test]
+fn a_page_small_in_a_large_photo_is_found_and_read() {
+    let photo = render::photo_of_size(
+        &render::page(&render::portrait_page()),
+        render::FAR,
+        render::PHONE,
+    );
+    let report = capture(&photo);
+    assert!(issues(&report).is_empty(), "{}", report.details);
+    let outline = &report.details["measures"]["outline"];
+    assert!(
+        outline["area_fraction"].as_f64().unwrap() < 0.2,
+        "{outline}"
+    );
+    assert!(Captured::of(&report).unwrap().portrait.is_some());
+    assert_read(&read(&photo, None), "a third of the frame");
+}
+
+/// A scan, the page filling the frame: no smaller quadrilateral inside it (the portrait, the
+/// header's band) is taken for the document, which would report it `low_resolution` and lose
+/// the portrait.
+#[test]
+fn nothing_inside_a_scanned_page_is_taken_for_the_document() {
+    let report = capture(&render::page(&render::portrait_page()));
+    let outline = &report.details["measures"]["outline"];
+    assert!(
+        outline.is_null() || outline["area_fraction"].as_f64().unwrap() >= 0.2,
+        "{outline}"
+    );
+    assert!(issues(&report).is_empty(), "{}", report.details);
+    assert_read(
+        &read(&render::page(&render::portrait_page()), None),
+        "a scan",
+    );
+}
+
 /// The published specimens in `../shared/data/mrz` (not part of the project; skipped where
 /// absent): the accuracy README reports, held as a floor, and two photos that must be read.
 #[test]
