@@ -16,7 +16,8 @@ const SEARCH_SIDE: u32 = 480;
 /// Corners closer than this fraction of a side to the frame's edge touch it.
 const EDGE_MARGIN: f32 = 0.01;
 /// A quadrilateral covering less than this share of the frame is the document only where it
-/// stands out from its surroundings ([`stands_out`]): a phone photo often shows the document
+/// has a document's proportions and stands out from its surroundings ([`document_shaped`],
+/// [`stands_out`]): a phone photo often shows the document
 /// small on a table (a third of the frame's width is a tenth of its area), while inside a scan
 /// whose own outline was not found the largest quadrilateral is a part of the page, its printed
 /// header or the portrait's frame. From this share up, the largest quadrilateral is taken as
@@ -49,7 +50,7 @@ pub struct Outline {
 }
 
 /// Finds the largest quadrilateral covering at least `min_area_fraction` of the frame (below
-/// [`SURROUNDED_BELOW`], one that stands out from its surroundings).
+/// [`SURROUNDED_BELOW`], one shaped like a document that stands out from its surroundings).
 pub fn find(image: &RgbImage, min_area_fraction: f32) -> Option<Outline> {
     let (width, height) = image.dimensions();
     let scale = (SEARCH_SIDE as f32 / width.max(height) as f32).min(1.0);

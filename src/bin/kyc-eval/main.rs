@@ -9,7 +9,8 @@
 //! validates with a wrong value is the worst error an MRZ reader can make, and is counted.
 //!
 //! With `--turn DEG` each image is first turned on a plain table, whole: the same documents
-//! photographed askew.
+//! photographed askew. With `--far SHARE` it is placed on the table in a phone camera's
+//! 4032x3024 photo, that share of its width, as a JPEG: photographed from further away.
 //!
 //! It prints the specimen data it reads; run it on specimens and test images only.
 //!
@@ -80,6 +81,11 @@ enum Mode {
         /// whole image kept in the frame: how the same documents read photographed askew.
         #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
         turn: f32,
+        /// Place each image on a table in a 4032x3024 photo, this share of its width (0.05 to
+        /// 1), as a JPEG, before any `--turn`: how the same documents read photographed from
+        /// further away with a phone.
+        #[arg(long)]
+        far: Option<f32>,
     },
     /// face_match on every pair of face photos.
     Face { dir: PathBuf },
@@ -117,7 +123,7 @@ const SPECIMENS: &[(&str, &str, &str, &str)] = &[
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     match args.mode {
-        Mode::Ocr { dir, turn } => ocr(&dir, turn, &args.models, args.debug.as_deref()),
+        Mode::Ocr { dir, turn, far } => ocr(&dir, turn, far, &args.models, args.debug.as_deref()),
         Mode::Face { dir } => face(&dir, &args.models),
         Mode::Liveness { gif, window } => liveness(&gif, usize::from(window), &args.models),
         Mode::Inputs { face, out } => inputs(&face, &out, &args.models),
@@ -145,6 +151,7 @@ fn images_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 fn ocr(
     dir: &Path,
     turn: f32,
+    far: Option<f32>,
     models: &Path,
     debug: Option<&Path>,
 ) -> Result<(), Box<dyn std::error::Error>> {
@@ -153,6 +160,9 @@ fn ocr(
     let reader: Ocr = standalone(&settings, "ocr", models)?;
     let today = chrono::Utc::now().date_naive();
 
+    if far.is_some_and(|share| !(0.05..=1.0).contains(&share)) {
+        return Err("--far takes a share of the photo's width from 0.05 to 1".into());
+    }
     let files = images_in(dir)?;
 
     println!(
@@ -165,7 +175,9 @@ fn ocr(
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("?");
         let expected: Option<u32> = name.split_once('_').and_then(|(n, _)| n.parse().ok());
         let mut bytes = Bytes::from(std::fs::read(path)?);
-        if turn != 0.0 {
+        if let Some(share) = far {
+            bytes = from_afar(&image::load_from_memory(&bytes)?.to_rgb8(), share, turn);
+        } else if turn != 0.0 {
             bytes = turned(&image::load_from_memory(&bytes)?.to_rgb8(), turn)?;
         }
         let image = ImageData::parse(bytes, &settings.limits.images())?;
@@ -247,27 +259,50 @@ fn ocr(
     Ok(())
 }
 
-/// `photo` turned `degrees` counter-clockwise on a plain brown table large enough to hold all
-/// of it, as a lossless PNG.
-fn turned(photo: &image::RgbImage, degrees: f32) -> Result<Bytes, image::ImageError> {
+/// The plain brown table documents are photographed on.
+const TABLE: image::Rgb<u8> = image::Rgb([96, 84, 72]);
+
+/// `photo` turned `degrees` counter-clockwise on the table, whole, the table about it.
+fn turn_on_table(photo: &image::RgbImage, degrees: f32) -> image::RgbImage {
     use imageproc::geometric_transformations::{Border, Interpolation, rotate_about_center};
-    let table = image::Rgb([96u8, 84, 72]);
+    // imageproc turns clockwise for a positive angle (y points down).
+    rotate_about_center(
+        photo,
+        -degrees.to_radians(),
+        Interpolation::Bilinear,
+        Border::Constant(TABLE),
+    )
+}
+
+/// `photo` on the table in a 4032x3024 photo, `share` of its width (its height cut to the
+/// photo's), turned `degrees` counter-clockwise about the photo's centre, as a JPEG.
+fn from_afar(photo: &image::RgbImage, share: f32, degrees: f32) -> Bytes {
+    let (width, height) = (4032u32, 3024u32);
+    let w = (width as f32 * share).round() as u32;
+    let h = (photo.height() as f32 * w as f32 / photo.width() as f32).round() as u32;
+    let scaled = image::imageops::resize(photo, w, h, image::imageops::FilterType::CatmullRom);
+    let mut canvas = image::RgbImage::from_pixel(width, height, TABLE);
+    let centred = |outer: u32, inner: u32| (i64::from(outer) - i64::from(inner)) / 2;
+    image::imageops::replace(&mut canvas, &scaled, centred(width, w), centred(height, h));
+    if degrees != 0.0 {
+        canvas = turn_on_table(&canvas, degrees);
+    }
+    kyc_orchestrator::specimen::jpeg(&canvas)
+}
+
+/// `photo` turned `degrees` counter-clockwise on the table, large enough to hold all of it, as
+/// a lossless PNG.
+fn turned(photo: &image::RgbImage, degrees: f32) -> Result<Bytes, image::ImageError> {
     let (w, h) = (photo.width() as f32, photo.height() as f32);
     let (sin, cos) = degrees.to_radians().sin_cos();
     let side = |a: f32, b: f32| (a * cos.abs() + b * sin.abs()).ceil() as u32 + 20;
-    let mut canvas = image::RgbImage::from_pixel(side(w, h), side(h, w), table);
+    let mut canvas = image::RgbImage::from_pixel(side(w, h), side(h, w), TABLE);
     let (x, y) = (
         (canvas.width() - photo.width()) / 2,
         (canvas.height() - photo.height()) / 2,
     );
     image::imageops::replace(&mut canvas, photo, i64::from(x), i64::from(y));
-    // imageproc turns clockwise for a positive angle (y points down).
-    let turned = rotate_about_center(
-        &canvas,
-        -degrees.to_radians(),
-        Interpolation::Bilinear,
-        Border::Constant(table),
-    );
+    let turned = turn_on_table(&canvas, degrees);
     let mut out = std::io::Cursor::new(Vec::new());
     turned.write_to(&mut out, image::ImageFormat::Png)?;
     Ok(out.into_inner().into())
