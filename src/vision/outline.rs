@@ -169,7 +169,19 @@ fn stands_out(edges: &GrayImage, quad: &[(f32, f32); 4]) -> bool {
         |k: f32| quad.map(|(x, y)| (centre.0 + (x - centre.0) * k, centre.1 + (y - centre.1) * k));
     let (inner, near, far) = (grown(0.94), grown(1.06), grown(1.25));
     let (mut inside, mut band) = ((0u32, 0u32), (0u32, 0u32));
-    for (x, y, pixel) in edges.enumerate_pixels() {
+    // Only the pixels within the outer band's bounds, in the frame.
+    let bound = |axis: fn(&(f32, f32)) -> f32, limit: u32| {
+        let values = far.iter().map(axis);
+        let low = values.clone().fold(f32::INFINITY, f32::min).max(0.0) as u32;
+        let high = (values.fold(0.0, f32::max).ceil() as u32).min(limit);
+        low..high
+    };
+    let (xs, ys) = (
+        bound(|c| c.0, edges.width()),
+        bound(|c| c.1, edges.height()),
+    );
+    for (x, y) in ys.flat_map(|y| xs.clone().map(move |x| (x, y))) {
+        let pixel = edges.get_pixel(x, y);
         let point = (x as f32 + 0.5, y as f32 + 0.5);
         let count = if contains(&inner, point) {
             &mut inside

@@ -155,14 +155,14 @@ fn ocr(
     models: &Path,
     debug: Option<&Path>,
 ) -> Result<(), Box<dyn std::error::Error>> {
+    if far.is_some_and(|share| !(0.05..=1.0).contains(&share)) {
+        return Err("--far takes a share of the photo's width from 0.05 to 1".into());
+    }
     let settings = Settings::load(None)?;
     let capture: DocCapture = standalone(&settings, "doc_capture", models)?;
     let reader: Ocr = standalone(&settings, "ocr", models)?;
     let today = chrono::Utc::now().date_naive();
 
-    if far.is_some_and(|share| !(0.05..=1.0).contains(&share)) {
-        return Err("--far takes a share of the photo's width from 0.05 to 1".into());
-    }
     let files = images_in(dir)?;
 
     println!(
@@ -262,7 +262,8 @@ fn ocr(
 /// The plain brown table documents are photographed on.
 const TABLE: image::Rgb<u8> = image::Rgb([96, 84, 72]);
 
-/// `photo` turned `degrees` counter-clockwise on the table, whole, the table about it.
+/// `photo` turned `degrees` counter-clockwise about its centre, the corners it uncovers filled
+/// with the table.
 fn turn_on_table(photo: &image::RgbImage, degrees: f32) -> image::RgbImage {
     use imageproc::geometric_transformations::{Border, Interpolation, rotate_about_center};
     // imageproc turns clockwise for a positive angle (y points down).
