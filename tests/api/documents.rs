@@ -140,6 +140,8 @@ fn a_valid_zone_is_read_with_every_check_digit_verified() {
     );
     assert_eq!(report.details["format"], "TD3");
     assert_eq!(report.details["check_digits_valid"], true);
+    // A level page's zone is found by its rows of print, without the text detector.
+    assert_eq!(report.details["lines_located_by"], "print_rows");
     assert_eq!(
         report.details["models"]["recognition"]["file"],
         "PP-OCRv6_rec_small.onnx"
@@ -164,6 +166,8 @@ fn a_wrong_check_digit_makes_the_zone_invalid() {
 
     assert_eq!(report.reasons, ["mrz_invalid"], "{}", report.details);
     assert_eq!(report.details["checks"]["document_number"], false);
+    // Rows of print whose check digits fail are not kept: the detector looked again.
+    assert_eq!(report.details["lines_located_by"], "text_detector");
 }
 
 #[test]

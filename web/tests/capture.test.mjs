@@ -152,6 +152,9 @@ test("without a camera the applicant chooses files, and the session completes", 
     const document = png(drawnDocument(320, 240), 320, 240);
     await page.setInputFiles("#file", { name: "passport.png", mimeType: "image/png", buffer: document });
     await page.getByRole("button", { name: "Use this photo" }).click();
+    // The file input takes its handler only once the camera has been refused: choosing
+    // before the fallback shows would go unheard (an applicant cannot, since it is hidden).
+    await page.getByText("Choose photos of your face, in the order taken").waitFor();
     await page.setInputFiles("#selfie-files", [
       { name: "face-1.png", mimeType: "image/png", buffer: document },
       { name: "face-2.png", mimeType: "image/png", buffer: document },

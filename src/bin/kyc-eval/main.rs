@@ -170,6 +170,7 @@ fn ocr(
         "image", "expected", "found", "valid", "number", "birth", "dc ms", "ocr ms"
     );
     let (mut expected_valid, mut validated, mut wrong) = (0, 0, 0);
+    let (mut all_valid, mut by_rows) = (0, 0);
     let (mut dc_times, mut ocr_times) = (Vec::new(), Vec::new());
     for path in &files {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("?");
@@ -196,6 +197,8 @@ fn ocr(
         ocr_times.push(ocr_ms);
 
         let valid = reading.mrz.as_ref().is_some_and(|m| m.checks.all_valid());
+        all_valid += usize::from(valid);
+        by_rows += usize::from(valid && reading.located_by == "print_rows");
         let extracted = report.extracted.clone().unwrap_or_default();
         let field = |key: &str| extracted[key].as_str().unwrap_or("-").to_owned();
         if expected == Some(100) {
@@ -248,6 +251,11 @@ fn ocr(
     println!(
         "images marked 100 fully validated: {validated}/{expected_valid} ({:.0} %)",
         100.0 * validated as f64 / expected_valid.max(1) as f64
+    );
+    println!(
+        "all images fully validated: {all_valid}/{}, of which {by_rows} from rows of print \
+         (the others through the text detector)",
+        files.len()
     );
     println!("validated with a wrong number or date (specimens): {wrong}");
     println!(

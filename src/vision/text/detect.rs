@@ -79,7 +79,7 @@ impl TextBox {
     }
 
     /// Sets the upright box to the one around the line's rectangle.
-    fn bound(&mut self) {
+    pub(super) fn bound(&mut self) {
         let corners = self.corners(0.0);
         let (mut x0, mut y0, mut x1, mut y1) = (f32::MAX, f32::MAX, f32::MIN, f32::MIN);
         for (x, y) in corners {
@@ -111,6 +111,16 @@ impl TextBox {
         let (s, c) = self.angle.sin_cos();
         let (dx, dy) = (x - self.centre.0, y - self.centre.1);
         (dx * c + dy * s, -dx * s + dy * c)
+    }
+
+    /// This box with its upright box cut to an image `width` x `height`.
+    pub(super) fn within(mut self, width: f32, height: f32) -> Self {
+        let (x1, y1) = (self.x + self.width, self.y + self.height);
+        self.x = self.x.max(0.0);
+        self.y = self.y.max(0.0);
+        self.width = x1.min(width) - self.x;
+        self.height = y1.min(height) - self.y;
+        self
     }
 
     /// Whether `other` runs within 3 degrees of this line's direction.
@@ -242,7 +252,7 @@ fn join(a: &TextBox, b: &TextBox) -> Option<TextBox> {
 /// still a degree off, enough for an upright box to cut a long line's characters: with lines
 /// levelled from 1.5 degrees, 4 of the 10 specimens marked 100 validated turned 35 degrees
 /// (`kyc-eval ocr --turn -35`); from half a degree, 8.
-const LEVEL: f64 = 0.0087;
+pub(super) const LEVEL: f64 = 0.0087;
 
 pub(super) fn detect(
     session: &mut Session,
@@ -444,13 +454,7 @@ impl Region {
             thickness: (thickness + 2.0 * grow) * stretch(self.angle + std::f64::consts::FRAC_PI_2),
         };
         text_box.bound();
-        // The upright box within the image.
-        let (x1, y1) = (text_box.x + text_box.width, text_box.y + text_box.height);
-        text_box.x = text_box.x.max(0.0);
-        text_box.y = text_box.y.max(0.0);
-        text_box.width = x1.min(w as f32 * sx) - text_box.x;
-        text_box.height = y1.min(h as f32 * sy) - text_box.y;
-        text_box
+        text_box.within(w as f32 * sx, h as f32 * sy)
     }
 
     fn width(&self) -> u32 {

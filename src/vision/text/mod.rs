@@ -12,6 +12,7 @@
 mod detect;
 mod prune;
 mod recognize;
+mod rows;
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -26,6 +27,7 @@ use crate::models::{ModelError, ModelFile, ModelId};
 
 pub use detect::{DetectSettings, TextBox, beside, join_lines};
 pub use recognize::Line;
+pub use rows::dense_lines;
 
 /// The model files this engine loads, by name in the models directory.
 pub const DETECTION_MODEL: &str = "PP-OCRv6_det_small.onnx";
