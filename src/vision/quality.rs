@@ -76,6 +76,20 @@ pub fn exposure(gray: &GrayImage) -> Exposure {
     }
 }
 
+/// The lowest level at or below which `share` of a histogram's counts fall (0 for an empty
+/// one).
+pub fn quantile(histogram: &[u32; 256], share: f64) -> u8 {
+    let total: u64 = histogram.iter().map(|&count| u64::from(count)).sum();
+    let mut seen = 0u64;
+    histogram
+        .iter()
+        .position(|&count| {
+            seen += u64::from(count);
+            seen as f64 >= share * total as f64
+        })
+        .map_or(u8::MAX, |level| level as u8)
+}
+
 /// Fraction of the document that is specular glare: patches of near-white, colourless pixels
 /// well above the paper's own brightness (its median). A patch counts when it is at least
 /// 0.2 % of the document and clear of its border, so a white document, white print and the
@@ -92,14 +106,7 @@ pub fn glare(document: &RgbImage) -> f64 {
     for p in document.pixels() {
         histogram[usize::from(luma(p))] += 1;
     }
-    let mut seen = 0;
-    let paper = histogram
-        .iter()
-        .position(|&count| {
-            seen += count as usize;
-            seen * 2 >= n
-        })
-        .unwrap_or(0) as u8;
+    let paper = quantile(&histogram, 0.5);
     let floor = paper.saturating_add(20).max(235);
     let (w, h) = document.dimensions();
     let mask = GrayImage::from_fn(w, h, |x, y| {

@@ -122,8 +122,17 @@ pub struct Reading {
     pub rejoined: bool,
     /// Which image and turn it came from: "front", "front_rotated", "back", ...
     pub source: &'static str,
-    /// How its lines were found: "print_rows" (`text::dense_lines`) or "text_detector".
-    pub located_by: &'static str,
+    /// How its lines were found.
+    pub located_by: Located,
+}
+
+/// How a reading's lines were found: as rows of dense print (`text::dense_lines`), or by the
+/// text detector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Located {
+    PrintRows,
+    TextDetector,
 }
 
 impl CheckSettings for OcrSettings {}
@@ -252,7 +261,7 @@ impl Ocr {
         let mut read = Recognised::default();
         let zone = read.zone(engine, image, &lines)?;
         Ok(zone.filter(|z| z.checks.all_valid()).map(|zone| Reading {
-            located_by: "print_rows",
+            located_by: Located::PrintRows,
             ..read.reading(Some(zone), &lines, false, source)
         }))
     }
@@ -564,7 +573,7 @@ impl Recognised {
             tilt_deg: tilts.get(tilts.len() / 2).copied().unwrap_or(0.0),
             rejoined,
             source,
-            located_by: "text_detector",
+            located_by: Located::TextDetector,
         }
     }
 }

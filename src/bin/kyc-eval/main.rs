@@ -54,7 +54,7 @@ use kyc_orchestrator::agents::doc_capture::Captured;
 use kyc_orchestrator::agents::doc_capture::DocCapture;
 use kyc_orchestrator::agents::face_match::FaceMatch;
 use kyc_orchestrator::agents::liveness::Liveness;
-use kyc_orchestrator::agents::ocr::Ocr;
+use kyc_orchestrator::agents::ocr::{Located, Ocr};
 use kyc_orchestrator::agents::standalone;
 use kyc_orchestrator::domain::ImageData;
 
@@ -198,7 +198,7 @@ fn ocr(
 
         let valid = reading.mrz.as_ref().is_some_and(|m| m.checks.all_valid());
         all_valid += usize::from(valid);
-        by_rows += usize::from(valid && reading.located_by == "print_rows");
+        by_rows += usize::from(valid && reading.located_by == Located::PrintRows);
         let extracted = report.extracted.clone().unwrap_or_default();
         let field = |key: &str| extracted[key].as_str().unwrap_or("-").to_owned();
         if expected == Some(100) {

@@ -16,6 +16,7 @@
 use image::GrayImage;
 
 use super::detect::{LEVEL, TextBox};
+use crate::vision::quality::quantile;
 
 /// Vertical strips the page is cut into.
 const STRIPS: usize = 24;
@@ -53,10 +54,11 @@ pub fn dense_lines(gray: &GrayImage) -> Vec<TextBox> {
     if width < 4 * STRIPS as u32 || height < 8 {
         return Vec::new();
     }
-    let edges = edge_map(gray);
+    let edges = Edges::of(gray);
     let strip_width = width / STRIPS as u32;
-    // A zone's characters are between about 1/60 (44 to a line) and 1/25 of the page's width
-    // high; lower or higher runs are not its print.
+    // A zone's characters are a 60th (44 to a line) to a 25th of its page's width high. Runs
+    // from a 120th to a 15th of the image's width are kept: the page may fill only half the
+    // image, and a few degrees' turn thickens a line's piece in a strip.
     let (min_thickness, max_thickness) = ((width as f32 / 120.0).max(4.0), width as f32 / 15.0);
     // A zone's lines are more than a character's height apart: a gap of a 300th of the width
     // is within a line.
@@ -84,44 +86,55 @@ pub fn dense_lines(gray: &GrayImage) -> Vec<TextBox> {
 }
 
 /// Where the intensity changes sharply between a pixel's left and right neighbours: the
-/// vertical strokes of print. The threshold follows the image's contrast: half its strongest
-/// changes (their 98th percentile), since a zone's print is black and the pattern behind it
-/// pale; but never below 16 grey levels, nor above 40, where a sharp scan's strongest changes
-/// would leave only the middle of its strokes (their edges softened by compression).
-fn edge_map(gray: &GrayImage) -> Vec<Vec<bool>> {
-    let (width, height) = gray.dimensions();
-    let mut gradients = vec![vec![0u8; width as usize]; height as usize];
-    let mut histogram = [0u32; 256];
-    for (y, row) in gradients.iter_mut().enumerate() {
-        let pixels = &gray.as_raw()[y * width as usize..(y + 1) * width as usize];
-        for x in 1..width as usize - 1 {
-            let g = pixels[x + 1].abs_diff(pixels[x - 1]);
-            row[x] = g;
-            histogram[g as usize] += 1;
+/// vertical strokes of print, row by row.
+struct Edges {
+    width: usize,
+    on: Vec<bool>,
+}
+
+impl Edges {
+    /// The threshold follows the image's contrast: half its strongest changes (their 98th
+    /// percentile), since a zone's print is black and the pattern behind it pale; but never
+    /// below 16 grey levels, nor above 40, where a sharp scan's strongest changes would leave
+    /// only the middle of its strokes (their edges softened by compression).
+    fn of(gray: &GrayImage) -> Self {
+        let width = gray.width() as usize;
+        let mut changes = vec![0u8; gray.as_raw().len()];
+        let mut histogram = [0u32; 256];
+        for (row, pixels) in changes
+            .chunks_exact_mut(width)
+            .zip(gray.as_raw().chunks_exact(width))
+        {
+            for x in 1..width - 1 {
+                row[x] = pixels[x + 1].abs_diff(pixels[x - 1]);
+                histogram[usize::from(row[x])] += 1;
+            }
+        }
+        let threshold = (quantile(&histogram, 0.98) / 2).clamp(16, 40);
+        Self {
+            width,
+            on: changes.into_iter().map(|g| g >= threshold).collect(),
         }
     }
-    let total: u32 = histogram.iter().sum();
-    let mut seen = 0;
-    let mut p98 = 255;
-    for (level, &count) in histogram.iter().enumerate() {
-        seen += count;
-        if seen as f32 >= 0.98 * total as f32 {
-            p98 = level as u8;
-            break;
-        }
+
+    fn rows(&self) -> impl Iterator<Item = &[bool]> {
+        self.on.chunks_exact(self.width)
     }
-    let threshold = (p98 / 2).clamp(16, 40);
-    gradients
-        .into_iter()
-        .map(|row| row.into_iter().map(|g| g >= threshold).collect())
-        .collect()
+
+    fn height(&self) -> usize {
+        self.on.len() / self.width
+    }
+
+    fn at(&self, x: u32, y: u32) -> bool {
+        self.on[y as usize * self.width + x as usize]
+    }
 }
 
 /// The runs of print rows in the strip from `x0`, `width` wide. A run goes on across up to
 /// `bridge` rows below the threshold (where the strokes in the strip are thin or pale).
-fn strip_pieces(edges: &[Vec<bool>], x0: u32, width: u32, bridge: usize) -> Vec<Piece> {
+fn strip_pieces(edges: &Edges, x0: u32, width: u32, bridge: usize) -> Vec<Piece> {
     let density: Vec<f32> = edges
-        .iter()
+        .rows()
         .map(|row| {
             row[x0 as usize..(x0 + width) as usize]
                 .iter()
@@ -204,7 +217,7 @@ fn chains(pieces: &[Vec<Piece>]) -> Vec<Vec<(usize, Piece)>> {
 
 /// The line through a chain's pieces: its direction fitted through their centres, its
 /// thickness their thickest but one, and its ends where the print along it stops.
-fn fit(edges: &[Vec<bool>], chain: &[(usize, Piece)], strip_width: u32) -> Option<TextBox> {
+fn fit(edges: &Edges, chain: &[(usize, Piece)], strip_width: u32) -> Option<TextBox> {
     let points: Vec<(f32, f32)> = chain
         .iter()
         .map(|(strip, piece)| ((*strip as f32 + 0.5) * strip_width as f32, piece.centre()))
@@ -222,15 +235,15 @@ fn fit(edges: &[Vec<bool>], chain: &[(usize, Piece)], strip_width: u32) -> Optio
     let thickness = thicknesses[thicknesses.len().saturating_sub(2)];
     // The ends: from the chain's first and last strips, outwards along the line while print
     // continues, a gap of up to one thickness allowed.
-    let width = edges[0].len() as u32;
-    let height = edges.len() as u32;
+    let width = edges.width as u32;
+    let height = edges.height() as u32;
     let print_at = |x: u32| {
         let centre = my + slope * (x as f32 - mx);
         let (top, bottom) = (
             (centre - thickness / 2.0).max(0.0) as u32,
             ((centre + thickness / 2.0) as u32).min(height - 1),
         );
-        (top..=bottom).any(|y| edges[y as usize][x as usize])
+        (top..=bottom).any(|y| edges.at(x, y))
     };
     let gap = thickness.ceil() as u32;
     let first = chain[0].0 as u32 * strip_width;
