@@ -37,6 +37,8 @@ RUN cargo chef prepare --recipe-path recipe.json
 
 FROM chef AS builder
 COPY --from=planner /src/recipe.json recipe.json
+# The C++ flags dlib's templates are compiled with (.cargo/config.toml).
+COPY .cargo .cargo
 RUN cargo chef cook --release --locked --recipe-path recipe.json
 COPY . .
 # The release binaries keep line tables (panics and profiles name source lines). The images get

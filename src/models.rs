@@ -26,6 +26,12 @@ pub enum ModelError {
     Invalid { path: PathBuf, reason: String },
     #[error("loading a model panicked (a file its parser could not read?)")]
     Panicked,
+    /// The face engine's C++ was compiled for instructions this CPU lacks (.cargo/config.toml).
+    #[error(
+        "the face engine was built for CPUs with {0}, which this one lacks: rebuild without \
+         .cargo/config.toml's CXXFLAGS line"
+    )]
+    CpuLacks(&'static str),
     /// A remote agent's token file.
     #[error("cannot read the secret file {path}")]
     SecretFile {

@@ -223,7 +223,10 @@ fn analyse_frame(image: &RgbImage, engine: &Biometrics, landmarks: bool) -> Fram
     }
 }
 
-/// `image` scaled by `k` (a copy even at 1).
+/// `image` scaled by `k` (a copy even at 1), with `image`'s own resampler rather than
+/// `vision::resample`: the landmarks, and the challenge's verdicts on real clips with them,
+/// move with the last bit of a resampled pixel. With the other resampler two windows of
+/// `kyc-eval challenge`'s `liveportrait_d12` lost their second turn (README, Performance).
 pub fn scaled(image: &RgbImage, k: f32) -> RgbImage {
     if (k - 1.0).abs() < 1e-3 {
         return image.clone();

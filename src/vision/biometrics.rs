@@ -20,6 +20,7 @@ use image::RgbImage;
 use serde::Serialize;
 
 use super::pool::Pool;
+use super::resample;
 use crate::models::{ModelError, ModelFile, ModelId};
 
 /// Five landmarks (eye corners and the base of the nose): what the embedding aligns faces by.
@@ -146,6 +147,19 @@ impl Biometrics {
         slots: usize,
     ) -> Result<Self, ModelError> {
         let slots = slots.max(1);
+        // `cc` reads the variable for this one target only.
+        let cxxflags = if cfg!(all(
+            target_arch = "x86_64",
+            target_os = "linux",
+            target_env = "gnu"
+        )) {
+            option_env!("CXXFLAGS_x86_64_unknown_linux_gnu").unwrap_or("")
+        } else {
+            ""
+        };
+        if let Some(lacking) = lacking_instructions(cxxflags, cpu_has) {
+            return Err(ModelError::CpuLacks(lacking));
+        }
         blas_in_caller();
         let (landmarks, landmarks_model) = open(dir, landmarks, |p| LandmarkPredictor::open(p))?;
         let (encoders, embedding_model) = if embed {
@@ -173,8 +187,7 @@ impl Biometrics {
     pub fn detect_large_first(&self, image: &RgbImage, prepared: &Prepared) -> Vec<FaceBox> {
         let (w, h) = image.dimensions();
         if w.min(h) >= 2 * MIN_FACE {
-            let half =
-                image::imageops::resize(image, w / 2, h / 2, image::imageops::FilterType::Triangle);
+            let half = resample::resized(image, w / 2, h / 2);
             let faces = self.detect(&Prepared::new(&half));
             if !faces.is_empty() {
                 let k = w as f32 / (w / 2) as f32;
@@ -226,6 +239,34 @@ impl Biometrics {
         Some(Embedding(
             encoding.as_ref().iter().map(|&v| v as f32).collect(),
         ))
+    }
+}
+
+/// The instruction set named by `cxxflags`, the flags dlib's templates were compiled with
+/// (.cargo/config.toml), that `has` says this CPU lacks. Code compiled for it would stop the
+/// process with an illegal instruction in the middle of a session; refusing to load says why
+/// at start-up instead.
+fn lacking_instructions(cxxflags: &str, has: impl Fn(&str) -> bool) -> Option<&'static str> {
+    [("-mavx2", "avx2", "AVX2"), ("-mfma", "fma", "FMA")]
+        .into_iter()
+        .find(|&(flag, feature, _)| cxxflags.split_whitespace().any(|f| f == flag) && !has(feature))
+        .map(|(_, _, name)| name)
+}
+
+/// Whether this CPU has the x86 `feature` (one of those [`lacking_instructions`] names).
+fn cpu_has(feature: &str) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        match feature {
+            "avx2" => std::arch::is_x86_feature_detected!("avx2"),
+            "fma" => std::arch::is_x86_feature_detected!("fma"),
+            _ => false,
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = feature;
+        false
     }
 }
 
@@ -290,6 +331,21 @@ fn open<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_build_for_instructions_the_cpu_lacks_is_refused_by_name() {
+        let none = |_: &str| false;
+        let all = |_: &str| true;
+        assert_eq!(lacking_instructions("-O2 -mavx2 -mfma", none), Some("AVX2"));
+        assert_eq!(lacking_instructions("-mfma", none), Some("FMA"));
+        assert_eq!(
+            lacking_instructions("-mavx2 -mfma", |f| f == "avx2"),
+            Some("FMA")
+        );
+        assert_eq!(lacking_instructions("-mavx2 -mfma", all), None);
+        assert_eq!(lacking_instructions("", none), None);
+        assert_eq!(lacking_instructions("-mavx2x", none), None);
+    }
 
     #[test]
     fn engines_of_one_process_share_their_embedding_networks_while_they_hold_them() {

@@ -5,6 +5,7 @@ use std::path::Path;
 use image::GrayImage;
 use serde::Serialize;
 
+use super::resample;
 use crate::models::{ModelError, ModelFile, ModelId};
 
 pub const FACE_MODEL: &str = "seeta_fd_frontal_v1.0.bin";
@@ -43,11 +44,10 @@ impl FaceDetector {
         let scale = (SEARCH_SIDE as f32 / w.max(h) as f32).min(1.0);
         let small;
         let searched = if scale < 1.0 {
-            small = image::imageops::resize(
+            small = resample::resized(
                 gray,
                 ((w as f32 * scale) as u32).max(1),
                 ((h as f32 * scale) as u32).max(1),
-                image::imageops::FilterType::Triangle,
             );
             &small
         } else {

@@ -11,6 +11,7 @@ pub mod outline;
 pub mod pool;
 pub mod pose;
 pub mod quality;
+pub mod resample;
 pub mod text;
 
 pub use decode::{DecodeError, decode, encode_png};

@@ -11,6 +11,8 @@ use imageproc::geometry::{approximate_polygon_dp, arc_length, contour_area, conv
 use imageproc::point::Point;
 use serde::Serialize;
 
+use super::resample;
+
 /// Outlines are searched for on the image scaled to this longer side.
 const SEARCH_SIDE: u32 = 480;
 /// Corners closer than this fraction of a side to the frame's edge touch it.
@@ -58,12 +60,7 @@ pub fn find(image: &RgbImage, min_area_fraction: f32) -> Option<Outline> {
         ((width as f32 * scale) as u32).max(1),
         ((height as f32 * scale) as u32).max(1),
     );
-    let gray: GrayImage = image::imageops::grayscale(&image::imageops::resize(
-        image,
-        sw,
-        sh,
-        image::imageops::FilterType::Triangle,
-    ));
+    let gray: GrayImage = image::imageops::grayscale(&resample::resized(image, sw, sh));
     let blurred = imageproc::filter::gaussian_blur_f32(&gray, 1.2);
     let edges = imageproc::edges::canny(&blurred, 20.0, 50.0);
     let closed =
@@ -294,9 +291,7 @@ pub fn warp_to(
 ) -> RgbImage {
     match Projection::from_control_points(corners, upright((width, height))) {
         Some(projection) => warp_bilinear(image, projection, (width, height)),
-        None => {
-            image::imageops::resize(image, width, height, image::imageops::FilterType::Triangle)
-        }
+        None => resample::resized(image, width, height),
     }
 }
 
@@ -374,11 +369,10 @@ pub fn whole_frame(image: &RgbImage, min_side: u32, max_side: u32) -> RgbImage {
         return image.clone();
     }
     let scale = target as f32 / long as f32;
-    image::imageops::resize(
+    resample::resized(
         image,
         ((w as f32 * scale).round() as u32).max(1),
         ((h as f32 * scale).round() as u32).max(1),
-        image::imageops::FilterType::Triangle,
     )
 }
 

@@ -6,6 +6,8 @@ use imageproc::filter::laplacian_filter;
 use imageproc::region_labelling::{Connectivity, connected_components};
 use serde::Serialize;
 
+use super::resample;
+
 /// Width images are scaled to before sharpness and edge measures.
 pub const MEASURE_WIDTH: u32 = 800;
 
@@ -16,12 +18,7 @@ pub fn normalised(image: &RgbImage) -> RgbImage {
         return image.clone();
     }
     let height = ((h as f32 * MEASURE_WIDTH as f32 / w as f32).round() as u32).max(1);
-    image::imageops::resize(
-        image,
-        MEASURE_WIDTH,
-        height,
-        image::imageops::FilterType::Triangle,
-    )
+    resample::resized(image, MEASURE_WIDTH, height)
 }
 
 /// Variance of the Laplacian: high for crisp edges, low for blur.

@@ -9,6 +9,7 @@ use ort::session::Session;
 use serde::Serialize;
 
 use super::{InferenceError, infer, write_input};
+use crate::vision::resample;
 
 /// Detection thresholds; the defaults are PP-OCR's own.
 #[derive(Debug, Clone, Serialize)]
@@ -265,7 +266,7 @@ pub(super) fn detect(
     let scale = (settings.side as f32 / width.max(height) as f32).min(4.0);
     let to_32 = |side: u32| ((side as f32 * scale / 32.0).round() as u32).max(1) * 32;
     let (w, h) = (to_32(width), to_32(height));
-    let resized = image::imageops::resize(image, w, h, image::imageops::FilterType::Triangle);
+    let resized = resample::resized(image, w, h);
 
     let mut input = Array4::<f32>::zeros((1, 3, h as usize, w as usize));
     write_input(&mut input, 0, &resized);

@@ -6,6 +6,7 @@ use ndarray::Array4;
 use ort::session::Session;
 
 use super::{InferenceError, infer, write_input};
+use crate::vision::resample;
 
 const HEIGHT: u32 = 48;
 /// Widest line fed to the model; a 44-character MRZ line at 48 px high is about 1,400.
@@ -34,9 +35,7 @@ pub(super) fn recognize(
     // Zero after normalisation is mid-grey, which is also how the model's training padded.
     let mut input = Array4::<f32>::zeros((lines.len(), 3, HEIGHT as usize, batch_width as usize));
     for (n, (line, &width)) in lines.iter().zip(&widths).enumerate() {
-        let resized =
-            image::imageops::resize(line, width, HEIGHT, image::imageops::FilterType::Triangle);
-        write_input(&mut input, n, &resized);
+        write_input(&mut input, n, &resample::resized(line, width, HEIGHT));
     }
     let probabilities = infer(session, &input)?;
     let shape = probabilities.shape().to_vec();
