@@ -1,10 +1,10 @@
 //! Scaling images on a session's path.
 //!
 //! The convolution is `image::imageops::resize`'s with its triangle (bilinear) filter, widened
-//! by the ratio when shrinking so that every source pixel counts, done by `fast_image_resize` in fixed point with
-//! the CPU's vector instructions. Measured on the benchmark's session, `image`'s float version
-//! with its per-sample rounding was a sixth of the server's CPU; this one is a small part of
-//! it. The two agree to within two levels of 8 bits.
+//! by the ratio when shrinking so that every source pixel counts, done by `fast_image_resize`
+//! in fixed point with the CPU's vector instructions. On the benchmark's session `image`'s
+//! float version, with a rounding call per sample, was a sixth of the server's CPU; this one is
+//! under 1 %. The two agree to within two levels of 8 bits.
 //!
 //! Three kinds of scaling keep `image`'s own: the selfie frames liveness and face_match analyse
 //! (`agents::selfie`, where the challenge's verdicts on real clips moved with the difference),
