@@ -147,17 +147,7 @@ impl Biometrics {
         slots: usize,
     ) -> Result<Self, ModelError> {
         let slots = slots.max(1);
-        // `cc` reads the variable for this one target only.
-        let cxxflags = if cfg!(all(
-            target_arch = "x86_64",
-            target_os = "linux",
-            target_env = "gnu"
-        )) {
-            option_env!("CXXFLAGS_x86_64_unknown_linux_gnu").unwrap_or("")
-        } else {
-            ""
-        };
-        if let Some(lacking) = lacking_instructions(cxxflags, cpu_has) {
+        if let Some(lacking) = lacking_instructions(DLIB_CXXFLAGS, cpu_has) {
             return Err(ModelError::CpuLacks(lacking));
         }
         blas_in_caller();
@@ -241,6 +231,21 @@ impl Biometrics {
         ))
     }
 }
+
+/// The C++ flags dlib's templates were compiled with (.cargo/config.toml); `cc` reads the
+/// variable for this one target only.
+const DLIB_CXXFLAGS: &str = match option_env!("CXXFLAGS_x86_64_unknown_linux_gnu") {
+    Some(flags)
+        if cfg!(all(
+            target_arch = "x86_64",
+            target_os = "linux",
+            target_env = "gnu"
+        )) =>
+    {
+        flags
+    }
+    _ => "",
+};
 
 /// The instruction set named by `cxxflags`, the flags dlib's templates were compiled with
 /// (.cargo/config.toml), that `has` says this CPU lacks. Code compiled for it would stop the
